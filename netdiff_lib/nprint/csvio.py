@@ -1,0 +1,178 @@
+"""nPrint CSV: byte-identical writing (as nPrint 1.2.1 prints it) and reading back.
+
+Writing is vectorised: each matrix cell becomes a fixed-width slot from a lookup table (``"0,"``,
+``"1,"``, ``"-1,"`` padded with NUL bytes), the NUL padding is squeezed out with one boolean mask, and each
+row's last comma becomes the newline.  Only the index/timestamp prefix of a row is formatted in Python.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from netdiff_lib.errors import InputError
+from netdiff_lib.schema import BLOCK_ORDER, PAYLOAD_PREFIX, Layout
+from netdiff_lib.trace import Trace
+
+#: nPrint's ``-O`` index columns: option value -> header name.
+INDEX_NAMES = {0: "src_ip", 1: "dst_ip", 2: "src_prt", 3: "dst_prt", 4: "flow"}
+CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """What goes into each row besides the bits: the index column, and ``-R`` / ``-A`` timestamps."""
+
+    index: int = 0
+    relative: bool = False
+    absolute: bool = False
+
+    def header_prefix(self) -> list[str]:
+        cols = [INDEX_NAMES[self.index]]
+        if self.relative:
+            cols.append("rts")
+        if self.absolute:
+            cols += ["tv_sec", "tv_usec"]
+        return cols
+
+
+def header_line(layout: Layout, opts: CsvOptions) -> bytes:
+    return (",".join(opts.header_prefix() + layout.columns) + "\n").encode()
+
+
+@lru_cache(maxsize=16)
+def _cell_lut() -> tuple[np.ndarray, np.ndarray]:
+    """(256, width) uint8 slots holding ``"<value>,"`` NUL-padded, and their lengths, indexed by uint8 value."""
+    texts = [f"{(v if v < 128 else v - 256)},".encode() for v in range(256)]
+    width = max(len(t) for t in texts)
+    lut = np.zeros((256, width), np.uint8)
+    lens = np.zeros(256, np.int64)
+    for v, t in enumerate(texts):
+        lut[v, : len(t)] = np.frombuffer(t, np.uint8)
+        lens[v] = len(t)
+    return lut, lens
+
+
+def format_bits(matrix: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """Rows of ``v,v,...,v\\n`` for a matrix; returns the bytes and each row's end offset."""
+    lut, lens = _cell_lut()
+    u = matrix.view(np.uint8)
+    present = np.unique(u)
+    width = int(lens[present].max()) if len(present) else 1
+    cells = np.ascontiguousarray(lut[:, :width])[u]  # (rows, cols, width)
+    flat = cells.reshape(-1)
+    body = flat[flat != 0]
+    ends = np.cumsum(lens[u].sum(axis=1))
+    if len(ends):
+        body[ends - 1] = ord("\n")
+    return body.tobytes(), ends
+
+
+def write_rows(out: IO[bytes], prefixes: list[str], matrix: np.ndarray) -> None:
+    """Write ``prefix,bits...`` rows (``prefixes`` already hold the index and timestamp values)."""
+    if matrix.shape[1] == 0:
+        out.write("".join(p + "\n" for p in prefixes).encode())
+        return
+    for s in range(0, len(matrix), CHUNK_ROWS):
+        body, ends = format_bits(matrix[s : s + CHUNK_ROWS])
+        starts = np.concatenate([[0], ends[:-1]])
+        view = memoryview(body)
+        parts: list[bytes | memoryview] = []
+        for p, a, b in zip(prefixes[s : s + CHUNK_ROWS], starts.tolist(), ends.tolist(), strict=True):
+            parts.append(p.encode() + b",")
+            parts.append(view[a:b])
+        out.write(b"".join(parts))
+
+
+def timestamp_prefix(ts_ns: np.ndarray, opts: CsvOptions, prev_us: int = 0) -> list[str]:
+    """The ``rts`` and ``tv_sec,tv_usec`` values, with nPrint's quirks (µs precision; ``prev.tv_sec == 0``).
+
+    ``prev_us`` is the timestamp of the previous written row (0 before the first), for streaming.
+    """
+    if not (opts.relative or opts.absolute):
+        return [""] * len(ts_ns)
+    us = ts_ns // 1000
+    sec, usec = us // 1_000_000, us % 1_000_000
+    prev = np.concatenate([[prev_us], us[:-1]])
+    rts = np.where(prev // 1_000_000 == 0, 0, us - prev)
+    cols = []
+    if opts.relative:
+        cols.append(rts.astype(str))
+    if opts.absolute:
+        cols += [sec.astype(str), usec.astype(str)]
+    return [",".join(t) for t in zip(*cols, strict=True)]
+
+
+def join_prefix(index: list[str], ts: list[str]) -> list[str]:
+    return [i + "," + t if t else i for i, t in zip(index, ts, strict=True)]
+
+
+@lru_cache(maxsize=65536)
+def ip_text(raw: bytes) -> str:
+    """Dotted IPv4 or compressed IPv6 text, as ``inet_ntoa``/``inet_ntop`` print them."""
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+def _first_field(columns: list[str]) -> int:
+    for i, c in enumerate(columns):
+        if c.startswith(PAYLOAD_PREFIX + "_") or any(c.startswith(b + "_") for b in BLOCK_ORDER):
+            return i
+    return len(columns)
+
+
+def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
+    """Read an nPrint CSV (nPrint's own, netdiff's, or NetDiffusion's with or without a pandas index)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline().decode().rstrip("\r\n").split(",")
+            lines = [ln for ln in fh.read().split(b"\n") if ln.strip()]
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror})") from None
+    first = _first_field(header)
+    if first == len(header) and header != [""]:
+        raise InputError(path, "no nPrint bit columns in the header line")
+    try:
+        layout = Layout.from_columns(header[first:])
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    prefix_names = header[:first]
+    matrix = np.empty((len(lines), layout.width), np.int8)
+    prefixes: list[list[str]] = []
+    for r, line in enumerate(lines):
+        parts = line.split(b",", first) if first else [line]
+        prefixes.append([p.decode() for p in parts[:first]])
+        row = np.array(parts[-1].split(b","), dtype=np.int16) if layout.width else np.zeros(0)
+        if row.shape != (layout.width,):
+            raise InputError(path, f"line {r + 2} has {len(row)} bit values, the header names {layout.width}")
+        matrix[r] = row
+    ts_ns = _timestamps(prefix_names, prefixes)
+    index = [p[0] for p in prefixes] if prefix_names and prefix_names[0] in INDEX_NAMES.values() else None
+    return Trace(matrix, layout, ts_ns, label, str(path), index)
+
+
+def _timestamps(names: list[str], rows: list[list[str]]) -> np.ndarray | None:
+    if "tv_sec" in names and "tv_usec" in names:
+        s, u = names.index("tv_sec"), names.index("tv_usec")
+        return np.array([int(r[s]) * 1_000_000_000 + int(r[u]) * 1000 for r in rows], dtype=np.int64)
+    if "rts" in names:
+        i = names.index("rts")
+        return np.cumsum(np.array([int(r[i]) for r in rows], dtype=np.int64)) * 1000
+    return None
+
+
+def write_nprint_csv(
+    out: IO[bytes], trace: Trace, opts: CsvOptions | None = None, index: Iterable[str] | None = None
+) -> None:
+    """Write a trace as nPrint CSV; the index column comes from ``index``, ``trace.index`` or row numbers."""
+    opts = opts or CsvOptions()
+    out.write(header_line(trace.layout, opts))
+    idx = list(index) if index is not None else (trace.index or [str(i) for i in range(len(trace))])
+    ts = trace.ts_ns if trace.ts_ns is not None else np.zeros(len(trace), np.int64)
+    write_rows(out, join_prefix(idx, timestamp_prefix(ts, opts)), trace.matrix)
