@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.help:
         print(DESCRIPTION)
         for block in BLOCKS.values():
-            print(f"-{BLOCK_FLAGS[block.name]} {block.name}: " + ", ".join(f"{f.name} ({f.bits})" for f in block.fields))
+            fields = ", ".join(f"{f.name} ({f.bits})" for f in block.fields)
+            print(f"-{BLOCK_FLAGS[block.name]} {block.name}: {fields}")
         return 0
     if not -128 <= args.fill <= 127:
         print(f"netdiff nprint: -F {args.fill} does not fit int8", file=sys.stderr)

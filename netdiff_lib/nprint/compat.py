@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-
 from netdiff_lib.atomic import atomic_open
 from netdiff_lib.errors import ConfigError
-from netdiff_lib.nprint.csvio import CsvOptions, header_line, ip_text, join_prefix, timestamp_prefix, write_rows
+from netdiff_lib.nprint.csvio import CsvOptions, header_line, join_prefix, timestamp_prefix, write_rows
 from netdiff_lib.nprint.decode import write_trace_pcap
-from netdiff_lib.nprint.encode import EncodedBatch, _windows, iter_encoded, skip_counts
-from netdiff_lib.nprint.locate import PROTO_TCP, PROTO_UDP
+from netdiff_lib.nprint.encode import iter_encoded, skip_counts
+from netdiff_lib.nprint.index import index_values
 from netdiff_lib.schema import Layout
 
 
@@ -43,37 +41,6 @@ class NprintJob:
 
     def layout(self) -> Layout:
         return Layout(self.blocks, self.payload)
-
-
-def _addresses(enc: EncodedBatch, which: str) -> list[str]:
-    loc, k, d = enc.loc, enc.keep, enc.batch.data
-    l3, v6 = loc.l3[k], loc.version[k] == 6
-    off4, off6 = (12, 8) if which == "src" else (16, 24)
-    w4 = _windows(d, l3 + off4, 4)
-    w6 = _windows(d, l3 + off6, 16)
-    return [ip_text(bytes(b6) if six else bytes(b4)) for b4, b6, six in zip(w4, w6, v6.tolist(), strict=True)]
-
-
-def _ports(enc: EncodedBatch, at: int) -> list[str]:
-    loc, k, d = enc.loc, enc.keep, enc.batch.data
-    has = np.isin(loc.proto[k], (PROTO_TCP, PROTO_UDP))
-    w = _windows(d, np.where(has, loc.l4[k] + at, 0), 2).astype(np.int64)
-    port = (w[:, 0] << 8) | w[:, 1]
-    return [str(p) if h else "NULL" for p, h in zip(port.tolist(), has.tolist(), strict=True)]
-
-
-def index_values(enc: EncodedBatch, index: int) -> list[str]:
-    """The ``-O`` index column of every kept packet."""
-    if index in (0, 1):
-        return _addresses(enc, "src" if index == 0 else "dst")
-    if index in (2, 3):
-        return _ports(enc, 0 if index == 2 else 2)
-    if index == 4:
-        proto = enc.loc.proto[enc.keep]
-        names = np.where(proto == PROTO_TCP, "TCP", np.where(proto == PROTO_UDP, "UDP", "NULL")).tolist()
-        parts = zip(_addresses(enc, "src"), _addresses(enc, "dst"), _ports(enc, 0), _ports(enc, 2), names, strict=True)
-        return ["_".join(p) for p in parts]
-    raise ConfigError(f"-O {index} is not supported (0-4: src_ip, dst_ip, src_prt, dst_prt, flow)")
 
 
 def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:

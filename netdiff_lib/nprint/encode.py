@@ -55,6 +55,14 @@ def _kept_bytes(block: str, drop: frozenset[str]) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+@lru_cache(maxsize=8)
+def _byte_lut(fill: int) -> np.ndarray:
+    """257 int64 words, each holding the 8 int8 bit values of a byte (MSB first); entry 256 is all ``fill``."""
+    table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.int8)
+    table = np.vstack([table, np.full((1, 8), fill, np.int8)])
+    return np.ascontiguousarray(table).view(np.int64).ravel()
+
+
 def _windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     """``data[s : s + width]`` for every start (absent starts give zeros, masked later)."""
     if len(data) < width + 1:
@@ -88,8 +96,9 @@ def _block_bytes(
     win = _windows(d, start, width)
     j = np.arange(width)
     valid = j[None, :] < valid_len[:, None]
-    beyond = (start[:, None] + j[None, :]) >= loc.end[keep][:, None]
-    if beyond.any():
+    end = loc.end[keep]
+    if ((start + valid_len > end) & (valid_len > 0)).any():
+        beyond = (start[:, None] + j[None, :]) >= end[:, None]
         if mode == "netdiff":
             valid = valid & ~beyond  # not captured: not on the wire as far as we know
         else:
@@ -112,12 +121,11 @@ def encode_batch(batch: PacketBatch, layout: Layout, mode: str = "netdiff", fill
         valids.append(valid)
     if not parts:
         return EncodedBatch(np.zeros((len(keep), 0), np.int8), keep, loc, batch)
-    raw = np.concatenate(parts, axis=1)
+    raw = np.concatenate(parts, axis=1).astype(np.uint16, order="C")
     valid = np.concatenate(valids, axis=1)
-    bits = np.unpackbits(raw, axis=1).view(np.int8)
     if not valid.all():
-        mask = np.unpackbits(np.where(valid, 0xFF, 0).astype(np.uint8), axis=1).view(bool)
-        np.putmask(bits, ~mask, np.int8(fill))
+        raw[~valid] = 256
+    bits = np.take(_byte_lut(fill), raw).view(np.int8).reshape(len(keep), 8 * raw.shape[1])
     return EncodedBatch(bits, keep, loc, batch)
 
 
@@ -153,11 +161,18 @@ def skip_counts(enc: EncodedBatch, upto: int | None = None) -> Counter:
 
 def encode_pcap(
     path: str | Path, layout: Layout = NETDIFFUSION, *, max_packets: int | None = None, mode: str = "netdiff",
-    fill: int = -1, label: str | None = None, batch_size: int = 65536,
+    fill: int = -1, label: str | None = None, batch_size: int = 65536, index: int | None = None,
 ) -> EncodeResult:
-    """Encode a whole capture into a :class:`Trace` (first ``max_packets`` rows when given)."""
-    mats, ts, skipped, read = [], [], Counter(), 0
+    """Encode a whole capture into a :class:`Trace` (first ``max_packets`` rows when given).
+
+    ``index`` (an nPrint ``-O`` value) also fills ``trace.index``, e.g. 0 for source addresses.
+    """
+    mats, ts, skipped, read, idx = [], [], Counter(), 0, []
     for enc in iter_encoded(path, layout, mode, fill, batch_size, max_packets):
+        if index is not None:
+            from netdiff_lib.nprint.index import index_values
+
+            idx += index_values(enc, index)[: len(enc.matrix)]
         mats.append(enc.matrix)
         ts.append(enc.batch.ts_ns[enc.keep])
         last = int(enc.keep[-1]) + 1 if len(enc.keep) and max_packets is not None else None
@@ -165,5 +180,5 @@ def encode_pcap(
         read += last if last is not None else len(enc.batch)
     matrix = np.concatenate(mats) if mats else np.zeros((0, layout.width), np.int8)
     ts_ns = np.concatenate(ts) if ts else np.zeros(0, np.int64)
-    trace = Trace(matrix, layout, ts_ns, label, str(path))
+    trace = Trace(matrix, layout, ts_ns, label, str(path), idx if index is not None else None)
     return EncodeResult(trace, read, skipped)

@@ -135,7 +135,8 @@ def _ipv6_walk(data, l3, nh, end, netdiff: bool):
         ext = np.isin(nh, IPV6_EXT)
         frag = nh == 44
         ah = nh == 51
-        step = np.where(ext, (_u8(data, l4 + 1) + 1) * 8, np.where(frag, 8, np.where(ah, (_u8(data, l4 + 1) + 2) * 4, 0)))
+        hlen = _u8(data, l4 + 1)
+        step = np.select([ext, frag, ah], [(hlen + 1) * 8, 8, (hlen + 2) * 4], 0)
         if not step.any():
             break
         later_frag |= frag & ((_be16(data, l4 + 2) >> 3) != 0)
@@ -182,8 +183,10 @@ def locate(data: np.ndarray, offsets: np.ndarray, caplen: np.ndarray, linktype: 
     l4hdr = np.select([proto == PROTO_TCP, proto > 0], [doff, 8], 0)
     l4_len = np.where(proto == PROTO_TCP, np.minimum(doff, 60), np.where(proto > 0, 8, 0))
     if netdiff:
-        reason = np.where(kept & (proto == PROTO_TCP) & (doff < 20), BAD_HEADER, reason)
-        reason = np.where(kept & (proto > 0) & (l4 + l4hdr > end), TRUNCATED, reason)
+        is_tcp = kept & (proto == PROTO_TCP)
+        reason = np.where(kept & (proto > 0) & (l4 + np.where(is_tcp, 20, 8) > end), TRUNCATED, reason)
+        reason = np.where(is_tcp & (reason == KEPT) & (doff < 20), BAD_HEADER, reason)
+        reason = np.where(kept & (reason == KEPT) & (proto > 0) & (l4 + l4hdr > end), TRUNCATED, reason)
         kept = reason == KEPT
     ip_total = np.where(v4, tl, plen6 + 40)
     pay = l4 + l4hdr

@@ -1,0 +1,58 @@
+"""``netdiff encode``: captures -> compact array files (and/or nPrint CSV), one per capture."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from netdiff_lib.atomic import atomic_open
+from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
+from netdiff_lib.inputs import CAPTURE_SUFFIXES, expand, label_of
+from netdiff_lib.nprint.csvio import CsvOptions, write_nprint_csv
+from netdiff_lib.nprint.encode import encode_pcap
+from netdiff_lib.schema import MAX_PACKETS, NETDIFFUSION, Layout
+from netdiff_lib.trace import save_trace
+
+NAME = "encode"
+HELP = "captures -> nPrint matrices (.npz array files and/or nPrint CSV)"
+ORDER = 10
+
+
+def layout_from_args(args: argparse.Namespace) -> Layout:
+    if args.layout == "netdiffusion":
+        return NETDIFFUSION
+    if args.layout == "full":
+        return NETDIFFUSION.full
+    blocks = tuple(b for b in args.layout.split(","))
+    return Layout(blocks, args.payload)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", type=Path, help="capture files or folders")
+    add_common(p)
+    p.add_argument("--format", choices=("npz", "csv", "both"), default="npz", help="output format (default npz)")
+    p.add_argument("--layout", default="netdiffusion",
+                   help="netdiffusion (1,088 columns, default), full (with addresses) or blocks, e.g. ipv4,tcp,udp")
+    p.add_argument("--payload", type=int, default=0, help="payload bytes, with a block list in --layout")
+    p.add_argument("--max-packets", type=int, default=MAX_PACKETS, help="rows per trace (default 1024; 0 = all)")
+    p.add_argument("--mode", choices=("netdiff", "nprint"), default="netdiff",
+                   help="netdiff's corrected parsing (default) or nPrint's quirks")
+
+
+def run(args: argparse.Namespace) -> int:
+    layout = layout_from_args(args)
+    files = expand(args.inputs, CAPTURE_SUFFIXES)
+    limit = args.max_packets or None
+
+    def work(path: Path, summary: Summary) -> None:
+        res = encode_pcap(path, layout, max_packets=limit, mode=args.mode, label=label_of(path), index=0)
+        summary.packets += len(res.trace)
+        summary.skipped += res.skipped
+        if args.format in ("npz", "both"):
+            save_trace(args.out / f"{path.stem}.npz", res.trace)
+        if args.format in ("csv", "both"):
+            with atomic_open(args.out / f"{path.stem}.nprint") as fh:
+                write_nprint_csv(fh, res.trace, CsvOptions(relative=True))
+        summary.outputs.append(path.stem)
+
+    return finish(run_files(files, work, args, "encode"), args.quiet)

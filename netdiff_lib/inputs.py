@@ -1,0 +1,82 @@
+"""Load any trace-shaped input by its suffix: array file, nPrint CSV, NetDiffusion PNG or a capture.
+
+Command-line stages take files or folders; :func:`expand` turns them into a sorted file list and
+:func:`load_trace_any` into a :class:`Trace`, so no stage re-implements input handling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from netdiff_lib.errors import InputError
+from netdiff_lib.schema import NETDIFFUSION, Layout
+from netdiff_lib.trace import Trace, load_trace
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
+ARRAY_SUFFIXES = (".npz",)
+CSV_SUFFIXES = (".nprint", ".csv")
+IMAGE_SUFFIXES = (".png",)
+MATRIX_SUFFIXES = ARRAY_SUFFIXES + CSV_SUFFIXES + IMAGE_SUFFIXES
+
+
+def expand(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files as given, and for each folder every file below it with one of ``suffixes`` (sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+            if not found:
+                raise InputError(p, f"no input files ({', '.join(suffixes)}) in this folder")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError(p, "no such file or folder")
+    return out
+
+
+def label_of(path: Path) -> str:
+    """NetDiffusion's convention: the file-name prefix before a trailing ``_<n>`` (``netflix_01`` -> ``netflix``)."""
+    stem = path.stem
+    head, sep, tail = stem.rpartition("_")
+    return head if sep and tail.isdigit() and head else stem
+
+
+def load_trace_any(
+    path: str | Path, layout: Layout | None = NETDIFFUSION, *, max_packets: int | None = None, snap: str = "nearest"
+) -> Trace:
+    """Read a trace from an array file, nPrint CSV, NetDiffusion PNG or capture.
+
+    The trace is converted to ``layout``; ``None`` keeps the file's own layout (captures: the full
+    NetDiffusion layout, addresses included).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in ARRAY_SUFFIXES:
+        trace = load_trace(path)
+    elif suffix in CSV_SUFFIXES:
+        from netdiff_lib.nprint.csvio import read_nprint_csv
+
+        trace = read_nprint_csv(path)
+    elif suffix in IMAGE_SUFFIXES:
+        from netdiff_lib.image import load_image
+
+        trace = Trace(load_image(path, snap), NETDIFFUSION, None, None, str(path))
+    elif suffix in CAPTURE_SUFFIXES:
+        from netdiff_lib.nprint.encode import encode_pcap
+
+        return encode_pcap(path, layout or NETDIFFUSION.full, max_packets=max_packets, label=label_of(path)).trace
+    else:
+        raise InputError(path, f"unknown input type {suffix!r} (expected capture, .npz, .nprint/.csv or .png)")
+    if trace.label is None:
+        trace.label = label_of(path)
+    if layout is not None and trace.layout != layout:
+        try:
+            trace = trace.with_layout(layout)
+        except ValueError as exc:
+            raise InputError(path, str(exc)) from None
+    if max_packets is not None:
+        trace = Trace(trace.matrix[:max_packets], trace.layout,
+                      None if trace.ts_ns is None else trace.ts_ns[:max_packets], trace.label, trace.source)
+    return trace
