@@ -60,8 +60,8 @@ class Trace:
         return Trace(self.matrix[:, idx], layout, self.ts_ns, self.label, self.source, self.index, dict(self.meta))
 
 
-def save_trace(path: str | Path, trace: Trace) -> None:
-    """Write the compact array file atomically (``.npz``, compressed)."""
+def save_trace(path: str | Path, trace: Trace, compress: bool = True) -> None:
+    """Write the compact array file atomically (``.npz``; zlib-compressed unless ``compress=False``)."""
     header = {
         "format": ARRAY_FORMAT,
         "layout": trace.layout.to_dict(),
@@ -73,7 +73,7 @@ def save_trace(path: str | Path, trace: Trace) -> None:
     if trace.ts_ns is not None:
         arrays["ts_ns"] = trace.ts_ns
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
 
 
 def load_trace(path: str | Path) -> Trace:

@@ -36,7 +36,7 @@ class Summary:
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--keep-going", action="store_true", help="report a bad input file and go on with the rest")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (the summary is still printed)")
 
 
 def run_files(
@@ -56,8 +56,8 @@ def run_files(
     return summary
 
 
-def finish(summary: Summary, quiet: bool = False) -> int:
-    if not quiet:
-        for line in summary.lines():
-            print(line, file=sys.stderr)
+def finish(summary: Summary) -> int:
+    """Print the summary (to stderr); exit status 1 when some file failed under ``--keep-going``."""
+    for line in summary.lines():
+        print(line, file=sys.stderr)
     return 1 if summary.failed else 0

@@ -33,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
         trace = load_trace_any(path, None, snap=args.snap)
         summary.packets += write_trace_pcap(args.out / f"{path.stem}.pcap", trace)
 
-    return finish(run_files(files, work, args, "decode"), args.quiet)
+    return finish(run_files(files, work, args, "decode"))
 

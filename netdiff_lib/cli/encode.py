@@ -7,6 +7,7 @@ from pathlib import Path
 
 from netdiff_lib.atomic import atomic_open
 from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
+from netdiff_lib.errors import InputError
 from netdiff_lib.inputs import CAPTURE_SUFFIXES, expand, label_of
 from netdiff_lib.nprint.csvio import CsvOptions, write_nprint_csv
 from netdiff_lib.nprint.encode import encode_pcap
@@ -46,8 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     def work(path: Path, summary: Summary) -> None:
         res = encode_pcap(path, layout, max_packets=limit, mode=args.mode, label=label_of(path), index=0)
-        summary.packets += len(res.trace)
         summary.skipped += res.skipped
+        if not len(res.trace):
+            reasons = ", ".join(f"{k}: {v}" for k, v in res.skipped.items()) or "the capture holds no packets"
+            raise InputError(path, f"no packet to encode ({res.packets_read} read; {reasons})")
+        summary.packets += len(res.trace)
         if args.format in ("npz", "both"):
             save_trace(args.out / f"{path.stem}.npz", res.trace)
         if args.format in ("csv", "both"):
@@ -55,4 +59,4 @@ def run(args: argparse.Namespace) -> int:
                 write_nprint_csv(fh, res.trace, CsvOptions(relative=True))
         summary.outputs.append(path.stem)
 
-    return finish(run_files(files, work, args, "encode"), args.quiet)
+    return finish(run_files(files, work, args, "encode"))

@@ -28,4 +28,4 @@ def run(args: argparse.Namespace) -> int:
         save_image(args.out / f"{path.stem}.png", trace.matrix)
         summary.packets += len(trace)
 
-    return finish(run_files(files, work, args, "render"), args.quiet)
+    return finish(run_files(files, work, args, "render"))

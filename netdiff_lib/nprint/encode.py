@@ -22,6 +22,8 @@ from netdiff_lib.pcap import PacketBatch, PcapFile
 from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace
 
+TRUNCATED_TAIL = "record cut at end of file"
+
 
 @dataclass
 class EncodedBatch:
@@ -130,7 +132,7 @@ def encode_batch(batch: PacketBatch, layout: Layout, mode: str = "netdiff", fill
 
 
 def iter_encoded(
-    path: str | Path, layout: Layout, mode: str = "netdiff", fill: int = -1, batch_size: int = 65536,
+    path: str | Path | PcapFile, layout: Layout, mode: str = "netdiff", fill: int = -1, batch_size: int = 16384,
     max_packets: int | None = None, count_read: bool = False,
 ) -> Iterator[EncodedBatch]:
     """Encode a capture batch by batch.
@@ -138,7 +140,7 @@ def iter_encoded(
     ``max_packets`` limits the rows written (``count_read=False``, netdiff's meaning) or, as nPrint's ``-c``
     does, the packets read from the capture including skipped ones (``count_read=True``).
     """
-    pcap = PcapFile(path)
+    pcap = path if isinstance(path, PcapFile) else PcapFile(path)
     rows = 0
     read_limit = max_packets if count_read else None
     for batch in pcap.batches(batch_size=batch_size, max_packets=read_limit):
@@ -161,14 +163,17 @@ def skip_counts(enc: EncodedBatch, upto: int | None = None) -> Counter:
 
 def encode_pcap(
     path: str | Path, layout: Layout = NETDIFFUSION, *, max_packets: int | None = None, mode: str = "netdiff",
-    fill: int = -1, label: str | None = None, batch_size: int = 65536, index: int | None = None,
+    fill: int = -1, label: str | None = None, batch_size: int = 16384, index: int | None = None,
 ) -> EncodeResult:
     """Encode a whole capture into a :class:`Trace` (first ``max_packets`` rows when given).
 
     ``index`` (an nPrint ``-O`` value) also fills ``trace.index``, e.g. 0 for source addresses.
+    Skipped packets are counted by reason; a capture that ends mid-record counts one "record cut at end
+    of file" (the complete records before it are encoded).
     """
+    pcap = PcapFile(path)
     mats, ts, skipped, read, idx = [], [], Counter(), 0, []
-    for enc in iter_encoded(path, layout, mode, fill, batch_size, max_packets):
+    for enc in iter_encoded(pcap, layout, mode, fill, batch_size, max_packets):
         if index is not None:
             from netdiff_lib.nprint.index import index_values
 
@@ -178,6 +183,8 @@ def encode_pcap(
         last = int(enc.keep[-1]) + 1 if len(enc.keep) and max_packets is not None else None
         skipped += skip_counts(enc, last)
         read += last if last is not None else len(enc.batch)
+    if pcap.stats.truncated_tail:
+        skipped[TRUNCATED_TAIL] += 1
     matrix = np.concatenate(mats) if mats else np.zeros((0, layout.width), np.int8)
     ts_ns = np.concatenate(ts) if ts else np.zeros(0, np.int64)
     trace = Trace(matrix, layout, ts_ns, label, str(path), idx if index is not None else None)
