@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from netdiff_lib.dataset import label_from_name
 from netdiff_lib.errors import InputError
 from netdiff_lib.schema import NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace, load_trace
@@ -38,9 +39,7 @@ def expand(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> list[Path]
 
 def label_of(path: Path) -> str:
     """NetDiffusion's convention: the file-name prefix before a trailing ``_<n>`` (``netflix_01`` -> ``netflix``)."""
-    stem = path.stem
-    head, sep, tail = stem.rpartition("_")
-    return head if sep and tail.isdigit() and head else stem
+    return label_from_name(path.name, CAPTURE_SUFFIXES + MATRIX_SUFFIXES)
 
 
 def load_trace_any(
