@@ -57,14 +57,6 @@ def _kept_bytes(block: str, drop: frozenset[str]) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-@lru_cache(maxsize=8)
-def _byte_lut(fill: int) -> np.ndarray:
-    """257 int64 words, each holding the 8 int8 bit values of a byte (MSB first); entry 256 is all ``fill``."""
-    table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.int8)
-    table = np.vstack([table, np.full((1, 8), fill, np.int8)])
-    return np.ascontiguousarray(table).view(np.int64).ravel()
-
-
 def _windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     """``data[s : s + width]`` for every start (absent starts give zeros, masked later)."""
     if len(data) < width + 1:
@@ -73,61 +65,82 @@ def _windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     return view[np.clip(starts, 0, len(view) - 1)]
 
 
-def _block_bytes(
-    batch: PacketBatch, loc: Located, keep: np.ndarray, block: str, payload: int, mode: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """(bytes, valid) of one block for the kept packets: both shaped (k, block bytes)."""
+@dataclass
+class _Segment:
+    """One block's bytes for the kept packets, and which of them are on the wire."""
+
+    win: np.ndarray  # (k, width) uint8
+    nvalid: np.ndarray  # (k,) leading bytes on the wire; the rest is fill
+
+
+def _segment(batch: PacketBatch, loc: Located, keep: np.ndarray, block: str, payload: int, mode: str) -> _Segment:
     d = batch.data
     if block == "payload":
         width, start = payload, loc.pay[keep]
-        valid_len = np.minimum(loc.pay_len[keep], width)
+        nvalid = np.minimum(loc.pay_len[keep], width)
     elif block == "eth":
-        width, start = 14, loc.eth[keep]
+        start = loc.eth[keep]
         win = np.concatenate([_windows(d, start, 12), _windows(d, loc.ethertype_at[keep], 2)], axis=1)
-        valid = np.broadcast_to((start >= 0)[:, None], win.shape)
-        return win, valid
+        return _Segment(win, np.where(start >= 0, 14, 0))
     else:
         width = BLOCKS[block].nbytes
         if block in ("ipv4", "ipv6"):
             present = loc.version[keep] == (4 if block == "ipv4" else 6)
-            start, valid_len = loc.l3[keep], np.where(present, loc.ip_len[keep], 0)
+            start, nvalid = loc.l3[keep], np.where(present, loc.ip_len[keep], 0)
         else:
             proto = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP}[block]
             present = loc.proto[keep] == proto
-            start, valid_len = loc.l4[keep], np.where(present, loc.l4_len[keep], 0)
+            start, nvalid = loc.l4[keep], np.where(present, loc.l4_len[keep], 0)
     win = _windows(d, start, width)
-    j = np.arange(width)
-    valid = j[None, :] < valid_len[:, None]
     end = loc.end[keep]
-    if ((start + valid_len > end) & (valid_len > 0)).any():
-        beyond = (start[:, None] + j[None, :]) >= end[:, None]
-        if mode == "netdiff":
-            valid = valid & ~beyond  # not captured: not on the wire as far as we know
-        else:
-            win = np.where(beyond, 0, win)  # nPrint reads uninitialised memory here; we read zeros
-    return win, valid
+    cut = (start + nvalid > end) & (nvalid > 0)
+    if not cut.any():
+        return _Segment(win, nvalid)
+    if mode == "netdiff":  # bytes not captured are not known to be on the wire: fill
+        return _Segment(win, np.where(cut, np.maximum(end - start, 0), nvalid))
+    beyond = (start[:, None] + np.arange(width)[None, :]) >= end[:, None]
+    return _Segment(np.where(beyond, 0, win), nvalid)  # nPrint reads uninitialised memory; we read zeros
+
+
+def _fill_tails(bits: np.ndarray, col: int, width: int, nvalid: np.ndarray, fill: int) -> None:
+    """Write ``fill`` over bytes ``nvalid..width`` of a block, one column slice per distinct length."""
+    short = nvalid < width
+    if not short.any():
+        return
+    values = np.unique(nvalid[short])
+    if len(values) > 32:  # e.g. payload lengths: one mask over the block instead
+        mask = np.arange(width)[None, :] >= nvalid[:, None]
+        block = bits[:, col : col + 8 * width]
+        np.putmask(block, np.repeat(mask, 8, axis=1), np.int8(fill))
+        return
+    for v in values.tolist():
+        bits[nvalid == v, col + 8 * v : col + 8 * width] = fill
 
 
 def encode_batch(batch: PacketBatch, layout: Layout, mode: str = "netdiff", fill: int = -1) -> EncodedBatch:
-    """Encode every parseable packet of a batch into rows of ``layout``."""
+    """Encode every parseable packet of a batch into rows of ``layout``.
+
+    All blocks' bytes are gathered side by side and expanded with one ``np.unpackbits`` (the result is the
+    output matrix); then the fill value is written over each block's bytes that are not on the wire.
+    """
     loc = locate(batch.data, batch.offsets, batch.caplen, batch.linktype, mode)
     keep = np.flatnonzero(loc.reason == KEPT)
-    parts, valids = [], []
-    blocks = list(layout.blocks) + (["payload"] if layout.payload_bytes else [])
-    for block in blocks:
-        win, valid = _block_bytes(batch, loc, keep, block, layout.payload_bytes, mode)
+    segs: list[_Segment] = []
+    for block in list(layout.blocks) + (["payload"] if layout.payload_bytes else []):
+        seg = _segment(batch, loc, keep, block, layout.payload_bytes, mode)
         if block != "payload" and layout.drop:
-            kb = _kept_bytes(block, layout.drop)
-            win, valid = win[:, kb], valid[:, kb]
-        parts.append(win)
-        valids.append(valid)
-    if not parts:
+            kb = _kept_bytes(block, layout.drop)  # on-the-wire bytes stay a prefix of the kept ones
+            seg = _Segment(seg.win[:, kb], np.searchsorted(kb, seg.nvalid))
+        segs.append(seg)
+    if not segs:
         return EncodedBatch(np.zeros((len(keep), 0), np.int8), keep, loc, batch)
-    raw = np.concatenate(parts, axis=1).astype(np.uint16, order="C")
-    valid = np.concatenate(valids, axis=1)
-    if not valid.all():
-        raw[~valid] = 256
-    bits = np.take(_byte_lut(fill), raw).view(np.int8).reshape(len(keep), 8 * raw.shape[1])
+    raw = np.concatenate([s.win for s in segs], axis=1)
+    bits = np.unpackbits(raw, axis=1).view(np.int8)
+    col = 0
+    for seg in segs:
+        width = seg.win.shape[1]
+        _fill_tails(bits, col, width, seg.nvalid, fill)
+        col += 8 * width
     return EncodedBatch(bits, keep, loc, batch)
 
 
