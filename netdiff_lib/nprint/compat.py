@@ -56,7 +56,7 @@ def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:
         ts = enc.batch.ts_ns[enc.keep]
         prefix = join_prefix(index_values(enc, job.csv.index), timestamp_prefix(ts, job.csv, prev_us))
         prev_us = int(ts[-1] // 1000)
-        write_rows(out, prefix, enc.matrix)
+        write_rows(out, prefix, enc.matrix, job.fill, enc.raw, enc.raw_fill)
     return skipped
 
 

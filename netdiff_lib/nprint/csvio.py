@@ -59,28 +59,80 @@ def _cell_lut() -> tuple[np.ndarray, np.ndarray]:
     return lut, lens
 
 
-def format_bits(matrix: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """Rows of ``v,v,...,v\\n`` for a matrix; returns the bytes and each row's end offset."""
+@lru_cache(maxsize=16)
+def _byte_slots(fill: int) -> tuple[np.ndarray, int]:
+    """Text of a whole byte as 8 cells, in uint64 words: entries 0-255 a byte's bits, 256 eight fill values.
+
+    A byte's text is 16 characters (``b,`` x 8); the fill text is ``8 * len("<fill>,")``: both are whole
+    words, so NUL padding is whole words too and is squeezed out at word level.
+    """
+    fill_text = f"{fill}," * 8
+    width = max(16, len(fill_text))
+    table = np.zeros((257, width), np.uint8)
+    for v in range(256):
+        table[v, :16] = np.frombuffer("".join(f"{(v >> (7 - k)) & 1}," for k in range(8)).encode(), np.uint8)
+    table[256, : len(fill_text)] = np.frombuffer(fill_text.encode(), np.uint8)
+    return table.view(np.uint64), len(fill_text)
+
+
+def format_bytes(raw: np.ndarray, is_fill: np.ndarray, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of cells from whole bytes: ``raw`` (rows, bytes) uint8, ``is_fill`` marks bytes not on the wire."""
+    words, fill_len = _byte_slots(fill)
+    cells = words[np.where(is_fill, 256, raw.astype(np.intp))]  # (rows, bytes, words per slot)
+    flat = cells.reshape(-1)
+    body = flat[flat != 0].view(np.uint8)
+    ends = np.cumsum(16 * raw.shape[1] + (fill_len - 16) * is_fill.sum(axis=1))
+    return body, ends
+
+
+def format_bits(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of cells from any int8 matrix, one cell at a time (the general, slower path)."""
     lut, lens = _cell_lut()
     u = matrix.view(np.uint8)
-    present = np.unique(u)
-    width = int(lens[present].max()) if len(present) else 1
+    width = int(lens[[u.min(), u.max()]].max()) if u.size else 1
     cells = np.ascontiguousarray(lut[:, :width])[u]  # (rows, cols, width)
     flat = cells.reshape(-1)
-    body = flat[flat != 0]
-    ends = np.cumsum(lens[u].sum(axis=1))
+    return flat[flat != 0], np.cumsum(lens[u].sum(axis=1))
+
+
+def format_matrix(
+    matrix: np.ndarray, fill: int = -1, raw: np.ndarray | None = None, raw_fill: np.ndarray | None = None
+) -> tuple[bytes, np.ndarray]:
+    """Rows of cells, each row ending in a newline; returns the text and each row's end offset.
+
+    When every byte (8 cells) is either all bits or all ``fill`` (always so for encoded captures, which
+    pass their bytes as ``raw``/``raw_fill``) the rows are built a byte at a time; otherwise cell by cell.
+    """
+    rows, cols = matrix.shape
+    grouped = matrix.reshape(rows, cols // 8, 8) if cols % 8 == 0 and raw is None else None
+    body = ends = None
+    if raw is not None:
+        body, ends = format_bytes(raw, raw_fill, fill)
+    elif grouped is not None:
+        bits_ok = ((grouped == 0) | (grouped == 1)).all(axis=2)
+        is_fill = (grouped == fill).all(axis=2)
+        if (bits_ok | is_fill).all():
+            body, ends = format_bytes(np.packbits(grouped == 1, axis=2)[..., 0], is_fill & ~bits_ok, fill)
+    if body is None:
+        body, ends = format_bits(matrix)
     if len(ends):
         body[ends - 1] = ord("\n")
     return body.tobytes(), ends
 
 
-def write_rows(out: IO[bytes], prefixes: list[str], matrix: np.ndarray) -> None:
+def write_rows(
+    out: IO[bytes], prefixes: list[str], matrix: np.ndarray, fill: int = -1,
+    raw: np.ndarray | None = None, raw_fill: np.ndarray | None = None,
+) -> None:
     """Write ``prefix,bits...`` rows (``prefixes`` already hold the index and timestamp values)."""
     if matrix.shape[1] == 0:
         out.write("".join(p + "\n" for p in prefixes).encode())
         return
     for s in range(0, len(matrix), CHUNK_ROWS):
-        body, ends = format_bits(matrix[s : s + CHUNK_ROWS])
+        chunk = slice(s, s + CHUNK_ROWS)
+        body, ends = format_matrix(
+            matrix[chunk], fill, None if raw is None else raw[chunk], None if raw_fill is None else raw_fill[chunk]
+        )
         starts = np.concatenate([[0], ends[:-1]])
         view = memoryview(body)
         parts: list[bytes | memoryview] = []
@@ -168,11 +220,11 @@ def _timestamps(names: list[str], rows: list[list[str]]) -> np.ndarray | None:
 
 
 def write_nprint_csv(
-    out: IO[bytes], trace: Trace, opts: CsvOptions | None = None, index: Iterable[str] | None = None
+    out: IO[bytes], trace: Trace, opts: CsvOptions | None = None, index: Iterable[str] | None = None, fill: int = -1
 ) -> None:
     """Write a trace as nPrint CSV; the index column comes from ``index``, ``trace.index`` or row numbers."""
     opts = opts or CsvOptions()
     out.write(header_line(trace.layout, opts))
     idx = list(index) if index is not None else (trace.index or [str(i) for i in range(len(trace))])
     ts = trace.ts_ns if trace.ts_ns is not None else np.zeros(len(trace), np.int64)
-    write_rows(out, join_prefix(idx, timestamp_prefix(ts, opts)), trace.matrix)
+    write_rows(out, join_prefix(idx, timestamp_prefix(ts, opts)), trace.matrix, fill)

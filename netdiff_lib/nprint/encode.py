@@ -33,6 +33,8 @@ class EncodedBatch:
     keep: np.ndarray  # indices (into the batch) of the packets that got a row
     loc: Located
     batch: PacketBatch
+    raw: np.ndarray | None = None  # (rows, bytes) the header bytes behind ``matrix``
+    raw_fill: np.ndarray | None = None  # (rows, bytes) True where a byte is not on the wire (fill)
 
 
 @dataclass
@@ -141,7 +143,8 @@ def encode_batch(batch: PacketBatch, layout: Layout, mode: str = "netdiff", fill
         width = seg.win.shape[1]
         _fill_tails(bits, col, width, seg.nvalid, fill)
         col += 8 * width
-    return EncodedBatch(bits, keep, loc, batch)
+    raw_fill = np.concatenate([np.arange(s.win.shape[1])[None, :] >= s.nvalid[:, None] for s in segs], axis=1)
+    return EncodedBatch(bits, keep, loc, batch, raw, raw_fill)
 
 
 def iter_encoded(
@@ -160,7 +163,7 @@ def iter_encoded(
         enc = encode_batch(batch, layout, mode, fill)
         if max_packets is not None and not count_read and rows + len(enc.keep) > max_packets:
             n = max_packets - rows
-            enc = EncodedBatch(enc.matrix[:n], enc.keep[:n], enc.loc, enc.batch)
+            enc = EncodedBatch(enc.matrix[:n], enc.keep[:n], enc.loc, enc.batch, enc.raw[:n], enc.raw_fill[:n])
         rows += len(enc.keep)
         yield enc
         if max_packets is not None and not count_read and rows >= max_packets:
