@@ -1,0 +1,100 @@
+"""Protocol compliance: what the protocol validator (tshark where present) says about a set of pcaps.
+
+:func:`run_validator` is the only place that knows the validator's interface
+(``netdiff_lib.validate.validate_pcap(path) -> FileReport``); everything else works on plain dicts with
+``packets`` and the :data:`COUNTS` per file (``failed``: packets with at least one failure).  Rates are per
+packet, pooled, per class and macro-averaged over classes; ``pass_rate`` is the share of files without a failing
+packet.  A file the validator cannot read counts as a failed file with no packets.  Large sets are sampled
+(``max_files``, evenly over classes, deterministically) because the validator runs one process per file.
+Without a validator the section says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from netdiff_lib.errors import NetdiffError
+from netdiff_lib.evaluate.fidelity import nanmean
+
+COUNTS: tuple[str, ...] = ("malformed", "expert_errors", "bad_checksums", "failed")
+MAX_FILES = 200
+
+
+def run_validator(path: str) -> dict:
+    """Validate one pcap: ``packets``, the :data:`COUNTS` and ``tool``. Raises ImportError without a validator."""
+    from netdiff_lib.validate import validate_pcap
+
+    try:
+        report = dataclasses.asdict(validate_pcap(path))
+    except NetdiffError as exc:
+        return {"packets": 0, **dict.fromkeys(COUNTS, 0), "tool": None, "error": str(exc)}
+    return {k: report.get(k, 0) for k in ("packets", *COUNTS)} | {"tool": report.get("tool")}
+
+
+def sample_files(files: Sequence[tuple[str, str]], max_files: int | None) -> list[tuple[str, str]]:
+    """At most ``max_files`` of ``(path, label)`` files, taken round-robin over classes in path order."""
+    if not max_files or len(files) <= max_files:
+        return list(files)
+    by_label: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for f in sorted(files):
+        by_label[f[1]].append(f)
+    queues = [by_label[k] for k in sorted(by_label)]
+    out: list[tuple[str, str]] = []
+    i = 0
+    while len(out) < max_files:
+        out += [q[i] for q in queues if i < len(q)][: max_files - len(out)]
+        i += 1
+    return out
+
+
+def _rates(reports: Sequence[dict]) -> dict:
+    packets = sum(int(r["packets"] or 0) for r in reports)
+    out: dict = {"files": len(reports), "packets": packets,
+                 "unreadable_files": sum(1 for r in reports if r.get("error")),
+                 "pass_rate": (sum(1 for r in reports if not r["failed"] and not r.get("error")) / len(reports)
+                               if reports else math.nan)}
+    for key in COUNTS:
+        total = sum(int(r[key] or 0) for r in reports)
+        out[key] = total
+        out[f"{key}_rate"] = total / packets if packets else math.nan
+    return out
+
+
+def summarise(reports: Sequence[dict], labels: Sequence[str]) -> dict:
+    """Pooled, per-class and macro-averaged per-packet rates of validator reports."""
+    classes = sorted(set(labels))
+    per_class = {c: _rates([r for r, lab in zip(reports, labels, strict=True) if lab == c]) for c in classes}
+    keys = [f"{k}_rate" for k in COUNTS] + ["pass_rate"]
+    return {
+        "available": True,
+        "tool": next((r.get("tool") for r in reports if r.get("tool")), None),
+        "all": _rates(reports),
+        "per_class": per_class,
+        "macro": {k: nanmean(p[k] for p in per_class.values()) for k in keys},
+        "errors": [{"path": r.get("path"), "cause": r["error"]} for r in reports if r.get("error")][:20],
+    }
+
+
+def compliance(files: Sequence[tuple[str, str]], max_files: int | None = MAX_FILES,
+               progress: Callable | None = None, workers: int | None = None) -> dict:
+    """Validate ``(path, label)`` pcaps (a sample of ``max_files``) and summarise; ``available: False`` and a
+    reason when it cannot run."""
+    if not files:
+        return {"available": False, "reason": "no pcap files (traces were given in memory)"}
+    try:
+        import netdiff_lib.validate  # noqa: F401
+    except ImportError as exc:
+        return {"available": False, "reason": f"no protocol validator: {exc}"}
+    chosen = sample_files(files, max_files)
+    paths = [p for p, _ in chosen]
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        results = pool.map(run_validator, paths)
+        reports = [r | {"path": p} for p, r in zip(paths, progress(results) if progress else results, strict=True)]
+    out = summarise(reports, [lab for _, lab in chosen])
+    out["sampled"] = {"files": len(chosen), "of": len(files)}
+    return out

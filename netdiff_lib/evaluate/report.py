@@ -1,0 +1,250 @@
+"""Report writers: ``report.json``, ``report.md`` and one self-contained ``report.html``; KFP metric shapes.
+
+The tables are built once (:func:`tables`) and rendered twice, as Markdown and as HTML, so both say the same.
+The HTML embeds its pictures as base64 PNG ``data:`` URIs and its style inline: it opens anywhere, offline, as
+one file (and as a KFP ``HTML`` artifact).  :func:`kfp_metrics` gives what KFP's ``Metrics.log_metric(name,
+value)``, ``ClassificationMetrics.log_confusion_matrix(categories, matrix)`` and an ``HTML`` artifact take.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from netdiff_lib.atomic import atomic_open
+
+ROW_TITLES = {"reference": "reference: real-train vs real-test (the floor)", "synthetic": "synthetic vs real-test"}
+HEADLINE = (
+    ("fidelity_jsd_macro", "JSD"), ("fidelity_tvd_macro", "TVD"), ("fidelity_hellinger_macro", "HD"),
+    ("bit_mad_macro", "bit MAD"), ("rf_accuracy", "RF acc"), ("rf_macro_f1", "RF F1"),
+    ("dt_accuracy", "DT acc"), ("dt_macro_f1", "DT F1"), ("dcr_median", "DCR median"),
+    ("dcr_median_ratio", "DCR ratio"), ("exact_copy_rate", "exact copies"), ("near_copy_rate", "near copies"),
+    ("failed_rate", "non-compliant/pkt"), ("pass_rate", "files passing"),
+)
+
+
+@dataclass
+class Pictures:
+    """PNG bytes for the HTML report."""
+
+    images: list[tuple[str, dict[str, bytes]]] = field(default_factory=list)  # class -> set name -> PNG
+    histograms: bytes | None = None
+    confusion: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
+    dcr: bytes | None = None
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list]
+    note: str = ""
+
+
+def json_safe(obj: object) -> object:
+    """Plain JSON types only: numpy scalars unwrapped, NaN and infinities as null."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def fmt(value: object) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _names(labels: list[str] | None, limit: int = 6) -> str:
+    if not labels:
+        return ""
+    return ", ".join(labels[:limit]) + (f" (+{len(labels) - limit})" if len(labels) > limit else "")
+
+
+def headline(result: dict, row: str) -> dict[str, float | None]:
+    """The flat headline numbers of one row (``reference`` or ``synthetic``)."""
+    fid, util = result["fidelity"][row], result["utility"][row]
+    priv, comp = result["privacy"][row], result.get("compliance", {}).get(row, {})
+    out = {f"fidelity_{k}_{scope}": fid["mean"][scope][k]
+           for scope in ("macro", "all") for k in ("jsd", "tvd", "hellinger")}
+    out |= {"bit_mad_macro": fid["bit_mad"]["macro"], "bit_mad_all": fid["bit_mad"]["all"]}
+    for model, res in util.items():
+        out |= {f"{model}_{k}": res.get(k) for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    out |= {"dcr_median": priv["all"]["median_dcr"], "dcr_median_ratio": priv["all"]["median_ratio"],
+            "exact_copy_rate": priv["all"]["exact_copy_rate"], "near_copy_rate": priv["all"]["near_copy_rate"],
+            "dcr_median_ratio_macro": priv["macro"]["median_ratio"]}
+    if comp.get("available"):
+        out |= {k: comp["all"][k] for k in ("failed_rate", "malformed_rate", "expert_errors_rate",
+                                              "bad_checksums_rate", "pass_rate")}
+    return json_safe(out)
+
+
+def tables(result: dict) -> list[Table]:
+    """Headline, inputs, per-field, per-class, compliance and timing tables."""
+    rows = list(result["summary"])
+    out = [Table("Headline (macro-averaged over classes unless noted)", ["row", *(h for _, h in HEADLINE)],
+                 [[ROW_TITLES.get(r, r), *(result["summary"][r].get(k) for k, _ in HEADLINE)] for r in rows],
+                 "JSD/TVD/HD: mean over fields of the per-class distances; lower is closer. DCR ratio >= 1: "
+                 "no closer to the training data than fresh real traces.")]
+    cover = result.get("class_coverage", {})
+    out.append(Table(
+        "Inputs", ["set", "source", "traces", "packets", "classes", "unreadable", "empty", "classes not in it",
+                   "classes not in real-test"],
+        [[name, s.get("uri") or "(in memory)", s["traces"], s["packets"], len(s["classes"]), len(s["failed"]),
+          s["empty_traces"], _names(cover.get(name, {}).get("missing")), _names(cover.get(name, {}).get("extra"))]
+         for name, s in result["inputs"].items()]))
+    fields = result["fidelity"][rows[0]]["fields"]
+    out.append(Table(
+        "Fidelity per field (macro over classes / pooled)",
+        ["field", *(f"{r} {k} {s}" for r in rows for k in ("JSD", "TVD", "HD") for s in ("macro", "all"))],
+        [[name, *(result["fidelity"][r]["fields"][name][s][k] for r in rows
+                  for k in ("jsd", "tvd", "hellinger") for s in ("macro", "all"))] for name in fields]))
+    out.append(_per_class_table(result, rows))
+    comp = [_compliance_row(r, c) for r, c in result.get("compliance", {}).items()]
+    if comp:
+        out.append(Table("Protocol compliance (per packet, pooled)",
+                         ["row", "non-compliant", "malformed", "expert errors", "bad checksums", "files passing",
+                          "files", "packets", "tool / note"], comp,
+                         "Rates per packet (non-compliant: at least one failure); files passing: no failing packet."))
+    out.append(Table("Timings (s)", list(result["timings_s"]), [list(result["timings_s"].values())]))
+    return out
+
+
+COMPLIANCE_KEYS = ("failed_rate", "malformed_rate", "expert_errors_rate", "bad_checksums_rate", "pass_rate")
+
+
+def _compliance_row(row: str, c: dict) -> list:
+    if not c.get("available"):
+        return [row, *([None] * (len(COMPLIANCE_KEYS) + 2)), c.get("reason")]
+    sampled = c.get("sampled", {})
+    note = f"{c.get('tool')}; {sampled.get('files')} of {sampled.get('of')} files validated"
+    return [row, *(c["all"].get(k) for k in COMPLIANCE_KEYS), c["all"]["files"], c["all"]["packets"], note]
+
+
+def _per_class_table(result: dict, rows: list[str]) -> Table:
+    headers = ["class", "train", "test"]
+    for r in rows:
+        headers += [f"{r} JSD", f"{r} RF F1", f"{r} DT F1", f"{r} DCR median"]
+    body = []
+    for c in result["classes"]:
+        line = [c, result["inputs"]["real_train"]["classes"].get(c, 0), result["inputs"]["real_test"]["classes"][c]]
+        for r in rows:
+            util = result["utility"][r]
+            line += [result["fidelity"][r]["mean"]["per_class"][c]["jsd"],
+                     util.get("rf", {}).get("per_class", {}).get(c, {}).get("f1"),
+                     util.get("dt", {}).get("per_class", {}).get(c, {}).get("f1"),
+                     result["privacy"][r]["per_class"][c]["median_dcr"]]
+        body.append(line)
+    return Table("Per class", headers, body)
+
+
+def _md_table(t: Table) -> str:
+    lines = [f"## {t.title}", "", "| " + " | ".join(t.headers) + " |", "|" + "---|" * len(t.headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in t.rows]
+    return "\n".join(lines + (["", t.note] if t.note else []) + [""])
+
+
+def markdown(result: dict) -> str:
+    """The Markdown summary."""
+    head = ["# netdiff evaluation report", "", f"netdiff {result['netdiff_version']}, {result['created_utc']}; "
+            f"{len(result['classes'])} classes; k = {result['config']['k_packets']} packets per trace.", ""]
+    return "\n".join(head + [_md_table(t) for t in tables(result)])
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html_lib.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _html_table(t: Table) -> str:
+    esc = html_lib.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in t.headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(fmt(v))}</td>" for v in row) + "</tr>" for row in t.rows)
+    note = f"<p class=note>{esc(t.note)}</p>" if t.note else ""
+    return f"<h2>{esc(t.title)}</h2><table><tr>{head}</tr>{body}</table>{note}"
+
+
+def _html_images(images: list[tuple[str, dict[str, bytes]]]) -> str:
+    esc = html_lib.escape
+    blocks = []
+    for c, imgs in images:
+        figs = "".join(f"<figure>{_img(png, f'{c} {name}')}<figcaption>{esc(name)}</figcaption></figure>"
+                       for name, png in imgs.items())
+        blocks.append(f"<div class=cls><div class=cap>{esc(c)}</div>{figs}</div>")
+    return ("<h2>Trace images per class</h2><p class=note>The first trace of each set per class as the NetDiffusion "
+            "image (1,088 columns x 1,024 packets, scaled down): red = 1, green = 0, blue = absent.</p>"
+            f"<div class=grid>{''.join(blocks)}</div>")
+
+
+def _html_pictures(p: Pictures) -> str:
+    parts = [_html_images(p.images)] if p.images else []
+    if p.histograms:
+        parts.append("<h2>Field distributions (pooled, shares of the most frequent values)</h2>"
+                     + _img(p.histograms, "field histograms"))
+    if p.confusion:
+        parts.append("<h2>Confusion matrices (tested on real-test)</h2>"
+                     + "".join(_img(png, title) for title, png in p.confusion.items()))
+    if p.dcr:
+        parts.append("<h2>Distance to the closest training record</h2>" + _img(p.dcr, "DCR histograms"))
+    return "".join(parts)
+
+
+STYLE = ("body{font-family:sans-serif;margin:1.5em;max-width:1800px}table{border-collapse:collapse;margin:.5em 0}"
+         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:right}th{background:#f3f3f3}"
+         "td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:4px}.note{color:#555;font-size:12px}"
+         ".grid{display:flex;flex-wrap:wrap;gap:10px}.cls{border:1px solid #ddd;padding:4px}"
+         ".cap{font-weight:bold;font-size:13px}figure{display:inline-block;margin:2px}"
+         "figcaption{font-size:11px;text-align:center;color:#555}figure img{margin:0}")
+
+
+def html(result: dict, pictures: Pictures | None = None) -> str:
+    """The self-contained HTML report (inline style, embedded PNGs, no script, no external reference)."""
+    body = "".join(_html_table(t) for t in tables(result)) + _html_pictures(pictures or Pictures())
+    cfg = html_lib.escape(json.dumps(result["config"]))
+    return (f"<!DOCTYPE html><html><head><meta charset=utf-8><title>netdiff evaluation</title>"
+            f"<style>{STYLE}</style></head><body><h1>netdiff evaluation report</h1>"
+            f"<p>netdiff {html_lib.escape(result['netdiff_version'])}, {html_lib.escape(result['created_utc'])}. "
+            f"Config: <code>{cfg}</code></p>{body}</body></html>")
+
+
+def write_report(result: dict, out_dir: str | Path, pictures: Pictures | None = None) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and ``report.html`` atomically into ``out_dir``."""
+    out = Path(out_dir)
+    paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
+    texts = {"json": json.dumps(json_safe(result), indent=1, allow_nan=False), "md": markdown(result),
+             "html": html(result, pictures)}
+    for key, path in paths.items():
+        with atomic_open(path, "w") as fh:
+            fh.write(texts[key])
+    return paths
+
+
+def kfp_metrics(result: dict, html_text: str | None = None) -> dict:
+    """Metric shapes for KFP artifacts.
+
+    ``metrics``: ``{name: float}`` for ``Metrics.log_metric`` (``<row>_<metric>``, finite values only);
+    ``confusion_matrices``: ``{<row>_<model>: {"categories": [...], "matrix": [[int]]}}`` for
+    ``ClassificationMetrics.log_confusion_matrix(categories, matrix)``; ``html``: the report text for an
+    ``HTML`` artifact (written to ``artifact.path``), or None.
+    """
+    metrics = {f"{row}_{k}": float(v) for row, flat in result["summary"].items() for k, v in flat.items()
+               if isinstance(v, (int, float)) and math.isfinite(v)}
+    confusion = {f"{row}_{model}": {"categories": list(res["confusion"]["labels"]),
+                                    "matrix": [[int(x) for x in r] for r in res["confusion"]["matrix"]]}
+                 for row, models in result["utility"].items() for model, res in models.items() if "confusion" in res}
+    return {"metrics": metrics, "confusion_matrices": confusion, "html": html_text}
