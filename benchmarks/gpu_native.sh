@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The native generator's real run on a GPU machine, end to end, in ONE command that fits the device's 10-minute
+# limit (default budget 300 s; optional phases are skipped as DEADLINE, 570 s after the start, nears): install ->
+# split 80/20 by capture (stratified, seed 0) -> train for a fixed time -> generate 5x the test captures per class
+# (pcaps + raw arrays) -> throughput at 1,024 packets (eager, then torch.compile) -> pack the results under $OUT.
+#
+#   bash benchmarks/gpu_native.sh [DATA_DIR] [--gpus N] [--budget SECONDS] [--config base|small|tiny]
+#                                 [--guidance "1.0 1.5"] [--times 5] [--skip-generate] [--no-compile]
+#
+# DATA_DIR defaults to shared/data/iot-sentinel (under the repo root). When diffusers is not importable, the
+# wheels in ./wheels (diffusers) are installed into a temporary folder; netdiff runs from this checkout.
+# --gpus 2 trains through `accelerate launch --multi_gpu --num_processes 2` (the scaling figure).
+#
+# Results (at most 8 files, as the device returns): results.json (timings, memory, throughput), log.txt,
+# split.json, model_meta.tar.gz (card, loss curve, config; no weights), and per guidance value G (two at most)
+# synthetic_g<G>.tar.gz (pcaps/<label>_<n>.pcap) and generated_g<G>.npz (raw generator output, ternary packed:
+# matrix = where(unpackbits(present), unpackbits(bits), -1), see benchmarks/train_native.py load_generated).
+set -euo pipefail
+
+DATA=shared/data/iot-sentinel
+GPUS=1
+BUDGET=300
+CONFIG=base
+GUIDANCE="1.0"
+TIMES=5
+GENERATE=1
+COMPILE=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --gpus) GPUS=$2; shift 2 ;;
+    --budget) BUDGET=$2; shift 2 ;;
+    --config) CONFIG=$2; shift 2 ;;
+    --guidance) GUIDANCE=$2; shift 2 ;;
+    --times) TIMES=$2; shift 2 ;;
+    --skip-generate) GENERATE=0; shift ;;
+    --no-compile) COMPILE=0; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) DATA=$1; shift ;;
+  esac
+done
+
+OUT=${OUT:-$PWD/gpu-native-out}
+WORK=${WORK:-$(mktemp -d /tmp/netdiff-gpu.XXXXXX)}
+mkdir -p "$OUT" "$WORK"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DIFFUSERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
+T0=$(date +%s)
+DEADLINE=${DEADLINE:-570}  # seconds: the device kills a command at 600 s, and packing must still run
+stamp() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
+
+pack() {
+  set +e
+  stamp "packing results into $OUT"
+  [[ -f $WORK/split/split.json ]] && cp "$WORK/split/split.json" "$OUT/split.json"
+  if [[ -d $WORK/model ]]; then
+    tar czf "$OUT/model_meta.tar.gz" -C "$WORK" --exclude=model/checkpoints --exclude='model/*.safetensors' model
+  fi
+  for D in "$WORK"/synthetic/g*; do  # per guidance: pcaps as a tarball, raw generator output as .npz
+    [[ -d $D/pcaps ]] && tar czf "$OUT/synthetic_$(basename "$D").tar.gz" -C "$D" pcaps
+    [[ -f $D/generated.npz ]] && cp "$D/generated.npz" "$OUT/generated_$(basename "$D").npz"
+  done
+  find "$OUT" -type f -size +15M -exec echo "WARNING: {} is over 15 MB and may not come back" \;
+  python3 - "$WORK" "$OUT" <<'EOF'
+import json, sys, pathlib
+work, out = map(pathlib.Path, sys.argv[1:])
+res = {}
+for f in sorted(work.glob("*.json")):
+    res[f.stem] = json.loads(f.read_text())
+card = work / "model" / "model_card.json"
+if card.is_file():
+    c = json.loads(card.read_text())
+    res["training"] = c["training"]
+    res["data"] = c["data"]
+(out / "results.json").write_text(json.dumps(res, indent=1))
+print(json.dumps(res, indent=1))
+EOF
+  ls -la "$OUT"
+  stamp "done"
+}
+trap pack EXIT
+
+stamp "netdiff native GPU run: data=$DATA gpus=$GPUS budget=${BUDGET}s config=$CONFIG guidance='$GUIDANCE'"
+if (( BUDGET + 150 > DEADLINE )); then
+  echo "WARNING: a ${BUDGET}s training budget leaves too little of the ${DEADLINE}s deadline for generation"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+env | grep -E '^(NCCL_NVLS_ENABLE|TORCH_SYMM_MEM_DISABLE_MULTICAST|NVSHMEM_DISABLE_NVLS)=' || true
+if ! python3 -c "import diffusers" 2>/dev/null; then
+  stamp "installing diffusers from ./wheels (into $WORK/site)"
+  ls wheels/*.whl >/dev/null || { echo "diffusers is missing and ./wheels holds no wheels"; exit 2; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" wheels/*.whl
+  export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # netdiff itself, from this checkout (no install)
+python3 - <<'EOF'
+import torch, diffusers, accelerate, sys
+print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda,
+      "gpus", torch.cuda.device_count(), "diffusers", diffusers.__version__, "accelerate", accelerate.__version__)
+EOF
+git rev-parse HEAD 2>/dev/null | sed 's/^/commit /' || true
+
+stamp "split 80/20 by capture, stratified, seed 0"
+python3 -m netdiff_lib.cli split "$DATA" --out "$WORK/split" --test-fraction 0.2 --seed 0 --mode link
+
+stamp "train ($CONFIG, ${BUDGET}s budget, $GPUS GPU)"
+TRAIN_ARGS=(--data "$WORK/split/train" --out "$WORK/model" --config "$CONFIG" --time-budget "$BUDGET" --no-progress)
+TS=$(date +%s.%N)
+if [[ $GPUS -gt 1 ]]; then
+  accelerate launch --multi_gpu --num_processes "$GPUS" --num_machines 1 --mixed_precision bf16 \
+    --dynamo_backend no -m netdiff_lib.train "${TRAIN_ARGS[@]}"
+else
+  python3 -m netdiff_lib.train "${TRAIN_ARGS[@]}"
+fi
+python3 -c "import json,sys; json.dump({'wall_s': round($(date +%s.%N) - $TS, 1), 'gpus': $GPUS, 'budget_s': $BUDGET}, open('$WORK/train_wall.json','w'))"
+stamp "trained: $(python3 -c "import json; t=json.load(open('$WORK/model/model_card.json'))['training']; print(t)")"
+
+if [[ $GENERATE -eq 1 ]]; then
+  if (( $(left) < 60 )); then
+    stamp "only $(left)s left: skipping generation"
+  else
+    stamp "generate ${TIMES}x the test captures per class (guidance $GUIDANCE), then throughput at 1024 packets"
+    # shellcheck disable=SC2086  # GUIDANCE is a list of numbers
+    timeout $(( $(left) - 20 )) python3 -m benchmarks.train_native generate-set --model "$WORK/model" --split "$WORK/split/split.json" \
+      --times "$TIMES" --guidance $GUIDANCE --out "$WORK/synthetic" --throughput-traces 256 \
+      --json "$WORK/generate.json" || stamp "generation failed"
+  fi
+  G=${GUIDANCE%% *}
+  if [[ $COMPILE -eq 1 ]] && (( $(left) > 100 )); then
+    stamp "throughput at 1024 packets, guidance $G, torch.compile (at most $(( $(left) - 25 ))s)"
+    timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model" \
+      --packets 1024 --traces 256 --guidance "$G" --compile --json "$WORK/throughput_compiled.json" \
+      || stamp "compiled throughput run failed or ran out of time"
+  fi
+fi

@@ -1,0 +1,239 @@
+"""Native generator benchmarks: training speed, generation throughput, and the evaluation set of a GPU run.
+
+Sub-commands (each prints one JSON object and can write it with ``--json``):
+
+* ``train-speed``: steps/s and tokens/s of the training step (forward, backward, AdamW, EMA) for a preset at one
+  length bucket, on random features (no data needed); bf16 autocast on CUDA.
+* ``throughput``: traces/s of :func:`netdiff_lib.generate.generate_traces` at a fixed trace length (1,024 packets
+  by default), after one warm-up batch of the same shape; optionally through ``torch.compile``; peak GPU memory.
+* ``generate-set``: ``--times`` x the test captures of each class of a ``split.json`` (``netdiff split``), per
+  guidance value, as ``<label>_<n>.pcap`` (reconstructed) plus one compressed array file of the raw generator
+  output; then, in the same process, the eager throughput (saves a model load and CUDA start per run).
+
+    python -m benchmarks.train_native train-speed --config tiny --bucket 64 --steps 20
+    python -m benchmarks.train_native throughput --model MODEL --packets 1024 --traces 256 --guidance 1.0 1.5
+    python -m benchmarks.train_native generate-set --model MODEL --split split.json --out DIR --guidance 1.0 1.5
+
+``benchmarks/gpu_native.sh`` runs them on a GPU machine around ``python -m netdiff_lib.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _peak_gib() -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def train_speed(args: argparse.Namespace) -> dict[str, Any]:
+    from netdiff_lib.config import preset
+    from netdiff_lib.models.features import FeatureCodec
+    from netdiff_lib.models.native import PacketDiT, count_parameters
+    from netdiff_lib.train import diffusion_loss, make_optimizer, noise_scheduler
+
+    cfg = preset(args.config)
+    dev = _device(args.device)
+    bucket = args.bucket or cfg.model.max_packets
+    batch = max(1, cfg.train.batch_tokens // bucket)
+    width = FeatureCodec().width
+    torch.manual_seed(0)
+    net = PacketDiT(cfg.model, width, 8).to(dev)
+    opt = make_optimizer(net, cfg)
+    ema = [p.detach().clone().float() for p in net.parameters()]
+    noise_sched = noise_scheduler(cfg)
+    noise_sched.alphas_cumprod = noise_sched.alphas_cumprod.to(dev)
+    x0 = torch.rand(batch, bucket, width, device=dev) * 2 - 1
+    labels = torch.randint(0, 8, (batch,), device=dev)
+    lengths = torch.full((batch,), bucket, device=dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    use_bf16 = dev.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, _ = diffusion_loss(net, x0, labels, lengths, noise_sched, cfg, 8, gen, padded=False)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach().float() for p in net.parameters()], 1e-3)
+
+    for _ in range(args.warmup):
+        step()
+    _sync()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    _sync()
+    dt = (time.perf_counter() - t0) / args.steps
+    return {"benchmark": "train-speed", "config": args.config, "device": _name(dev),
+            "parameters": count_parameters(net), "bucket": bucket, "batch": batch, "s_per_step": round(dt, 5),
+            "steps_per_s": round(1 / dt, 3), "tokens_per_s": round(batch * bucket / dt),
+            "peak_gpu_memory_gib": _peak_gib()}
+
+
+def _name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
+def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.Namespace) -> dict[str, Any]:
+    """traces/s at a fixed length, after one warm-up batch of the same shape."""
+    from netdiff_lib.generate import generate_traces
+
+    opts = {"steps": args.steps, "guidance": guidance, "length": args.packets, "progress": False,
+            "batch_tokens": args.batch_tokens}
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    generate_traces(model, _spread(model.labels, min(args.traces, args.batch_tokens // args.packets)), **opts)
+    _sync()
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    traces = generate_traces(model, _spread(model.labels, args.traces), seed=1, **opts)
+    _sync()
+    dt = time.perf_counter() - t0
+    return {"benchmark": "throughput", "device": _name(dev), "packets": len(traces[0].matrix),
+            "traces": len(traces), "steps": args.steps, "guidance": guidance, "compiled": args.compile,
+            "batch_tokens": args.batch_tokens, "warmup_s": round(warm, 2), "seconds": round(dt, 3),
+            "traces_per_s": round(len(traces) / dt, 2), "peak_gpu_memory_gib": _peak_gib()}
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    from netdiff_lib.models.native import load_model_dir
+
+    dev = _device(args.device)
+    model = load_model_dir(args.model, device=dev)
+    if args.compile:
+        model.net = torch.compile(model.net)
+    return {"runs": [_throughput(model, dev, g, args) for g in args.guidance]}
+
+
+def _spread(labels: list[str], n: int) -> dict[str, int]:
+    """``n`` traces spread over the labels as evenly as possible."""
+    base, extra = divmod(n, len(labels))
+    return {lab: base + (i < extra) for i, lab in enumerate(labels)}
+
+
+def _save_arrays(path: Path, traces: list[Any], layout: Any) -> None:
+    """One compressed file; the ternary matrix packed to 2 bits (see :func:`load_generated`)."""
+    from netdiff_lib.generate import trace_names
+
+    matrix = np.concatenate([t.matrix for t in traces])
+    np.savez_compressed(
+        path, present=np.packbits(matrix >= 0, axis=1), bits=np.packbits(matrix > 0, axis=1),
+        width=matrix.shape[1], lengths=np.array([len(t.matrix) for t in traces]),
+        iat_us=np.concatenate([t.iat_us for t in traces]).astype(np.float32), names=np.array(trace_names(traces)),
+        labels=np.array([t.label for t in traces]), layout=json.dumps(layout.to_dict()),
+    )
+
+
+def generate_set(args: argparse.Namespace) -> dict[str, Any]:
+    """For each guidance value: generate, save arrays, reconstruct pcaps; then (optionally) eager throughput."""
+    from netdiff_lib.generate import generate_traces, write_pcaps
+    from netdiff_lib.models.native import load_model_dir
+
+    split = json.loads(Path(args.split).read_text())
+    test_counts = Counter(c["label"] for c in split["test"])
+    dev = _device(args.device)
+    model = load_model_dir(args.model, device=dev)
+    per_class = {lab: args.times * test_counts[lab] for lab in model.labels if test_counts.get(lab, 0)}
+    result: dict[str, Any] = {"per_class": per_class, "sets": [], "throughput": []}
+    for g in args.guidance:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        traces = generate_traces(model, per_class, steps=args.steps, guidance=g, seed=args.seed,
+                                 batch_tokens=args.batch_tokens, progress=False)
+        _sync()
+        t_gen = time.perf_counter() - t0
+        out = Path(args.out) / f"g{g}"
+        out.mkdir(parents=True, exist_ok=True)
+        _save_arrays(out / "generated.npz", traces, model.codec.layout)
+        t1 = time.perf_counter()
+        write_pcaps(traces, out / "pcaps", model.codec.layout, seed=args.seed, progress=False)
+        result["sets"].append({
+            "guidance": g, "device": _name(dev), "traces": len(traces), "steps": args.steps,
+            "packets": int(sum(len(t.matrix) for t in traces)), "sampling_s": round(t_gen, 2),
+            "traces_per_s": round(len(traces) / t_gen, 2), "reconstruction_s": round(time.perf_counter() - t1, 2),
+            "peak_gpu_memory_gib": _peak_gib(), "out": str(out)})
+        print(json.dumps(result["sets"][-1]), flush=True)
+    if args.throughput_traces:
+        args.traces, args.compile = args.throughput_traces, False
+        for g in args.guidance:
+            result["throughput"].append(_throughput(model, dev, g, args))
+            print(json.dumps(result["throughput"][-1]), flush=True)
+    return result
+
+
+def load_generated(path: str | Path) -> list[Any]:
+    """The traces of a ``generated.npz`` written by ``generate-set`` (as :class:`GeneratedTrace`)."""
+    from netdiff_lib.models.base import GeneratedTrace
+
+    with np.load(path) as z:
+        width = int(z["width"])
+        present = np.unpackbits(z["present"], axis=1, count=width).astype(bool)
+        bits = np.unpackbits(z["bits"], axis=1, count=width).astype(np.int8)
+        matrix = np.where(present, bits, np.int8(-1)).astype(np.int8)
+        ends = np.cumsum(z["lengths"])
+        return [GeneratedTrace(m, i.astype(np.float64), str(lab)) for m, i, lab in
+                zip(np.split(matrix, ends[:-1]), np.split(z["iat_us"], ends[:-1]), z["labels"], strict=True)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ts = sub.add_parser("train-speed")
+    ts.add_argument("--config", default="base")
+    ts.add_argument("--bucket", type=int, help="trace length (default: the preset's max_packets)")
+    ts.add_argument("--steps", type=int, default=20)
+    ts.add_argument("--warmup", type=int, default=3)
+    tp = sub.add_parser("throughput")
+    tp.add_argument("--model", required=True)
+    tp.add_argument("--traces", type=int, default=256)
+    tp.add_argument("--compile", action="store_true")
+    gs = sub.add_parser("generate-set")
+    gs.add_argument("--model", required=True)
+    gs.add_argument("--split", required=True, help="split.json written by `netdiff split`")
+    gs.add_argument("--times", type=int, default=5, help="generated traces per test capture of a class")
+    gs.add_argument("--out", required=True, help="writes OUT/g<guidance>/{generated.npz,pcaps/}")
+    gs.add_argument("--seed", type=int, default=0)
+    gs.add_argument("--throughput-traces", type=int, default=0, help="then time this many traces at --packets")
+    for q in (tp, gs):
+        q.add_argument("--steps", type=int, default=25)
+        q.add_argument("--guidance", type=float, nargs="+", default=[1.0])
+        q.add_argument("--packets", type=int, default=1024, help="trace length for the throughput runs")
+        q.add_argument("--batch-tokens", type=int, default=131_072, help="packets per sampling batch")
+    for q in (ts, tp, gs):
+        q.add_argument("--device")
+        q.add_argument("--json", help="also write the result here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    result = {"train-speed": train_speed, "throughput": throughput, "generate-set": generate_set}[args.cmd](args)
+    result["torch"] = torch.__version__
+    print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Configuration of the native generator: dataclasses that validate themselves, and presets as functions.
+
+One direction, one source of defaults: the dataclasses below hold every default; presets (:func:`tiny`,
+:func:`small`, :func:`base`) derive from each other with :func:`dataclasses.replace`; the command line
+exposes only the few knobs a run varies (steps, time budget, seed) and writes them back into the config;
+the resolved config is saved beside the weights (``config.json``) and in every checkpoint's ``meta.json``.
+
+Derived rather than set: the number of heads follows from ``d_model / head_dim`` and the MLP width from
+``mlp_ratio``; the token budget of a batch (``batch_tokens``) sets how many traces of a length bucket go into
+one step (``batch_tokens // bucket``), so short traces pad only to their bucket instead of to ``max_packets``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from netdiff_lib.errors import ConfigError
+from netdiff_lib.schema import MAX_PACKETS
+
+PRESETS = ("tiny", "small", "base")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The packet-sequence transformer (see :mod:`netdiff_lib.models.native`)."""
+
+    d_model: int = 384
+    n_layers: int = 8
+    head_dim: int = 64
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    max_packets: int = MAX_PACKETS
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0 or self.d_model % self.head_dim:
+            raise ConfigError(f"model.d_model={self.d_model} must be a positive multiple of head_dim={self.head_dim}")
+        if self.n_layers < 1:
+            raise ConfigError("model.n_layers must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("model.dropout must be in [0, 1)")
+        if not 1 <= self.max_packets <= MAX_PACKETS:
+            raise ConfigError(f"model.max_packets must be in 1..{MAX_PACKETS}")
+
+    @property
+    def n_heads(self) -> int:
+        return self.d_model // self.head_dim
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule (diffusers ``DDPMScheduler``), loss weighting and sampling defaults."""
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    min_snr_gamma: float = 5.0
+    class_dropout: float = 0.1
+    sample_steps: int = 25
+    guidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+            raise ConfigError(f"diffusion.beta_schedule {self.beta_schedule!r} is not one diffusers knows here")
+        if self.num_train_timesteps < 10:
+            raise ConfigError("diffusion.num_train_timesteps must be >= 10")
+        if self.min_snr_gamma <= 0:
+            raise ConfigError("diffusion.min_snr_gamma must be > 0")
+        if not 0.0 <= self.class_dropout < 1.0:
+            raise ConfigError("diffusion.class_dropout must be in [0, 1)")
+        if not 1 <= self.sample_steps <= self.num_train_timesteps:
+            raise ConfigError("diffusion.sample_steps must be in 1..num_train_timesteps")
+        if self.guidance < 0:
+            raise ConfigError("diffusion.guidance must be >= 0 (1 = no guidance, 0 = unconditional)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, batching, checkpointing and the stopping rule."""
+
+    steps: int = 20_000
+    time_budget_s: float | None = None
+    batch_tokens: int = 32_768
+    buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
+    lr: float = 3e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    mixed_precision: str = "auto"
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    compile: bool = False
+    #: torch threads when running on the CPU (0 = torch's default); tiny models run fastest on one thread,
+    #: and on a shared 2-core box two threads can be 20-100x slower.
+    cpu_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError("train.steps must be >= 1")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError("train.time_budget_s must be > 0 when set")
+        if not self.buckets or list(self.buckets) != sorted(set(self.buckets)) or self.buckets[0] < 1:
+            raise ConfigError(f"train.buckets must be increasing positive lengths, got {self.buckets}")
+        if self.batch_tokens < self.buckets[-1]:
+            raise ConfigError(f"train.batch_tokens={self.batch_tokens} must hold one trace of {self.buckets[-1]}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip <= 0:
+            raise ConfigError("train.lr and train.grad_clip must be > 0; warmup_steps, weight_decay >= 0")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError("train.lr_schedule must be 'cosine' or 'constant'")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("train.ema_decay must be in [0, 1)")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ConfigError("train.mixed_precision must be auto, no, bf16 or fp16")
+        if self.cpu_threads < 0:
+            raise ConfigError("train.cpu_threads must be >= 0")
+        if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:
+            raise ConfigError("train.checkpoint_every, keep_checkpoints and log_every must be >= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a native training run needs; ``backend`` records which backend the weights belong to."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "base"
+    backend: str = "native"
+
+    def __post_init__(self) -> None:
+        if self.train.buckets[-1] != self.model.max_packets:
+            raise ConfigError(
+                f"the longest length bucket ({self.train.buckets[-1]}) must equal model.max_packets "
+                f"({self.model.max_packets})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take the defaults."""
+        try:
+            train = dict(d.get("train", {}))
+            if "buckets" in train:
+                train["buckets"] = tuple(train["buckets"])
+            return cls(
+                model=ModelConfig(**d.get("model", {})),
+                diffusion=DiffusionConfig(**d.get("diffusion", {})),
+                train=TrainConfig(**train),
+                preset=d.get("preset", "custom"),
+                backend=d.get("backend", "native"),
+            )
+        except TypeError as exc:
+            raise ConfigError(f"bad config: {exc}") from None
+
+    def with_overrides(self, **train_overrides: Any) -> Config:
+        """A copy with some ``train`` fields replaced (``None`` values are ignored)."""
+        known = {f.name for f in fields(TrainConfig)}
+        bad = sorted(set(train_overrides) - known)
+        if bad:
+            raise ConfigError(f"unknown train settings {bad}")
+        kept = {k: v for k, v in train_overrides.items() if v is not None}
+        return replace(self, train=replace(self.train, **kept))
+
+
+def base() -> Config:
+    """One H100/H200: 23M parameters (d=384, 8 layers), traces up to 1,024 packets, bf16, dropout 0.1
+    (a few hundred training traces are seen thousands of times: dropout keeps generated traces from copying)."""
+    return Config(model=ModelConfig(dropout=0.1), preset="base")
+
+
+def small() -> Config:
+    """A quick GPU or a patient CPU: d=256, 6 layers, traces up to 512 packets."""
+    cfg = base()
+    return replace(
+        cfg,
+        model=replace(cfg.model, d_model=256, n_layers=6, max_packets=512),
+        train=replace(cfg.train, steps=5_000, batch_tokens=16_384, buckets=(32, 64, 128, 256, 512),
+                      checkpoint_every=500),
+        preset="small",
+    )
+
+
+def tiny() -> Config:
+    """Tests and the README demo: trains in well under a minute on 2 CPU cores (first 64 packets per trace)."""
+    cfg = small()
+    return replace(
+        cfg,
+        model=replace(cfg.model, d_model=64, n_layers=2, head_dim=32, max_packets=64, dropout=0.0),
+        diffusion=replace(cfg.diffusion, sample_steps=10),
+        train=replace(cfg.train, steps=200, batch_tokens=1024, buckets=(16, 32, 64), lr=2e-3, warmup_steps=10,
+                      ema_decay=0.95, checkpoint_every=50, log_every=10, cpu_threads=1),
+        preset="tiny",
+    )
+
+
+def preset(name: str) -> Config:
+    """The named preset (``tiny``, ``small`` or ``base``)."""
+    table = {"tiny": tiny, "small": small, "base": base}
+    if name not in table:
+        raise ConfigError(f"unknown config preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return table[name]()

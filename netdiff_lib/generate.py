@@ -1,0 +1,188 @@
+"""Sampling: an unrolled loop over a diffusers scheduler, then features -> nPrint matrices -> pcaps.
+
+:func:`sample` is the whole sampler, written out like diffusers' ``pipeline_ddpm.py``: start from Gaussian
+noise, and at each of the scheduler's timesteps ask the network for the clean sample (twice, with and without
+the class, for classifier-free guidance: ``x0 = x0_u + w (x0_c - x0_u)``), clip it to the data range and let
+``DPMSolverMultistepScheduler`` (DPM-Solver++, data prediction, 25 steps or fewer) take the step.
+
+:func:`generate_traces` draws trace lengths from each class's training traces (so padding is never generated),
+groups the requests into the training length buckets, samples batch by batch and decodes the features with the
+model's reversible feature map (numbers snapped to integers, bits to {-1, 0, 1}, header blocks made whole).
+:func:`write_pcaps` hands each trace to reconstruction and writes ``<label>_<n>.pcap``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from netdiff_lib.errors import ConfigError
+from netdiff_lib.models.base import GeneratedTrace
+from netdiff_lib.models.native import NativeModel, PacketDiT
+
+SOURCE = "netdiff-native"
+
+
+def sampling_scheduler(model: NativeModel, steps: int, device: torch.device | str = "cpu") -> Any:
+    """DPM-Solver++ (2nd order, data prediction) over the training noise schedule, set to ``steps`` steps."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    d = model.config.diffusion
+    sched = DPMSolverMultistepScheduler(
+        num_train_timesteps=d.num_train_timesteps, beta_schedule=d.beta_schedule, prediction_type="sample",
+        algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True,
+    )
+    reset(sched, steps, device)
+    return sched
+
+
+def reset(sched: Any, steps: int, device: torch.device | str = "cpu") -> None:
+    """Set the timesteps (on ``device``) and clear the multistep history (once per batch)."""
+    with warnings.catch_warnings():  # diffusers calls np.array on a tensor: harmless with numpy 2
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sched.set_timesteps(steps, device=device)
+
+
+@torch.no_grad()
+def sample(net: PacketDiT, sched: Any, labels: torch.Tensor, lengths: torch.Tensor, n: int, guidance: float,
+           generator: torch.Generator, padded: bool = True) -> torch.Tensor:
+    """Clean feature samples (B, n, F) for ``labels`` (B,) of ``lengths`` (B,), guidance ``w`` (1 = none)."""
+    dev = labels.device
+    b = len(labels)
+    x = torch.randn((b, n, net.n_features), generator=generator, device=dev) * sched.init_noise_sigma
+    alphas = sched.alphas_cumprod.to(dev, torch.float32)
+    guided = guidance != 1.0
+    y = torch.cat([labels, torch.full_like(labels, net.null_class)]) if guided else labels
+    if guidance == 0.0:
+        y, guided = torch.full_like(labels, net.null_class), False
+    lens = torch.cat([lengths, lengths]) if guided else lengths
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
+                else contextlib.nullcontext())
+    for t in sched.timesteps:
+        tt = torch.full((len(y),), int(t), device=dev, dtype=torch.long)
+        x_in = torch.cat([x, x]) if guided else x
+        with autocast:
+            x0 = net(x_in, tt, y, lens, alphas[tt].sqrt(), padded=padded)
+        if guided:
+            cond, uncond = x0.chunk(2)
+            x0 = uncond + guidance * (cond - uncond)
+        x = sched.step(x0.clamp(-1.0, 1.0), t, x, generator=generator).prev_sample
+    return x.clamp(-1.0, 1.0)
+
+
+def _requests(model: NativeModel, per_class: int | dict[str, int], rng: np.random.Generator,
+              length: int | None) -> list[tuple[str, int]]:
+    counts = {lab: per_class for lab in model.labels} if isinstance(per_class, int) else dict(per_class)
+    unknown = sorted(set(counts) - set(model.labels))
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not in this model (it knows {', '.join(model.labels)})")
+    if any(c < 0 for c in counts.values()):
+        raise ConfigError("trace counts must be >= 0")
+    cap = model.config.model.max_packets
+    out = []
+    for lab in model.labels:
+        k = counts.get(lab, 0)
+        pool = model.length_pool(lab)
+        if length is not None:
+            lens = np.full(k, min(length, cap))
+        elif len(pool):
+            lens = np.minimum(rng.choice(pool, size=k), cap)
+        else:
+            raise ConfigError(f"class {lab} has no training lengths to draw from")
+        out.extend((lab, int(n)) for n in lens)
+    return out
+
+
+def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, steps: int | None = None,
+                    guidance: float | None = None, seed: int = 0, batch_tokens: int | None = None,
+                    length: int | None = None, progress: bool = True) -> list[GeneratedTrace]:
+    """``per_class`` traces per label (or ``{label: n}``), in label order; ``length`` fixes every trace's
+    length (else drawn from the class's training traces)."""
+    from tqdm.auto import tqdm
+
+    cfg = model.config
+    steps = steps or cfg.diffusion.sample_steps
+    guidance = cfg.diffusion.guidance if guidance is None else guidance
+    if not 1 <= steps <= cfg.diffusion.num_train_timesteps:
+        raise ConfigError(f"steps must be in 1..{cfg.diffusion.num_train_timesteps}")
+    if guidance < 0:
+        raise ConfigError("guidance must be >= 0")
+    budget = batch_tokens or cfg.train.batch_tokens
+    rng = np.random.default_rng(seed)
+    reqs = _requests(model, per_class, rng, length)
+    buckets = np.array(cfg.train.buckets)
+    dev = next(model.net.parameters()).device
+    order = sorted(range(len(reqs)), key=lambda i: (int(buckets[np.searchsorted(buckets, reqs[i][1])]), i))
+    index = {lab: i for i, lab in enumerate(model.labels)}
+    out: list[GeneratedTrace | None] = [None] * len(reqs)
+    bar = tqdm(total=len(reqs), desc="generate", unit="trace", disable=not progress, dynamic_ncols=True)
+    pos, batch_no = 0, 0
+    sched = sampling_scheduler(model, steps, dev)
+    while pos < len(order):
+        bucket = int(buckets[np.searchsorted(buckets, reqs[order[pos]][1])])
+        size = max(1, budget // bucket)
+        chunk = [i for i in order[pos : pos + size]
+                 if int(buckets[np.searchsorted(buckets, reqs[i][1])]) == bucket]
+        lens = np.array([reqs[i][1] for i in chunk])
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(int(np.random.SeedSequence([seed, batch_no]).generate_state(1)[0]))
+        reset(sched, steps, dev)
+        feats = sample(model.net, sched,
+                       torch.tensor([index[reqs[i][0]] for i in chunk], device=dev),
+                       torch.from_numpy(lens).to(dev), bucket, guidance, gen, padded=bool((lens < bucket).any()))
+        feats = feats.float().cpu().numpy()
+        for j, i in enumerate(chunk):
+            matrix, iat = model.codec.decode(feats[j, : lens[j]])
+            iat[0] = 0.0
+            out[i] = GeneratedTrace(matrix, iat, reqs[i][0])
+        pos, batch_no = pos + len(chunk), batch_no + 1
+        bar.update(len(chunk))
+    bar.close()
+    return [t for t in out if t is not None]
+
+
+def trace_names(traces: list[GeneratedTrace]) -> list[str]:
+    """File stems ``<label>_<n>`` (reconstruction's naming rule: n from 0 within each label, in list order)."""
+    from netdiff_lib.repair import output_name
+
+    seen: dict[str, int] = {}
+    names = []
+    for t in traces:
+        n = seen.get(t.label, 0)
+        seen[t.label] = n + 1
+        names.append(output_name(t.label, n).removesuffix(".pcap"))
+    return names
+
+
+def write_pcaps(traces: list[GeneratedTrace], out_dir: str | Path, layout: Any, *, arrays: bool = False,
+                iat_models: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
+    """Reconstruct every trace into ``out_dir/<label>_<n>.pcap`` (and the raw generated ``.npz`` when ``arrays``).
+
+    Packet times come from the generated inter-arrival times, or, for a label in ``iat_models``, are sampled
+    from that class's empirical :class:`~netdiff_lib.repair.IatModel` instead.
+    """
+    from tqdm.auto import tqdm
+
+    from netdiff_lib.repair import RepairConfig, reconstruct
+    from netdiff_lib.repair.timing import timestamps
+    from netdiff_lib.trace import Trace, save_trace
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (g, name) in enumerate(tqdm(list(zip(traces, trace_names(traces), strict=True)), desc="reconstruct",
+                                       unit="pcap", disable=not progress, dynamic_ncols=True)):
+        empirical = (iat_models or {}).get(g.label)
+        cfg = RepairConfig(iat_model=empirical, seed=seed + i)
+        rec = reconstruct(g.matrix, layout, iat_us=None if empirical else g.iat_us, label=g.label,
+                          source=SOURCE, config=cfg)
+        paths.append(rec.write(out / f"{name}.pcap"))
+        if arrays:
+            ts = timestamps(len(g.matrix), None if empirical else g.iat_us, empirical, seed=seed + i)
+            save_trace(out / f"{name}.npz", Trace(g.matrix, layout, ts, g.label, SOURCE))
+    return paths

@@ -1,0 +1,101 @@
+"""The model card and loss curve saved beside the weights: what was trained, on what, how, and how it went.
+
+``model_card.json`` is for programs (the ``backend`` key tells :func:`netdiff_lib.models.backend_of` which
+backend loads the folder); ``README.md`` says the same for people; ``loss.json`` / ``loss.png`` hold the
+training curve.  Nothing here is needed to generate, so a card can be rewritten at any time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netdiff_lib import __version__
+from netdiff_lib.atomic import atomic_path
+
+CARD = "model_card.json"
+README = "README.md"
+LOSS_JSON = "loss.json"
+LOSS_PNG = "loss.png"
+
+
+def _length_summary(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {"traces": 0}
+    v = np.asarray(lengths)
+    return {"traces": len(v), "mean": float(v.mean()), "median": float(np.median(v)), "max": int(v.max())}
+
+
+def build_card(*, backend: str, config: dict[str, Any], data: dict[str, Any], class_map: dict[str, str],
+               stats: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    """The model card as a dict (config, data fingerprint, class map, inter-arrival statistics, training)."""
+    return {
+        "backend": backend,
+        "netdiff_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "config": config,
+        "data": data,
+        "class_map": class_map,
+        "trace_lengths": {lab: _length_summary(v) for lab, v in stats["lengths"].items()},
+        "inter_arrival_us": stats["iat_us"],
+        "training": training,
+    }
+
+
+def render_readme(card: dict[str, Any]) -> str:
+    """A short human-readable card."""
+    t, d = card["training"], card["data"]
+    lines = [
+        f"# netdiff model ({card['backend']} backend, preset `{card['config'].get('preset', '?')}`)", "",
+        f"Created {card['created']} with netdiff {card['netdiff_version']}.", "",
+        "## Data", "",
+        f"- source: `{d.get('source', '?')}`", f"- fingerprint (sha256 of sorted captures): `{d['fingerprint']}`",
+        f"- {d['captures']} captures, {d['packets']} packets (first {d['max_packets']} per capture)", "",
+        "| class | id | traces | mean length | median inter-arrival (µs) |", "| --- | --- | --- | --- | --- |",
+    ]
+    for lab, cid in card["class_map"].items():
+        ln, iat = card["trace_lengths"].get(lab, {}), card["inter_arrival_us"].get(lab, {})
+        lines.append(f"| {lab} | {cid} | {ln.get('traces', 0)} | {ln.get('mean', 0):.1f} "
+                     f"| {iat.get('median_us', 0):.1f} |")
+    lines += ["", "## Training", ""]
+    lines += [f"- {k}: {v}" for k, v in t.items()]
+    lines += ["", "Generate with `netdiff generate --model <this folder> --per-class N -o OUTDIR`.", ""]
+    return "\n".join(lines)
+
+
+def write_card(out: Path, card: dict[str, Any]) -> None:
+    with atomic_path(out / CARD) as tmp:
+        tmp.write_text(json.dumps(card, indent=1))
+    with atomic_path(out / README) as tmp:
+        tmp.write_text(render_readme(card))
+
+
+def write_loss_curve(out: Path, history: list[dict[str, float]]) -> None:
+    """``loss.json`` always; ``loss.png`` when matplotlib is installed."""
+    with atomic_path(out / LOSS_JSON) as tmp:
+        tmp.write_text(json.dumps(history))
+    if not history:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, [h["loss"] for h in history], label="weighted loss")
+    ax.plot(steps, [h["mse"] for h in history], label="x0 MSE", alpha=0.7)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out / LOSS_PNG, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,146 @@
+"""Training data for the native model: captures -> one packed feature tensor, and a length-bucketed batch plan.
+
+Traces average about 290 packets, so padding all of them to 1,024 rows wastes about 3x compute.  Each trace
+goes to the smallest length bucket that holds it; a batch takes traces of one bucket only and as many as fit a
+token budget (``batch_tokens // bucket``), so a step costs about the same whatever the bucket.
+
+The plan is a pure function of ``(seed, epoch)``: every rank computes the same list of batches and takes every
+``world``-th one, and the data position saved in a checkpoint is just ``(epoch, next batch)``, which makes
+resuming after a kill exact.  All features live in one tensor on the training device; a batch is one gather.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from netdiff_lib.errors import ConfigError
+from netdiff_lib.models.features import FeatureCodec
+from netdiff_lib.schema import NETDIFFUSION, Layout
+from netdiff_lib.trace import Trace
+
+
+def _encode_one(args: tuple[str, str | None, Layout, int]) -> Trace:
+    from netdiff_lib.nprint.encode import encode_pcap
+    from netdiff_lib.storage import open_local
+
+    uri, label, layout, max_packets = args
+    with open_local(uri) as path:
+        trace = encode_pcap(path, layout, max_packets=max_packets).trace
+    trace.label = label
+    return trace
+
+
+def encode_captures(captures: list[Any], max_packets: int, layout: Layout = NETDIFFUSION,
+                    workers: int = 1) -> list[Trace]:
+    """Encode ``Capture(uri, label)`` items (first ``max_packets`` packets each); empty traces are dropped."""
+    jobs = [(c.uri, c.label, layout, max_packets) for c in captures]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            traces = list(pool.map(_encode_one, jobs, chunksize=4))
+    else:
+        traces = [_encode_one(j) for j in jobs]
+    return [t for t in traces if len(t)]
+
+
+def fingerprint(captures: list[Any]) -> str:
+    """sha256 over the sorted (label, file name, sha256 of contents) of every capture."""
+    from netdiff_lib.storage import open_local
+
+    rows = []
+    for c in captures:
+        h = hashlib.sha256()
+        with open_local(c.uri) as path, open(path, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+        rows.append(f"{c.label}\t{str(c.uri).rsplit('/', 1)[-1]}\t{h.hexdigest()}")
+    return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
+
+
+def trace_stats(traces: list[Trace], labels: list[str]) -> dict[str, Any]:
+    """Per class: the trace lengths (the generator draws from them), inter-arrival statistics (µs) and the
+    empirical inter-arrival model of reconstruction (:class:`netdiff_lib.repair.IatModel`, as a dict)."""
+    from netdiff_lib.repair import IatModel
+
+    lengths: dict[str, list[int]] = {lab: [] for lab in labels}
+    iats: dict[str, list[np.ndarray]] = {lab: [] for lab in labels}
+    for t in traces:
+        lengths[t.label].append(len(t))
+        iats[t.label].append(t.iat_us()[1:])
+    iat_stats = {}
+    for lab in labels:
+        v = np.concatenate(iats[lab]) if iats[lab] else np.zeros(0)
+        q = np.quantile(v, [0.1, 0.5, 0.9, 0.99]).tolist() if len(v) else [0.0] * 4
+        iat_stats[lab] = {"count": len(v), "mean_us": float(v.mean()) if len(v) else 0.0,
+                          "p10_us": q[0], "median_us": q[1], "p90_us": q[2], "p99_us": q[3]}
+    models = {lab: IatModel.fit([t.iat_us() for t in traces if t.label == lab], lab).to_dict() for lab in labels}
+    return {"lengths": lengths, "iat_us": iat_stats, "iat_models": models,
+            "traces": {lab: len(lengths[lab]) for lab in labels},
+            "packets": {lab: int(sum(lengths[lab])) for lab in labels}}
+
+
+@dataclass
+class PackedTraces:
+    """All training traces' features concatenated: ``features[offsets[i]:offsets[i]+lengths[i]]`` is trace i.
+
+    One zero row is appended at the end: padding positions gather it.
+    """
+
+    features: torch.Tensor
+    offsets: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def build(cls, traces: list[Trace], codec: FeatureCodec, labels: list[str]) -> PackedTraces:
+        index = {lab: i for i, lab in enumerate(labels)}
+        feats = [codec.encode(t.matrix, t.iat_us(), strict=False) for t in traces]
+        lengths = np.array([len(f) for f in feats], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        stacked = np.concatenate([*feats, np.zeros((1, codec.width), np.float32)])
+        return cls(torch.from_numpy(stacked), offsets, lengths, np.array([index[t.label] for t in traces]))
+
+    def to(self, device: torch.device | str) -> PackedTraces:
+        return PackedTraces(self.features.to(device), self.offsets, self.lengths, self.labels)
+
+    def batch(self, idx: np.ndarray, bucket: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """(x0 (B, bucket, F), labels (B,), lengths (B,), any padding?) for the traces ``idx``."""
+        lengths = np.minimum(self.lengths[idx], bucket)
+        pos = np.arange(bucket)[None]
+        rows = np.where(pos < lengths[:, None], self.offsets[idx][:, None] + pos, len(self.features) - 1)
+        dev = self.features.device
+        x0 = self.features[torch.from_numpy(rows).to(dev)]
+        padded = bool((lengths < bucket).any())
+        return x0, torch.from_numpy(self.labels[idx]).to(dev), torch.from_numpy(lengths).to(dev), padded
+
+
+class BucketPlan:
+    """Deterministic epochs of length-bucketed batches: ``epoch(e) -> [(bucket, trace indices), ...]``."""
+
+    def __init__(self, lengths: np.ndarray, buckets: tuple[int, ...], batch_tokens: int, seed: int,
+                 world: int = 1) -> None:
+        self.lengths, self.buckets, self.batch_tokens = np.asarray(lengths), tuple(buckets), batch_tokens
+        self.seed, self.world = seed, world
+        self.bucket_of = np.searchsorted(np.array(self.buckets), np.minimum(self.lengths, self.buckets[-1]))
+        if len(self.epoch(0)) == 0:
+            raise ConfigError(f"too few traces ({len(self.lengths)}) for one batch on each of {world} processes")
+
+    def epoch(self, e: int) -> list[tuple[int, np.ndarray]]:
+        rng = np.random.default_rng([self.seed, e])
+        perm = rng.permutation(len(self.lengths))
+        batches: list[tuple[int, np.ndarray]] = []
+        for b, bucket in enumerate(self.buckets):
+            members = perm[self.bucket_of[perm] == b]
+            size = max(1, self.batch_tokens // bucket)
+            batches.extend((bucket, members[i : i + size]) for i in range(0, len(members), size))
+        order = rng.permutation(len(batches))
+        usable = len(batches) - len(batches) % self.world
+        return [batches[i] for i in order[:usable]]
+
+    def batches_per_epoch(self) -> int:
+        return len(self.epoch(0)) // self.world

@@ -1,0 +1,165 @@
+"""Training smoke tests on the bundled captures: a few steps, exact resume, model folder, S3 output, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from netdiff_lib import checkpoint
+from netdiff_lib.config import tiny
+from netdiff_lib.errors import ConfigError
+from netdiff_lib.train import main as train_main
+from netdiff_lib.train import train
+
+torch.set_num_threads(1)
+CLASSES = ("dns", "http", "icmp")
+
+
+@pytest.fixture(scope="module")
+def small_data(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three classes, three captures each (symbolic links into samples/captures)."""
+    root = tmp_path_factory.mktemp("data")
+    for label in CLASSES:
+        (root / label).mkdir()
+        for pcap in sorted((samples_dir / label).glob("*.pcap"))[:3]:
+            (root / label / pcap.name).symlink_to(pcap)
+    return root
+
+
+def _cfg(steps: int = 4):
+    return tiny().with_overrides(steps=steps, checkpoint_every=2, log_every=1, warmup_steps=2)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return {**{f"model.{k}": v for k, v in load_file(str(folder / "model.safetensors")).items()},
+            **{f"ema.{k}": v for k, v in load_file(str(folder / "ema.safetensors")).items()}}
+
+
+def test_resume_after_stop_equals_uninterrupted_run(small_data: Path, tmp_path: Path) -> None:
+    whole, sliced = tmp_path / "whole", tmp_path / "sliced"
+    train(_cfg(), str(small_data), str(whole), progress=False)
+    train(_cfg(), str(small_data), str(sliced), progress=False, until_step=3)  # "killed" after step 3
+    assert checkpoint.latest(sliced / "checkpoints") == "ckpt-00000003"
+    train(_cfg(), str(small_data), str(sliced), progress=False, resume=True)
+    a, b = checkpoint.load(whole / "checkpoints"), checkpoint.load(sliced / "checkpoints")
+    assert a.step == b.step == 4
+    def curve(ck: checkpoint.Checkpoint) -> list:  # everything but wall-clock time
+        return [{k: v for k, v in h.items() if k != "elapsed_s"} for h in ck.meta["loop"]["history"]]
+
+    assert curve(a) == curve(b) and len(curve(a)) == 4
+    assert a.meta["data_position"] == b.meta["data_position"] and a.meta["lr_scheduler"] == b.meta["lr_scheduler"]
+    wa, wb = _weights(whole / "checkpoints" / a.name), _weights(sliced / "checkpoints" / b.name)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    for pid, st in a.optimizer["state"].items():
+        assert all(torch.equal(v, b.optimizer["state"][pid][k]) for k, v in st.items())
+    # the final model folder holds the EMA weights
+    final = load_file(str(whole / "model.safetensors"))
+    assert all(torch.equal(final[k], wa[f"ema.{k}"]) for k in final)
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(small_data: Path, tmp_path: Path) -> None:
+    """A real kill: the training process dies (SIGKILL) right after its first checkpoint, wherever it is."""
+    cfg = tiny().with_overrides(steps=40, checkpoint_every=2, log_every=1)
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "netdiff_lib.train", "--data", str(small_data), "--out", str(killed), "--config",
+           "tiny", "--steps", "40", "--checkpoint-every", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while checkpoint.latest(killed / "checkpoints") is None and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    stopped_at = checkpoint.load(killed / "checkpoints").step
+    assert stopped_at < 40 and not (killed / "model.safetensors").exists(), "the run finished before the kill"
+    train(cfg, str(small_data), str(killed), progress=False, resume=True)
+    whole = tmp_path / "whole"
+    train(cfg, str(small_data), str(whole), progress=False)
+    wa, wb = _weights(whole / "checkpoints" / "ckpt-00000040"), _weights(killed / "checkpoints" / "ckpt-00000040")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    final_a, final_b = (load_file(str(d / "model.safetensors")) for d in (whole, killed))
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_model_folder_and_card(small_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    train(_cfg(steps=3), str(small_data), str(out), progress=False)
+    for name in ("model.safetensors", "config.json", "features.json", "stats.json", "class_map.json",
+                 "model_card.json", "README.md", "loss.json"):
+        assert (out / name).is_file(), name
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["backend"] == "native" and card["config"]["preset"] == "tiny"
+    assert card["class_map"] == {"dns": "type-0", "http": "type-1", "icmp": "type-2"}
+    assert len(card["data"]["fingerprint"]) == 64 and card["data"]["captures"] == 9
+    assert set(card["inter_arrival_us"]) == set(CLASSES) and card["inter_arrival_us"]["dns"]["count"] > 0
+    assert card["training"]["steps"] == 3
+    history = json.loads((out / "loss.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3] and all(np.isfinite(h["loss"]) for h in history)
+    assert "fingerprint" in (out / "README.md").read_text()
+
+
+def test_resume_refuses_other_config(small_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    train(_cfg(steps=2), str(small_data), str(out), progress=False)
+    other = _cfg(steps=4)
+    other = other.__class__.from_dict({**other.to_dict(), "model": {**other.to_dict()["model"], "n_layers": 1}})
+    with pytest.raises(ConfigError, match="another model/diffusion config"):
+        train(other, str(small_data), str(out), progress=False, resume=True)
+    with pytest.raises(ConfigError, match="already holds training checkpoints"):
+        train(_cfg(steps=4), str(small_data), str(out), progress=False)
+
+
+def test_train_to_s3_and_resume(small_data: Path, s3_env) -> None:
+    bucket = s3_env.make_bucket()
+    out = f"s3://{bucket}/models/tiny"
+    train(_cfg(steps=2), str(small_data), out, progress=False)
+    train(_cfg(steps=3), str(small_data), out, progress=False, resume=True)
+    from netdiff_lib import storage
+
+    names = {storage.relative(u, out) for u in storage.list_uri(out)}
+    assert {"model.safetensors", "model_card.json", "checkpoints/latest"} <= names
+    assert checkpoint.latest(f"{out}/checkpoints") == "ckpt-00000003"
+
+
+def test_python_module_entry_point(small_data: Path, tmp_path: Path) -> None:
+    code = train_main(["--data", str(small_data), "--out", str(tmp_path / "m"), "--config", "tiny",
+                       "--steps", "2", "--no-progress"])
+    assert code == 0 and (tmp_path / "m" / "model.safetensors").is_file()
+    assert train_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x"), "--config", "tiny"]) == 2
+
+
+def _pcap_ok(path: Path) -> bool:
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        from netdiff_lib.pcap import PcapFile
+
+        return sum(len(b.offsets) for b in PcapFile(path).batches()) > 0
+    proc = subprocess.run([tshark, "-n", "-r", str(path)], capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0 and proc.stdout.strip() != "" and "malformed" not in proc.stdout.lower()
+
+
+def test_cli_train_then_generate_valid_pcaps(small_data: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    model, out = tmp_path / "model", tmp_path / "pcaps"
+    cli = [sys.executable, "-m", "netdiff_lib.cli"]
+    subprocess.run([*cli, "train", "--data", str(small_data), "--out", str(model), "--config", "tiny",
+                    "--steps", "30", "--no-progress"], check=True, env=env, timeout=300)
+    subprocess.run([*cli, "generate", "--model", str(model), "--per-class", "2", "-o", str(out), "--steps", "5",
+                    "--seed", "1", "--no-progress"], check=True, env=env, timeout=300)
+    pcaps = sorted(p.name for p in out.glob("*.pcap"))
+    assert pcaps == [f"{c}_{i}.pcap" for c in CLASSES for i in (0, 1)]
+    assert all(_pcap_ok(out / p) for p in pcaps)
