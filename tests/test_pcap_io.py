@@ -104,7 +104,7 @@ def read_with_stats(path: Path, **kw) -> tuple[list[tuple[bytes, int, int, int, 
         assert b.caplen.dtype == b.wirelen.dtype == b.linktype.dtype == np.int32 and b.index.dtype == np.int64
         assert len(b) == len(b.caplen) == len(b.wirelen) == len(b.ts_ns) == len(b.linktype) == len(b.index) > 0
         ends = b.offsets + b.caplen
-        assert b.offsets[0] == 0 and (b.offsets[1:] == ends[:-1]).all(), "packets are not concatenated"
+        assert b.offsets[0] == 0 and (b.offsets[1:] >= ends[:-1]).all(), "packets overlap or are out of order"
         assert len(b.data) - ends[-1] >= 64 and not b.data[ends[-1]:].any(), "missing zero padding"
         out += [(b.packet(i), int(b.ts_ns[i]), int(b.wirelen[i]), int(b.linktype[i]), int(b.index[i]))
                 for i in range(len(b))]

@@ -86,27 +86,15 @@ class PcapStats:
 
 
 def _gather(a: np.ndarray, starts: np.ndarray, caps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Copy ``a[starts[i]:starts[i] + caps[i]]`` (increasing, disjoint) into one zero-padded array."""
-    n = len(starts)
-    caps = caps.astype(np.int64)
-    ends = starts + caps
-    offsets = np.zeros(n, np.int64)
-    np.cumsum(caps[:-1], out=offsets[1:])
-    total = int(offsets[-1] + caps[-1])
-    if total >= 512 * n:  # large packets: one memcpy each beats building a byte mask
-        out, src = bytearray(total + PAD), memoryview(a)
-        for o, s, c in zip(offsets.tolist(), starts.tolist(), caps.tolist(), strict=True):
-            out[o:o + c] = src[s:s + c]
-        return np.frombuffer(out, np.uint8), offsets
-    runs = np.empty(2 * n, np.int64)
-    runs[0] = 0
-    runs[2::2] = starts[1:] - ends[:-1]
-    runs[1::2] = caps
-    keep = np.zeros(2 * n, bool)
-    keep[1::2] = True
-    data = np.zeros(total + PAD, np.uint8)
-    data[:total] = a[int(starts[0]):int(ends[-1])][np.repeat(keep, runs)]
-    return data, offsets
+    """One contiguous copy of the chunk span holding the packets ``a[starts[i]:starts[i] + caps[i]]``.
+
+    Record headers between packets stay in the copy (they belong to no packet), which makes this a single
+    memcpy instead of a per-packet gather: consumers index packets through ``offsets`` and ``caplen`` only.
+    """
+    first, last = int(starts[0]), int(starts[-1] + caps[-1])
+    data = np.zeros(last - first + PAD, np.uint8)
+    data[: last - first] = a[first:last]
+    return data, (starts - first).astype(np.int64)
 
 
 def _make_piece(a: np.ndarray, starts: np.ndarray, caps: np.ndarray, wire: np.ndarray, ts: np.ndarray,
@@ -114,7 +102,7 @@ def _make_piece(a: np.ndarray, starts: np.ndarray, caps: np.ndarray, wire: np.nd
     """A batch of the packets of one chunk (``index`` is set when pieces are joined)."""
     data, offsets = _gather(a, starts, caps)
     stats.records += len(starts)
-    stats.bytes += len(data) - PAD
+    stats.bytes += int(caps.sum())
     stats.snaplen_truncated += int(np.count_nonzero(caps < wire))
     return PacketBatch(data, offsets, caps.astype(np.int32), wire.astype(np.int32), ts, linktype, _NO_INDEX)
 

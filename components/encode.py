@@ -1,0 +1,16 @@
+"""Fetch, check and nPrint-encode one shard of the input captures (CPU, cached by the listing's fingerprint)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def encode(input_uri: str, shard: dict, test_fraction: float, seed: int, s3_endpoint: str,
+           data: Output[Dataset]):
+    """``data``: ``captures/<split>/<label>/<file>`` and ``nprint/<split>/<label>/<file>.npz``."""
+    from netdiff_lib import stages
+
+    data.metadata.update(stages.encode_shard(input_uri, data.path, shard, test_fraction=test_fraction, seed=seed,
+                                             s3_endpoint=s3_endpoint))

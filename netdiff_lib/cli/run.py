@@ -1,0 +1,94 @@
+"""``netdiff run``: the Kubeflow pipeline on this machine (kfp.local), ending with a one-screen summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NAME = "run"
+HELP = "run the pipeline locally (kfp.local): captures in, model + synthetic pcaps + report out"
+DESCRIPTION = (
+    "Runs the same KFP pipeline that `netdiff compile` writes for clusters, here, through kfp.local's "
+    "SubprocessRunner: list, encode, train, generate, reconstruct, evaluate, publish. --input and --output take "
+    "folders or s3:// URIs (object-store settings from NETDIFF_S3_ENDPOINT, AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY). OUTPUT gets model/, pcaps/<label>/*.pcap, report/report.html and summary.json; "
+    "kfp.local's artifacts and full log go to --work."
+)
+ORDER = 80
+LOCAL_SHARDS = 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from netdiff_lib.config import PRESETS
+    from netdiff_lib.models import DEFAULT_BACKEND
+    from netdiff_lib.stages.common import TRACES_PER_CLASS
+
+    p.add_argument("--input", metavar="DIR_OR_S3", help="labelled captures <label>/*.pcap (netdiff pipeline)")
+    p.add_argument("--output", required=True, metavar="DIR_OR_S3", help="where the results go")
+    p.add_argument("--pipeline", default="netdiff", choices=("netdiff", "generate"),
+                   help="end-to-end (default) or generate-only from --model")
+    p.add_argument("--model", metavar="DIR_OR_S3", help="generate: the trained model; netdiff: where it goes "
+                                                        "(default OUTPUT/model, where training resumes)")
+    p.add_argument("--config", choices=PRESETS, help="model preset (default: tiny, a laptop run)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, help=f"generator backend (default {DEFAULT_BACKEND})")
+    p.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's)")
+    p.add_argument("--traces-per-class", type=int, default=TRACES_PER_CLASS, metavar="N",
+                   help=f"synthetic traces per class (default {TRACES_PER_CLASS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, training and sampling (default 0)")
+    p.add_argument("--shards", type=int, default=LOCAL_SHARDS,
+                   help=f"parallel encode/reconstruct shards (default {LOCAL_SHARDS})")
+    p.add_argument("--work", metavar="DIR", help="kfp.local artifacts and run.log (default OUTPUT/.kfp, or a "
+                                                 "temporary folder for an s3:// output)")
+    p.add_argument("--cache", action="store_true", help="reuse results of earlier identical steps")
+    p.add_argument("--retries", type=int, default=0, help="retries of the GPU steps (default 0 here)")
+
+
+def _local(uri: str | None) -> str | None:
+    from netdiff_lib import storage
+
+    return uri if uri is None or storage.is_remote(uri) else str(Path(uri).resolve())
+
+
+def arguments(args: argparse.Namespace) -> dict:
+    """The pipeline arguments of a ``netdiff run`` command line (local paths made absolute)."""
+    from netdiff_lib.kfp_pipelines import base_arguments, pipeline_arguments
+
+    config = args.config or ("tiny" if args.pipeline == "netdiff" else None)
+    given = base_arguments(args.pipeline, output=_local(args.output), input=_local(args.input),
+                           model=_local(args.model), config=config)
+    given |= {"traces_per_class": args.traces_per_class, "seed": args.seed, "shards": args.shards,
+              "s3_endpoint": ""}  # "": the storage settings of this environment
+    if args.pipeline == "netdiff":
+        given |= {"backend": args.backend, "train_steps": args.steps}
+    return pipeline_arguments(args.pipeline, given)
+
+
+def work_dir(args: argparse.Namespace) -> Path:
+    from netdiff_lib import storage
+
+    if args.work:
+        return Path(args.work)
+    if storage.is_remote(args.output):
+        return Path(tempfile.mkdtemp(prefix="netdiff-run-"))
+    return Path(args.output, ".kfp")
+
+
+def run(args: argparse.Namespace) -> int:
+    from netdiff_lib import storage
+    from netdiff_lib.kfp_local import run_local
+    from netdiff_lib.stages import summary_text
+    from netdiff_lib.stages.common import read_json
+
+    pipeline_args = arguments(args)
+    work = work_dir(args)
+    print(f"netdiff run: pipeline {args.pipeline!r} on kfp.local; artifacts and log in {work}", file=sys.stderr)
+    start = time.monotonic()
+    log = run_local(pipeline_args, work, pipeline=args.pipeline, cache=args.cache, retries=args.retries)
+    with storage.open_local(storage.join(pipeline_args["output_uri"], "summary.json")) as path:
+        summary = read_json(path)
+    print(summary_text(summary, time.monotonic() - start))
+    print(f"full log    {log}")
+    return 0

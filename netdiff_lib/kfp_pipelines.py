@@ -1,0 +1,150 @@
+"""Load, compile and submit the project's KFP pipelines (the one place besides kfp_local that imports kfp).
+
+The pipelines and components live beside the package (``pipelines/``, ``components/`` in the source tree);
+:func:`load_pipeline` puts the tree on ``sys.path`` when they are not importable already.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import netdiff_lib
+from netdiff_lib.errors import ConfigError, NetdiffError
+
+PROJECT_ROOT = Path(netdiff_lib.__file__).resolve().parents[1]
+
+
+def _ensure_importable() -> None:
+    try:
+        importlib.import_module("pipelines")
+    except ImportError:
+        if not (PROJECT_ROOT / "pipelines" / "__init__.py").is_file():
+            raise ConfigError(f"the pipelines/ folder is not next to {PROJECT_ROOT / 'netdiff_lib'}: run netdiff "
+                              "from a source checkout (pip install -e .)") from None
+        sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def load_pipeline(name: str = "netdiff", *, queue: str = "", gpu_retries: int | None = None) -> Any:
+    """Build pipeline ``name`` (see ``pipelines.PIPELINES``) with its compile-time options."""
+    _ensure_importable()
+    from pipelines import PIPELINES
+
+    if name not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {name!r}; choose one of {', '.join(sorted(PIPELINES))}")
+    module, factory = PIPELINES[name].split(":")
+    options: dict[str, Any] = {"queue": queue}
+    if gpu_retries is not None:
+        options["gpu_retries"] = gpu_retries
+    return getattr(importlib.import_module(module), factory)(**options)
+
+
+_COERCE = {"Integer": int, "Float": float, "Boolean": lambda v: json.loads(v.lower()), "Dict": json.loads,
+           "List": json.loads, "String": str}
+
+
+def base_arguments(pipeline: str, *, output: str, input: str | None = None, model: str | None = None,
+                   config: str | None = None) -> dict[str, Any]:
+    """The arguments every command line maps the same way: ``--input``, ``--output``, ``--model`` (netdiff:
+    where the model folder and checkpoints go; generate: the model to use) and ``--config`` (netdiff only)."""
+    if pipeline != "netdiff" and (input or config):
+        raise ConfigError(f"--input and --config are for the netdiff pipeline, not {pipeline!r} (it takes --model)")
+    if pipeline == "netdiff":
+        return {"input_uri": input, "output_uri": output, "model_uri": model, "config": config}
+    return {"model_uri": model, "output_uri": output}
+
+
+def pipeline_arguments(name: str, given: dict[str, Any], pairs: list[str] = ()) -> dict[str, Any]:
+    """``given`` plus ``KEY=VALUE`` ``pairs`` (values converted to the parameter's type), checked against the
+    pipeline's parameters: unknown names and missing required ones are errors. ``None`` values are dropped."""
+    inputs = load_pipeline(name).component_spec.inputs
+    args = {k: v for k, v in given.items() if v is not None}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key.strip() not in inputs:
+            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE with KEY one of {', '.join(inputs)}")
+        key = key.strip()
+        try:
+            args[key] = _COERCE.get(inputs[key].type, str)(raw)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise ConfigError(f"--param {key}: {raw!r} is not a valid {inputs[key].type} ({exc})") from None
+    unknown = sorted(set(args) - set(inputs))
+    missing = sorted(k for k, spec in inputs.items() if not spec.optional and k not in args)
+    if unknown or missing:
+        raise ConfigError(f"pipeline {name!r}: " + "; ".join(
+            ([f"unknown parameter(s) {', '.join(unknown)}"] if unknown else [])
+            + ([f"missing {', '.join(missing)}"] if missing else [])))
+    return args
+
+
+def compile_pipeline(name: str, path: str | Path, *, queue: str = "", kubernetes_manifest: bool = False) -> Path:
+    """Write pipeline ``name`` as KFP IR YAML (or as Pipeline/PipelineVersion resources) to ``path``."""
+    from kfp import compiler
+
+    pipeline = load_pipeline(name, queue=queue)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {}
+    if kubernetes_manifest:
+        from kfp.compiler.compiler_utils import KubernetesManifestOptions
+
+        options = {"kubernetes_manifest_format": True,
+                   "kubernetes_manifest_options": KubernetesManifestOptions(include_pipeline_manifest=True)}
+    compiler.Compiler().compile(pipeline, str(path), **options)
+    return path
+
+
+def disable_caching(path: str | Path) -> None:
+    """Turn caching off for every task of a compiled IR file, inside ParallelFor bodies too (kfp.Client's
+    ``enable_caching=False`` reaches only the top-level tasks)."""
+    import yaml
+
+    docs = list(yaml.safe_load_all(Path(path).read_text()))
+    spec = docs[0]
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]
+    for dag in dags:
+        for task in dag.get("tasks", {}).values():
+            task["cachingOptions"] = {}
+    Path(path).write_text(yaml.safe_dump_all(docs, sort_keys=True))
+
+
+def submit_pipeline(*, host: str, namespace: str, experiment: str, arguments: dict[str, Any], name: str = "netdiff",
+                    run_name: str | None = None, queue: str = "", token: str | None = None,
+                    cache: bool = True) -> dict[str, str]:
+    """Compile pipeline ``name`` and start a run through ``kfp.Client``; returns run id and URL."""
+    import kfp
+
+    with tempfile.TemporaryDirectory(prefix="netdiff-submit-") as tmp:
+        package = compile_pipeline(name, Path(tmp, f"{name}.yaml"), queue=queue)
+        if not cache:
+            disable_caching(package)
+        client = kfp.Client(host=host, namespace=namespace, existing_token=token)
+        try:
+            result = client.create_run_from_pipeline_package(
+                str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
+                namespace=namespace)
+        except Exception as exc:  # the client raises urllib3, ApiException and OSError subclasses
+            raise NetdiffError(f"submitting to {host} failed: {_cause(exc)}") from exc
+    run_id = result.run_id
+    return {"run_id": run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run_id}"}
+
+
+def _cause(exc: Exception) -> str:
+    """One line for the usual failures: unreachable host, HTTP status from the API server, others."""
+    import urllib3.exceptions as ux
+
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, ux.MaxRetryError) and isinstance(reason, ux.NewConnectionError):
+        return f"cannot connect to the KFP API ({str(reason).rsplit(': ', 1)[-1]}); check --host"
+    if isinstance(exc, ux.MaxRetryError):
+        return f"cannot reach the KFP API ({reason}); check --host"
+    status = getattr(exc, "status", None)
+    if status is not None:
+        hint = {401: "check the token", 403: "check --namespace and your access to it", 404: "check --host"}
+        body = str(getattr(exc, "body", "") or "").strip().replace("\n", " ")[:200]
+        return f"the KFP API answered HTTP {status} {getattr(exc, 'reason', '')}: {body} ({hint.get(status, '')})"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,110 @@
+"""Helpers shared by the pipeline stages: endpoint override, shard items, JSON files, folder merges."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from netdiff_lib.atomic import atomic_open
+from netdiff_lib.errors import ConfigError, InputError
+
+CAPTURES = "captures"  # encode shard: captures/<split>/<label>/<file>
+NPRINT = "nprint"  # encode shard: nprint/<split>/<label>/<file>.npz
+# Pipeline defaults (the pipelines take them from here).
+SHARDS = 4
+TRACES_PER_CLASS = 20
+TEST_FRACTION = 0.2  # as netdiff_lib.dataset.split_captures
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def use_endpoint(endpoint: str) -> None:
+    """Point :mod:`netdiff_lib.storage` at ``endpoint`` (``http(s)://host:port``); empty keeps the environment."""
+    if endpoint and endpoint.strip():
+        os.environ["NETDIFF_S3_ENDPOINT"] = endpoint.strip()
+
+
+def shard_item(index: int, count: int, **extra: Any) -> dict[str, Any]:
+    """One ``ParallelFor`` item: the shard's index and the number of shards (plus ``extra``)."""
+    return {"index": index, "count": count, **extra}
+
+
+def shard_of(item: dict[str, Any]) -> tuple[int, int]:
+    """``(index, count)`` of a shard item (KFP may hand numbers over as floats)."""
+    try:
+        index, count = int(item["index"]), int(item["count"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"bad shard item {item!r}: expected {{'index': i, 'count': n}}") from None
+    if not 0 <= index < count:
+        raise ConfigError(f"shard index {index} is not in 0..{count - 1}")
+    return index, count
+
+
+def shard_count(requested: int, items: int) -> int:
+    """How many shards ``items`` things fill: at most ``requested``, at least 1."""
+    if requested < 1:
+        raise ConfigError(f"shards={requested}: need at least 1")
+    return max(1, min(requested, items))
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:03d}"
+
+
+def safe_label(label: str) -> str:
+    """A label as a folder name (labels from folders pass unchanged)."""
+    return _UNSAFE.sub("-", label).strip("-.") or "unlabelled"
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    return Path(path)
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not valid JSON: {exc}") from None
+
+
+def link_files(files: Iterable[tuple[str, Path]], dest: Path) -> int:
+    """Make ``dest/<rel>`` point at each file (symbolic link, or a copy where links fail); returns the count."""
+    n = 0
+    for rel, src in files:
+        target = dest / rel
+        if target.exists() or target.is_symlink():
+            raise InputError(target, f"two inputs map to the same file {rel!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.symlink_to(Path(src).resolve())
+        except OSError:
+            shutil.copyfile(src, target)
+        n += 1
+    return n
+
+
+def files_under(root: Path, suffix: str = "") -> list[tuple[str, Path]]:
+    """``(relative path, path)`` of the non-hidden files under ``root`` ending in ``suffix``, sorted."""
+    if not root.is_dir():
+        return []
+    out = [(p.relative_to(root).as_posix(), p) for p in root.rglob(f"*{suffix}") if p.is_file()]
+    return sorted((rel, p) for rel, p in out if not any(part.startswith(".") for part in rel.split("/")))
+
+
+def gather_split(shard_dirs: Sequence[str | Path], split: str, dest: Path) -> Path:
+    """Merge ``captures/<split>/<label>/...`` of every encode shard into ``dest/<label>/...``."""
+    files = [f for d in shard_dirs for f in files_under(Path(d) / CAPTURES / split)]
+    if not files:
+        raise InputError(dest, f"no {split} captures in the {len(shard_dirs)} encoded shard(s)")
+    link_files(files, dest)
+    return dest

@@ -1,0 +1,158 @@
+"""Input stages: list the captures and plan the split and shards; encode one shard.
+
+:func:`plan_inputs` is a pure function of the listing and ``(shards, test_fraction, seed)``.  The listing stage
+runs it and hands each encode shard a small item with the plan's fingerprint; each encode shard runs it again
+and checks the fingerprint.  So an encode shard's inputs are parameters only, and KFP's cache hits exactly
+when the listing (object names, labels, split, shard) is unchanged, while the listing itself is never cached.
+A capture replaced under the same name keeps the fingerprint: treat input prefixes as immutable, or run
+without the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from netdiff_lib import __version__
+from netdiff_lib.errors import ConfigError, InputError
+from netdiff_lib.stages.common import CAPTURES, NPRINT, shard_count, shard_item, shard_of, use_endpoint, write_json
+
+MANIFEST_FORMAT = "netdiff-inputs/1"
+
+
+@dataclass(frozen=True)
+class PlannedCapture:
+    """One input capture: where it is, its label, its split, its file inside a shard and its shard."""
+
+    uri: str
+    label: str
+    split: str
+    dest: str  # "<split>/<label>/<file>", unique in the plan
+    shard: int
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """The listing, split and shard assignment of one run's inputs."""
+
+    input_uri: str
+    shards: int
+    test_fraction: float
+    seed: int
+    captures: tuple[PlannedCapture, ...]
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({c.label for c in self.captures})
+
+    @property
+    def fingerprint(self) -> str:
+        rows = [self.input_uri, self.shards, self.test_fraction, self.seed, *(asdict(c) for c in self.captures)]
+        return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+    def shard(self, index: int) -> list[PlannedCapture]:
+        return [c for c in self.captures if c.shard == index]
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = Counter((c.label, c.split) for c in self.captures)
+        return {"format": MANIFEST_FORMAT, "netdiff_version": __version__, "input_uri": self.input_uri,
+                "shards": self.shards, "test_fraction": self.test_fraction, "seed": self.seed,
+                "fingerprint": self.fingerprint, "classes": {lab: {s: counts[lab, s] for s in ("train", "test")}
+                                                             for lab in self.classes},
+                "captures": [asdict(c) for c in self.captures]}
+
+
+def _check_label(label: str, uri: str) -> None:
+    if not label.strip() or "/" in label or "\\" in label or label.startswith("."):
+        raise ConfigError(f"{uri}: label {label!r} cannot name a folder (no '/', '\\' or leading '.')")
+
+
+def plan_inputs(input_uri: str, shards: int, test_fraction: float, seed: int) -> InputPlan:
+    """Discover the labelled captures, split them by file (stratified, seeded) and deal them to shards."""
+    from netdiff_lib.dataset import discover, split_captures
+
+    captures = discover(input_uri)
+    for cap in captures:
+        _check_label(cap.label, cap.uri)
+    train, test = split_captures(captures, test_fraction, seed)
+    n = shard_count(shards, len(captures))
+    used: set[str] = set()
+    planned = []
+    for split, caps in (("train", train), ("test", test)):
+        for cap in caps:
+            name = cap.name
+            dest, i = f"{split}/{cap.label}/{name}", 1
+            while dest in used:  # same file name under two folders of one label
+                stem, dot, ext = name.rpartition(".")
+                unique = f"{stem}-{i}{dot}{ext}" if dot else f"{name}-{i}"
+                dest, i = f"{split}/{cap.label}/{unique}", i + 1
+            used.add(dest)
+            planned.append((cap.uri, cap.label, split, dest))
+    planned.sort(key=lambda p: p[3])
+    caps_out = tuple(PlannedCapture(*p, shard=i % n) for i, p in enumerate(planned))
+    return InputPlan(str(input_uri), n, float(test_fraction), int(seed), caps_out)
+
+
+def check_output(output_uri: str) -> None:
+    """Fail before any work when the output's bucket is missing or the credentials are refused."""
+    from netdiff_lib import storage
+
+    if storage.is_remote(output_uri):
+        storage.exists(output_uri)  # raises StorageError naming the cause
+
+
+def list_inputs(input_uri: str, manifest_path: str | Path, *, shards: int, test_fraction: float, seed: int,
+                output_uri: str = "", s3_endpoint: str = "") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Check that the output is reachable, plan the inputs, write the manifest (JSON) and return
+    ``(shard items, artifact metadata)``."""
+    use_endpoint(s3_endpoint)
+    plan = plan_inputs(input_uri, shards, test_fraction, seed)
+    if output_uri:
+        check_output(output_uri)
+    doc = plan.to_dict()
+    write_json(manifest_path, doc)
+    items = [shard_item(k, plan.shards, fingerprint=plan.fingerprint, captures=len(plan.shard(k)))
+             for k in range(plan.shards)]
+    meta = {"format": MANIFEST_FORMAT, "input_uri": plan.input_uri, "captures": len(plan.captures),
+            "classes": len(plan.classes), "shards": plan.shards, "fingerprint": plan.fingerprint}
+    return items, meta
+
+
+def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, test_fraction: float, seed: int,
+                 s3_endpoint: str = "", max_packets: int | None = None) -> dict[str, Any]:
+    """Fetch one shard's captures into ``out_dir/captures/<split>/<label>/`` and nPrint-encode each one into
+    ``out_dir/nprint/<split>/<label>/<file>.npz``; writes ``out_dir/shard.json`` and returns its summary.
+
+    ``max_packets`` defaults to :data:`netdiff_lib.schema.MAX_PACKETS` (NetDiffusion's 1,024 rows).
+    """
+    from netdiff_lib import storage
+    from netdiff_lib.nprint.encode import encode_pcap
+    from netdiff_lib.schema import MAX_PACKETS, NETDIFFUSION
+    from netdiff_lib.trace import save_trace
+
+    use_endpoint(s3_endpoint)
+    index, count = shard_of(shard)
+    plan = plan_inputs(input_uri, count, test_fraction, seed)
+    if plan.shards != count or shard.get("fingerprint") not in (None, plan.fingerprint):
+        raise InputError(input_uri, "the captures changed after they were listed (the plan's fingerprint "
+                                    "differs): run the pipeline again")
+    out, rows = Path(out_dir), []
+    for cap in plan.shard(index):
+        local = storage.get(cap.uri, out / CAPTURES / cap.dest)
+        result = encode_pcap(local, NETDIFFUSION, max_packets=max_packets or MAX_PACKETS, label=cap.label)
+        save_trace(out / NPRINT / f"{cap.dest}.npz", result.trace)
+        rows.append({"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest,
+                     "packets": len(result.trace), "skipped": dict(result.skipped)})
+    skipped: Counter = Counter()
+    for row in rows:
+        skipped.update(row["skipped"])
+    summary = {"format": "netdiff-shard/1", "shard": index, "shards": count, "captures": len(rows),
+               "packets": sum(r["packets"] for r in rows), "skipped_packets": dict(skipped),
+               "layout": NETDIFFUSION.describe(), "max_packets": max_packets or MAX_PACKETS,
+               "classes": dict(sorted(Counter(r["label"] for r in rows).items()))}
+    write_json(out / "shard.json", {**summary, "files": rows})
+    return summary

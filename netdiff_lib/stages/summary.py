@@ -1,0 +1,63 @@
+"""The one-screen summary of a finished run, from the ``summary.json`` that :func:`publish` writes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: (headline key, column title, format) shown per evaluation row.
+COLUMNS = (
+    ("fidelity_jsd_macro", "JSD", "{:.3f}"), ("rf_macro_f1", "RF F1", "{:.2f}"),
+    ("dcr_median_ratio", "DCR ratio", "{:.2f}"), ("exact_copy_rate", "copies", "{:.1%}"),
+    ("malformed_rate", "malformed", "{:.2%}"),
+)
+ROWS = (("reference", "real-train vs real-test"), ("synthetic", "synthetic vs real-test"))
+
+
+def _fmt(value: Any, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return pattern.format(value)
+
+
+def _evaluation(evaluation: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["evaluation  " + " " * 24 + "".join(f"{title:>11}" for _, title, _ in COLUMNS)]
+    for row, title in ROWS:
+        if row in evaluation:
+            values = "".join(f"{_fmt(evaluation[row].get(k), f):>11}" for k, _, f in COLUMNS)
+            lines.append(f"  {title:<34}{values}")
+    return lines
+
+
+def summary_text(summary: dict[str, Any], elapsed_s: float | None = None) -> str:
+    """At most about 15 lines: inputs, model, generated pcaps, repair, headline metrics, where things are."""
+    lines = []
+    took = f" in {elapsed_s:.0f} s" if elapsed_s is not None else ""
+    lines.append(f"netdiff {summary.get('netdiff_version', '?')}: run finished{took}; outputs in "
+                 f"{summary.get('output_uri')}")
+    inputs = summary.get("inputs")
+    if inputs:
+        classes = inputs.get("classes") or {}
+        train = sum(v.get("train", 0) for v in classes.values())
+        test = sum(v.get("test", 0) for v in classes.values())
+        lines.append(f"inputs      {inputs.get('input_uri')}: {inputs.get('captures')} captures, {len(classes)} "
+                     f"classes ({train} train / {test} test), {inputs.get('shards')} shard(s)")
+    model = summary.get("model") or {}
+    if model.get("backend"):
+        loss = _fmt(model.get("final_loss"), "{:.4f}")
+        lines.append(f"model       {model.get('model_uri')}: {model.get('backend')} {model.get('preset')}, "
+                     f"{model.get('steps', '?')} steps, final loss {loss}, {model.get('elapsed_s', '?')} s on "
+                     f"{model.get('device', '?')}")
+    pcaps = summary.get("pcaps") or {}
+    per_class = ", ".join(f"{k} {v}" for k, v in (pcaps.get("classes") or {}).items())
+    lines.append(f"pcaps       {pcaps.get('count', 0)} in {pcaps.get('uri')} ({per_class})")
+    repair = summary.get("repair") or {}
+    if repair.get("traces"):
+        lines.append(f"repair      {repair['packets']} packets in {repair['flows']} flows; "
+                     f"{repair['changed_fraction']:.1%} of generated bits changed by reconstruction")
+    if summary.get("evaluation"):
+        lines += _evaluation(summary["evaluation"])
+    report = summary.get("report") or {}
+    if report.get("html"):
+        lines.append(f"report      {report['html']}")
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The end-to-end pipeline: labelled captures (object store or folder) -> model, synthetic pcaps, report.
+
+    list-inputs -> encode x shards -> train (GPU) -> generate (GPU) -> reconstruct x shards -> evaluate -> publish
+
+Object-store steps get their credentials from the Secret ``s3_secret``; ``train_steps`` 0 and
+``model_uri`` "" mean the preset's steps and ``<output_uri>/model``. Compile with ``netdiff compile``.
+"""
+
+from kfp import compiler, dsl
+
+from components.encode import encode
+from components.evaluate import evaluate
+from components.list_inputs import list_inputs
+from components.publish import publish
+from components.train import train
+from netdiff_lib.config import base
+from netdiff_lib.models import DEFAULT_BACKEND
+from netdiff_lib.stages.common import SHARDS, TEST_FRACTION, TRACES_PER_CLASS
+from pipelines._placement import (
+    GPU_NODE_SELECTOR,
+    GPU_RESOURCE,
+    GPU_RETRIES,
+    GPU_TOLERATION,
+    S3_ENDPOINT,
+    S3_SECRET,
+    on_cpu,
+    on_gpu,
+    with_object_store,
+)
+from pipelines._synthesize import synthesize
+
+NAME = "netdiff"
+
+
+def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component.BaseComponent:
+    """The pipeline, with the Kueue ``queue`` label on its GPU steps when given."""
+
+    @dsl.pipeline(name=NAME, description="Synthetic network traffic from a diffusion model: train, generate, "
+                                         "reconstruct and evaluate, from labelled captures.")
+    def netdiff(input_uri: str, output_uri: str, backend: str = DEFAULT_BACKEND, config: str = base().preset,
+                train_steps: int = 0, traces_per_class: int = TRACES_PER_CLASS, seed: int = 0,
+                shards: int = SHARDS, test_fraction: float = TEST_FRACTION, model_uri: str = "",
+                gpu_type: str = GPU_RESOURCE, gpu_count: int = 1, gpu_node_selector: dict = GPU_NODE_SELECTOR,
+                gpu_toleration: dict = GPU_TOLERATION, s3_secret: str = S3_SECRET, s3_endpoint: str = S3_ENDPOINT):
+        gpu = {"type": gpu_type, "node_selector": gpu_node_selector, "toleration": gpu_toleration}
+        listing = list_inputs(input_uri=input_uri, output_uri=output_uri, shards=shards,
+                              test_fraction=test_fraction, seed=seed, s3_endpoint=s3_endpoint)
+        with_object_store(on_cpu(listing, cache=False), s3_secret)
+        with dsl.ParallelFor(listing.outputs["Output"]) as shard:
+            enc = encode(input_uri=input_uri, shard=shard, test_fraction=test_fraction, seed=seed,
+                         s3_endpoint=s3_endpoint)
+            with_object_store(on_cpu(enc, "medium"), s3_secret)
+        trained = train(data=dsl.Collected(enc.outputs["data"]), output_uri=output_uri, model_uri=model_uri,
+                        backend=backend, config=config, steps=train_steps, seed=seed, s3_endpoint=s3_endpoint)
+        on_gpu(trained, gpu_type, gpu_count, gpu_node_selector, gpu_toleration, queue=queue, retries=gpu_retries)
+        with_object_store(trained, s3_secret)
+        pcaps = synthesize(trained.outputs["model"], traces_per_class, seed, shards, gpu, queue=queue,
+                           retries=gpu_retries)
+        report = evaluate(data=dsl.Collected(enc.outputs["data"]), pcaps=dsl.Collected(pcaps), seed=seed)
+        on_cpu(report, "large")
+        done = publish(output_uri=output_uri, pcaps=dsl.Collected(pcaps), s3_endpoint=s3_endpoint,
+                       report=report.outputs["report"], manifest=listing.outputs["manifest"],
+                       model=trained.outputs["model"])
+        with_object_store(on_cpu(done, cache=False), s3_secret)
+
+    return netdiff
+
+
+netdiff_pipeline = build()
+
+if __name__ == "__main__":
+    compiler.Compiler().compile(netdiff_pipeline, f"{NAME}.yaml")
