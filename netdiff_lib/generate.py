@@ -136,8 +136,10 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
                        torch.tensor([index[reqs[i][0]] for i in chunk], device=dev),
                        torch.from_numpy(lens).to(dev), bucket, guidance, gen, padded=bool((lens < bucket).any()))
         feats = feats.float().cpu().numpy()
-        for j, i in enumerate(chunk):
-            matrix, iat = model.codec.decode(feats[j, : lens[j]])
+        rows = np.concatenate([feats[j, : lens[j]] for j in range(len(chunk))])
+        matrices, iats = model.codec.decode(rows)  # one vectorised decode for the whole batch
+        ends = np.cumsum(lens)[:-1]
+        for i, matrix, iat in zip(chunk, np.split(matrices, ends), np.split(iats, ends), strict=True):
             iat[0] = 0.0
             out[i] = GeneratedTrace(matrix, iat, reqs[i][0])
         pos, batch_no = pos + len(chunk), batch_no + 1

@@ -141,3 +141,15 @@ def test_codec_file_round_trip(tmp_path: Path, sample_traces: list) -> None:
         FeatureCodec.load(tmp_path / "bad.json")
     with pytest.raises(InputError, match=r"features\.json missing"):
         FeatureCodec.load(tmp_path / "nothing.json")
+
+
+def test_single_bit_flags_snap_to_the_nearest_value(sample_traces: list) -> None:
+    """Bit features are 0 / 1 inside a present block: noise below 0.5 must not turn a clear flag on."""
+    codec = FeatureCodec().fit([t.matrix for t in sample_traces])
+    for t in sample_traces[:4]:
+        feats = codec.encode(t.matrix, t.iat_us())
+        rng = np.random.default_rng(1)
+        noisy = np.clip(feats + rng.uniform(-0.4, 0.4, feats.shape), -1, 1).astype(np.float32)
+        matrix, _ = codec.decode(noisy, consistent=True)
+        flags = slice(NETDIFFUSION.span("tcp_ns").start, NETDIFFUSION.span("tcp_fin").stop)
+        np.testing.assert_array_equal(matrix[:, flags], t.matrix[:, flags], err_msg=t.source)

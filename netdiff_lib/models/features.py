@@ -179,7 +179,7 @@ class FeatureCodec:
             for num, flags, opts in self._blocks:
                 on = f[:, nb + num].mean(axis=1) > 0 if len(num) else np.zeros(n, bool)
                 present[:, num] = on[:, None]
-                bits[:, flags] = np.where(on[:, None], (f[:, flags] > 0).astype(np.float64), -1.0)
+                bits[:, flags] = np.where(on[:, None], (f[:, flags] > 0.5).astype(np.float64), -1.0)  # 0 / 1
                 bits[:, opts] = np.where(on[:, None], bits[:, opts], -1.0)
         matrix = np.full((n, self.layout.width), -1, np.int8)
         matrix[:, self.bit_cols] = bits.astype(np.int8)
