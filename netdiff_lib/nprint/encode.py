@@ -132,11 +132,12 @@ def encode_batch(batch: PacketBatch, layout: Layout, mode: str = "netdiff", fill
         seg = _segment(batch, loc, keep, block, layout.payload_bytes, mode)
         if block != "payload" and layout.drop:
             kb = _kept_bytes(block, layout.drop)  # on-the-wire bytes stay a prefix of the kept ones
-            seg = _Segment(seg.win[:, kb], np.searchsorted(kb, seg.nvalid))
+            seg = _Segment(np.take(seg.win, kb, axis=1), np.searchsorted(kb, seg.nvalid))
         segs.append(seg)
     if not segs:
         return EncodedBatch(np.zeros((len(keep), 0), np.int8), keep, loc, batch)
-    raw = np.concatenate([s.win for s in segs], axis=1)
+    raw = np.concatenate([s.win for s in segs], axis=1, dtype=np.uint8)
+    raw = np.ascontiguousarray(raw)  # fancy-indexed windows can come out column-major
     bits = np.unpackbits(raw, axis=1).view(np.int8)
     col = 0
     for seg in segs:
