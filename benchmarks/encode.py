@@ -75,6 +75,10 @@ def record(path: Path, packets: int) -> Path:
 
 MEASURE = {
     "read": "from netdiff_lib.pcap import PcapFile\nn = sum(len(b) for b in PcapFile(CAP).batches())",
+    "matrix": (
+        "from netdiff_lib.nprint import encode_pcap\nfrom netdiff_lib.schema import Layout\n"
+        "n = len(encode_pcap(CAP, Layout(('ipv4', 'tcp', 'udp', 'icmp'))).trace)"
+    ),
     "array": (
         "from netdiff_lib.nprint import encode_pcap\nfrom netdiff_lib.schema import Layout\n"
         "from netdiff_lib.trace import save_trace\n"
@@ -113,7 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--capture", type=Path, help="use this capture instead of recording one")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (best is kept)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per measurement (best is kept)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     capture = args.capture or CACHE / f"loopback_{args.packets}.pcap"

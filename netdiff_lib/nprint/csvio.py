@@ -78,7 +78,7 @@ def _byte_slots(fill: int) -> tuple[np.ndarray, int]:
 def format_bytes(raw: np.ndarray, is_fill: np.ndarray, fill: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of cells from whole bytes: ``raw`` (rows, bytes) uint8, ``is_fill`` marks bytes not on the wire."""
     words, fill_len = _byte_slots(fill)
-    cells = words[np.where(is_fill, 256, raw.astype(np.intp))]  # (rows, bytes, words per slot)
+    cells = np.take(words, np.where(is_fill, 256, raw.astype(np.intp)), axis=0)  # (rows, bytes, words per slot)
     flat = cells.reshape(-1)
     body = flat[flat != 0].view(np.uint8)
     ends = np.cumsum(16 * raw.shape[1] + (fill_len - 16) * is_fill.sum(axis=1))
