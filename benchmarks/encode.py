@@ -73,36 +73,38 @@ def record(path: Path, packets: int) -> Path:
     return path
 
 
+# (imports, timed work): the work must set ``n`` to the number of packets handled.
 MEASURE = {
-    "read": "from netdiff_lib.pcap import PcapFile\nn = sum(len(b) for b in PcapFile(CAP).batches())",
+    "read": ("from netdiff_lib.pcap import PcapFile", "n = sum(len(b) for b in PcapFile(CAP).batches())"),
     "matrix": (
-        "from netdiff_lib.nprint import encode_pcap\nfrom netdiff_lib.schema import Layout\n"
-        "n = len(encode_pcap(CAP, Layout(('ipv4', 'tcp', 'udp', 'icmp'))).trace)"
+        "from netdiff_lib.nprint import encode_pcap\nfrom netdiff_lib.schema import Layout",
+        "n = len(encode_pcap(CAP, Layout(('ipv4', 'tcp', 'udp', 'icmp'))).trace)",
     ),
     "array": (
         "from netdiff_lib.nprint import encode_pcap\nfrom netdiff_lib.schema import Layout\n"
-        "from netdiff_lib.trace import save_trace\n"
+        "from netdiff_lib.trace import save_trace",
         "r = encode_pcap(CAP, Layout(('ipv4', 'tcp', 'udp', 'icmp')))\n"
-        "save_trace(OUT + '.npz', r.trace, compress=False)\nn = len(r.trace)"
+        "save_trace(OUT + '.npz', r.trace, compress=False)\nn = len(r.trace)",
     ),
     "array_netdiffusion": (
         "from netdiff_lib.nprint import encode_pcap\nfrom netdiff_lib.schema import NETDIFFUSION\n"
-        "from netdiff_lib.trace import save_trace\nr = encode_pcap(CAP, NETDIFFUSION)\n"
-        "save_trace(OUT + '.npz', r.trace, compress=False)\nn = len(r.trace)"
+        "from netdiff_lib.trace import save_trace",
+        "r = encode_pcap(CAP, NETDIFFUSION)\nsave_trace(OUT + '.npz', r.trace, compress=False)\nn = len(r.trace)",
     ),
     "csv": (
-        "from netdiff_lib.cli import main\nimport os\n"
+        "from netdiff_lib.cli import main",
         "main(['nprint', '-P', CAP, '-4', '-t', '-u', '-i', '-W', OUT + '.csv'])\n"
-        "n = sum(1 for _ in open(OUT + '.csv', 'rb')) - 1"
+        "n = sum(1 for _ in open(OUT + '.csv', 'rb')) - 1",
     ),
-    "baseline": "from benchmarks.naive_nprint import encode\nn = encode(CAP, limit=20000)",
+    "baseline": ("from benchmarks.naive_nprint import encode", "n = encode(CAP, limit=20000)"),
 }
 
 
 def measure(kind: str, capture: Path, workdir: Path) -> dict:
+    imports, work = MEASURE[kind]
     code = (
-        f"import resource, time\nCAP, OUT = {str(capture)!r}, {str(workdir / kind)!r}\nt = time.perf_counter()\n"
-        f"{MEASURE[kind]}\ndt = time.perf_counter() - t\n"
+        f"import resource, time\n{imports}\nCAP, OUT = {str(capture)!r}, {str(workdir / kind)!r}\n"
+        f"t = time.perf_counter()\n{work}\ndt = time.perf_counter() - t\n"
         "print(n, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
