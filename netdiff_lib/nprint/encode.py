@@ -67,6 +67,25 @@ def _windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     return view[np.clip(starts, 0, len(view) - 1)]
 
 
+class _Kept:
+    """The ``Located`` fields of the kept packets (each taken once; no copy when every packet is kept)."""
+
+    def __init__(self, loc: Located, keep: np.ndarray, l4_width: int) -> None:
+        self.loc, self.keep, self.l4_width, self.cache = loc, keep, l4_width, {}
+        self.all = len(keep) == len(loc.reason)
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self.cache:
+            a = getattr(self.loc, name)
+            self.cache[name] = a if self.all else a[self.keep]
+        return self.cache[name]
+
+    def l4_window(self, data: np.ndarray) -> np.ndarray:
+        if "l4_win" not in self.cache:
+            self.cache["l4_win"] = _windows(data, self("l4"), self.l4_width)
+        return self.cache["l4_win"]
+
+
 @dataclass
 class _Segment:
     """One block's bytes for the kept packets, and which of them are on the wire."""
@@ -75,26 +94,30 @@ class _Segment:
     nvalid: np.ndarray  # (k,) leading bytes on the wire; the rest is fill
 
 
-def _segment(batch: PacketBatch, loc: Located, keep: np.ndarray, block: str, payload: int, mode: str) -> _Segment:
+_L4_BLOCKS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP}
+
+
+def _segment(batch: PacketBatch, kept: _Kept, block: str, payload: int, mode: str) -> _Segment:
     d = batch.data
     if block == "payload":
-        width, start = payload, loc.pay[keep]
-        nvalid = np.minimum(loc.pay_len[keep], width)
+        width, start = payload, kept("pay")
+        nvalid = np.minimum(kept("pay_len"), width)
+        win = _windows(d, start, width)
     elif block == "eth":
-        start = loc.eth[keep]
-        win = np.concatenate([_windows(d, start, 12), _windows(d, loc.ethertype_at[keep], 2)], axis=1)
+        start = kept("eth")
+        win = np.concatenate([_windows(d, start, 12), _windows(d, kept("ethertype_at"), 2)], axis=1)
         return _Segment(win, np.where(start >= 0, 14, 0))
     else:
         width = BLOCKS[block].nbytes
         if block in ("ipv4", "ipv6"):
-            present = loc.version[keep] == (4 if block == "ipv4" else 6)
-            start, nvalid = loc.l3[keep], np.where(present, loc.ip_len[keep], 0)
+            present = kept("version") == (4 if block == "ipv4" else 6)
+            start, nvalid = kept("l3"), np.where(present, kept("ip_len"), 0)
+            win = _windows(d, start, width)
         else:
-            proto = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP}[block]
-            present = loc.proto[keep] == proto
-            start, nvalid = loc.l4[keep], np.where(present, loc.l4_len[keep], 0)
-    win = _windows(d, start, width)
-    end = loc.end[keep]
+            present = kept("proto") == _L4_BLOCKS[block]
+            start, nvalid = kept("l4"), np.where(present, kept("l4_len"), 0)
+            win = kept.l4_window(d)[:, :width]  # one gather serves every L4 block
+    end = kept("end")
     cut = (start + nvalid > end) & (nvalid > 0)
     if not cut.any():
         return _Segment(win, nvalid)
@@ -104,68 +127,122 @@ def _segment(batch: PacketBatch, loc: Located, keep: np.ndarray, block: str, pay
     return _Segment(np.where(beyond, 0, win), nvalid)  # nPrint reads uninitialised memory; we read zeros
 
 
-def _fill_tails(bits: np.ndarray, col: int, width: int, nvalid: np.ndarray, fill: int) -> None:
-    """Write ``fill`` over bytes ``nvalid..width`` of a block, one column slice per distinct length."""
-    short = nvalid < width
-    if not short.any():
-        return
-    values = np.unique(nvalid[short])
-    if len(values) > 32:  # e.g. payload lengths: one mask over the block instead
-        mask = np.arange(width)[None, :] >= nvalid[:, None]
-        block = bits[:, col : col + 8 * width]
-        np.putmask(block, np.repeat(mask, 8, axis=1), np.int8(fill))
-        return
-    for v in values.tolist():
-        bits[nvalid == v, col + 8 * v : col + 8 * width] = fill
+@lru_cache(maxsize=64)
+def _fill_table(width: int) -> np.ndarray:
+    """``(width + 1, width)`` bool: row ``v`` is True at the bytes ``v..width`` (not on the wire)."""
+    return np.arange(width)[None, :] >= np.arange(width + 1)[:, None]
 
 
-def encode_batch(batch: PacketBatch, layout: Layout, mode: str = "netdiff", fill: int = -1) -> EncodedBatch:
+@lru_cache(maxsize=16)
+def _bit_table(fill: int) -> np.ndarray:
+    """512 uint64 words, each the 8 int8 bits of a byte: entry ``b`` for byte ``b``, ``256 + b`` all ``fill``."""
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).view(np.int8)
+    table = np.concatenate([bits, np.full((256, 8), fill, np.int8)])
+    return np.ascontiguousarray(table).view(np.uint64).ravel()
+
+
+def encode_batch(
+    batch: PacketBatch, layout: Layout, mode: str = "netdiff", fill: int = -1, out: np.ndarray | None = None,
+) -> EncodedBatch:
     """Encode every parseable packet of a batch into rows of ``layout``.
 
-    All blocks' bytes are gathered side by side and expanded with one ``np.unpackbits`` (the result is the
-    output matrix); then the fill value is written over each block's bytes that are not on the wire.
+    All blocks' bytes are gathered side by side with, per byte, whether it is on the wire; one table lookup
+    (byte -> its 8 bits, or 8 fill values) then writes the matrix.  ``out`` (C-contiguous int8 with at least
+    as many rows as the batch has packets and ``layout.width`` columns) receives the rows when given.
     """
     loc = locate(batch.data, batch.offsets, batch.caplen, batch.linktype, mode)
     keep = np.flatnonzero(loc.reason == KEPT)
+    k = len(keep)
     segs: list[_Segment] = []
+    kept = _Kept(loc, keep, max([BLOCKS[b].nbytes for b in layout.blocks if b in _L4_BLOCKS], default=0))
     for block in list(layout.blocks) + (["payload"] if layout.payload_bytes else []):
-        seg = _segment(batch, loc, keep, block, layout.payload_bytes, mode)
+        seg = _segment(batch, kept, block, layout.payload_bytes, mode)
         if block != "payload" and layout.drop:
             kb = _kept_bytes(block, layout.drop)  # on-the-wire bytes stay a prefix of the kept ones
             seg = _Segment(np.take(seg.win, kb, axis=1), np.searchsorted(kb, seg.nvalid))
         segs.append(seg)
-    if not segs:
-        return EncodedBatch(np.zeros((len(keep), 0), np.int8), keep, loc, batch)
-    raw = np.concatenate([s.win for s in segs], axis=1, dtype=np.uint8)
-    raw = np.ascontiguousarray(raw)  # fancy-indexed windows can come out column-major
-    bits = np.unpackbits(raw, axis=1).view(np.int8)
+    nbytes = sum(s.win.shape[1] for s in segs)
+    raw = np.empty((k, nbytes), np.uint8)
+    raw_fill = np.empty((k, nbytes), bool)
     col = 0
     for seg in segs:
         width = seg.win.shape[1]
-        _fill_tails(bits, col, width, seg.nvalid, fill)
-        col += 8 * width
-    raw_fill = np.concatenate([np.arange(s.win.shape[1])[None, :] >= s.nvalid[:, None] for s in segs], axis=1)
-    return EncodedBatch(bits, keep, loc, batch, raw, raw_fill)
+        raw[:, col : col + width] = seg.win
+        raw_fill[:, col : col + width] = np.take(_fill_table(width), seg.nvalid, axis=0, mode="clip")
+        col += width
+    if out is None:
+        out = np.empty((k, 8 * nbytes), np.int8)
+    matrix = out[:k]
+    if k and nbytes:
+        idx = raw_fill.view(np.uint8).astype(np.uint16)  # byte + 256 where fill: the table's index
+        idx <<= 8
+        idx |= raw
+        np.take(_bit_table(fill), idx, out=matrix.view(np.uint64), mode="wrap")
+    return EncodedBatch(matrix, keep, loc, batch, raw, raw_fill)
+
+
+class _RowBuffer:
+    """Matrix rows written in place batch after batch, so that no per-batch matrix is copied at the end.
+
+    The buffer is sized from the file size and the first batch's bytes per packet (pages never written are
+    never touched); should the estimate fall short, a further buffer is started and the parts are joined.
+    """
+
+    MAX_BYTES = 2 << 30  # a larger estimate is split into parts
+
+    def __init__(self, width: int, path: Path, limit: int | None) -> None:
+        self.width, self.limit, self.parts, self.n, self.buf = width, limit, [], 0, np.empty((0, width), np.int8)
+        self.file_bytes, self.seen_bytes, self.seen_rows = path.stat().st_size, 0, 0
+
+    def region(self, batch: PacketBatch) -> np.ndarray:
+        k = len(batch)
+        self.seen_bytes += int(batch.caplen.sum()) + 16 * k
+        self.seen_rows += k
+        if self.n + k > len(self.buf):
+            left = max(self.file_bytes - self.seen_bytes, 0) * self.seen_rows // max(self.seen_bytes, 1)
+            cap = k + left + left // 16 + 1024
+            if self.limit is not None:
+                cap = min(cap, max(self.limit - self.rows, k))
+            cap = max(min(cap, self.MAX_BYTES // max(self.width, 1)), k)
+            if self.n:
+                self.parts.append(self.buf[: self.n])
+            self.buf, self.n = np.empty((cap, self.width), np.int8), 0
+        return self.buf[self.n :]
+
+    def commit(self, k: int) -> None:
+        self.n += k
+
+    @property
+    def rows(self) -> int:
+        return sum(len(p) for p in self.parts) + self.n
+
+    def matrix(self) -> np.ndarray:
+        if not self.parts:
+            return self.buf[: self.n]
+        return np.concatenate([*self.parts, self.buf[: self.n]])
 
 
 def iter_encoded(
     path: str | Path | PcapFile, layout: Layout, mode: str = "netdiff", fill: int = -1, batch_size: int = 16384,
-    max_packets: int | None = None, count_read: bool = False,
+    max_packets: int | None = None, count_read: bool = False, rows_out: _RowBuffer | None = None,
 ) -> Iterator[EncodedBatch]:
     """Encode a capture batch by batch.
 
     ``max_packets`` limits the rows written (``count_read=False``, netdiff's meaning) or, as nPrint's ``-c``
-    does, the packets read from the capture including skipped ones (``count_read=True``).
+    does, the packets read from the capture including skipped ones (``count_read=True``).  With ``rows_out``
+    the matrices are written into (and stay views of) its buffer; each batch's rows are kept there.
     """
     pcap = path if isinstance(path, PcapFile) else PcapFile(path)
     rows = 0
     read_limit = max_packets if count_read else None
     for batch in pcap.batches(batch_size=batch_size, max_packets=read_limit):
-        enc = encode_batch(batch, layout, mode, fill)
+        enc = encode_batch(batch, layout, mode, fill, None if rows_out is None else rows_out.region(batch))
         if max_packets is not None and not count_read and rows + len(enc.keep) > max_packets:
             n = max_packets - rows
             enc = EncodedBatch(enc.matrix[:n], enc.keep[:n], enc.loc, enc.batch, enc.raw[:n], enc.raw_fill[:n])
         rows += len(enc.keep)
+        if rows_out is not None:
+            rows_out.commit(len(enc.keep))
         yield enc
         if max_packets is not None and not count_read and rows >= max_packets:
             break
@@ -189,20 +266,20 @@ def encode_pcap(
     of file" (the complete records before it are encoded).
     """
     pcap = PcapFile(path)
-    mats, ts, skipped, read, idx = [], [], Counter(), 0, []
-    for enc in iter_encoded(pcap, layout, mode, fill, batch_size, max_packets):
+    ts, skipped, read, idx = [], Counter(), 0, []
+    rows_out = _RowBuffer(layout.width, pcap.path, max_packets)
+    for enc in iter_encoded(pcap, layout, mode, fill, batch_size, max_packets, rows_out=rows_out):
         if index is not None:
             from netdiff_lib.nprint.index import index_values
 
             idx += index_values(enc, index)[: len(enc.matrix)]
-        mats.append(enc.matrix)
         ts.append(enc.batch.ts_ns[enc.keep])
         last = int(enc.keep[-1]) + 1 if len(enc.keep) and max_packets is not None else None
         skipped += skip_counts(enc, last)
         read += last if last is not None else len(enc.batch)
     if pcap.stats.truncated_tail:
         skipped[TRUNCATED_TAIL] += 1
-    matrix = np.concatenate(mats) if mats else np.zeros((0, layout.width), np.int8)
+    matrix = rows_out.matrix()
     ts_ns = np.concatenate(ts) if ts else np.zeros(0, np.int64)
     trace = Trace(matrix, layout, ts_ns, label, str(path), idx if index is not None else None)
     return EncodeResult(trace, read, skipped)

@@ -65,7 +65,7 @@ class Located:
 
 
 def _u8(data: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return data[np.clip(pos, 0, len(data) - 1)].astype(np.int64)
+    return np.take(data, pos, mode="clip").astype(np.int64)
 
 
 def _be16(data: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -85,6 +85,8 @@ def _link_netdiff(data, off, caplen, linktype):
         et = _be16(data, pos)
         for _ in range(3):  # up to three stacked VLAN tags
             tagged = is_eth & np.isin(et, VLAN_TPIDS)
+            if not tagged.any():
+                break
             pos = np.where(tagged, pos + 4, pos)
             et = np.where(tagged, _be16(data, pos), et)
         ip = is_eth & ((et == ETHERTYPE_IPV4) | (et == ETHERTYPE_IPV6))
@@ -97,12 +99,16 @@ def _link_netdiff(data, off, caplen, linktype):
     reason = np.where(raw, KEPT, reason)
     for lt, hdr, proto_at in ((LINKTYPE_LINUX_SLL, 16, 14), (LINKTYPE_LINUX_SLL2, 20, 0)):
         m = linktype == lt
+        if not m.any():
+            continue
         et = _be16(data, off + proto_at)
         ok = (et == ETHERTYPE_IPV4) | (et == ETHERTYPE_IPV6)
         l3 = np.where(m & ok, off + hdr, l3)
         reason = np.where(m, np.where(ok, KEPT, NON_IP), reason)
     for lt in (LINKTYPE_NULL, LINKTYPE_LOOP):
         m = linktype == lt
+        if not m.any():
+            continue
         le = _u8(data, off) | (_u8(data, off + 1) << 8) | (_u8(data, off + 2) << 16) | (_u8(data, off + 3) << 24)
         be = (_u8(data, off) << 24) | (_u8(data, off + 1) << 16) | (_u8(data, off + 2) << 8) | _u8(data, off + 3)
         fam = be if lt == LINKTYPE_LOOP else np.where(le < 256, le, be)

@@ -86,20 +86,18 @@ class PcapStats:
 
 
 def _gather(a: np.ndarray, starts: np.ndarray, caps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One contiguous copy of the chunk span holding the packets ``a[starts[i]:starts[i] + caps[i]]``.
+    """A view of the chunk span holding the packets ``a[starts[i]:starts[i] + caps[i]]`` (copied by _join).
 
-    Record headers between packets stay in the copy (they belong to no packet), which makes this a single
+    Record headers between packets stay in the span (they belong to no packet), which makes the copy a single
     memcpy instead of a per-packet gather: consumers index packets through ``offsets`` and ``caplen`` only.
     """
     first, last = int(starts[0]), int(starts[-1] + caps[-1])
-    data = np.zeros(last - first + PAD, np.uint8)
-    data[: last - first] = a[first:last]
-    return data, (starts - first).astype(np.int64)
+    return a[first:last], (starts - first).astype(np.int64)
 
 
 def _make_piece(a: np.ndarray, starts: np.ndarray, caps: np.ndarray, wire: np.ndarray, ts: np.ndarray,
                 linktype: np.ndarray, stats: PcapStats) -> PacketBatch:
-    """A batch of the packets of one chunk (``index`` is set when pieces are joined)."""
+    """A batch of the packets of one chunk, its data a view of the chunk (pieces are copied when joined)."""
     data, offsets = _gather(a, starts, caps)
     stats.records += len(starts)
     stats.bytes += int(caps.sum())
@@ -107,12 +105,12 @@ def _make_piece(a: np.ndarray, starts: np.ndarray, caps: np.ndarray, wire: np.nd
     return PacketBatch(data, offsets, caps.astype(np.int32), wire.astype(np.int32), ts, linktype, _NO_INDEX)
 
 
-def _records(buf: bytearray, size: int) -> np.ndarray:
+def _records(buf: memoryview, size: int) -> np.ndarray:
     """A zero-copy view of ``buf`` as overlapping ``size``-byte items, one at every byte position."""
     return np.ndarray(shape=(len(buf) - size + 1,), dtype=f"V{size}", buffer=buf, strides=(1,))
 
 
-def _section_length(buf: bytearray, pos: int) -> int:
+def _section_length(buf: memoryview, pos: int) -> int:
     """Length of the section header block at ``pos``, read in its own byte order; 0 if the magic is bad."""
     bom = buf[pos + 8:pos + 12]
     if bom not in _BOM_BYTES:
@@ -130,7 +128,7 @@ class _Classic:
         self._frac_ns = 1 if nano else 1000
         self._linktype = linktype
 
-    def scan(self, buf: bytearray, pos: int, limit: int, base: int) -> tuple[PacketBatch | None, int, int]:
+    def scan(self, buf: memoryview, pos: int, limit: int, base: int) -> tuple[PacketBatch | None, int, int]:
         """Parse up to ``limit`` records at ``buf[pos:]``; return (piece, next position, bytes needed there)."""
         n, unpack, walk = len(buf), self._u32, [pos]
         append, after_len = walk.append, memoryview(buf)[8:]  # caplen of the record at p: after_len[p:p+4]
@@ -147,7 +145,7 @@ class _Classic:
             raise InputError(self.path, f"corrupt record at byte {base + walk[-1]}: caplen {need - 16}")
         return piece, walk[-1], need
 
-    def _piece(self, buf: bytearray, pos: np.ndarray, base: int) -> PacketBatch:
+    def _piece(self, buf: memoryview, pos: np.ndarray, base: int) -> PacketBatch:
         a = np.frombuffer(buf, np.uint8)
         words = _records(buf, 16)[pos].view(self._words).reshape(-1, 4)
         caps = words[:, 2]
@@ -193,7 +191,7 @@ class _PcapNg:
     def _fail(self, at: int, cause: str) -> InputError:
         return InputError(self.path, f"corrupt pcapng block at byte {at}: {cause}")
 
-    def scan(self, buf: bytearray, pos: int, limit: int, base: int) -> tuple[PacketBatch | None, int, int]:
+    def scan(self, buf: memoryview, pos: int, limit: int, base: int) -> tuple[PacketBatch | None, int, int]:
         """Parse blocks at ``buf[pos:]`` until ``limit`` packets; return (piece, next position, bytes needed)."""
         n, recs, need = len(buf), [], 0
         append, hdr, packet_blocks = recs.append, self._hdr, _PACKET_BLOCKS
@@ -227,7 +225,7 @@ class _PcapNg:
             raise self._fail(base + pos, f"bad block length {need}")
         return piece, pos, need
 
-    def _problem(self, buf: bytearray, pos: int, btype: int, blen: int) -> str | None:
+    def _problem(self, buf: memoryview, pos: int, btype: int, blen: int) -> str | None:
         """Why the non-packet block at ``pos`` is corrupt, or None."""
         if btype == _SHB and blen == 0:
             return f"bad section byte-order magic {buf[pos + 8:pos + 12].hex()}"
@@ -240,7 +238,7 @@ class _PcapNg:
                 return f"bad block length {blen} (trailer {trailer})"
         return None
 
-    def _meta_block(self, buf: bytearray, pos: int, btype: int, blen: int, base: int) -> None:
+    def _meta_block(self, buf: memoryview, pos: int, btype: int, blen: int, base: int) -> None:
         if btype == _SHB:
             self._set_order("<" if buf[pos + 8:pos + 12] == _BOM_BYTES[0] else ">")
             major = struct.unpack_from(self.order + "H", buf, pos + 12)[0]
@@ -260,7 +258,7 @@ class _PcapNg:
         elif btype != _SHB:
             self.stats.skipped_blocks += 1
 
-    def _if_options(self, buf: bytearray, pos: int, end: int) -> tuple[int, int]:
+    def _if_options(self, buf: memoryview, pos: int, end: int) -> tuple[int, int]:
         """``if_tsresol`` (default 6: microseconds) and ``if_tsoffset`` (seconds) from IDB options."""
         tsresol, tsoffset = 6, 0
         while pos + 4 <= end:
@@ -274,10 +272,11 @@ class _PcapNg:
             pos += 4 + length + (-length % 4)
         return tsresol, tsoffset
 
-    def _piece(self, buf: bytearray, pos: np.ndarray, base: int) -> PacketBatch:
+    def _piece(self, buf: memoryview, pos: np.ndarray, base: int) -> PacketBatch:
         a = np.frombuffer(buf, np.uint8)
         # A Simple Packet Block may be shorter than 32 bytes: pad the chunk only when one ends near its end.
-        head = _records(buf if pos[-1] + 32 <= len(buf) else buf + bytes(32), 32)[pos].view(np.uint8).reshape(-1, 32)
+        padded = buf if pos[-1] + 32 <= len(buf) else np.concatenate([a, np.zeros(32, np.uint8)])
+        head = _records(padded, 32)[pos].view(np.uint8).reshape(-1, 32)
         words = head.view(self._words)
         btype, blen = words[:, 0], words[:, 1].astype(np.int64)
         spb, pb = btype == _SPB, btype == _PB
@@ -381,51 +380,73 @@ class PcapFile:
         left = max_packets if max_packets is not None else 1 << 62
         pieces: list[PacketBatch] = []
         held = index = 0
+        # Chunk buffers are reused once no unjoined piece refers to them (fresh memory costs page faults).
+        spare: list[np.ndarray] = []
+        pinned: list[np.ndarray] = []  # earlier chunks that pieces of the current batch still refer to
+        cur_pinned = False  # whether a piece of the current batch refers to the current chunk
         with self._open() as fh:
             fh.seek(parser.start)
-            buf, pos, base = _refill(fh, bytearray(), 0, CHUNK_SIZE) or bytearray(), 0, parser.start
+            buf, pos, base = _refill(fh, memoryview(b""), 0, CHUNK_SIZE, spare) or memoryview(b""), 0, parser.start
             while left > 0:
                 piece, pos, need = parser.scan(buf, pos, min(batch_size - held, left), base)
                 if piece is not None:
                     pieces.append(piece)
+                    cur_pinned = True
                     held += len(piece.offsets)
                     left -= len(piece.offsets)
                     if held == batch_size:
-                        yield _join(pieces, index)
+                        batch = _join(pieces, index)
                         index += held
-                        pieces, held = [], 0
+                        pieces, held, piece, cur_pinned = [], 0, None, False
+                        spare += pinned
+                        pinned = []
+                        yield batch
                 if need:
-                    more = _refill(fh, buf, pos, need)
+                    more = _refill(fh, buf, pos, need, spare)
                     if more is None:
                         stats.truncated_tail = pos < len(buf)
                         break
+                    if isinstance(buf.obj, np.ndarray) and buf.obj.base is not None:
+                        (pinned if cur_pinned else spare).append(buf.obj.base)
+                    cur_pinned = False
                     buf, base, pos = more, base + pos, 0
         if pieces:
             yield _join(pieces, index)
 
 
-def _refill(fh: BinaryIO, buf: bytearray, pos: int, need: int) -> bytearray | None:
+def _refill(fh: BinaryIO, buf: memoryview, pos: int, need: int, spare: list[np.ndarray]) -> memoryview | None:
     """``buf[pos:]`` followed by the next chunk (at least ``need`` bytes in all if the file has them), or None
-    at the end of the file. The file is read straight into the new buffer: one copy per byte."""
+    at the end of the file. The file is read straight into the new buffer (a spare one when one is large
+    enough, else a new uninitialised one): one copy per byte. The result is a view of a whole buffer."""
     rest = len(buf) - pos
-    new = bytearray(rest + max(CHUNK_SIZE, need))
-    new[:rest] = memoryview(buf)[pos:]
-    with memoryview(new) as view:
-        got = fh.readinto(view[rest:])
+    size = rest + max(CHUNK_SIZE, need)
+    new = next((b for b in spare if len(b) >= size), None)
+    if new is None:
+        new = np.empty(max(size, CHUNK_SIZE + (1 << 19)), np.uint8)
+    else:
+        spare.remove(new)
+    new[:rest] = buf[pos:]
+    got = fh.readinto(memoryview(new)[rest:size])
     if not got:
+        spare.append(new)
         return None
-    return new if rest + got == len(new) else new[:rest + got]
+    return memoryview(new[:rest + got])
 
 
 def _join(pieces: list[PacketBatch], index: int) -> PacketBatch:
+    """One batch of the pieces: their chunk spans copied side by side, then ``PAD`` zero bytes."""
+    sizes = [len(p.data) for p in pieces]
+    total = sum(sizes)
+    data = np.empty(total + PAD, np.uint8)
+    data[total:] = 0
+    s = 0
+    for p, size in zip(pieces, sizes, strict=True):
+        data[s:s + size] = p.data
+        s += size
     if len(pieces) == 1:
-        data, offsets = pieces[0].data, pieces[0].offsets
+        offsets = pieces[0].offsets
     else:
-        sizes = np.array([len(p.data) - PAD for p in pieces], np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        data = np.zeros(int(sizes.sum()) + PAD, np.uint8)
-        for p, s, size in zip(pieces, starts, sizes, strict=True):
-            data[s:s + size] = p.data[:size]
+        starts = np.cumsum([0, *sizes[:-1]])
         offsets = np.concatenate([p.offsets + s for p, s in zip(pieces, starts, strict=True)])
     cat = {k: np.concatenate([getattr(p, k) for p in pieces]) for k in ("caplen", "wirelen", "ts_ns", "linktype")}
     return PacketBatch(data, offsets, index=np.arange(index, index + len(offsets), dtype=np.int64), **cat)
