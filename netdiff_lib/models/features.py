@@ -168,25 +168,45 @@ class FeatureCodec:
         return out
 
     def decode(self, features: np.ndarray, *, consistent: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """features (n, width) -> (matrix int8 (n, layout.width), inter-arrival µs float64 (n,))."""
-        f = np.asarray(features, np.float64)
+        """features (n, width) -> (matrix int8 (n, layout.width), inter-arrival µs float64 (n,)).
+
+        ``consistent`` makes each header block whole: a block is on the wire when its numeric fields' mean
+        presence is positive, and then every bit of it is 0 or 1 (non-option bits snap at 0.5) while its
+        option bits keep their -1 / 0 / 1; otherwise the whole block is -1.  Vectorised over all rows.
+        """
+        f = np.asarray(features, np.float32)
         if f.ndim != 2 or f.shape[1] != self.width:
             raise ValueError(f"features shape {f.shape} does not fit codec width {self.width}")
         n, nb, nn = len(f), len(self.bit_cols), len(self.numeric)
-        bits = np.rint(np.clip(f[:, :nb], -1.0, 1.0))
+        xb = f[:, :nb]
+        bits = np.rint(np.clip(xb, -1.0, 1.0)).astype(np.int8)
         present = f[:, nb : nb + nn] > 0
         if consistent:
-            for num, flags, opts in self._blocks:
-                on = f[:, nb + num].mean(axis=1) > 0 if len(num) else np.zeros(n, bool)
-                present[:, num] = on[:, None]
-                bits[:, flags] = np.where(on[:, None], (f[:, flags] > 0.5).astype(np.float64), -1.0)  # 0 / 1
-                bits[:, opts] = np.where(on[:, None], bits[:, opts], -1.0)
+            col_block, flag_cols, num_block = self._block_index()
+            on = np.ones((n, len(self._blocks) + 1), bool)  # last column: bits of no block stay as they are
+            for b, (num, _, _) in enumerate(self._blocks):
+                on[:, b] = f[:, nb + num].mean(axis=1) > 0 if len(num) else False
+            bits[:, flag_cols] = xb[:, flag_cols] > 0.5
+            bits = np.where(on[:, col_block], bits, np.int8(-1))
+            present = on[:, num_block]
         matrix = np.full((n, self.layout.width), -1, np.int8)
-        matrix[:, self.bit_cols] = bits.astype(np.int8)
+        matrix[:, self.bit_cols] = bits
         for i, s in enumerate(self.numeric):
             values = self.maps[s.name].decode(f[:, nb + nn + i])
             matrix[:, s.slice] = np.where(present[:, i : i + 1], uint_to_bits(values, s.bits), -1)
         return matrix, decode_iat(f[:, -1])
+
+    def _block_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(block of each bit feature (len(blocks) = none), non-option bit features, block of each numeric)."""
+        col_block = np.full(len(self.bit_cols), len(self._blocks), np.intp)
+        num_block = np.full(len(self.numeric), len(self._blocks), np.intp)
+        flag_cols = []
+        for b, (num, flags, opts) in enumerate(self._blocks):
+            col_block[flags] = b
+            col_block[opts] = b
+            num_block[num] = b
+            flag_cols.extend(flags.tolist())
+        return col_block, np.array(flag_cols, np.intp), num_block
 
     def fit(self, matrices: list[np.ndarray], lam: float = 0.1) -> FeatureCodec:
         """A codec whose numeric maps follow the value distributions of these matrices."""
