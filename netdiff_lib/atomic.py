@@ -1,13 +1,16 @@
-"""Atomic file output: write to a temporary name in the target folder, then rename."""
+"""Atomic file output (write to a temporary name in the target folder, then rename) and JSON files."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from netdiff_lib.errors import InputError
 
 
 def _umask() -> int:
@@ -38,3 +41,23 @@ def atomic_open(dest: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``dest`` for writing; it becomes ``dest`` on success only."""
     with atomic_path(dest) as tmp, open(tmp, mode) as fh:
         yield fh
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    return Path(path)
+
+
+def read_json(path: str | Path, missing: str = "no such file") -> Any:
+    """Parse a JSON file; a missing or unparsable file is an :class:`InputError` (``missing`` says the first)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, missing) from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not valid JSON: {exc}") from None

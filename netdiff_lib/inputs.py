@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from netdiff_lib.dataset import label_from_name
+from netdiff_lib.dataset import CAPTURE_SUFFIXES, label_from_name
 from netdiff_lib.errors import InputError
 from netdiff_lib.schema import NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace, load_trace
 
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 ARRAY_SUFFIXES = (".npz",)
 CSV_SUFFIXES = (".nprint", ".csv")
 IMAGE_SUFFIXES = (".png",)

@@ -9,11 +9,10 @@ inter-arrival model (``--iat-model``: one model, or a ``{label: model}`` mapping
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from netdiff_lib.atomic import atomic_open
+from netdiff_lib.atomic import read_json, write_json
 from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.image import SNAP_RULES
@@ -64,10 +63,7 @@ def load_iat_models(path: Path | None) -> dict[str | None, IatModel]:
     """``{None: model}`` for a single model file, ``{label: model}`` for a mapping."""
     if path is None:
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read an inter-arrival model ({exc})") from None
+    data = read_json(path)
     try:
         if isinstance(data, dict) and "format" in data:
             return {None: IatModel.from_dict(data)}
@@ -110,6 +106,5 @@ def run(args: argparse.Namespace) -> int:
 
     summary = run_files(files, work, args, "reconstruct")
     if args.report is not None:
-        with atomic_open(args.report, "w") as fh:
-            json.dump(reports, fh, indent=1)
+        write_json(args.report, reports)
     return finish(summary)

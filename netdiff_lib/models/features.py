@@ -29,14 +29,13 @@ checksums, option lengths) is left to reconstruction.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from netdiff_lib.atomic import atomic_open
+from netdiff_lib.atomic import read_json, write_json
 from netdiff_lib.errors import InputError
 from netdiff_lib.schema import NETDIFFUSION, Layout, bits_to_uint, uint_to_bits
 
@@ -233,16 +232,14 @@ class FeatureCodec:
         return cls(Layout.from_dict(d["layout"]), maps)
 
     def save(self, path: str | Path) -> None:
-        with atomic_open(path, "w") as fh:
-            json.dump(self.to_dict(), fh)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureCodec:
+        data = read_json(path, missing="no feature codec here (features.json missing)")
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise InputError(path, "no feature codec here (features.json missing)") from None
-        except (ValueError, KeyError, TypeError) as exc:
+            return cls.from_dict(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(path, f"not a feature codec file ({exc})") from None
 
 

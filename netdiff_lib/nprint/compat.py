@@ -17,7 +17,14 @@ from typing import IO
 
 from netdiff_lib.atomic import atomic_open
 from netdiff_lib.errors import ConfigError
-from netdiff_lib.nprint.csvio import CsvOptions, header_line, join_prefix, timestamp_prefix, write_rows
+from netdiff_lib.nprint.csvio import (
+    CsvOptions,
+    header_line,
+    join_prefix,
+    read_nprint_csv,
+    timestamp_prefix,
+    write_rows,
+)
 from netdiff_lib.nprint.decode import write_trace_pcap
 from netdiff_lib.nprint.encode import iter_encoded, skip_counts
 from netdiff_lib.nprint.index import index_values
@@ -63,8 +70,6 @@ def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:
 def run_job(job: NprintJob, stdout: IO[bytes] | None = None) -> int:
     """Run a drop-in job; returns nPrint's exit status."""
     if job.nprint_in:
-        from netdiff_lib.nprint.csvio import read_nprint_csv
-
         if not job.out:
             raise ConfigError("-N needs -W OUT.pcap")
         trace = read_nprint_csv(job.nprint_in)

@@ -12,14 +12,13 @@ backwards; the first packet is at ``start`` (default 2024-01-01 00:00:00 UTC, so
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from netdiff_lib.atomic import atomic_open
+from netdiff_lib.atomic import read_json, write_json
 from netdiff_lib.errors import InputError
 
 BINS = 64
@@ -91,16 +90,14 @@ class IatModel:
         return cls(np.array(d["edges_us"]), np.array(d["counts"]), d.get("label"))
 
     def save(self, path: str | Path) -> None:
-        with atomic_open(path, "w") as fh:
-            json.dump(self.to_dict(), fh)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> IatModel:
+        data = read_json(path)
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise InputError(path, "no such file") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return cls.from_dict(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(path, f"not an inter-arrival model ({exc})") from None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -10,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from netdiff_lib.atomic import atomic_open
+from netdiff_lib.atomic import atomic_open, read_json, write_json  # noqa: F401  (stages import them from here)
 from netdiff_lib.errors import ConfigError, InputError
 
 CAPTURES = "captures"  # encode shard: captures/<split>/<label>/<file>
@@ -58,23 +57,6 @@ def shard_name(index: int) -> str:
 def safe_label(label: str) -> str:
     """A label as a folder name (labels from folders pass unchanged)."""
     return _UNSAFE.sub("-", label).strip("-.") or "unlabelled"
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    with atomic_open(path, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-    return Path(path)
-
-
-def read_json(path: str | Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "no such file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not valid JSON: {exc}") from None
 
 
 def link_files(files: Iterable[tuple[str, Path]], dest: Path) -> int:
