@@ -6,15 +6,21 @@
 #
 #   bash benchmarks/gpu_native.sh [DATA_DIR] [--gpus N] [--budget SECONDS] [--config base|small|tiny]
 #                                 [--guidance "1.0 1.5"] [--times 5] [--skip-generate] [--no-compile]
+#                                 [--variant NAME=SECTION.KEY=VALUE,...]... [--throughput N]
+#
+# Each --variant (an ablation arm) trains its own model for the same --budget with `--set` overrides (e.g.
+# `--variant baseline=model.representation=features --variant tokens=`) and generates its own set; without
+# --variant there is one arm, "default". --throughput N times N traces at 1,024 packets for the last arm.
 #
 # DATA_DIR defaults to shared/data/iot-sentinel (under the repo root). When diffusers is not importable, the
 # wheels in ./wheels (diffusers) are installed into a temporary folder; netdiff runs from this checkout.
 # --gpus 2 trains through `accelerate launch --multi_gpu --num_processes 2` (the scaling figure).
 #
 # Results (at most 8 files, as the device returns): results.json (timings, memory, throughput), log.txt,
-# split.json, model_meta.tar.gz (card, loss curve, config; no weights), and per guidance value G (two at most)
-# synthetic_g<G>.tar.gz (pcaps/<label>_<n>.pcap) and generated_g<G>.npz (raw generator output, ternary packed:
-# matrix = where(unpackbits(present), unpackbits(bits), -1), see benchmarks/train_native.py load_generated).
+# split.json, model_meta.tar.gz (per arm: card, loss curve, config, codec; no weights), and per arm and guidance
+# value G generated_<arm>_g<G>.npz (raw generator output, ternary packed: matrix = where(unpackbits(present),
+# unpackbits(bits), -1), see benchmarks/train_native.py load_generated; pcaps are rebuilt from it off the GPU
+# with the same seed, `python -m benchmarks.train_native pcaps`). Keep arms x guidance values <= 5.
 set -euo pipefail
 
 DATA=shared/data/iot-sentinel
@@ -25,6 +31,8 @@ GUIDANCE="1.0"
 TIMES=5
 GENERATE=1
 COMPILE=1
+VARIANTS=()
+THROUGHPUT=256
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --gpus) GPUS=$2; shift 2 ;;
@@ -34,7 +42,9 @@ while [[ $# -gt 0 ]]; do
     --times) TIMES=$2; shift 2 ;;
     --skip-generate) GENERATE=0; shift ;;
     --no-compile) COMPILE=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --variant) VARIANTS+=("$2"); shift 2 ;;
+    --throughput) THROUGHPUT=$2; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) DATA=$1; shift ;;
   esac
 done
@@ -53,12 +63,12 @@ pack() {
   set +e
   stamp "packing results into $OUT"
   [[ -f $WORK/split/split.json ]] && cp "$WORK/split/split.json" "$OUT/split.json"
-  if [[ -d $WORK/model ]]; then
-    tar czf "$OUT/model_meta.tar.gz" -C "$WORK" --exclude=model/checkpoints --exclude='model/*.safetensors' model
-  fi
-  for D in "$WORK"/synthetic/g*; do  # per guidance: pcaps as a tarball, raw generator output as .npz
-    [[ -d $D/pcaps ]] && tar czf "$OUT/synthetic_$(basename "$D").tar.gz" -C "$D" pcaps
-    [[ -f $D/generated.npz ]] && cp "$D/generated.npz" "$OUT/generated_$(basename "$D").npz"
+  (cd "$WORK" && ls -d model_* >/dev/null 2>&1) && \
+    tar czf "$OUT/model_meta.tar.gz" -C "$WORK" --exclude='model_*/checkpoints' --exclude='model_*/*.safetensors' \
+      $(cd "$WORK" && ls -d model_*)
+  for D in "$WORK"/synthetic_*/g*; do  # per arm and guidance: the raw generator output
+    A=$(basename "$(dirname "$D")"); A=${A#synthetic_}
+    [[ -f $D/generated.npz ]] && cp "$D/generated.npz" "$OUT/generated_${A}_$(basename "$D").npz"
   done
   find "$OUT" -type f -size +15M -exec echo "WARNING: {} is over 15 MB and may not come back" \;
   python3 - "$WORK" "$OUT" <<'EOF'
@@ -67,11 +77,9 @@ work, out = map(pathlib.Path, sys.argv[1:])
 res = {}
 for f in sorted(work.glob("*.json")):
     res[f.stem] = json.loads(f.read_text())
-card = work / "model" / "model_card.json"
-if card.is_file():
+for card in sorted(work.glob("model_*/model_card.json")):
     c = json.loads(card.read_text())
-    res["training"] = c["training"]
-    res["data"] = c["data"]
+    res[card.parent.name] = {"training": c["training"], "data": c["data"]}
 (out / "results.json").write_text(json.dumps(res, indent=1))
 print(json.dumps(res, indent=1))
 EOF
@@ -103,33 +111,48 @@ git rev-parse HEAD 2>/dev/null | sed 's/^/commit /' || true
 stamp "split 80/20 by capture, stratified, seed 0"
 python3 -m netdiff_lib.cli split "$DATA" --out "$WORK/split" --test-fraction 0.2 --seed 0 --mode link
 
-stamp "train ($CONFIG, ${BUDGET}s budget, $GPUS GPU)"
-TRAIN_ARGS=(--data "$WORK/split/train" --out "$WORK/model" --config "$CONFIG" --time-budget "$BUDGET" --no-progress)
-TS=$(date +%s.%N)
-if [[ $GPUS -gt 1 ]]; then
-  accelerate launch --multi_gpu --num_processes "$GPUS" --num_machines 1 --mixed_precision bf16 \
-    --dynamo_backend no -m netdiff_lib.train "${TRAIN_ARGS[@]}"
-else
-  python3 -m netdiff_lib.train "${TRAIN_ARGS[@]}"
-fi
-python3 -c "import json,sys; json.dump({'wall_s': round($(date +%s.%N) - $TS, 1), 'gpus': $GPUS, 'budget_s': $BUDGET}, open('$WORK/train_wall.json','w'))"
-stamp "trained: $(python3 -c "import json; t=json.load(open('$WORK/model/model_card.json'))['training']; print(t)")"
-
-if [[ $GENERATE -eq 1 ]]; then
-  if (( $(left) < 60 )); then
-    stamp "only $(left)s left: skipping generation"
+(( ${#VARIANTS[@]} )) || VARIANTS=("default=")
+LAST=""
+for SPEC in "${VARIANTS[@]}"; do
+  ARM=${SPEC%%=*}; SETS=${SPEC#*=}; LAST=$ARM
+  SET_ARGS=()
+  IFS=',' read -ra KV <<< "$SETS"
+  for item in "${KV[@]}"; do [[ -n $item ]] && SET_ARGS+=(--set "$item"); done
+  stamp "arm $ARM: train ($CONFIG ${SET_ARGS[*]}, ${BUDGET}s budget, $GPUS GPU)"
+  TRAIN_ARGS=(--data "$WORK/split/train" --out "$WORK/model_$ARM" --config "$CONFIG" --time-budget "$BUDGET"
+              --no-progress "${SET_ARGS[@]}")
+  TS=$(date +%s.%N)
+  if [[ $GPUS -gt 1 ]]; then
+    accelerate launch --multi_gpu --num_processes "$GPUS" --num_machines 1 --mixed_precision bf16 \
+      --dynamo_backend no -m netdiff_lib.train "${TRAIN_ARGS[@]}"
   else
-    stamp "generate ${TIMES}x the test captures per class (guidance $GUIDANCE), then throughput at 1024 packets"
-    # shellcheck disable=SC2086  # GUIDANCE is a list of numbers
-    timeout $(( $(left) - 20 )) python3 -m benchmarks.train_native generate-set --model "$WORK/model" --split "$WORK/split/split.json" \
-      --times "$TIMES" --guidance $GUIDANCE --out "$WORK/synthetic" --throughput-traces 256 \
-      --json "$WORK/generate.json" || stamp "generation failed"
+    python3 -m netdiff_lib.train "${TRAIN_ARGS[@]}"
   fi
-  G=${GUIDANCE%% *}
+  python3 -c "import json,sys; json.dump({'wall_s': round($(date +%s.%N) - $TS, 1), 'gpus': $GPUS, 'budget_s': $BUDGET}, open('$WORK/train_wall_$ARM.json','w'))"
+  stamp "trained: $(python3 -c "import json; t=json.load(open('$WORK/model_$ARM/model_card.json'))['training']; print(t)")"
+  if [[ $GENERATE -eq 1 ]]; then
+    if (( $(left) < 40 )); then
+      stamp "only $(left)s left: skipping generation of arm $ARM"
+    else
+      stamp "arm $ARM: generate ${TIMES}x the test captures per class (guidance $GUIDANCE)"
+      # shellcheck disable=SC2086  # GUIDANCE is a list of numbers
+      timeout $(( $(left) - 20 )) python3 -m benchmarks.train_native generate-set --model "$WORK/model_$ARM" \
+        --split "$WORK/split/split.json" --times "$TIMES" --guidance $GUIDANCE --out "$WORK/synthetic_$ARM" \
+        --no-pcaps --json "$WORK/generate_$ARM.json" || stamp "generation failed"
+    fi
+  fi
+done
+
+G=${GUIDANCE%% *}
+if [[ $GENERATE -eq 1 ]] && (( THROUGHPUT > 0 )) && (( $(left) > 60 )); then
+  stamp "arm $LAST: throughput at 1024 packets, guidance $G (at most $(( $(left) - 25 ))s)"
+  timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \
+    --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --json "$WORK/throughput.json" \
+    || stamp "throughput run failed or ran out of time"
   if [[ $COMPILE -eq 1 ]] && (( $(left) > 100 )); then
     stamp "throughput at 1024 packets, guidance $G, torch.compile (at most $(( $(left) - 25 ))s)"
-    timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model" \
-      --packets 1024 --traces 256 --guidance "$G" --compile --json "$WORK/throughput_compiled.json" \
+    timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \
+      --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --compile --json "$WORK/throughput_compiled.json" \
       || stamp "compiled throughput run failed or ran out of time"
   fi
 fi

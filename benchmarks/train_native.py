@@ -6,6 +6,7 @@ Sub-commands (each prints one JSON object and can write it with ``--json``):
   length bucket, on random features (no data needed); bf16 autocast on CUDA.
 * ``throughput``: traces/s of :func:`netdiff_lib.generate.generate_traces` at a fixed trace length (1,024 packets
   by default), after one warm-up batch of the same shape; optionally through ``torch.compile``; peak GPU memory.
+* ``pcaps``: the pcaps of a ``generated.npz`` (reconstruction on the CPU, same seed as ``generate-set``).
 * ``generate-set``: ``--times`` x the test captures of each class of a ``split.json`` (``netdiff split``), per
   guidance value, as ``<label>_<n>.pcap`` (reconstructed) plus one compressed array file of the raw generator
   output; then, in the same process, the eager throughput (saves a model load and CUDA start per run).
@@ -169,7 +170,8 @@ def generate_set(args: argparse.Namespace) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         _save_arrays(out / "generated.npz", traces, model.codec.layout)
         t1 = time.perf_counter()
-        write_pcaps(traces, out / "pcaps", model.codec.layout, seed=args.seed, progress=False)
+        if not args.no_pcaps:
+            write_pcaps(traces, out / "pcaps", model.codec.layout, seed=args.seed, progress=False)
         result["sets"].append({
             "guidance": g, "device": _name(dev), "traces": len(traces), "steps": args.steps,
             "packets": int(sum(len(t.matrix) for t in traces)), "sampling_s": round(t_gen, 2),
@@ -182,6 +184,20 @@ def generate_set(args: argparse.Namespace) -> dict[str, Any]:
             result["throughput"].append(_throughput(model, dev, g, args))
             print(json.dumps(result["throughput"][-1]), flush=True)
     return result
+
+
+def pcaps(args: argparse.Namespace) -> dict[str, Any]:
+    """Reconstruct the pcaps of a ``generated.npz`` (what ``generate-set`` writes on the GPU with the same seed)."""
+    from netdiff_lib.generate import write_pcaps
+    from netdiff_lib.schema import Layout
+
+    traces = load_generated(args.generated)
+    with np.load(args.generated) as z:
+        layout = Layout.from_dict(json.loads(str(z["layout"])))
+    t0 = time.perf_counter()
+    paths = write_pcaps(traces, args.out, layout, seed=args.seed, progress=False)
+    return {"benchmark": "pcaps", "traces": len(paths), "packets": int(sum(len(t.matrix) for t in traces)),
+            "reconstruction_s": round(time.perf_counter() - t0, 2), "out": str(args.out)}
 
 
 def load_generated(path: str | Path) -> list[Any]:
@@ -217,17 +233,23 @@ def main(argv: list[str] | None = None) -> int:
     gs.add_argument("--out", required=True, help="writes OUT/g<guidance>/{generated.npz,pcaps/}")
     gs.add_argument("--seed", type=int, default=0)
     gs.add_argument("--throughput-traces", type=int, default=0, help="then time this many traces at --packets")
+    gs.add_argument("--no-pcaps", action="store_true", help="only the arrays (rebuild pcaps elsewhere: pcaps)")
+    pc = sub.add_parser("pcaps")
+    pc.add_argument("generated", help="generated.npz of generate-set")
+    pc.add_argument("--out", required=True)
+    pc.add_argument("--seed", type=int, default=0)
     for q in (tp, gs):
         q.add_argument("--steps", type=int, default=25)
         q.add_argument("--guidance", type=float, nargs="+", default=[1.0])
         q.add_argument("--packets", type=int, default=1024, help="trace length for the throughput runs")
         q.add_argument("--batch-tokens", type=int, default=131_072, help="packets per sampling batch")
-    for q in (ts, tp, gs):
+    for q in (ts, tp, gs, pc):
         q.add_argument("--device")
         q.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    result = {"train-speed": train_speed, "throughput": throughput, "generate-set": generate_set}[args.cmd](args)
+    commands = {"train-speed": train_speed, "throughput": throughput, "generate-set": generate_set, "pcaps": pcaps}
+    result = commands[args.cmd](args)
     result["torch"] = torch.__version__
     print(json.dumps(result))
     if args.json:

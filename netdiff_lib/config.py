@@ -19,6 +19,10 @@ from netdiff_lib.errors import ConfigError
 from netdiff_lib.schema import MAX_PACKETS
 
 PRESETS = ("tiny", "small", "base")
+#: How a packet is shown to the network: header fields as categorical tokens (discrete diffusion, the default;
+#: :mod:`netdiff_lib.models.tokens`) or as real-valued features (Gaussian diffusion, the first design, kept as
+#: the baseline; :mod:`netdiff_lib.models.features`).
+REPRESENTATIONS = ("tokens", "features")
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,19 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     max_packets: int = MAX_PACKETS
+    representation: str = "tokens"
+    #: tokens: exact-value tokens per field at most; escape bins for the rest; per-trace port slots; a port
+    #: seen in fewer training traces than ``port_min_traces`` is a slot, not a value (0 slots: an escape bin).
+    vocab_max_values: int = 1024
+    escape_bins: int = 16
+    port_slots: int = 32
+    port_min_traces: int = 3
 
     def __post_init__(self) -> None:
+        if self.representation not in REPRESENTATIONS:
+            raise ConfigError(f"model.representation must be one of {REPRESENTATIONS}, not {self.representation!r}")
+        if self.vocab_max_values < 1 or self.escape_bins < 1 or self.port_slots < 0 or self.port_min_traces < 1:
+            raise ConfigError("model.vocab_max_values, escape_bins and port_min_traces must be >= 1, port_slots >= 0")
         if self.d_model <= 0 or self.d_model % self.head_dim:
             raise ConfigError(f"model.d_model={self.d_model} must be a positive multiple of head_dim={self.head_dim}")
         if self.n_layers < 1:
@@ -57,8 +72,18 @@ class DiffusionConfig:
     class_dropout: float = 0.1
     sample_steps: int = 25
     guidance: float = 1.0
+    #: tokens: share of training samples in stage 1 (packet kinds), share of sampling steps spent there,
+    #: sampling temperature, weight of the inter-arrival loss.
+    kind_share: float = 0.3
+    kind_steps: float = 0.25
+    temperature: float = 1.0
+    iat_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (0.0 < self.kind_share < 1.0 and 0.0 < self.kind_steps < 1.0):
+            raise ConfigError("diffusion.kind_share and diffusion.kind_steps must be in (0, 1)")
+        if self.temperature <= 0 or self.iat_weight < 0:
+            raise ConfigError("diffusion.temperature must be > 0 and diffusion.iat_weight >= 0")
         if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
             raise ConfigError(f"diffusion.beta_schedule {self.beta_schedule!r} is not one diffusers knows here")
         if self.num_train_timesteps < 10:
@@ -147,8 +172,10 @@ class Config:
             train = dict(d.get("train", {}))
             if "buckets" in train:
                 train["buckets"] = tuple(train["buckets"])
+            model = dict(d.get("model", {}))
+            model.setdefault("representation", "features")  # folders written before tokens existed
             return cls(
-                model=ModelConfig(**d.get("model", {})),
+                model=ModelConfig(**model),
                 diffusion=DiffusionConfig(**d.get("diffusion", {})),
                 train=TrainConfig(**train),
                 preset=d.get("preset", "custom"),
@@ -165,6 +192,38 @@ class Config:
             raise ConfigError(f"unknown train settings {bad}")
         kept = {k: v for k, v in train_overrides.items() if v is not None}
         return replace(self, train=replace(self.train, **kept))
+
+
+    def with_settings(self, assignments: list[str]) -> Config:
+        """A copy with ``section.key=value`` assignments applied (``model.representation=features``,
+        ``model.port_slots=0``, ``diffusion.guidance=2``); values are parsed as the field's type."""
+        out = self
+        for item in assignments:
+            key, sep, text = item.partition("=")
+            section, _, name = key.strip().partition(".")
+            part = getattr(out, section, None) if section in ("model", "diffusion", "train") else None
+            kinds = {f.name: f.type for f in fields(part)} if part is not None else {}
+            if not sep or name not in kinds:
+                raise ConfigError(f"bad setting {item!r}: expected model.KEY=VALUE, diffusion.KEY=VALUE or "
+                                  f"train.KEY=VALUE with a known KEY")
+            out = replace(out, **{section: replace(part, **{name: _parse(text.strip(), getattr(part, name), item)})})
+        return out
+
+
+def _parse(text: str, current: Any, item: str) -> Any:
+    """``text`` as the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(current, tuple):
+            return tuple(int(v) for v in text.split(","))
+        if current is None:
+            return None if text.lower() == "none" else float(text)
+        return type(current)(text)
+    except ValueError:
+        raise ConfigError(f"bad value in {item!r}: not a {type(current).__name__}") from None
 
 
 def base() -> Config:

@@ -23,6 +23,7 @@ import torch
 
 from netdiff_lib.errors import ConfigError
 from netdiff_lib.models.base import GeneratedTrace
+from netdiff_lib.models.discrete import TokenDiT, sample_tokens
 from netdiff_lib.models.native import NativeModel, PacketDiT
 
 SOURCE = "netdiff-native"
@@ -122,22 +123,18 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
     out: list[GeneratedTrace | None] = [None] * len(reqs)
     bar = tqdm(total=len(reqs), desc="generate", unit="trace", disable=not progress, dynamic_ncols=True)
     pos, batch_no = 0, 0
-    sched = sampling_scheduler(model, steps, dev)
+    draw = _batch_sampler(model, steps, guidance, dev)
     while pos < len(order):
         bucket = int(buckets[np.searchsorted(buckets, reqs[order[pos]][1])])
         size = max(1, budget // bucket)
         chunk = [i for i in order[pos : pos + size]
                  if int(buckets[np.searchsorted(buckets, reqs[i][1])]) == bucket]
         lens = np.array([reqs[i][1] for i in chunk])
+        state = np.random.SeedSequence([seed, batch_no]).generate_state(1)[0]
         gen = torch.Generator(device=dev)
-        gen.manual_seed(int(np.random.SeedSequence([seed, batch_no]).generate_state(1)[0]))
-        reset(sched, steps, dev)
-        feats = sample(model.net, sched,
-                       torch.tensor([index[reqs[i][0]] for i in chunk], device=dev),
-                       torch.from_numpy(lens).to(dev), bucket, guidance, gen, padded=bool((lens < bucket).any()))
-        feats = feats.float().cpu().numpy()
-        rows = np.concatenate([feats[j, : lens[j]] for j in range(len(chunk))])
-        matrices, iats = model.codec.decode(rows)  # one vectorised decode for the whole batch
+        gen.manual_seed(int(state))
+        labels = torch.tensor([index[reqs[i][0]] for i in chunk], device=dev)
+        matrices, iats = draw(labels, lens, bucket, gen, np.random.default_rng(int(state)))
         ends = np.cumsum(lens)[:-1]
         for i, matrix, iat in zip(chunk, np.split(matrices, ends), np.split(iats, ends), strict=True):
             iat[0] = 0.0
@@ -146,6 +143,37 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
         bar.update(len(chunk))
     bar.close()
     return [t for t in out if t is not None]
+
+
+def _batch_sampler(model: NativeModel, steps: int, guidance: float, dev: torch.device) -> Any:
+    """``draw(labels, lengths, bucket, generator, rng) -> (nPrint rows of all traces, inter-arrival µs)``: one
+    sampling batch on the device, then one vectorised decode of all its rows on the host."""
+    padded = lambda lens, bucket: bool((lens < bucket).any())  # noqa: E731
+    if isinstance(model.net, TokenDiT):
+        applicable = torch.from_numpy(model.codec.applicable()).to(dev)
+
+        def draw_tokens(labels: torch.Tensor, lens: np.ndarray, bucket: int, gen: torch.Generator,
+                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            tokens, iat = sample_tokens(model.net, labels, torch.from_numpy(lens).to(dev), bucket, steps=steps,
+                                        guidance=guidance, applicable=applicable, gen=gen, cfg=model.config,
+                                        padded=padded(lens, bucket))
+            valid = (np.arange(bucket)[None] < lens[:, None]).ravel()
+            rows = tokens.reshape(-1, tokens.shape[-1]).cpu().numpy()[valid]
+            trace_of = np.repeat(np.arange(len(lens)), lens)
+            names = [model.labels[i] for i in labels.tolist()]
+            return model.codec.decode(rows, iat.float().cpu().numpy().ravel()[valid], trace_of, rng, names)
+
+        return draw_tokens
+    sched = sampling_scheduler(model, steps, dev)
+
+    def draw_features(labels: torch.Tensor, lens: np.ndarray, bucket: int, gen: torch.Generator,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        reset(sched, steps, dev)
+        feats = sample(model.net, sched, labels, torch.from_numpy(lens).to(dev), bucket, guidance, gen,
+                       padded=padded(lens, bucket)).float().cpu().numpy()
+        return model.codec.decode(np.concatenate([feats[j, : lens[j]] for j in range(len(lens))]))
+
+    return draw_features
 
 
 def trace_names(traces: list[GeneratedTrace]) -> list[str]:

@@ -37,8 +37,11 @@ from netdiff_lib.config import PRESETS, Config, preset
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.models.card import build_card, write_card, write_loss_curve
 from netdiff_lib.models.data import BucketPlan, PackedTraces, encode_captures, fingerprint, trace_stats
+from netdiff_lib.models.discrete import token_loss
 from netdiff_lib.models.features import FeatureCodec
-from netdiff_lib.models.native import PacketDiT, count_parameters, save_model_dir
+from netdiff_lib.models.layers import count_parameters
+from netdiff_lib.models.native import build_network, fit_codec, save_model_dir
+from netdiff_lib.models.tokens import FieldTokenizer
 
 CHECKPOINTS = "checkpoints"
 HORIZON_PROBE = (20, 60)  # steps between which the step rate is measured when a time budget is set
@@ -63,7 +66,7 @@ class Prepared:
     """The training data, ready for the loop."""
 
     labels: list[str]
-    codec: FeatureCodec
+    codec: FeatureCodec | FieldTokenizer
     packed: PackedTraces
     stats: dict[str, Any]
     data_info: dict[str, Any]
@@ -80,10 +83,14 @@ def prepare_data(cfg: Config, data: str, workers: int = 1) -> Prepared:
     if not traces:
         raise InputError(data, "no capture held a packet the encoder keeps")
     labels = sorted({t.label for t in traces})
-    codec = FeatureCodec().fit([t.matrix for t in traces])
+    codec = fit_codec(cfg, [t.matrix for t in traces], [t.label for t in traces])
     packed = PackedTraces.build(traces, codec, labels)
     info = {"source": str(data), "fingerprint": fingerprint(captures), "captures": len(captures),
-            "traces": len(traces), "packets": int(packed.lengths.sum()), "max_packets": cfg.model.max_packets}
+            "traces": len(traces), "packets": int(packed.lengths.sum()), "max_packets": cfg.model.max_packets,
+            "representation": cfg.model.representation}
+    if isinstance(codec, FieldTokenizer):
+        info["vocabulary"] = dict(zip(codec.fields, codec.sizes, strict=True))
+        info["exact_token_share"] = codec.coverage
     return Prepared(labels, codec, packed, trace_stats(traces, labels), info)
 
 
@@ -139,6 +146,19 @@ def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tenso
     weight = torch.clamp(ab / (1 - ab), max=cfg.diffusion.min_snr_gamma)
     denom = valid.sum()
     return (err * weight[:, None]).sum() / denom, err.sum().detach() / denom
+
+
+def make_loss(cfg: Config, codec: FeatureCodec | FieldTokenizer, raw: torch.nn.Module, dev: torch.device) -> Any:
+    """``loss(model, x0, labels, lengths, generator, padded) -> (loss, logged error)`` of the representation:
+    masked-token cross-entropy (tokens) or the plain x0 MSE (features) is the logged error."""
+    if isinstance(codec, FieldTokenizer):
+        applicable = torch.from_numpy(codec.applicable()).to(dev)
+        return lambda model, x0, labels, lengths, gen, padded: token_loss(
+            model, raw, x0, labels, lengths, cfg, applicable, gen, padded)
+    noise_sched = noise_scheduler(cfg)
+    noise_sched.alphas_cumprod = noise_sched.alphas_cumprod.to(dev)
+    return lambda model, x0, labels, lengths, gen, padded: diffusion_loss(
+        model, x0, labels, lengths, noise_sched, cfg, raw.null_class, gen, padded)
 
 
 def _staging(out: str) -> tuple[Path, bool]:
@@ -207,7 +227,7 @@ def train(cfg: Config, data: str, out: str, *, resume: bool = False, workers: in
     fp = prep.data_info["fingerprint"]
     plan = BucketPlan(prep.packed.lengths, tc.buckets, tc.batch_tokens, tc.seed, world)
     packed = prep.packed.to(dev)
-    model = PacketDiT(cfg.model, prep.codec.width, len(prep.labels)).to(dev)
+    model = build_network(cfg, prep.codec, len(prep.labels)).to(dev)
     ema = [p.detach().clone().float() for p in model.parameters()]
     opt = make_optimizer(model, cfg)
     state = LoopState(horizon=tc.steps)
@@ -225,8 +245,7 @@ def train(cfg: Config, data: str, out: str, *, resume: bool = False, workers: in
     model, opt = acc.prepare(model, opt)
     raw = acc.unwrap_model(model)
     params = list(raw.parameters())
-    noise_sched = noise_scheduler(cfg)
-    noise_sched.alphas_cumprod = noise_sched.alphas_cumprod.to(dev)
+    loss_fn = make_loss(cfg, prep.codec, raw, dev)
     acc.print(f"native model: {count_parameters(raw) / 1e6:.2f}M parameters, {len(prep.labels)} classes, "
               f"{prep.data_info['traces']} traces / {prep.data_info['packets']} packets, {world} process(es), "
               f"{plan.batches_per_epoch()} steps per epoch, precision {_precision(cfg)}")
@@ -245,7 +264,7 @@ def train(cfg: Config, data: str, out: str, *, resume: bool = False, workers: in
         gen = step_generator(tc.seed, state.step, rank, dev)
         model.train()
         with acc.autocast():
-            loss, mse = diffusion_loss(model, x0, labels, lengths, noise_sched, cfg, raw.null_class, gen, padded)
+            loss, mse = loss_fn(model, x0, labels, lengths, gen, padded)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
@@ -305,7 +324,7 @@ def _apply_budget(state: LoopState, cfg: Config, acc: Any, bar: Any) -> None:
         state.horizon = state.step
 
 
-def _finish(stage: Path, cfg: Config, prep: Prepared, raw: PacketDiT, ema: list[torch.Tensor],
+def _finish(stage: Path, cfg: Config, prep: Prepared, raw: torch.nn.Module, ema: list[torch.Tensor],
             state: LoopState, world: int, precision: str) -> None:
     """Write the model folder: EMA weights, config, features, statistics, class map, card, loss curve."""
     from netdiff_lib.dataset import ClassMap
@@ -349,14 +368,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     parser.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. model.representation=features (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     parser.add_argument("--workers", type=int, help="processes encoding captures (default: up to 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return preset(args.config).with_overrides(steps=args.steps, time_budget_s=args.time_budget, seed=args.seed,
-                                              checkpoint_every=args.checkpoint_every)
+    cfg = preset(args.config).with_settings(args.settings)
+    return cfg.with_overrides(steps=args.steps, time_budget_s=args.time_budget, seed=args.seed,
+                              checkpoint_every=args.checkpoint_every)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import torch
 
 from netdiff_lib.errors import ConfigError
 from netdiff_lib.models.features import FeatureCodec
+from netdiff_lib.models.tokens import FieldTokenizer
 from netdiff_lib.schema import NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace
 
@@ -97,9 +98,10 @@ class PackedTraces:
     labels: np.ndarray
 
     @classmethod
-    def build(cls, traces: list[Trace], codec: FeatureCodec, labels: list[str]) -> PackedTraces:
+    def build(cls, traces: list[Trace], codec: FeatureCodec | FieldTokenizer, labels: list[str]) -> PackedTraces:
+        """Rows from ``codec.features`` (continuous features, or field tokens and the IAT feature)."""
         index = {lab: i for i, lab in enumerate(labels)}
-        feats = [codec.encode(t.matrix, t.iat_us(), strict=False) for t in traces]
+        feats = [codec.features(t.matrix, t.iat_us()) for t in traces]
         lengths = np.array([len(f) for f in feats], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         stacked = np.concatenate([*feats, np.zeros((1, codec.width), np.float32)])

@@ -166,6 +166,10 @@ class FeatureCodec:
         out[:, -1] = encode_iat(iat)
         return out
 
+    def features(self, matrix: np.ndarray, iat_us: np.ndarray) -> np.ndarray:
+        """Training rows of one trace: :meth:`encode` without the strict check."""
+        return self.encode(matrix, iat_us, strict=False)
+
     def decode(self, features: np.ndarray, *, consistent: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """features (n, width) -> (matrix int8 (n, layout.width), inter-arrival µs float64 (n,)).
 

@@ -1,5 +1,9 @@
 """The native backend: a packet-sequence transformer that denoises whole traces, trained from scratch.
 
+Two representations of a packet, chosen by ``model.representation``: ``tokens`` (the default) shows header
+fields as categorical tokens to a masked discrete diffusion model (:mod:`netdiff_lib.models.discrete`);
+``features``, the first design and the baseline it is measured against, is described here.
+
 Network (:class:`PacketDiT`): each packet is one token, a linear embedding of its feature vector
 (:mod:`netdiff_lib.models.features`: header fields as numbers or bits, plus log inter-arrival time) plus a
 learned position.  A stack of DiT-style blocks (PyTorch ``scaled_dot_product_attention``, key-padding mask)
@@ -13,81 +17,36 @@ this is the optimal linear estimate for unit-variance data; the network learns w
 (low noise, confident values) and where to replace it.  A first probe found this with min-SNR weighting far
 better than plain v-prediction, which produced noise.
 
-This module holds the network, the model folder and the :class:`~netdiff_lib.models.base.Backend` glue only:
-the training loop is :mod:`netdiff_lib.train`, the sampler :mod:`netdiff_lib.generate`.
+This module holds the continuous network, the model folder (either representation) and the
+:class:`~netdiff_lib.models.base.Backend` glue only: the training loop is :mod:`netdiff_lib.train`, the
+sampler :mod:`netdiff_lib.generate`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from netdiff_lib.config import Config, ModelConfig
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.models.base import Backend, GeneratedTrace, TraceGenerator
+from netdiff_lib.models.discrete import TokenDiT
 from netdiff_lib.models.features import FeatureCodec
+from netdiff_lib.models.layers import Block, Embedder
+from netdiff_lib.models.tokens import FieldTokenizer
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FEATURES = "features.json"
+TOKENS = "tokens.json"
 STATS = "stats.json"
 CLASSES = "class_map.json"
-
-
-def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal features of a (float) timestep or length, shape (B, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
-class Embedder(nn.Module):
-    """Sinusoidal features -> 2-layer MLP (timesteps, lengths)."""
-
-    def __init__(self, d: int, n_freq: int = 256) -> None:
-        super().__init__()
-        self.n_freq = n_freq
-        self.mlp = nn.Sequential(nn.Linear(n_freq, d), nn.SiLU(), nn.Linear(d, d))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_features(t, self.n_freq))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block with adaLN-Zero modulation from the conditioning vector."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        d, hidden = cfg.d_model, int(cfg.d_model * cfg.mlp_ratio)
-        self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
-        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, n, d = x.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
-        h = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = self.qkv(h).view(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        drop = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-        x = x + gate1 * self.proj(a.transpose(1, 2).reshape(b, n, d))
-        h = self.norm2(x) * (1 + scale2) + shift2
-        return x + gate2 * F.dropout(self.mlp(h), drop, self.training)
 
 
 class PacketDiT(nn.Module):
@@ -136,17 +95,13 @@ class PacketDiT(nn.Module):
         return m + gate * x_t.float()
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 @dataclass
 class NativeModel(TraceGenerator):
     """A trained native model loaded from its folder: network (EMA weights), features, classes, statistics."""
 
-    net: PacketDiT
+    net: PacketDiT | TokenDiT
     config: Config
-    codec: FeatureCodec
+    codec: FeatureCodec | FieldTokenizer
     labels: list[str]
     stats: dict[str, Any]
     model_dir: str = ""
@@ -167,9 +122,29 @@ class NativeModel(TraceGenerator):
         return generate_traces(self, per_class, **options)
 
 
-def save_model_dir(out: Path, net: PacketDiT, state: dict[str, torch.Tensor], config: Config,
-                   codec: FeatureCodec, labels: list[str], stats: dict[str, Any]) -> None:
-    """Write the loadable part of a model folder (weights, config, features, classes, statistics)."""
+def build_network(cfg: Config, codec: FeatureCodec | FieldTokenizer, n_classes: int) -> PacketDiT | TokenDiT:
+    """The network of ``cfg.model.representation`` for this codec (feature map or tokenizer)."""
+    if isinstance(codec, FieldTokenizer):
+        return TokenDiT(cfg.model, codec.sizes, n_classes)
+    return PacketDiT(cfg.model, codec.width, n_classes)
+
+
+def fit_codec(cfg: Config, matrices: list[np.ndarray], labels: list[str]) -> FeatureCodec | FieldTokenizer:
+    """The codec of ``cfg.model.representation``, fitted to the training matrices (``labels``: their classes)."""
+    m = cfg.model
+    if m.representation == "tokens":
+        return FieldTokenizer.fit(matrices, labels, max_values=m.vocab_max_values, escape_bins=m.escape_bins,
+                                  port_slots=m.port_slots, port_min_traces=m.port_min_traces)
+    return FeatureCodec().fit(matrices)
+
+
+def _codec_file(cfg: Config) -> str:
+    return TOKENS if cfg.model.representation == "tokens" else FEATURES
+
+
+def save_model_dir(out: Path, net: PacketDiT | TokenDiT, state: dict[str, torch.Tensor], config: Config,
+                   codec: FeatureCodec | FieldTokenizer, labels: list[str], stats: dict[str, Any]) -> None:
+    """Write the loadable part of a model folder (weights, config, codec, classes, statistics)."""
     from safetensors.torch import save_file
 
     from netdiff_lib.atomic import atomic_path
@@ -177,12 +152,16 @@ def save_model_dir(out: Path, net: PacketDiT, state: dict[str, torch.Tensor], co
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS) as tmp:
         save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    meta = {"backend": "native", "config": config.to_dict(), "n_features": net.n_features,
-            "n_classes": net.n_classes, "labels": labels}
+    meta = {"backend": "native", "config": config.to_dict(), "n_classes": net.n_classes, "labels": labels,
+            "codec_width": _width(codec)}
     for name, obj in ((CONFIG, meta), (STATS, stats)):
         with atomic_path(out / name) as tmp:
             tmp.write_text(json.dumps(obj, indent=1))
-    codec.save(out / FEATURES)
+    codec.save(out / _codec_file(config))
+
+
+def _width(codec: FeatureCodec | FieldTokenizer) -> int | list[int]:
+    return codec.sizes if isinstance(codec, FieldTokenizer) else codec.width
 
 
 def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") -> NativeModel:
@@ -192,17 +171,22 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
     root = Path(model_dir)
     if not root.is_dir():
         raise InputError(root, "model folder not found")
-    for name in (CONFIG, WEIGHTS, FEATURES, STATS):
+    for name in (CONFIG, WEIGHTS, STATS):
         if not (root / name).is_file():
             raise InputError(root, f"not a native model folder: {name} is missing (was training finished?)")
     meta = json.loads((root / CONFIG).read_text())
     if meta.get("backend") != "native":
         raise ConfigError(f"{root} holds a {meta.get('backend')!r} model, not a native one")
     config = Config.from_dict(meta["config"])
-    codec = FeatureCodec.load(root / FEATURES)
-    if codec.width != meta["n_features"]:
-        raise InputError(root, f"features.json gives {codec.width} features, the weights {meta['n_features']}")
-    net = PacketDiT(config.model, meta["n_features"], meta["n_classes"])
+    codec_path = root / _codec_file(config)
+    if not codec_path.is_file():
+        raise InputError(root, f"not a native model folder: {codec_path.name} is missing (was training finished?)")
+    codec = FieldTokenizer.load(codec_path) if config.model.representation == "tokens" else (
+        FeatureCodec.load(codec_path))
+    saved = meta.get("codec_width", meta.get("n_features"))
+    if _width(codec) != saved:
+        raise InputError(root, f"{codec_path.name} gives {_width(codec)} features, the weights {saved}")
+    net = build_network(config, codec, meta["n_classes"])
     try:
         net.load_state_dict(load_file(str(root / WEIGHTS)))
     except (RuntimeError, OSError) as exc:

@@ -1,0 +1,230 @@
+"""The token model: masked (absorbing-state) discrete diffusion over header-field tokens, jointly with Gaussian
+diffusion of the inter-arrival time, in two stages.
+
+Representation (:mod:`netdiff_lib.models.tokens`): each packet is one transformer position holding one
+categorical token per header field plus a continuous log inter-arrival time.  The network (:class:`TokenDiT`)
+embeds a packet as the sum of its fields' token embeddings (one extra ``MASK`` token per field), runs the same
+adaLN-Zero transformer as the continuous model (:mod:`netdiff_lib.models.layers`) and returns per-field
+logits plus a clean-sample estimate of the inter-arrival time.
+
+Forward process, over a global time ``t`` in [0, 1]:
+
+* **stage 1** (``t`` from 1 to 1/2): the packets' ``kind`` tokens (IP version, protocol, transport) are
+  masked with probability ``2t - 1``; every other field is masked;
+* **stage 2** (``t`` from 1/2 to 0): every ``kind`` is visible, the fields a kind does not carry are visible
+  as "absent", each remaining field token is masked with probability ``2t``, and the inter-arrival time is
+  noised to ``alpha_bar = cos^2(pi t)``.
+
+So a trace's protocol skeleton (which packets are TCP, UDP, ICMP, IPv4 or IPv6) is generated first, and its
+fields follow, each constrained to the categories its packet's kind allows; the loss is the cross-entropy of
+the masked tokens plus the min-SNR weighted error of the inter-arrival estimate.  Sampling is the ancestral
+sampler of absorbing diffusion (from ``t`` to ``s`` a masked token is revealed with probability
+``(t - s) / t``, drawn from the model's categorical, with classifier-free guidance on the logits) and DDIM for
+the inter-arrival time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from itertools import pairwise
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from netdiff_lib.config import Config, ModelConfig
+from netdiff_lib.models.layers import Block, Embedder
+
+TIME_SCALE = 1000.0  # the time embedding sees t * TIME_SCALE, the range the sinusoids were made for
+MIN_ALPHA_BAR = 1e-5
+
+
+def alpha_bar(t_field: torch.Tensor) -> torch.Tensor:
+    """Signal level of the inter-arrival time at stage-2 time ``t_field`` in [0, 1] (cosine schedule)."""
+    return torch.cos(0.5 * math.pi * t_field).pow(2).clamp(MIN_ALPHA_BAR, 1.0)
+
+
+def stage_times(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kind mask rate, field mask rate) at global time ``t``."""
+    return (2 * t - 1).clamp(0, 1), (2 * t).clamp(0, 1)
+
+
+class TokenDiT(nn.Module):
+    """``forward(tokens, iat_t, t, labels, lengths) -> (logits (B, N, sum(sizes)), iat x0 (B, N))``."""
+
+    def __init__(self, cfg: ModelConfig, sizes: list[int], n_classes: int) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.cfg, self.sizes, self.n_classes = cfg, list(sizes), n_classes
+        rows = [s + 1 for s in sizes]  # each field: its categories, then MASK
+        self.register_buffer("offsets", torch.tensor(np.r_[0, np.cumsum(rows)[:-1]], dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("mask_ids", torch.tensor(sizes, dtype=torch.long), persistent=False)
+        self.embed = nn.EmbeddingBag(int(sum(rows)), d, mode="sum")
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.iat_in = nn.Linear(1, d)
+        self.pos = nn.Parameter(torch.randn(cfg.max_packets, d) * 0.02)
+        self.t_embed, self.len_embed = Embedder(d), Embedder(d)
+        self.y_embed = nn.Embedding(n_classes + 1, d)  # index n_classes = "no class" (guidance)
+        nn.init.normal_(self.y_embed.weight, std=1.0)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.head = nn.Linear(d, int(sum(sizes)) + 2)  # every field's logits, then the IAT's (mean, gate)
+        for layer in (self.final_ada[1], self.head):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @property
+    def null_class(self) -> int:
+        return self.n_classes
+
+    def forward(self, tokens: torch.Tensor, iat_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                lengths: torch.Tensor, padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, f = tokens.shape
+        if n > self.cfg.max_packets:
+            raise ValueError(f"{n} packets exceed the model's max_packets={self.cfg.max_packets}")
+        c = self.t_embed(t * TIME_SCALE) + self.len_embed(lengths) + self.y_embed(labels)
+        mask = None
+        if padded:
+            mask = (torch.arange(n, device=tokens.device)[None] < lengths[:, None])[:, None, None, :]
+        h = self.embed((tokens + self.offsets).reshape(b * n, f)).view(b, n, -1)
+        h = h + self.iat_in(iat_t[..., None].to(h.dtype)) + self.pos[:n][None]
+        for block in self.blocks:
+            h = block(h, c, mask)
+        shift, scale = self.final_ada(c)[:, None].chunk(2, dim=-1)
+        out = self.head(self.norm(h) * (1 + scale) + shift).float()
+        logits, m, s = out[..., :-2], out[..., -2], out[..., -1]
+        gate = 2.0 * torch.sigmoid(s) * alpha_bar(stage_times(t)[1]).sqrt()[:, None]
+        return logits, m + gate * iat_t.float()
+
+    def field_logits(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        """Split the flat logits into one tensor per field."""
+        return list(torch.split(logits, self.sizes, dim=-1))
+
+
+def token_loss(model: nn.Module, raw: TokenDiT, x0: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
+               cfg: Config, applicable: torch.Tensor, gen: torch.Generator,
+               padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, masked-token cross-entropy) of one batch; ``x0`` packs tokens (as floats) and the IAT feature.
+
+    ``model`` is what runs the forward pass (possibly wrapped for DDP or compiled), ``raw`` the network itself.
+    """
+    b, n, width = x0.shape
+    dev = x0.device
+    tokens, iat = x0[..., :-1].long(), x0[..., -1]
+    d = cfg.diffusion
+    stage1 = torch.rand(b, generator=gen, device=dev) < d.kind_share
+    u = torch.rand(b, generator=gen, device=dev)
+    t = torch.where(stage1, 0.5 + 0.5 * u, 0.5 * u)
+    t_kind, t_field = stage_times(t)
+    rate = torch.cat([t_kind[:, None], t_field[:, None].expand(b, width - 2)], dim=1)[:, None, :]
+    masked = torch.rand(tokens.shape, generator=gen, device=dev) < rate
+    masked &= applicable[tokens[..., 0]] | stage1[:, None, None]  # stage 2: what a kind lacks is shown
+    x_in = torch.where(masked, raw.mask_ids, tokens)
+    ab = alpha_bar(t_field)
+    noise = torch.randn(iat.shape, generator=gen, device=dev)
+    iat_t = ab.sqrt()[:, None] * iat + (1 - ab).sqrt()[:, None] * noise
+    drop = torch.rand(b, generator=gen, device=dev) < d.class_dropout
+    labels = torch.where(drop, torch.full_like(labels, raw.null_class), labels)
+    logits, iat0 = model(x_in, iat_t, t, labels, lengths, padded=padded)
+    valid = torch.arange(n, device=dev)[None] < lengths[:, None]
+    ce = torch.zeros((b, n), device=dev)
+    for j, lf in enumerate(raw.field_logits(logits)):
+        ce_j = F.cross_entropy(lf.reshape(b * n, -1), tokens[..., j].reshape(-1), reduction="none").view(b, n)
+        ce = ce + ce_j * masked[..., j]
+    counted = (masked & valid[..., None]).sum().clamp(min=1)
+    ce_loss = (ce * valid).sum() / counted
+    weight = torch.clamp(ab / (1 - ab), max=d.min_snr_gamma) * (~stage1)
+    iat_err = ((iat0 - iat) ** 2 * valid).sum(dim=1) / lengths.clamp(min=1)
+    return ce_loss + d.iat_weight * (iat_err * weight).mean(), ce_loss.detach()
+
+
+def _gumbel_pick(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
+    u = torch.rand(logits.shape, generator=gen, device=logits.device).clamp_(1e-20, 1.0)
+    return (logits / max(temperature, 1e-6) - torch.log(-torch.log(u))).argmax(dim=-1)
+
+
+def schedule(steps: int, kind_steps: float) -> list[tuple[float, float]]:
+    """(t, s) pairs of the sampler: ``round(steps * kind_steps)`` (at least 1) in stage 1, the rest in stage 2."""
+    k1 = min(max(1, round(steps * kind_steps)), steps - 1) if steps > 1 else 1
+    k2 = max(1, steps - k1)
+    ts = np.r_[np.linspace(1.0, 0.5, k1 + 1)[:-1], np.linspace(0.5, 0.0, k2 + 1)]
+    return [(float(a), float(b)) for a, b in pairwise(ts)]
+
+
+@torch.no_grad()
+def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n: int, *, steps: int,
+                  guidance: float, applicable: torch.Tensor, gen: torch.Generator, cfg: Config,
+                  padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (B, n, fields) long, IAT feature (B, n)) for ``labels`` of ``lengths``; guidance 1 = none."""
+    dev = labels.device
+    b, f = len(labels), len(net.sizes)
+    tokens = net.mask_ids.expand(b, n, f).clone()
+    iat = torch.randn((b, n), generator=gen, device=dev)
+    y, guided = _guidance_labels(net, labels, guidance)
+    lens = torch.cat([lengths, lengths]) if guided else lengths
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    temperature = cfg.diffusion.temperature
+    for t, s in schedule(steps, cfg.diffusion.kind_steps):
+        tt = torch.full((len(y),), t, device=dev)
+        x_in, i_in = (torch.cat([tokens, tokens]), torch.cat([iat, iat])) if guided else (tokens, iat)
+        with autocast:
+            logits, x0 = net(x_in, i_in, tt, y, lens, padded=padded)
+        if guided:
+            lc, lu = logits.float().chunk(2)
+            logits = lu + guidance * (lc - lu)
+            xc, xu = x0.chunk(2)
+            x0 = xu + guidance * (xc - xu)
+        parts = net.field_logits(logits)
+        tk, tf = stage_times(torch.tensor(t))
+        sk, sf = stage_times(torch.tensor(s))
+        if tk > 0:
+            reveal = _reveal(tokens[..., 0] == net.mask_ids[0], float((tk - sk) / tk), gen)
+            tokens[..., 0] = torch.where(reveal, _gumbel_pick(parts[0], temperature, gen), tokens[..., 0])
+        if tk == 0 or sk == 0:
+            tokens = _fields_step(net, tokens, parts, applicable, float(tf), float(sf), temperature, gen)
+            iat = _ddim(iat, x0.clamp(-1, 1), float(tf), float(sf))
+    return tokens, iat.clamp(-1, 1)
+
+
+def _fields_step(net: TokenDiT, tokens: torch.Tensor, parts: list[torch.Tensor], applicable: torch.Tensor,
+                 tf: float, sf: float, temperature: float, gen: torch.Generator) -> torch.Tensor:
+    """Stage 2: show what each packet's kind lacks as absent, then reveal a share of the masked fields."""
+    app = applicable[tokens[..., 0]]
+    masked = tokens == net.mask_ids
+    tokens = torch.where(masked & ~app, torch.zeros_like(tokens), tokens)
+    if tf <= 0:
+        return tokens
+    p = (tf - sf) / tf
+    for j in range(1, len(net.sizes)):
+        todo = _reveal(masked[..., j] & app[..., j], p, gen)
+        lj = parts[j].clone()
+        lj[..., 0] = float("-inf")  # a field the kind carries is never absent
+        tokens[..., j] = torch.where(todo, _gumbel_pick(lj, temperature, gen), tokens[..., j])
+    return tokens
+
+
+def _reveal(masked: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    if p >= 1.0:
+        return masked
+    return masked & (torch.rand(masked.shape, generator=gen, device=masked.device) < p)
+
+
+def _ddim(x: torch.Tensor, x0: torch.Tensor, tf: float, sf: float) -> torch.Tensor:
+    """Deterministic DDIM step of the inter-arrival feature from stage-2 time ``tf`` to ``sf``."""
+    if sf >= tf:
+        return x
+    ab_t, ab_s = (alpha_bar(torch.tensor(v)).item() for v in (tf, sf))
+    eps = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
+    return math.sqrt(ab_s) * x0 + math.sqrt(max(0.0, 1 - ab_s)) * eps if sf > 0 else x0
+
+
+def _guidance_labels(net: TokenDiT, labels: torch.Tensor, guidance: float) -> tuple[torch.Tensor, bool]:
+    if guidance == 0.0:
+        return torch.full_like(labels, net.null_class), False
+    if guidance == 1.0:
+        return labels, False
+    return torch.cat([labels, torch.full_like(labels, net.null_class)]), True

@@ -1,0 +1,377 @@
+"""The token view of a packet: header fields as the categories they are, for discrete diffusion.
+
+The continuous feature map (:mod:`netdiff_lib.models.features`) turns a 16-bit length into one number; a
+regression onto it, snapped afterwards, lands between the modes of real traffic, which repeats exact values.
+Here every packet becomes one categorical token per *field*, with a vocabulary learned from the training
+traces (:mod:`netdiff_lib.models.vocab`), plus its inter-arrival time, which stays continuous:
+
+========== ====================================== ==============================================
+field      read from                               token space
+========== ====================================== ==============================================
+kind       IP version, protocol, transport block   the (version, protocol, transport) triples seen
+ip_len     IPv4 total length / IPv6 length + 40    frequent values + escape bins
+ttl, tos   IPv4 TTL, TOS / IPv6 hop limit, class   frequent values + escape bins
+ip_df      IPv4 don't-fragment bit                 0 / 1
+ip_id      IPv4 identification                     frequent values (0 ...) + escape bins
+ip_opts    IPv4 option bytes                       templates
+v6_flow    IPv6 flow label                         frequent values + escape bins
+sport      TCP / UDP source port                   service ports + per-trace slots
+dport      TCP / UDP destination port              service ports + per-trace slots
+tcp_flags  the nine TCP flag bits                  the combinations seen
+tcp_win    TCP window                              frequent values + escape bins
+tcp_urp    TCP urgent pointer                      frequent values + escape bins
+tcp_opts   TCP option bytes                        templates (timestamps, SACK edges cleared)
+icmp       ICMP type and code                      frequent values + escape bins
+========== ====================================== ==============================================
+
+Token 0 of every field is "absent"; whether a field applies follows from the packet's ``kind`` alone
+(:meth:`FieldTokenizer.applicable`).  Everything else is derived when decoding, not sampled: IP version and
+header lengths, TCP data offset (from the option template), UDP and IPv6 payload lengths (from ``ip_len``),
+checksums (0, reconstruction computes them), sequence and acknowledgement numbers and ICMP identifiers
+(random, reconstruction makes them consistent per connection), fragment fields (0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netdiff_lib.atomic import read_json, write_json
+from netdiff_lib.errors import InputError
+from netdiff_lib.models.features import decode_iat, encode_iat
+from netdiff_lib.models.vocab import (
+    ABSENT,
+    Templates,
+    Vocab,
+    resolve_slots,
+    slot_histogram,
+    slot_tokens,
+    template_of,
+)
+from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout, bits_to_uint, uint_to_bits
+
+FORMAT = "netdiff-tokens/1"
+FIELDS = ("kind", "ip_len", "ttl", "tos", "ip_df", "ip_id", "ip_opts", "v6_flow", "sport", "dport",
+          "tcp_flags", "tcp_win", "tcp_urp", "tcp_opts", "icmp")
+VALUE_FIELDS = {"ip_len": 17, "ttl": 8, "tos": 8, "ip_df": 1, "ip_id": 16, "v6_flow": 20, "tcp_flags": 9,
+                "tcp_win": 16, "tcp_urp": 16, "icmp": 16}
+PORT_FIELDS = ("sport", "dport")
+TCP_FLAGS = ("ns", "cwr", "ece", "urg", "ackf", "psh", "rst", "syn", "fin")
+L4 = ("none", "tcp", "udp", "icmp")
+OPTION_BYTES = 40
+#: Which transport/network a field needs: "ip" (any), "ipv4", "ipv6", "port" (TCP or UDP), "tcp", "icmp".
+NEEDS = {"ip_len": "ip", "ttl": "ip", "tos": "ip", "ip_df": "ipv4", "ip_id": "ipv4", "ip_opts": "ipv4",
+         "v6_flow": "ipv6", "sport": "port", "dport": "port", "tcp_flags": "tcp", "tcp_win": "tcp",
+         "tcp_urp": "tcp", "tcp_opts": "tcp", "icmp": "icmp"}
+
+
+def _present(matrix: np.ndarray, layout: Layout, name: str) -> np.ndarray:
+    return (matrix[:, layout.span(name).slice] >= 0).all(axis=1)
+
+
+def _uint(matrix: np.ndarray, layout: Layout, name: str) -> np.ndarray:
+    return bits_to_uint(matrix[:, layout.span(name).slice]).astype(np.int64)
+
+
+def _option_bytes(matrix: np.ndarray, layout: Layout, name: str, nbytes: np.ndarray) -> list[bytes]:
+    raw = np.packbits(matrix[:, layout.span(name).slice] > 0, axis=1)
+    return [raw[i, : int(k)].tobytes() for i, k in enumerate(np.clip(nbytes, 0, OPTION_BYTES))]
+
+
+@dataclass
+class Fields:
+    """The raw field values of a matrix's packets, before tokenisation."""
+
+    l3: np.ndarray
+    proto: np.ndarray
+    l4: np.ndarray
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    tcp_opts: list[str] = field(default_factory=list)
+    ip_opts: list[str] = field(default_factory=list)
+
+
+def read_fields(matrix: np.ndarray, layout: Layout = NETDIFFUSION) -> Fields:
+    """Every modelled field of every packet (values of absent fields are meaningless)."""
+    v4, v6 = _present(matrix, layout, "ipv4_ver"), _present(matrix, layout, "ipv6_ver")
+    l3 = np.where(v4, 4, np.where(v6, 6, 0))
+    proto = np.where(v4, _uint(matrix, layout, "ipv4_proto"), np.where(v6, _uint(matrix, layout, "ipv6_nh"), -1))
+    tcp, udp, icmp = (_present(matrix, layout, n) for n in ("tcp_sprt", "udp_sport", "icmp_type"))
+    l4 = np.where(tcp, 1, np.where(udp, 2, np.where(icmp, 3, 0)))
+    pick = lambda a, b: np.where(v4, _uint(matrix, layout, a), _uint(matrix, layout, b))  # noqa: E731
+    flags = np.concatenate([np.arange(layout.span(f"tcp_{f}").start, layout.span(f"tcp_{f}").stop)
+                            for f in TCP_FLAGS])
+    values = {
+        "ip_len": np.where(v4, _uint(matrix, layout, "ipv4_tl"), _uint(matrix, layout, "ipv6_len") + 40),
+        "ttl": pick("ipv4_ttl", "ipv6_hl"), "tos": pick("ipv4_tos", "ipv6_tc"),
+        "ip_df": _uint(matrix, layout, "ipv4_dfbit"), "ip_id": _uint(matrix, layout, "ipv4_id"),
+        "v6_flow": _uint(matrix, layout, "ipv6_fl"),
+        "sport": np.where(tcp, _uint(matrix, layout, "tcp_sprt"), _uint(matrix, layout, "udp_sport")),
+        "dport": np.where(tcp, _uint(matrix, layout, "tcp_dprt"), _uint(matrix, layout, "udp_dport")),
+        "tcp_flags": bits_to_uint(matrix[:, flags]).astype(np.int64),
+        "tcp_win": _uint(matrix, layout, "tcp_wsize"), "tcp_urp": _uint(matrix, layout, "tcp_urp"),
+        "icmp": _uint(matrix, layout, "icmp_type") * 256 + _uint(matrix, layout, "icmp_code"),
+    }
+    tcp_len = np.where(tcp, (_uint(matrix, layout, "tcp_doff") - 5) * 4, 0)
+    ip_len = np.where(v4, (_uint(matrix, layout, "ipv4_hl") - 5) * 4, 0)
+    tcp_opts = [template_of(b) for b in _option_bytes(matrix, layout, "tcp_opt", tcp_len)]
+    ip_opts = [template_of(b, tcp=False) for b in _option_bytes(matrix, layout, "ipv4_opt", ip_len)]
+    return Fields(l3, proto, l4, values, tcp_opts, ip_opts)
+
+
+@dataclass
+class FieldTokenizer:
+    """nPrint rows + inter-arrival times <-> per-field tokens (n, len(FIELDS)) + one continuous feature."""
+
+    kinds: tuple[tuple[int, int, int], ...]
+    vocabs: dict[str, Vocab]
+    tcp_opts: Templates
+    ip_opts: Templates
+    layout: Layout = NETDIFFUSION
+    coverage: dict[str, float] = field(default_factory=dict)
+    #: Per class ("" = all): where that class's slot ports lie (:func:`~netdiff_lib.models.vocab.slot_histogram`).
+    slot_ranges: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return FIELDS
+
+    @property
+    def sizes(self) -> list[int]:
+        """Categories per field (absent included)."""
+        extra = {"kind": 1 + len(self.kinds), "tcp_opts": self.tcp_opts.size, "ip_opts": self.ip_opts.size}
+        return [extra[f] if f in extra else self.vocabs[f].size for f in FIELDS]
+
+    def applicable(self) -> np.ndarray:
+        """(kind tokens, fields) bool: which fields a packet of each kind carries (kind 0 = none)."""
+        table = np.zeros((1 + len(self.kinds), len(FIELDS)), bool)
+        for k, (l3, _, l4) in enumerate(self.kinds, start=1):
+            have = {"ip": l3 != 0, "ipv4": l3 == 4, "ipv6": l3 == 6, "port": L4[l4] in ("tcp", "udp"),
+                    "tcp": L4[l4] == "tcp", "icmp": L4[l4] == "icmp"}
+            table[k] = [True] + [have[NEEDS[f]] for f in FIELDS[1:]]
+        return table
+
+    @classmethod
+    def fit(cls, matrices: list[np.ndarray], labels: list[str] | None = None, *, max_values: int = 1024,
+            escape_bins: int = 16, port_slots: int = 32, port_min_traces: int = 3,
+            layout: Layout = NETDIFFUSION) -> FieldTokenizer:
+        """Vocabularies from the training traces' matrices (one per trace, ``labels`` their classes)."""
+        parsed = [read_fields(m, layout) for m in matrices]
+        tok = cls((), {}, Templates((), OPTION_BYTES), Templates((), OPTION_BYTES), layout)
+        l3 = np.concatenate([p.l3 for p in parsed])
+        trip = np.stack([l3, np.concatenate([p.proto for p in parsed]), np.concatenate([p.l4 for p in parsed])], 1)
+        kinds = tuple(tuple(int(x) for x in row) for row in np.unique(trip[l3 != 0], axis=0))
+        tok.kinds = kinds
+        kind_tok = np.concatenate([tok._kind_tokens(p) for p in parsed])
+        app = tok.applicable()[kind_tok]
+        for f, bits in VALUE_FIELDS.items():
+            vals = np.concatenate([p.values[f] for p in parsed])[app[:, FIELDS.index(f)]]
+            tok.vocabs[f] = Vocab.fit(vals, bits, max_values=max_values, n_bins=escape_bins)
+        ports, traces_with = _port_counts(parsed, app)
+        uniq = np.array(sorted(traces_with), np.int64)
+        counts = np.array([traces_with[p] for p in uniq.tolist()], np.int64)
+        service = Vocab.fit(uniq, 16, keep=counts >= port_min_traces, max_values=max_values)
+        rare = ports[~np.isin(ports, np.asarray(service.values, np.int64))]
+        bins = Vocab.fit(rare, 16, keep=np.zeros(len(np.unique(rare)), bool), n_bins=escape_bins).bins
+        vocab = Vocab(16, service.values, bins, port_slots)
+        tok.vocabs.update({f: vocab for f in PORT_FIELDS})
+        tok.slot_ranges = _slot_ranges(parsed, app, labels or [""] * len(parsed), np.asarray(vocab.values))
+        tcp_rows, ip_rows = app[:, FIELDS.index("tcp_opts")], app[:, FIELDS.index("ip_opts")]
+        tcp_all = [t for p in parsed for t in p.tcp_opts]
+        ip_all = [t for p in parsed for t in p.ip_opts]
+        tok.tcp_opts = Templates.fit([t for t, k in zip(tcp_all, tcp_rows, strict=True) if k], OPTION_BYTES)
+        tok.ip_opts = Templates.fit([t for t, k in zip(ip_all, ip_rows, strict=True) if k], OPTION_BYTES)
+        tok.coverage = tok._coverage(matrices)
+        for name, tpl, items, rows in (("tcp_opts", tok.tcp_opts, tcp_all, tcp_rows),
+                                       ("ip_opts", tok.ip_opts, ip_all, ip_rows)):
+            known = [not t or t in tpl.items for t, k in zip(items, rows, strict=True) if k]
+            if known:
+                tok.coverage[name] = round(float(np.mean(known)), 4)
+        return tok
+
+    def _kind_tokens(self, p: Fields) -> np.ndarray:
+        index = {k: i for i, k in enumerate(self.kinds, start=1)}
+        return np.array([index.get((int(a), int(b), int(c)), ABSENT) if a else ABSENT
+                         for a, b, c in zip(p.l3, p.proto, p.l4, strict=True)], np.int32)
+
+    def encode(self, matrix: np.ndarray, iat_us: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One trace -> (tokens int32 (n, fields), inter-arrival feature float32 (n,) in [-1, 1])."""
+        matrix = np.asarray(matrix)
+        if matrix.ndim != 2 or matrix.shape[1] != self.layout.width:
+            raise ValueError(f"matrix shape {matrix.shape} does not fit layout width {self.layout.width}")
+        p = read_fields(matrix, self.layout)
+        n = len(matrix)
+        tokens = np.zeros((n, len(FIELDS)), np.int32)
+        tokens[:, 0] = self._kind_tokens(p)
+        app = self.applicable()[tokens[:, 0]]
+        for j, f in enumerate(FIELDS[1:], start=1):
+            if f in VALUE_FIELDS:
+                tokens[:, j] = np.where(app[:, j], self.vocabs[f].encode(p.values[f]), ABSENT)
+        col, ports = FIELDS.index("sport"), self.vocabs["sport"]
+        if ports.slots:
+            tokens[:, col], tokens[:, col + 1] = slot_tokens(p.values["sport"], p.values["dport"], app[:, col], ports)
+        else:
+            for j, f in ((col, "sport"), (col + 1, "dport")):
+                tokens[:, j] = np.where(app[:, j], ports.encode(p.values[f]), ABSENT)
+        for f, tpl, items in (("tcp_opts", self.tcp_opts, p.tcp_opts), ("ip_opts", self.ip_opts, p.ip_opts)):
+            j = FIELDS.index(f)
+            tokens[:, j] = np.where(app[:, j], tpl.encode(items), ABSENT)
+        iat = np.zeros(n) if iat_us is None else np.asarray(iat_us, np.float64)
+        if iat.shape != (n,):
+            raise ValueError(f"need one inter-arrival time per packet, got shape {iat.shape} for {n} packets")
+        return tokens, encode_iat(iat).astype(np.float32)
+
+    @property
+    def width(self) -> int:
+        """Columns of a training row: the field tokens (as floats, exact below 2^24), then the IAT feature."""
+        return len(FIELDS) + 1
+
+    def features(self, matrix: np.ndarray, iat_us: np.ndarray) -> np.ndarray:
+        """Training rows of one trace (see :attr:`width`)."""
+        tokens, iat = self.encode(matrix, iat_us)
+        return np.concatenate([tokens.astype(np.float32), iat[:, None]], axis=1)
+
+    def decode(self, tokens: np.ndarray, iat: np.ndarray, trace_of: np.ndarray | None = None,
+               rng: np.random.Generator | None = None,
+               labels: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens of the packets of one or more traces (``trace_of``: each row's trace, default one trace;
+        ``labels``: each trace's class, for its port ranges) -> (nPrint matrix int8 (n, layout.width),
+        inter-arrival µs (n,)).  Vectorised over all rows."""
+        t = np.asarray(tokens, np.int64)
+        n = len(t)
+        rng = rng or np.random.default_rng(0)
+        trace_of = np.zeros(n, np.int64) if trace_of is None else np.asarray(trace_of, np.int64)
+        n_traces = int(trace_of.max()) + 1 if n else 0
+        kinds = np.array([(0, -1, 0), *self.kinds], np.int64)[np.clip(t[:, 0], 0, len(self.kinds))]
+        val = {f: self.vocabs[f].decode(t[:, FIELDS.index(f)], rng) for f in VALUE_FIELDS}
+        pooled = self.slot_ranges.get("", [1.0] * 64)
+        ranges = np.array([self.slot_ranges.get(lab, pooled) for lab in (labels or [""] * n_traces)])
+        for f in PORT_FIELDS:
+            val[f] = resolve_slots(t[:, FIELDS.index(f)], self.vocabs[f], trace_of, ranges, rng)
+        tcp_opt, tcp_optlen = self.tcp_opts.decode(t[:, FIELDS.index("tcp_opts")], rng)
+        ip_opt, ip_optlen = self.ip_opts.decode(t[:, FIELDS.index("ip_opts")], rng)
+        out = np.full((n, self.layout.width), -1, np.int8)
+        writer = _Writer(out, self.layout)
+        l3, proto, l4 = kinds[:, 0], kinds[:, 1], kinds[:, 2]
+        v4, v6 = l3 == 4, l3 == 6
+        ip_hdr = np.where(v4, 20 + ip_optlen, 40)
+        writer.block(v4, "ipv4", {"ver": 4, "hl": 5 + ip_optlen // 4, "tos": val["tos"], "tl": val["ip_len"],
+                                  "id": val["ip_id"], "dfbit": val["ip_df"], "ttl": val["ttl"], "proto": proto},
+                     options=(ip_opt, ip_optlen))
+        writer.block(v6, "ipv6", {"ver": 6, "tc": val["tos"], "fl": val["v6_flow"], "len": val["ip_len"] - 40,
+                                  "nh": proto, "hl": val["ttl"]})
+        tcp, udp, icmp = (l3 != 0) & (l4 == 1), (l3 != 0) & (l4 == 2), (l3 != 0) & (l4 == 3)
+        rand32 = rng.integers(0, 2**32, size=(3, n), dtype=np.uint64)
+        flags = uint_to_bits(val["tcp_flags"], len(TCP_FLAGS))
+        writer.block(tcp, "tcp", {"sprt": val["sport"], "dprt": val["dport"], "seq": rand32[0],
+                                  "ackn": rand32[1], "doff": 5 + tcp_optlen // 4, "wsize": val["tcp_win"],
+                                  "urp": val["tcp_urp"], **{f: flags[:, i] for i, f in enumerate(TCP_FLAGS)}},
+                     options=(tcp_opt, tcp_optlen))
+        writer.block(udp, "udp", {"sport": val["sport"], "dport": val["dport"],
+                                  "len": np.maximum(val["ip_len"] - ip_hdr, 8)})
+        writer.block(icmp, "icmp", {"type": val["icmp"] >> 8, "code": val["icmp"] & 0xFF, "roh": rand32[2]})
+        return out, decode_iat(iat)
+
+    def _coverage(self, matrices: list[np.ndarray]) -> dict[str, float]:
+        """Share of applicable training values that got an exact token (not an escape), per field."""
+        toks = np.concatenate([self.encode(m)[0] for m in matrices])
+        app = self.applicable()[toks[:, 0]]
+        out = {}
+        for j, f in enumerate(FIELDS[1:], start=1):
+            if not app[:, j].any():
+                continue
+            t = toks[app[:, j], j]
+            if f in VALUE_FIELDS:
+                exact = (t >= 1) & (t <= len(self.vocabs[f].values))
+            elif f in PORT_FIELDS:
+                exact = (t >= 1) & (t < self.vocabs[f].first_slot)
+            else:
+                continue
+            out[f] = round(float(exact.mean()), 4)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "layout": self.layout.to_dict(), "kinds": [list(k) for k in self.kinds],
+                "vocabs": {k: v.to_dict() for k, v in self.vocabs.items()}, "tcp_opts": self.tcp_opts.to_dict(),
+                "ip_opts": self.ip_opts.to_dict(), "coverage": self.coverage,
+                "slot_ranges": self.slot_ranges}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FieldTokenizer:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"unknown token format {d.get('format')!r}, expected {FORMAT}")
+        return cls(tuple(tuple(int(x) for x in k) for k in d["kinds"]),
+                   {k: Vocab.from_dict(v) for k, v in d["vocabs"].items()}, Templates.from_dict(d["tcp_opts"]),
+                   Templates.from_dict(d["ip_opts"]), Layout.from_dict(d["layout"]), dict(d.get("coverage", {})),
+                   dict(d.get("slot_ranges", {})))
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FieldTokenizer:
+        data = read_json(path, missing="no tokenizer here (tokens.json missing)")
+        try:
+            return cls.from_dict(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(path, f"not a tokenizer file ({exc})") from None
+
+
+def _port_counts(parsed: list[Fields], app: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """All port values of applicable packets, and for each port the number of traces it occurs in."""
+    col = FIELDS.index("sport")
+    traces_with: dict[int, int] = {}
+    allp, start = [], 0
+    for p in parsed:
+        rows = app[start : start + len(p.l3), col]
+        start += len(p.l3)
+        ports = np.concatenate([p.values["sport"][rows], p.values["dport"][rows]])
+        allp.append(ports)
+        for v in np.unique(ports).tolist():
+            traces_with[v] = traces_with.get(v, 0) + 1
+    return (np.concatenate(allp) if allp else np.zeros(0, np.int64)), traces_with
+
+
+def _slot_ranges(parsed: list[Fields], app: np.ndarray, labels: list[str],
+                 service: np.ndarray) -> dict[str, list[float]]:
+    """Per class (and pooled, key ""): the range histogram of the ports that became slots."""
+    col = FIELDS.index("sport")
+    by_label: dict[str, list[np.ndarray]] = {}
+    start = 0
+    for p, lab in zip(parsed, labels, strict=True):
+        rows = app[start : start + len(p.l3), col]
+        start += len(p.l3)
+        ports = np.concatenate([p.values["sport"][rows], p.values["dport"][rows]])
+        by_label.setdefault(lab, []).append(ports[~np.isin(ports, service)])
+    out = {lab: np.concatenate(v) for lab, v in by_label.items()}
+    pooled = np.concatenate(list(out.values())) if out else np.zeros(0, np.int64)
+    ranges = {"": slot_histogram(pooled) if len(pooled) else [1.0] * 64}
+    ranges.update({lab: slot_histogram(v) for lab, v in out.items() if lab and len(v)})
+    return ranges
+
+
+class _Writer:
+    """Writes whole header blocks into the rows of an nPrint matrix: fixed fields 0 unless given."""
+
+    def __init__(self, out: np.ndarray, layout: Layout) -> None:
+        self.out, self.layout = out, layout
+
+    def block(self, rows: np.ndarray, block: str, values: dict[str, Any],
+              options: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        idx = np.flatnonzero(rows)
+        if not len(idx):
+            return
+        for f in BLOCKS[block].fields:
+            if f.name not in self.layout.spans or f.name.endswith("_opt"):
+                continue
+            short = f.name[len(block) + 1 :]
+            v = values.get(short, 0)
+            v = np.broadcast_to(np.asarray(v, np.int64), rows.shape)[idx] if np.ndim(v) else np.full(len(idx), v)
+            self.out[idx, self.layout.span(f.name).slice] = uint_to_bits(np.clip(v, 0, (1 << f.bits) - 1), f.bits)
+        if options is not None and f"{block}_opt" in self.layout.spans:
+            raw, length = options
+            bits = np.unpackbits(raw[idx], axis=1).astype(np.int8)
+            on = np.arange(OPTION_BYTES * 8)[None] < (length[idx] * 8)[:, None]
+            self.out[idx, self.layout.span(f"{block}_opt").slice] = np.where(on, bits, np.int8(-1))
