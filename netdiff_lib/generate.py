@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -123,57 +124,68 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
     out: list[GeneratedTrace | None] = [None] * len(reqs)
     bar = tqdm(total=len(reqs), desc="generate", unit="trace", disable=not progress, dynamic_ncols=True)
     pos, batch_no = 0, 0
-    draw = _batch_sampler(model, steps, guidance, dev)
-    while pos < len(order):
-        bucket = int(buckets[np.searchsorted(buckets, reqs[order[pos]][1])])
-        size = max(1, budget // bucket)
-        chunk = [i for i in order[pos : pos + size]
-                 if int(buckets[np.searchsorted(buckets, reqs[i][1])]) == bucket]
-        lens = np.array([reqs[i][1] for i in chunk])
-        state = np.random.SeedSequence([seed, batch_no]).generate_state(1)[0]
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(int(state))
-        labels = torch.tensor([index[reqs[i][0]] for i in chunk], device=dev)
-        matrices, iats = draw(labels, lens, bucket, gen, np.random.default_rng(int(state)))
-        ends = np.cumsum(lens)[:-1]
-        for i, matrix, iat in zip(chunk, np.split(matrices, ends), np.split(iats, ends), strict=True):
-            iat[0] = 0.0
-            out[i] = GeneratedTrace(matrix, iat, reqs[i][0])
-        pos, batch_no = pos + len(chunk), batch_no + 1
-        bar.update(len(chunk))
+    draw, decode = _batch_sampler(model, steps, guidance, dev)
+    pending: list[tuple[list[int], np.ndarray, Future]] = []
+    with ThreadPoolExecutor(max_workers=1) as host:
+        while pos < len(order):
+            bucket = int(buckets[np.searchsorted(buckets, reqs[order[pos]][1])])
+            size = max(1, budget // bucket)
+            chunk = [i for i in order[pos : pos + size]
+                     if int(buckets[np.searchsorted(buckets, reqs[i][1])]) == bucket]
+            lens = np.array([reqs[i][1] for i in chunk])
+            state = int(np.random.SeedSequence([seed, batch_no]).generate_state(1)[0])
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(state)
+            labels = torch.tensor([index[reqs[i][0]] for i in chunk], device=dev)
+            arrays = draw(labels, lens, bucket, gen)
+            pending.append((chunk, lens, host.submit(decode, arrays, lens, np.random.default_rng(state))))
+            pos, batch_no = pos + len(chunk), batch_no + 1
+            bar.update(len(chunk))
+        for chunk, lens, job in pending:
+            matrices, iats = job.result()
+            ends = np.cumsum(lens)[:-1]
+            for i, matrix, iat in zip(chunk, np.split(matrices, ends), np.split(iats, ends), strict=True):
+                iat[0] = 0.0
+                out[i] = GeneratedTrace(matrix, iat, reqs[i][0])
     bar.close()
     return [t for t in out if t is not None]
 
 
-def _batch_sampler(model: NativeModel, steps: int, guidance: float, dev: torch.device) -> Any:
-    """``draw(labels, lengths, bucket, generator, rng) -> (nPrint rows of all traces, inter-arrival µs)``: one
-    sampling batch on the device, then one vectorised decode of all its rows on the host."""
+def _batch_sampler(model: NativeModel, steps: int, guidance: float, dev: torch.device) -> tuple[Any, Any]:
+    """(``sample(labels, lengths, bucket, generator) -> host arrays``, ``decode(host arrays, lengths, rng) ->
+    (nPrint rows of all traces, inter-arrival µs)``): one batch on the device, then one vectorised decode of
+    all its rows on the host (which runs in a thread while the device samples the next batch)."""
     padded = lambda lens, bucket: bool((lens < bucket).any())  # noqa: E731
+    valid = lambda lens, bucket: (np.arange(bucket)[None] < lens[:, None]).ravel()  # noqa: E731
     if isinstance(model.net, TokenDiT):
         applicable = torch.from_numpy(model.codec.applicable()).to(dev)
 
-        def draw_tokens(labels: torch.Tensor, lens: np.ndarray, bucket: int, gen: torch.Generator,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        def sample_tok(labels: torch.Tensor, lens: np.ndarray, bucket: int, gen: torch.Generator) -> tuple:
             tokens, iat = sample_tokens(model.net, labels, torch.from_numpy(lens).to(dev), bucket, steps=steps,
                                         guidance=guidance, applicable=applicable, gen=gen, cfg=model.config,
                                         padded=padded(lens, bucket))
-            valid = (np.arange(bucket)[None] < lens[:, None]).ravel()
-            rows = tokens.reshape(-1, tokens.shape[-1]).cpu().numpy()[valid]
-            trace_of = np.repeat(np.arange(len(lens)), lens)
+            keep = valid(lens, bucket)
             names = [model.labels[i] for i in labels.tolist()]
-            return model.codec.decode(rows, iat.float().cpu().numpy().ravel()[valid], trace_of, rng, names)
+            rows = tokens.reshape(-1, tokens.shape[-1]).cpu().numpy()[keep]
+            return rows, iat.float().cpu().numpy().ravel()[keep], names
 
-        return draw_tokens
+        def decode_tok(host: tuple, lens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            rows, iat, names = host
+            return model.codec.decode(rows, iat, np.repeat(np.arange(len(lens)), lens), rng, names)
+
+        return sample_tok, decode_tok
     sched = sampling_scheduler(model, steps, dev)
 
-    def draw_features(labels: torch.Tensor, lens: np.ndarray, bucket: int, gen: torch.Generator,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample_feat(labels: torch.Tensor, lens: np.ndarray, bucket: int, gen: torch.Generator) -> np.ndarray:
         reset(sched, steps, dev)
         feats = sample(model.net, sched, labels, torch.from_numpy(lens).to(dev), bucket, guidance, gen,
-                       padded=padded(lens, bucket)).float().cpu().numpy()
-        return model.codec.decode(np.concatenate([feats[j, : lens[j]] for j in range(len(lens))]))
+                       padded=padded(lens, bucket))
+        return feats.float().cpu().numpy().reshape(-1, feats.shape[-1])[valid(lens, bucket)]
 
-    return draw_features
+    def decode_feat(host: np.ndarray, lens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return model.codec.decode(host)
+
+    return sample_feat, decode_feat
 
 
 def trace_names(traces: list[GeneratedTrace]) -> list[str]:

@@ -183,7 +183,7 @@ def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n:
         sk, sf = stage_times(torch.tensor(s))
         if tk > 0:
             reveal = _reveal(tokens[..., 0] == net.mask_ids[0], float((tk - sk) / tk), gen)
-            tokens[..., 0] = torch.where(reveal, _gumbel_pick(parts[0], temperature, gen), tokens[..., 0])
+            _draw(tokens[..., 0], reveal, parts[0], temperature, gen)
         if tk == 0 or sk == 0:
             tokens = _fields_step(net, tokens, parts, applicable, float(tf), float(sf), temperature, gen)
             iat = _ddim(iat, x0.clamp(-1, 1), float(tf), float(sf))
@@ -200,11 +200,21 @@ def _fields_step(net: TokenDiT, tokens: torch.Tensor, parts: list[torch.Tensor],
         return tokens
     p = (tf - sf) / tf
     for j in range(1, len(net.sizes)):
-        todo = _reveal(masked[..., j] & app[..., j], p, gen)
-        lj = parts[j].clone()
-        lj[..., 0] = float("-inf")  # a field the kind carries is never absent
-        tokens[..., j] = torch.where(todo, _gumbel_pick(lj, temperature, gen), tokens[..., j])
+        _draw(tokens[..., j], _reveal(masked[..., j] & app[..., j], p, gen), parts[j], temperature, gen,
+              never_absent=True)
     return tokens
+
+
+def _draw(target: torch.Tensor, todo: torch.Tensor, logits: torch.Tensor, temperature: float,
+          gen: torch.Generator, never_absent: bool = False) -> None:
+    """Write a categorical draw from ``logits`` into ``target`` where ``todo`` (only those rows are sampled)."""
+    idx = todo.nonzero(as_tuple=True)
+    if not len(idx[0]):
+        return
+    lg = logits[idx].float()
+    if never_absent:  # a field the packet's kind carries is never absent
+        lg[:, 0] = float("-inf")
+    target[idx] = _gumbel_pick(lg, temperature, gen)
 
 
 def _reveal(masked: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:

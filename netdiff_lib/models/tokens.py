@@ -51,7 +51,8 @@ from netdiff_lib.models.vocab import (
     slot_tokens,
     template_of,
 )
-from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout, bits_to_uint, uint_to_bits
+from netdiff_lib.repair.headers import put, to_matrix
+from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout, bits_to_uint
 
 FORMAT = "netdiff-tokens/1"
 FIELDS = ("kind", "ip_len", "ttl", "tos", "ip_df", "ip_id", "ip_opts", "v6_flow", "sport", "dport",
@@ -248,30 +249,30 @@ class FieldTokenizer:
         val = {f: self.vocabs[f].decode(t[:, FIELDS.index(f)], rng) for f in VALUE_FIELDS}
         pooled = self.slot_ranges.get("", [1.0] * 64)
         ranges = np.array([self.slot_ranges.get(lab, pooled) for lab in (labels or [""] * n_traces)])
-        for f in PORT_FIELDS:
-            val[f] = resolve_slots(t[:, FIELDS.index(f)], self.vocabs[f], trace_of, ranges, rng)
+        cols = [FIELDS.index(f) for f in PORT_FIELDS]
+        ports = resolve_slots(t[:, cols], self.vocabs[PORT_FIELDS[0]], trace_of, ranges, rng)
+        val.update({f: ports[:, i] for i, f in enumerate(PORT_FIELDS)})
         tcp_opt, tcp_optlen = self.tcp_opts.decode(t[:, FIELDS.index("tcp_opts")], rng)
         ip_opt, ip_optlen = self.ip_opts.decode(t[:, FIELDS.index("ip_opts")], rng)
-        out = np.full((n, self.layout.width), -1, np.int8)
-        writer = _Writer(out, self.layout)
         l3, proto, l4 = kinds[:, 0], kinds[:, 1], kinds[:, 2]
         v4, v6 = l3 == 4, l3 == 6
-        ip_hdr = np.where(v4, 20 + ip_optlen, 40)
-        writer.block(v4, "ipv4", {"ver": 4, "hl": 5 + ip_optlen // 4, "tos": val["tos"], "tl": val["ip_len"],
-                                  "id": val["ip_id"], "dfbit": val["ip_df"], "ttl": val["ttl"], "proto": proto},
-                     options=(ip_opt, ip_optlen))
-        writer.block(v6, "ipv6", {"ver": 6, "tc": val["tos"], "fl": val["v6_flow"], "len": val["ip_len"] - 40,
-                                  "nh": proto, "hl": val["ttl"]})
         tcp, udp, icmp = (l3 != 0) & (l4 == 1), (l3 != 0) & (l4 == 2), (l3 != 0) & (l4 == 3)
-        rand32 = rng.integers(0, 2**32, size=(3, n), dtype=np.uint64)
-        flags = uint_to_bits(val["tcp_flags"], len(TCP_FLAGS))
-        writer.block(tcp, "tcp", {"sprt": val["sport"], "dprt": val["dport"], "seq": rand32[0],
-                                  "ackn": rand32[1], "doff": 5 + tcp_optlen // 4, "wsize": val["tcp_win"],
-                                  "urp": val["tcp_urp"], **{f: flags[:, i] for i, f in enumerate(TCP_FLAGS)}},
-                     options=(tcp_opt, tcp_optlen))
-        writer.block(udp, "udp", {"sport": val["sport"], "dport": val["dport"],
-                                  "len": np.maximum(val["ip_len"] - ip_hdr, 8)})
-        writer.block(icmp, "icmp", {"type": val["icmp"] >> 8, "code": val["icmp"] & 0xFF, "roh": rand32[2]})
+        ip_hdr = np.where(v4, 20 + ip_optlen, 40)
+        rand32 = rng.integers(0, 2**32, size=(3, n), dtype=np.int64)
+        w = _Blocks(n, self.layout)
+        w.write(v4, "ipv4", {"ver": 4, "hl": 5 + ip_optlen // 4, "tos": val["tos"], "tl": val["ip_len"],
+                             "id": val["ip_id"], "dfbit": val["ip_df"], "ttl": val["ttl"], "proto": proto},
+                20 + ip_optlen, (ip_opt, ip_optlen))
+        w.write(v6, "ipv6", {"ver": 6, "tc": val["tos"], "fl": val["v6_flow"], "len": val["ip_len"] - 40,
+                             "nh": proto, "hl": val["ttl"]}, 40)
+        flags = {f: (val["tcp_flags"] >> (len(TCP_FLAGS) - 1 - i)) & 1 for i, f in enumerate(TCP_FLAGS)}
+        w.write(tcp, "tcp", {"sprt": val["sport"], "dprt": val["dport"], "seq": rand32[0], "ackn": rand32[1],
+                             "doff": 5 + tcp_optlen // 4, "wsize": val["tcp_win"], "urp": val["tcp_urp"], **flags},
+                20 + tcp_optlen, (tcp_opt, tcp_optlen))
+        w.write(udp, "udp", {"sport": val["sport"], "dport": val["dport"],
+                             "len": np.maximum(val["ip_len"] - ip_hdr, 8)}, 8)
+        w.write(icmp, "icmp", {"type": val["icmp"] >> 8, "code": val["icmp"] & 0xFF, "roh": rand32[2]}, 8)
+        out = to_matrix(w.blocks, w.lengths, self.layout)
         return out, decode_iat(iat)
 
     def _coverage(self, matrices: list[np.ndarray]) -> dict[str, float]:
@@ -352,26 +353,22 @@ def _slot_ranges(parsed: list[Fields], app: np.ndarray, labels: list[str],
     return ranges
 
 
-class _Writer:
-    """Writes whole header blocks into the rows of an nPrint matrix: fixed fields 0 unless given."""
+class _Blocks:
+    """Header blocks as bytes (the reconstruction's view, :mod:`netdiff_lib.repair.headers`) for ``n`` packets;
+    :func:`~netdiff_lib.repair.headers.to_matrix` turns them into nPrint rows in one pass."""
 
-    def __init__(self, out: np.ndarray, layout: Layout) -> None:
-        self.out, self.layout = out, layout
+    def __init__(self, n: int, layout: Layout) -> None:
+        self.blocks = {b: np.zeros((n, BLOCKS[b].nbytes), np.uint8) for b in layout.blocks}
+        self.lengths = {b: np.zeros(n, np.int64) for b in layout.blocks}
 
-    def block(self, rows: np.ndarray, block: str, values: dict[str, Any],
+    def write(self, rows: np.ndarray, block: str, values: dict[str, Any], length: np.ndarray | int,
               options: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Fields of ``block`` on ``rows`` (other fixed fields 0), its option bytes, its on-the-wire length."""
         idx = np.flatnonzero(rows)
-        if not len(idx):
+        if not len(idx) or block not in self.blocks:
             return
-        for f in BLOCKS[block].fields:
-            if f.name not in self.layout.spans or f.name.endswith("_opt"):
-                continue
-            short = f.name[len(block) + 1 :]
-            v = values.get(short, 0)
-            v = np.broadcast_to(np.asarray(v, np.int64), rows.shape)[idx] if np.ndim(v) else np.full(len(idx), v)
-            self.out[idx, self.layout.span(f.name).slice] = uint_to_bits(np.clip(v, 0, (1 << f.bits) - 1), f.bits)
-        if options is not None and f"{block}_opt" in self.layout.spans:
-            raw, length = options
-            bits = np.unpackbits(raw[idx], axis=1).astype(np.int8)
-            on = np.arange(OPTION_BYTES * 8)[None] < (length[idx] * 8)[:, None]
-            self.out[idx, self.layout.span(f"{block}_opt").slice] = np.where(on, bits, np.int8(-1))
+        for short, v in values.items():
+            put(self.blocks, f"{block}_{short}", np.asarray(v)[idx] if np.ndim(v) else v, idx)
+        if options is not None:
+            self.blocks[block][idx, 20 : 20 + OPTION_BYTES] = options[0][idx]
+        self.lengths[block][idx] = np.broadcast_to(length, rows.shape)[idx]

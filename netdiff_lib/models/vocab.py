@@ -137,8 +137,10 @@ def slot_histogram(ports: np.ndarray) -> list[float]:
 
 def resolve_slots(tokens: np.ndarray, vocab: Vocab, trace_of: np.ndarray, weights: np.ndarray,
                   rng: np.random.Generator) -> np.ndarray:
-    """Port values for slot tokens: each (trace, slot) gets one port, drawn from the trace's range histogram
-    ``weights`` (n_traces, 64) and never a service port; other tokens decode as values."""
+    """Port values for slot tokens ``(n, k)`` (a packet's source and destination port: one table for both):
+    each (trace, slot) gets one port, drawn from the trace's range histogram ``weights`` (n_traces, 64) and
+    never a service port; other tokens decode as values."""
+    trace_of = np.repeat(np.asarray(trace_of)[:, None], np.shape(tokens)[1], axis=1)
     values = vocab.decode(tokens, rng)
     slot = np.asarray(tokens, np.int64) - vocab.first_slot
     is_slot = (slot >= 0) & (slot < vocab.slots)

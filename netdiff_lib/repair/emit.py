@@ -131,11 +131,14 @@ def ethernet_header(src_mac: np.ndarray, dst_mac: np.ndarray, family: np.ndarray
 
 
 def build_frames(out: dict[str, np.ndarray], family: np.ndarray, l4: np.ndarray, ip_hdr: np.ndarray,
-                 l4_hdr: np.ndarray, payload: np.ndarray, carried: np.ndarray | None, ethernet: bool) -> Frames:
-    """Frames from repaired blocks: ``out["eth"]`` in front when ``ethernet``, raw IP otherwise."""
+                 l4_hdr: np.ndarray, payload: np.ndarray, carried: np.ndarray | None, ethernet: bool,
+                 v6_ext: np.ndarray | None = None) -> Frames:
+    """Frames from repaired blocks: ``out["eth"]`` in front when ``ethernet``, raw IP otherwise; ``v6_ext``
+    (n, 8) follows the IPv6 header where ``ip_hdr`` counts it (a Hop-by-Hop header)."""
     n = len(family)
     v6 = (family == 6)[:, None]
-    ip = np.where(v6, np.pad(out["ipv6"], ((0, 0), (0, 20))), out["ipv4"])
+    ext = np.zeros((n, 8), np.uint8) if v6_ext is None else v6_ext.astype(np.uint8)
+    ip = np.where(v6, np.concatenate([out["ipv6"], ext, np.zeros((n, 12), np.uint8)], axis=1), out["ipv4"])
     l4b = np.where((l4 == 0)[:, None], out["tcp"], np.pad(np.where((l4 == 1)[:, None], out["udp"], out["icmp"]),
                                                           ((0, 0), (0, 52))))
     pay = carried if carried is not None else np.zeros((n, 0), np.uint8)

@@ -13,6 +13,10 @@ generated ID of the counter is at least as far ahead (the suffix-minimum rule of
 jump leaves room for the counter's remaining new IDs below 2**16 (so it never wraps onto used ones), else
 takes the smallest allowed.  Real counters pass unchanged; noise becomes a counter.
 
+**IPv6 Hop-by-Hop.**  A generated next header of 0 (Hop-by-Hop Options, what MLD reports carry) keeps its
+8-byte extension header, with a Router Alert option, between the IPv6 and transport headers (nPrint has no
+columns for extension headers: the payload length counts it, the transport block follows it).
+
 **Fixed fields.**  Version, protocol / next header, fragment fields (MF and offset 0, reserved bit 0: every
 packet is whole) are set; TTL / hop limit 0 becomes 1; TOS, DF, traffic class and flow label are kept.
 """
@@ -26,6 +30,7 @@ from netdiff_lib.repair.headers import HeaderBytes, get, put, put_many
 from netdiff_lib.repair.options import MAX_OPTION_BYTES, choose_length
 
 IPV4_BASE, IPV6_HDR, TCP_BASE, UDP_ICMP_HDR = 20, 40, 20, 8
+HOP_BY_HOP, HOP_BY_HOP_LEN = 0, 8
 _INF = 1 << 40
 
 
@@ -75,6 +80,13 @@ def write_ipv4(out: dict[str, np.ndarray], rows: np.ndarray, ihl_words: np.ndarr
     put_many(out, {"ipv4_ttl": np.where(ttl == 0, 1, ttl), "ipv4_proto": proto, "ipv4_cksum": 0}, rows)
     out["ipv4"][rows, 12:16] = src[:, :4]
     out["ipv4"][rows, 16:20] = dst[:, :4]
+
+
+def hop_by_hop_header(next_header: np.ndarray) -> np.ndarray:
+    """(n, 8) IPv6 Hop-by-Hop Options headers: the next header, length 0, Router Alert (MLD), PadN."""
+    ext = np.tile(np.array([0, 0, 5, 2, 0, 0, 1, 0], np.uint8), (len(next_header), 1))
+    ext[:, 0] = np.asarray(next_header, np.int64) & 0xFF
+    return ext
 
 
 def write_ipv6(out: dict[str, np.ndarray], rows: np.ndarray, payload_len: np.ndarray, next_header: np.ndarray,

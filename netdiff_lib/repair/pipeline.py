@@ -19,7 +19,17 @@ from netdiff_lib.repair import addresses as addr
 from netdiff_lib.repair.emit import ETH_HDR, Frames, build_frames, ethernet_header, fill_checksums, l4_protocol
 from netdiff_lib.repair.flows import L4_ICMP, L4_TCP, L4_UDP, Flows, build_flows
 from netdiff_lib.repair.headers import L3_BLOCKS, L4_BLOCKS, PAYLOAD, HeaderBytes, get, put, put_many
-from netdiff_lib.repair.ip import IPV6_HDR, generated_payload, ip_ids, option_lengths, write_ipv4, write_ipv6
+from netdiff_lib.repair.ip import (
+    HOP_BY_HOP,
+    HOP_BY_HOP_LEN,
+    IPV6_HDR,
+    generated_payload,
+    hop_by_hop_header,
+    ip_ids,
+    option_lengths,
+    write_ipv4,
+    write_ipv6,
+)
 from netdiff_lib.repair.options import IPV4_OPTIONS, TCP_OPTIONS, rewrite
 from netdiff_lib.repair.protocols import decide
 from netdiff_lib.repair.tcp import TcpIn, TcpOut, repair_tcp
@@ -71,6 +81,7 @@ class Work:
     payload: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     ip_opt: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     tcp_opt: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    hop_by_hop: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     @property
     def n(self) -> int:
@@ -101,7 +112,8 @@ def lengths(w: Work, mtu: int) -> None:
     """Header lengths, then the payload each packet carries (ICMP bodies per message type)."""
     v4, tcp = w.family == 4, w.l4 == L4_TCP
     w.ip_opt, w.tcp_opt = option_lengths(w.h, v4, tcp)
-    w.ip_hdr = np.where(v4, 20 + w.ip_opt, IPV6_HDR)
+    w.hop_by_hop = ~v4 & (get(w.out, "ipv6_nh") == HOP_BY_HOP) if "ipv6" in w.h.val else np.zeros(w.n, bool)
+    w.ip_hdr = np.where(v4, 20 + w.ip_opt, IPV6_HDR + HOP_BY_HOP_LEN * w.hop_by_hop)
     w.l4_hdr = np.where(tcp, 20 + w.tcp_opt, 8)
     room = mtu - w.ip_hdr - w.l4_hdr
     w.payload = generated_payload(w.h, v4, w.ip_hdr + w.l4_hdr, room)
@@ -178,7 +190,8 @@ def network(w: Work, fl: Flows, plan: addr.AddressPlan) -> tuple[np.ndarray, np.
         ids = ip_ids(host * (fl.count + 1) + fl.flow[v4], get(w.out, "ipv4_id", v4), fresh)
         write_ipv4(w.out, v4, w.ip_hdr[v4] // 4, w.ip_hdr[v4] + l4_len[v4], ids, proto[v4], src[v4], dst[v4])
     if len(v6):
-        write_ipv6(w.out, v6, l4_len[v6], proto[v6], src[v6], dst[v6])
+        nh = np.where(w.hop_by_hop[v6], HOP_BY_HOP, proto[v6])
+        write_ipv6(w.out, v6, w.ip_hdr[v6] - IPV6_HDR + l4_len[v6], nh, src[v6], dst[v6])
     return src, dst
 
 
@@ -227,7 +240,8 @@ def assemble(w: Work, src: np.ndarray, dst: np.ndarray, link: str) -> tuple[Fram
         w.out["eth"] = ethernet_header(addr.macs(src, w.family), addr.macs(dst, w.family), w.family)
     elif "eth" in w.h.layout.blocks:
         w.out["eth"] = np.zeros((w.n, ETH_HDR), np.uint8)
-    frames = build_frames(w.out, w.family, w.l4, w.ip_hdr, w.l4_hdr, w.payload, carried, link == "ethernet")
+    ext = hop_by_hop_header(l4_protocol(w.family, w.l4)) * w.hop_by_hop[:, None]
+    frames = build_frames(w.out, w.family, w.l4, w.ip_hdr, w.l4_hdr, w.payload, carried, link == "ethernet", ext)
     lens = block_lengths(w)
     if link != "ethernet":
         lens["eth"][:] = 0
