@@ -123,26 +123,30 @@ def _expert_failures(sev: str, group: str, message: str) -> list[str]:
     return out
 
 
+def line_failures(cols: list[str]) -> dict[str, str]:
+    """The failures (kind -> detail) of one packet from its tshark field columns (:data:`_FIELDS` in order)."""
+    cols = cols + [""] * (len(_FIELDS) - len(cols))
+    kinds: dict[str, str] = {}
+    if cols[1]:
+        first = cols[1].split("|")[0]
+        kinds["malformed"] = first if first.startswith("[") else "malformed packet"
+    experts = _expert_failures(cols[2], cols[3], cols[4])
+    if experts:
+        kinds["expert"] = "; ".join(experts)
+    bad = [CHECKSUM_FIELDS[i].split(".")[0] for i, v in enumerate(cols[5:5 + len(CHECKSUM_FIELDS)])
+           if "0" in v.split("|")]
+    if bad:
+        kinds["checksum"] = "bad " + "/".join(bad) + " checksum"
+    return kinds
+
+
 def parse_tshark_fields(path: str, text: str) -> FileReport:
     """A report from tshark's field output (one line per packet, :data:`_FIELDS` in order)."""
     rep = FileReport(str(path), "tshark")
     for line in text.splitlines():
         cols = line.split("\t")
-        if not cols[0].strip():
-            continue
-        cols += [""] * (len(_FIELDS) - len(cols))
-        kinds: dict[str, str] = {}
-        if cols[1]:
-            first = cols[1].split("|")[0]
-            kinds["malformed"] = first if first.startswith("[") else "malformed packet"
-        experts = _expert_failures(cols[2], cols[3], cols[4])
-        if experts:
-            kinds["expert"] = "; ".join(experts)
-        bad = [CHECKSUM_FIELDS[i].split(".")[0] for i, v in enumerate(cols[5:5 + len(CHECKSUM_FIELDS)])
-               if "0" in v.split("|")]
-        if bad:
-            kinds["checksum"] = "bad " + "/".join(bad) + " checksum"
-        rep.add(int(cols[0]), kinds)
+        if cols[0].strip():
+            rep.add(int(cols[0]), line_failures(cols))
     return rep
 
 
@@ -285,7 +289,7 @@ def _check_ip(pkt: bytes, off: int, kinds: dict[str, str], sums: list[tuple[byte
         sums.append((l4, 0 if proto == 1 else pseudo, {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}[proto]))
 
 
-def _ip_offset(pkt: bytes, linktype: int) -> int | None:
+def ip_offset(pkt: bytes, linktype: int) -> int | None:
     """Where the IP header starts, or None for a frame that carries no IP (not judged)."""
     if linktype in RAW_IP_LINKTYPES:
         return 0
@@ -318,7 +322,7 @@ def validate_builtin(path: str | Path) -> FileReport:
         owner: list[int] = []
         for i in range(len(batch)):
             pkt = batch.packet(i)
-            off = _ip_offset(pkt, int(batch.linktype[i]))
+            off = ip_offset(pkt, int(batch.linktype[i]))
             if off is not None:
                 before = len(regions)
                 _check_ip(pkt, off, kinds[i], regions)
