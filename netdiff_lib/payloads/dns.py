@@ -1,9 +1,10 @@
 """DNS (port 53) and mDNS (5353): queries from the client, answers from the server, under a synthetic namespace.
 
-One name per flow (``cedar-7.example``, ``cedar-7.local`` for mDNS); an answer repeats its query's id and
-question.  Learned per class: query types, answer counts and (mDNS) the share of responses.  Any length from
-19 bytes up is hit exactly: the question name is shortened or lengthened, a query carries an EDNS OPT record
-with a padding option (RFC 7830), an answer a TXT record of the remaining size.
+One name and a fresh id per transaction (``cedar-7.example``, ``cedar-7.local`` for mDNS; mDNS too, so that tshark
+does not take repeated queries for retransmissions); an answer repeats its query's id and question, a second answer
+is an unsolicited one with its own id. Learned per class: query types, answer counts and (mDNS) the share of
+responses. Any length from 19 bytes up is hit exactly: the question name is shortened or lengthened, a query carries
+an EDNS OPT record with a padding option (RFC 7830), an answer a TXT record of the remaining size.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def _rr(rtype: int, rdata: bytes) -> bytes:
 
 def _name_for(p: Packet, mdns: bool, room: int) -> bytes:
     """The flow's name, or a one-label name that fits ``room`` encoded bytes (>= 3)."""
-    name = encode_name(names.hostname(p.flow, names.MDNS_DOMAIN if mdns else names.DOMAIN))
+    key = p.flow * 1000 + p.state["n"]  # one name per transaction
+    name = encode_name(names.hostname(key, names.MDNS_DOMAIN if mdns else names.DOMAIN))
     if len(name) <= room:
         return name
     return bytes([room - 2]) + names.text(room - 2, p.flow).replace(b" ", b"x") + b"\0"
@@ -65,9 +67,11 @@ def _grow(qname: bytes, extra: int) -> bytes:
 
 def build_dns(p: Packet, mdns: bool) -> bytes:
     response = p.side == 1 if not mdns else p.rng.random() < float(p.stats.get("response_share", 0.5))
-    if not response or "qtype" not in p.state:
-        p.state["id"] = 0 if mdns else int(p.rng.integers(0, 1 << 16))
+    if not response or p.state.get("answered", True):  # a new transaction (an answer without one: unsolicited)
+        p.state["id"] = int(p.rng.integers(1, 1 << 16))
         p.state["qtype"] = int(names.pick(p.rng, p.stats.get("qtypes", {}), 1))
+        p.state["n"] = p.state.get("n", -1) + 1
+    p.state["answered"] = response
     qtype = p.state["qtype"] if p.state["qtype"] in RDATA else 1
     answers = [_rr(qtype, _rdata(qtype, p, i)) for i in range(int(names.pick(p.rng, p.stats.get("answers", {}),
                                                                              1)))] if response else []
@@ -89,27 +93,36 @@ def build_dns(p: Packet, mdns: bool) -> bytes:
     return head + qname + struct.pack(">HH", qtype, 1) + b"".join(answers) + extra
 
 
+def _question_end(payload: bytes) -> int | None:
+    """Where the first question's type starts, when the payload holds a well-formed uncompressed name."""
+    i = HEADER
+    while i < len(payload) and payload[i]:
+        if payload[i] > 63 or not payload[i + 1:i + 1 + payload[i]].isascii():
+            return None
+        i += 1 + payload[i]
+    return i + 1 if i + 5 <= len(payload) else None
+
+
 def detect(payload: bytes) -> bool:
-    if len(payload) < HEADER:
+    """A DNS message with one to eight questions, the first well formed, of class IN or ANY."""
+    if len(payload) < MIN_LEN or payload[2] & 0x78:
         return False
     qd, an = struct.unpack_from(">HH", payload, 4)
-    return qd <= 8 and an <= 64 and payload[2] & 0x78 == 0
+    end = _question_end(payload) if 1 <= qd <= 8 and an <= 64 else None
+    return end is not None and struct.unpack_from(">H", payload, end + 2)[0] & 0x7FFF in (1, 255)
 
 
 def learn(stats: dict, payload: bytes, side: int) -> None:
-    qd, an = struct.unpack_from(">HH", payload, 4)
+    an = struct.unpack_from(">H", payload, 6)[0]
     response = bool(payload[2] & 0x80)
     count(stats, "kinds", "response" if response else "query")
     kinds = stats["kinds"]
     stats["response_share"] = kinds.get("response", 0) / sum(kinds.values())
     if response:
         count(stats, "answers", min(an, 4))
-    if qd:
-        i = HEADER
-        while i < len(payload) and payload[i] and payload[i] < 64:
-            i += 1 + payload[i]
-        if i + 3 < len(payload):
-            count(stats, "qtypes", struct.unpack_from(">H", payload, i + 1)[0])
+    end = _question_end(payload)
+    if end is not None:
+        count(stats, "qtypes", struct.unpack_from(">H", payload, end)[0])
 
 
 DNS = Service("dns", "udp", at_least(MIN_LEN), lambda p: build_dns(p, False), detect, learn)

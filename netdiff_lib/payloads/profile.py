@@ -140,3 +140,17 @@ def load_payloads(model_dir: str | Path) -> PayloadProfile | None:
     """The profile saved in a model folder (``payloads.json``), or None when it has none."""
     path = Path(model_dir) / FILE_NAME
     return PayloadProfile.load(path) if path.is_file() else None
+
+
+def fit_model_payloads(model_dir: str | Path, data: str | Path) -> Path:
+    """Fit a profile from the labelled captures under ``data`` (folder or ``s3://`` prefix, as training reads
+    them) and write it as ``model_dir/payloads.json``."""
+    from netdiff_lib import storage
+    from netdiff_lib.dataset import discover
+
+    def local() -> Iterator[tuple[Path, str]]:
+        for cap in discover(data):
+            with storage.open_local(cap.uri) as path:
+                yield path, cap.label
+
+    return PayloadProfile.fit(local()).save(Path(model_dir) / FILE_NAME)

@@ -13,7 +13,7 @@ STANDARD: dict[tuple[str, int], str] = {
     ("udp", 1900): "ssdp", ("tcp", 80): "http", ("tcp", 8080): "http", ("tcp", 443): "tls", ("tcp", 8443): "tls",
 }
 #: Services recognised by their payload alone on other ports (strong signatures only).
-BY_SIGNATURE: dict[str, tuple[str, ...]] = {"tcp": ("tls", "http"), "udp": ("ssdp", "dhcp")}
+BY_SIGNATURE: dict[str, tuple[str, ...]] = {"tcp": ("tls", "http"), "udp": ("ssdp", "dhcp", "dns")}
 L4_NAMES = ("tcp", "udp")
 
 
