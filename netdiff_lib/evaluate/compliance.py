@@ -64,7 +64,7 @@ def _rates(reports: Sequence[dict]) -> dict:
                  "pass_rate": (sum(1 for r in reports if not r["failed"] and not r.get("error")) / len(reports)
                                if reports else math.nan)}
     for key in COUNTS:
-        total = sum(int(r[key] or 0) for r in reports)
+        total = sum(int(r.get(key) or 0) for r in reports)
         out[key] = total
         out[f"{key}_rate"] = total / packets if packets else math.nan
     mix: Counter = Counter()

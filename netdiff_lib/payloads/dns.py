@@ -1,10 +1,11 @@
 """DNS (port 53) and mDNS (5353): queries from the client, answers from the server, under a synthetic namespace.
 
-One name and a fresh id per transaction (``cedar-7.example``, ``cedar-7.local`` for mDNS; mDNS too, so that tshark
-does not take repeated queries for retransmissions); an answer repeats its query's id and question, a second answer
-is an unsolicited one with its own id. Learned per class: query types, answer counts and (mDNS) the share of
-responses. Any length from 19 bytes up is hit exactly: the question name is shortened or lengthened, a query carries
-an EDNS OPT record with a padding option (RFC 7830), an answer a TXT record of the remaining size.
+One name and a new id (counting up from a random one) per transaction (``cedar-7.example``, ``cedar-7.local`` for
+mDNS; mDNS too, so that tshark does not take repeated queries for retransmissions); an answer repeats its query's
+id and question, a second answer is an unsolicited one with its own id. Learned per class: query types, answer
+counts and (mDNS) the share of responses. Any length from 19 bytes up is hit exactly: the question name is
+shortened or lengthened, a query carries an EDNS OPT record with a padding option (RFC 7830), an answer a TXT
+record of the remaining size.
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def _grow(qname: bytes, extra: int) -> bytes:
 def build_dns(p: Packet, mdns: bool) -> bytes:
     response = p.side == 1 if not mdns else p.rng.random() < float(p.stats.get("response_share", 0.5))
     if not response or p.state.get("answered", True):  # a new transaction (an answer without one: unsolicited)
-        p.state["id"] = int(p.rng.integers(1, 1 << 16))
-        p.state["qtype"] = int(names.pick(p.rng, p.stats.get("qtypes", {}), 1))
         p.state["n"] = p.state.get("n", -1) + 1
+        p.state.setdefault("id0", int(p.rng.integers(0, 1 << 16)))
+        p.state["id"] = (p.state["id0"] + p.state["n"]) % 0xFFFF + 1  # ids never repeat within 65,535 transactions
+        p.state["qtype"] = int(names.pick(p.rng, p.stats.get("qtypes", {}), 1))
     p.state["answered"] = response
     qtype = p.state["qtype"] if p.state["qtype"] in RDATA else 1
     answers = [_rr(qtype, _rdata(qtype, p, i)) for i in range(int(names.pick(p.rng, p.stats.get("answers", {}),
