@@ -202,7 +202,8 @@ def trace_names(traces: list[GeneratedTrace]) -> list[str]:
 
 
 def write_pcaps(traces: list[GeneratedTrace], out_dir: str | Path, layout: Any, *, arrays: bool = False,
-                iat_models: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
+                iat_models: dict[str, Any] | None = None, seed: int = 0, progress: bool = True,
+                payloads: Any = None) -> list[Path]:
     """Reconstruct every trace into ``out_dir/<label>_<n>.pcap`` (and the raw generated ``.npz`` when ``arrays``).
 
     Packet times come from the generated inter-arrival times, or, for a label in ``iat_models``, are sampled
@@ -220,7 +221,7 @@ def write_pcaps(traces: list[GeneratedTrace], out_dir: str | Path, layout: Any, 
     for i, (g, name) in enumerate(tqdm(list(zip(traces, trace_names(traces), strict=True)), desc="reconstruct",
                                        unit="pcap", disable=not progress, dynamic_ncols=True)):
         empirical = (iat_models or {}).get(g.label)
-        cfg = RepairConfig(iat_model=empirical, seed=seed + i)
+        cfg = RepairConfig(iat_model=empirical, seed=seed + i, payloads=payloads)
         rec = reconstruct(g.matrix, layout, iat_us=None if empirical else g.iat_us, label=g.label,
                           source=SOURCE, config=cfg)
         paths.append(rec.write(out / f"{name}.pcap"))

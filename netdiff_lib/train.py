@@ -348,6 +348,9 @@ def _finish(stage: Path, cfg: Config, prep: Prepared, raw: torch.nn.Module, ema:
                       training=training)
     write_card(stage, card)
     write_loss_curve(stage, state.history)
+    from netdiff_lib.payloads.profile import fit_model_payloads  # payload structure per class (issue 10)
+
+    fit_model_payloads(stage, prep.data_info["source"])
 
 
 def _upload(stage: Path, out: str) -> None:

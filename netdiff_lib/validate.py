@@ -12,13 +12,14 @@ Per file and packet three things count as failures:
   whether its packets are valid; notes and chats never count.
 - **bad checksums**: IPv4 header, TCP, UDP (0 = none is allowed over IPv4), ICMP and ICMPv6.
 
-Scope: by default transport payloads are decoded as raw data (``-d tcp.port==0-65535,data`` and the same for
-UDP), because reconstructed payloads are zero-filled placeholders (nPrint without ``-p`` carries no payload) and
-application dissectors would judge the zeros (a 5-byte zero "DNS message" is malformed).  ``scope="full"``
-lets every dissector run.
+Scope (tshark): ``headers`` decodes transport payloads as raw data (``-d tcp.port==0-65535,data`` and the same
+for UDP), so only headers are judged; ``full`` lets every dissector run; ``layers`` (the default) runs both and
+reports the two apart: header failures as above, and **application** failures, packets that fail only when
+application dissectors run (a malformed DHCP message, a DNS expert error).  The full run also gives each
+packet's top protocol (the last of ``frame.protocols``), counted per file in ``protocols``.
 
-A packet can fail in several ways; ``failed`` counts packets with at least one failure.  A file passes when no
-packet fails.
+A packet can fail in several ways; ``failed`` counts packets with at least one failure (application ones
+included).  A file passes when no packet fails.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ COUNTED_WARNING_GROUPS = frozenset({GROUP_CHECKSUM, GROUP_MALFORMED, GROUP_PROTO
 CHECKSUM_FIELDS = ("ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "icmp.checksum.status",
                    "icmpv6.checksum.status")
 _FIELDS = ("frame.number", "_ws.malformed", "_ws.expert.severity", "_ws.expert.group", "_ws.expert.message",
-           *CHECKSUM_FIELDS)
-SCOPES = ("headers", "full")
+           *CHECKSUM_FIELDS, "frame.protocols")
+SCOPES = ("layers", "headers", "full")
 MAX_PROBLEMS = 20
 #: TCP option kind -> allowed total lengths (the built-in validator's view, as Wireshark's dissector checks).
 TCP_OPTION_LENGTHS = {2: {4}, 3: {3}, 4: {2}, 5: {10, 18, 26, 34}, 8: {10}}
@@ -69,8 +70,10 @@ class FileReport:
     malformed: int = 0
     expert_errors: int = 0
     bad_checksums: int = 0
+    application: int = 0
     failed: int = 0
     problems: list[Problem] = field(default_factory=list)
+    protocols: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -85,6 +88,7 @@ class FileReport:
         self.malformed += "malformed" in kinds
         self.expert_errors += "expert" in kinds
         self.bad_checksums += "checksum" in kinds
+        self.application += "application" in kinds
         for kind, detail in kinds.items():
             if len(self.problems) < MAX_PROBLEMS:
                 self.problems.append(Problem(frame, kind, detail))
@@ -92,7 +96,8 @@ class FileReport:
     def summary(self) -> str:
         state = "ok" if self.ok else "FAILED"
         return (f"{self.path}: {state} ({self.tool}): {self.packets} packets, {self.malformed} malformed, "
-                f"{self.expert_errors} with expert errors, {self.bad_checksums} with bad checksums")
+                f"{self.expert_errors} with expert errors, {self.bad_checksums} with bad checksums, "
+                f"{self.application} with malformed application layers")
 
 
 def tshark_path() -> str | None:
@@ -123,41 +128,71 @@ def _expert_failures(sev: str, group: str, message: str) -> list[str]:
     return out
 
 
-def parse_tshark_fields(path: str, text: str) -> FileReport:
-    """A report from tshark's field output (one line per packet, :data:`_FIELDS` in order)."""
+def line_failures(cols: list[str]) -> dict[str, str]:
+    """The failures (kind -> detail) of one packet from its tshark field columns (:data:`_FIELDS` in order)."""
+    cols = cols + [""] * (len(_FIELDS) - len(cols))
+    kinds: dict[str, str] = {}
+    if cols[1]:
+        first = cols[1].split("|")[0]
+        kinds["malformed"] = first if first.startswith("[") else "malformed packet"
+    experts = _expert_failures(cols[2], cols[3], cols[4])
+    if experts:
+        kinds["expert"] = "; ".join(experts)
+    bad = [CHECKSUM_FIELDS[i].split(".")[0] for i, v in enumerate(cols[5:5 + len(CHECKSUM_FIELDS)])
+           if "0" in v.split("|")]
+    if bad:
+        kinds["checksum"] = "bad " + "/".join(bad) + " checksum"
+    return kinds
+
+
+def parse_tshark_fields(path: str, text: str, application: str | None = None) -> FileReport:
+    """A report from tshark's field output (one line per packet, :data:`_FIELDS` in order); with the output of a
+    full run as ``application``, packets that fail only there count as application failures."""
     rep = FileReport(str(path), "tshark")
+    full = _by_frame(application) if application is not None else {}
     for line in text.splitlines():
         cols = line.split("\t")
-        if not cols[0].strip():
-            continue
-        cols += [""] * (len(_FIELDS) - len(cols))
-        kinds: dict[str, str] = {}
-        if cols[1]:
-            first = cols[1].split("|")[0]
-            kinds["malformed"] = first if first.startswith("[") else "malformed packet"
-        experts = _expert_failures(cols[2], cols[3], cols[4])
-        if experts:
-            kinds["expert"] = "; ".join(experts)
-        bad = [CHECKSUM_FIELDS[i].split(".")[0] for i, v in enumerate(cols[5:5 + len(CHECKSUM_FIELDS)])
-               if "0" in v.split("|")]
-        if bad:
-            kinds["checksum"] = "bad " + "/".join(bad) + " checksum"
-        rep.add(int(cols[0]), kinds)
+        if cols[0].strip():
+            frame = int(cols[0])
+            kinds = line_failures(cols)
+            if not kinds and full.get(frame, ({}, ""))[0]:
+                kinds = {"application": "; ".join(full[frame][0].values())}
+            rep.add(frame, kinds)
+    source = full.values() if application is not None else ((None, c[-1]) for c in _columns(text))
+    for _, protos in source:
+        top = protos.split(":")[-1] if protos else "none"
+        rep.protocols[top] = rep.protocols.get(top, 0) + 1
     return rep
 
 
-def validate_tshark(path: str | Path, scope: str = "headers") -> FileReport:
-    """Validate one pcap with tshark."""
-    if not Path(path).is_file():
-        raise InputError(path, "no such file")
+def _columns(text: str) -> list[list[str]]:
+    rows = [line.split("\t") for line in text.splitlines()]
+    return [r + [""] * (len(_FIELDS) - len(r)) for r in rows if r[0].strip()]
+
+
+def _by_frame(text: str) -> dict[int, tuple[dict[str, str], str]]:
+    """frame -> (failures, frame.protocols) of a tshark run."""
+    return {int(c[0]): (line_failures(c), c[len(_FIELDS) - 1]) for c in _columns(text)}
+
+
+def _run_tshark(path: str | Path, scope: str) -> str:
     proc = subprocess.run(tshark_command(path, scope), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         err = [ln for ln in proc.stderr.splitlines() if "Running as user" not in ln]
         raise InputError(path, f"tshark failed: {' '.join(err)[:300] or proc.returncode}")
-    return parse_tshark_fields(str(path), proc.stdout)
+    return proc.stdout
 
 
-def validate_pcap(path: str | Path, tool: str = "auto", scope: str = "headers") -> FileReport:
+def validate_tshark(path: str | Path, scope: str = "layers") -> FileReport:
+    """Validate one pcap with tshark."""
+    if not Path(path).is_file():
+        raise InputError(path, "no such file")
+    if scope == "layers":
+        return parse_tshark_fields(str(path), _run_tshark(path, "headers"), _run_tshark(path, "full"))
+    return parse_tshark_fields(str(path), _run_tshark(path, scope))
+
+
+def validate_pcap(path: str | Path, tool: str = "auto", scope: str = "layers") -> FileReport:
     """Validate one pcap; ``tool`` is ``tshark``, ``builtin`` or ``auto`` (tshark when installed)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}")
@@ -170,7 +205,7 @@ def validate_pcap(path: str | Path, tool: str = "auto", scope: str = "headers") 
     raise ValueError(f"unknown validator {tool!r}")
 
 
-def validate_pcaps(paths: list[str | Path], tool: str = "auto", scope: str = "headers") -> list[FileReport]:
+def validate_pcaps(paths: list[str | Path], tool: str = "auto", scope: str = "layers") -> list[FileReport]:
     """Validate several pcaps (one report each)."""
     return [validate_pcap(p, tool, scope) for p in paths]
 
@@ -285,7 +320,7 @@ def _check_ip(pkt: bytes, off: int, kinds: dict[str, str], sums: list[tuple[byte
         sums.append((l4, 0 if proto == 1 else pseudo, {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}[proto]))
 
 
-def _ip_offset(pkt: bytes, linktype: int) -> int | None:
+def ip_offset(pkt: bytes, linktype: int) -> int | None:
     """Where the IP header starts, or None for a frame that carries no IP (not judged)."""
     if linktype in RAW_IP_LINKTYPES:
         return 0
@@ -318,7 +353,7 @@ def validate_builtin(path: str | Path) -> FileReport:
         owner: list[int] = []
         for i in range(len(batch)):
             pkt = batch.packet(i)
-            off = _ip_offset(pkt, int(batch.linktype[i]))
+            off = ip_offset(pkt, int(batch.linktype[i]))
             if off is not None:
                 before = len(regions)
                 _check_ip(pkt, off, kinds[i], regions)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from netdiff_lib.dataset import ClassMap
 from netdiff_lib.evaluate import evaluate, kfp_metrics
-from netdiff_lib.evaluate.compliance import sample_files, summarise
+from netdiff_lib.evaluate.compliance import application_section, sample_files, summarise
 from netdiff_lib.evaluate.distances import hellinger, jsd, sample_distances, shared_histograms, tvd
 from netdiff_lib.evaluate.fidelity import fidelity
 from netdiff_lib.evaluate.fields import PROTOCOLS, bin_port, extract_fields, tcp_option_kinds, trace_field_values
@@ -266,6 +266,20 @@ def test_compliance_summary_rates_per_class():
     assert res["per_class"]["a"]["bad_checksums_rate"] == pytest.approx(0.2)
     assert res["macro"]["expert_errors_rate"] == pytest.approx((0 + 3 / 35) / 2)
     assert res["all"]["pass_rate"] == pytest.approx(1 / 3) and res["per_class"]["b"]["pass_rate"] == 0.5
+    assert res["all"]["application"] == 0  # reports without the field (older validators) count none
+
+
+def test_application_section_mix_and_jsd():
+    def rep(packets: int, app: int, mix: dict) -> dict:
+        return {"packets": packets, "malformed": 0, "expert_errors": 0, "bad_checksums": 0, "application": app,
+                "failed": app, "tool": "tshark", "protocols": mix}
+    test = summarise([rep(10, 0, {"dns": 5, "tls": 5})], ["a"])
+    same = summarise([rep(4, 0, {"dns": 2, "tls": 2})], ["a"])
+    other = summarise([rep(10, 2, {"data": 10})], ["a"])
+    app = application_section({"real_test": test, "real_train": same, "synthetic": other})
+    assert app["mix_jsd"]["reference"] == pytest.approx(0.0) and app["mix_jsd"]["synthetic"] == pytest.approx(1.0)
+    assert app["sets"]["synthetic"]["application_rate"] == pytest.approx(0.2)
+    assert app["sets"]["real_test"]["protocol_mix"] == {"dns": 0.5, "tls": 0.5}
 
 
 def test_compliance_sample_is_stratified_and_deterministic():

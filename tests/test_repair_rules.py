@@ -334,7 +334,7 @@ def test_template_plan_takes_hosts_and_services() -> None:
 # ---------------------------------------------------------------------------------------------- report
 
 def test_report_is_json_and_counts_changes(tmp_path: Path) -> None:
-    m = matrix_of([E / IP(src="1.1.1.1", dst="2.2.2.2", ttl=0) / UDP(sport=5000, dport=53) / b"abcd"], tmp_path)
+    m = matrix_of([E / IP(src="1.1.1.1", dst="2.2.2.2", ttl=0) / UDP(sport=40000, dport=40001) / b"abcd"], tmp_path)
     rec = reconstruct(m, label="dns", source="x")
     rep = rec.report
     assert rep.field_changed["ipv4_ttl"] == 1  # TTL 0 -> 1

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from netdiff_lib.errors import ConfigError
     from netdiff_lib.generate import write_pcaps
     from netdiff_lib.models import backend_of, get_backend
+    from netdiff_lib.payloads import load_payloads
 
     if args.per_class < 1:
         raise ConfigError("--per-class must be >= 1")
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     iat_models = model.iat_models() if args.timing == "empirical" else None
     paths = write_pcaps(traces, args.out, model.codec.layout, arrays=args.arrays, iat_models=iat_models,
-                        seed=args.seed, progress=not args.no_progress)
+                        seed=args.seed, progress=not args.no_progress, payloads=load_payloads(args.model))
     t2 = time.perf_counter()
     print(f"{len(paths)} pcaps in {args.out} (sampling {t1 - t0:.1f} s, reconstruction {t2 - t1:.1f} s)")
     return 0

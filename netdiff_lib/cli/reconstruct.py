@@ -4,6 +4,8 @@ Each input (``.npz`` array file, nPrint CSV, NetDiffusion PNG, or a folder of th
 ``OUTDIR/<stem>.pcap``; the change report of every input (share of generated bits changed, per field) can be
 written as one JSON file.  Packet times come from the input's own timestamps when it has any, else from an
 inter-arrival model (``--iat-model``: one model, or a ``{label: model}`` mapping as the model stage saves).
+Payloads are synthesised per service (``--payloads``: the profile a model learned, see
+:mod:`netdiff_lib.payloads`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.image import SNAP_RULES
 from netdiff_lib.inputs import MATRIX_SUFFIXES, expand, load_trace_any
+from netdiff_lib.payloads import PayloadProfile
 from netdiff_lib.repair import AddressPlan, IatModel, RepairConfig, reconstruct_trace
 from netdiff_lib.repair.pipeline import LINKS
 
@@ -40,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", type=Path, metavar="PCAP", help="take hosts and services from a real capture")
     p.add_argument("--snap", choices=SNAP_RULES, default="nearest", help="colour snapping for images")
     p.add_argument("--report", type=Path, metavar="JSON", help="write the change report of every input here")
+    p.add_argument("--payloads", type=Path, metavar="FILE|MODEL_DIR",
+                   help="payload profile (payloads.json, or a model folder holding one; default: built-in)")
 
 
 def parse_start(text: str | None) -> int | None:
@@ -87,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if clash:
         raise ConfigError(f"inputs would overwrite each other's output ({', '.join(clash[:5])}.pcap)")
     models = load_iat_models(args.iat_model)
+    profile = PayloadProfile.load(args.payloads) if args.payloads is not None else None
     base = RepairConfig(mtu=args.mtu, link=args.link, plan=_plan(args), start_ns=parse_start(args.start),
-                        seed=args.seed)
+                        seed=args.seed, payloads=profile)
     reports: list[dict] = []
 
     def work(path: Path, summary: Summary) -> None:

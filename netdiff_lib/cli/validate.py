@@ -1,8 +1,8 @@
 """``netdiff validate``: are these pcaps protocol-correct?  Exit status 1 when any packet fails.
 
-Per file: packets, malformed packets, packets with expert errors, packets with bad checksums (tshark with
-checksum validation when installed, the built-in validator otherwise); see :mod:`netdiff_lib.validate` for
-what counts.
+Per file: packets, malformed packets, packets with expert errors, packets with bad checksums (headers), and
+packets whose application layer is malformed (tshark with checksum validation when installed, the built-in
+validator otherwise, which judges headers only); see :mod:`netdiff_lib.validate` for what counts.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ TOOLS = ("auto", "tshark", "builtin")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pcaps", nargs="+", type=Path, help="pcap/pcapng files or folders")
     p.add_argument("--tool", choices=TOOLS, default="auto", help="validator (default: tshark when installed)")
-    p.add_argument("--scope", choices=SCOPES, default="headers",
-                   help="headers: payloads as raw data (default); full: every dissector runs")
+    p.add_argument("--scope", choices=SCOPES, default="layers",
+                   help="layers: headers and application layers reported apart (default); headers: payloads as raw "
+                        "data; full: every dissector runs")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the per-file reports as JSON")
     p.add_argument("--problems", type=int, default=5, metavar="N", help="print up to N problems per file")
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from netdiff_lib import __version__
 from netdiff_lib.dataset import ClassMap
-from netdiff_lib.evaluate.compliance import MAX_FILES, compliance
+from netdiff_lib.evaluate.compliance import MAX_FILES, application_section, compliance
 from netdiff_lib.evaluate.fidelity import fidelity
 from netdiff_lib.evaluate.fields import FieldTable, extract_fields, field_names
 from netdiff_lib.evaluate.privacy import NEAR_COPY, dcr, privacy_summary
@@ -116,6 +116,11 @@ def _metrics(result: dict, sets: dict[str, TraceSet], rows: dict[str, str], tabl
         start = time.perf_counter()
         result["compliance"] = {row: _compliance(sets["real_test" if row == "reference" else src], opts, bar)
                                 for row, src in rows.items()}
+        by_set = {"real_test": result["compliance"]["reference"],
+                  "real_train": _compliance(sets["real_train"], opts, bar)}
+        if "synthetic" in rows:
+            by_set["synthetic"] = result["compliance"]["synthetic"]
+        result["application"] = application_section(by_set)
         clock.stage("compliance", start)
     return dcrs
 

@@ -1,12 +1,14 @@
 """Protocol compliance: what the protocol validator (tshark where present) says about a set of pcaps.
 
 :func:`run_validator` is the only place that knows the validator's interface
-(``netdiff_lib.validate.validate_pcap(path) -> FileReport``); everything else works on plain dicts with
-``packets`` and the :data:`COUNTS` per file (``failed``: packets with at least one failure).  Rates are per
-packet, pooled, per class and macro-averaged over classes; ``pass_rate`` is the share of files without a failing
-packet.  A file the validator cannot read counts as a failed file with no packets.  Large sets are sampled
-(``max_files``, evenly over classes, deterministically) because the validator runs one process per file.
-Without a validator the section says so instead of failing.
+(``netdiff_lib.validate.validate_pcap(path) -> FileReport``); everything else works on plain dicts with ``packets``
+and the :data:`COUNTS` per file (``failed``: packets with at least one failure). Rates are per packet, pooled, per
+class and macro-averaged over classes; ``pass_rate`` is the share of files without a failing packet;
+``application``: packets whose application layer fails (every dissector on) while the headers pass;
+``protocol_mix``: the share of packets per top protocol (tshark's last dissected layer). A file the validator cannot
+read counts as a failed file with no packets. Large sets are sampled (``max_files``, evenly over classes,
+deterministically) because the validator runs one process per file. Without a validator the section says so instead
+of failing.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 from netdiff_lib.errors import NetdiffError
 from netdiff_lib.evaluate.fidelity import nanmean
 
-COUNTS: tuple[str, ...] = ("malformed", "expert_errors", "bad_checksums", "failed")
+COUNTS: tuple[str, ...] = ("malformed", "expert_errors", "bad_checksums", "application", "failed")
 MAX_FILES = 200
 
 
@@ -32,8 +36,9 @@ def run_validator(path: str) -> dict:
     try:
         report = dataclasses.asdict(validate_pcap(path))
     except NetdiffError as exc:
-        return {"packets": 0, **dict.fromkeys(COUNTS, 0), "tool": None, "error": str(exc)}
-    return {k: report.get(k, 0) for k in ("packets", *COUNTS)} | {"tool": report.get("tool")}
+        return {"packets": 0, **dict.fromkeys(COUNTS, 0), "tool": None, "error": str(exc), "protocols": {}}
+    return {k: report.get(k, 0) for k in ("packets", *COUNTS)} | {"tool": report.get("tool"),
+                                                                 "protocols": report.get("protocols", {})}
 
 
 def sample_files(files: Sequence[tuple[str, str]], max_files: int | None) -> list[tuple[str, str]]:
@@ -59,10 +64,24 @@ def _rates(reports: Sequence[dict]) -> dict:
                  "pass_rate": (sum(1 for r in reports if not r["failed"] and not r.get("error")) / len(reports)
                                if reports else math.nan)}
     for key in COUNTS:
-        total = sum(int(r[key] or 0) for r in reports)
+        total = sum(int(r.get(key) or 0) for r in reports)
         out[key] = total
         out[f"{key}_rate"] = total / packets if packets else math.nan
+    mix: Counter = Counter()
+    for r in reports:
+        mix.update(r.get("protocols") or {})
+    out["protocol_mix"] = {k: v / packets for k, v in sorted(mix.items())} if packets else {}
     return out
+
+
+def mix_jsd(p: dict[str, float], q: dict[str, float]) -> float:
+    """Jensen-Shannon divergence (base 2) between two protocol mixes (NaN when either is empty)."""
+    from netdiff_lib.evaluate.distances import jsd
+
+    keys = sorted(set(p) | set(q))
+    if not p or not q:
+        return math.nan
+    return jsd(np.array([p.get(k, 0.0) for k in keys]), np.array([q.get(k, 0.0) for k in keys]))
 
 
 def summarise(reports: Sequence[dict], labels: Sequence[str]) -> dict:
@@ -98,3 +117,16 @@ def compliance(files: Sequence[tuple[str, str]], max_files: int | None = MAX_FIL
     out = summarise(reports, [lab for _, lab in chosen])
     out["sampled"] = {"files": len(chosen), "of": len(files)}
     return out
+
+
+def application_section(by_set: dict[str, dict]) -> dict:
+    """The application-layer section from the compliance summaries of ``real_test``, ``real_train`` and
+    ``synthetic`` (those present): per set the share of packets tshark flags, the share with a failing
+    application layer and the protocol mix; the mix JSD of real-train (the floor) and synthetic vs real-test."""
+    sets = {name: {"flagged_rate": c["all"]["failed_rate"], "application_rate": c["all"]["application_rate"],
+                   "protocol_mix": c["all"]["protocol_mix"]}
+            for name, c in by_set.items() if c.get("available")}
+    test = sets.get("real_test", {}).get("protocol_mix", {})
+    rows = {"reference": "real_train", "synthetic": "synthetic"}
+    return {"sets": sets, "mix_jsd": {row: mix_jsd(sets[src]["protocol_mix"], test) for row, src in rows.items()
+                                      if src in sets}}

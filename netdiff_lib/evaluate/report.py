@@ -89,8 +89,10 @@ def headline(result: dict, row: str) -> dict[str, float | None]:
             "exact_copy_rate": priv["all"]["exact_copy_rate"], "near_copy_rate": priv["all"]["near_copy_rate"],
             "dcr_median_ratio_macro": priv["macro"]["median_ratio"]}
     if comp.get("available"):
-        out |= {k: comp["all"][k] for k in ("failed_rate", "malformed_rate", "expert_errors_rate",
-                                              "bad_checksums_rate", "pass_rate")}
+        out |= {k: comp["all"][k] for k in COMPLIANCE_KEYS}
+    jsd = result.get("application", {}).get("mix_jsd", {}).get(row)
+    if jsd is not None:
+        out["app_protocol_mix_jsd"] = jsd
     return json_safe(out)
 
 
@@ -118,14 +120,35 @@ def tables(result: dict) -> list[Table]:
     comp = [_compliance_row(r, c) for r, c in result.get("compliance", {}).items()]
     if comp:
         out.append(Table("Protocol compliance (per packet, pooled)",
-                         ["row", "non-compliant", "malformed", "expert errors", "bad checksums", "files passing",
+                         ["row", "non-compliant", "malformed", "expert errors", "bad checksums",
+                          "application layer", "files passing",
                           "files", "packets", "tool / note"], comp,
                          "Rates per packet (non-compliant: at least one failure); files passing: no failing packet."))
+    app = result.get("application")
+    if app:
+        out += _application_tables(app)
     out.append(Table("Timings (s)", list(result["timings_s"]), [list(result["timings_s"].values())]))
     return out
 
 
-COMPLIANCE_KEYS = ("failed_rate", "malformed_rate", "expert_errors_rate", "bad_checksums_rate", "pass_rate")
+COMPLIANCE_KEYS = ("failed_rate", "malformed_rate", "expert_errors_rate", "bad_checksums_rate", "application_rate",
+                   "pass_rate")
+
+
+def _application_tables(app: dict) -> list[Table]:
+    """Flagged shares and mix JSD per set, then the application-protocol mix side by side."""
+    sets = app["sets"]
+    jsd = {"real_train": app["mix_jsd"].get("reference"), "synthetic": app["mix_jsd"].get("synthetic")}
+    head = Table("Application layer (tshark, every dissector on, checksums on)",
+                 ["set", "flagged / packet", "application layer failing / packet", "protocol mix JSD vs real-test"],
+                 [[name, s["flagged_rate"], s["application_rate"], jsd.get(name)] for name, s in sets.items()],
+                 "Protocol mix: the share of packets per top protocol (tshark's last dissected layer); JSD of "
+                 "real-train vs real-test is the floor.")
+    protos = sorted({p for s in sets.values() for p in s["protocol_mix"]},
+                    key=lambda p: -max(s["protocol_mix"].get(p, 0.0) for s in sets.values()))
+    mix = Table("Application-protocol mix (share of packets)", ["protocol", *sets],
+                [[p, *(s["protocol_mix"].get(p, 0.0) for s in sets.values())] for p in protos[:30]])
+    return [head, mix]
 
 
 def _compliance_row(row: str, c: dict) -> list:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from netdiff_lib.atomic import atomic_path
+from netdiff_lib.payloads import synth
 from netdiff_lib.repair import pipeline
 from netdiff_lib.repair.emit import Frames
 from netdiff_lib.repair.headers import packed, to_matrix
@@ -108,7 +109,9 @@ def reconstruct_batch(matrices: Sequence[np.ndarray], layout: Layout = NETDIFFUS
     w, rows = pipeline.prepare(matrix, layout, np.repeat(np.arange(k), sizes))
     pipeline.lengths(w, cfg.mtu)
     fl = pipeline.flows(w, cfg.snap)
+    pay = pipeline.plan_payloads(w, fl, cfg, labs)
     tcp = pipeline.tcp(w, fl)
+    pipeline.fill_payloads(w, fl, pay, cfg, labs)
     src, dst = pipeline.network(w, fl, cfg.plan)
     pipeline.transport(w, fl)
     frames, lens = pipeline.assemble(w, src, dst, cfg.link)
@@ -124,6 +127,9 @@ def reconstruct_batch(matrices: Sequence[np.ndarray], layout: Layout = NETDIFFUS
         kept = rows[lo:hi] - offsets[i]
         ts = timestamps(int(sizes[i]), iats[i], cfg.iat_model, pipeline.start_time(cfg), cfg.seed + i)[kept]
         report = _report(w, diff, lo, hi, layout, labs[i], srcs[i], int(sizes[i]), int(flows[i]), int(sessions[i]))
+        if pay is not None:
+            report.payload_adjusted = int(pay.adjusted[lo:hi].sum())
+            report.payload_services = synth.counts(pay.slice(lo, hi), w.payload[lo:hi])
         out.append(Reconstruction(frames.slice(lo, hi), ts, layout, kept, report, labs[i],
                                   {b: v[lo:hi] for b, v in w.out.items()}, {b: v[lo:hi] for b, v in lens.items()}))
     return out

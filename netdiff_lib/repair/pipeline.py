@@ -2,8 +2,9 @@
 
 The order matters because later rules need earlier decisions: protocols (:mod:`.protocols`) -> header and
 payload lengths (:mod:`.ip`, :mod:`.options`) -> ICMP types and bodies (:mod:`.udp_icmp`) -> flows and roles
-(:mod:`.flows`) -> TCP sessions, flags and numbers (:mod:`.tcp`) -> option contents (which depend on SYN) ->
-addresses (:mod:`.addresses`) -> IP fields and IDs -> checksums and frames (:mod:`.emit`).  Every stage is
+(:mod:`.flows`) -> payload services and valid lengths (:mod:`netdiff_lib.payloads`) -> TCP sessions, flags and
+numbers (:mod:`.tcp`) -> option contents (which depend on SYN) -> payload bytes -> addresses
+(:mod:`.addresses`) -> IP fields and IDs -> checksums and frames (:mod:`.emit`).  Every stage is
 vectorised over all packets of the batch; nothing loops over packets or flows in Python (the option walk
 loops over option slots, at most 40).
 """
@@ -11,10 +12,12 @@ loops over option slots, at most 40).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from netdiff_lib.errors import ConfigError
+from netdiff_lib.payloads import synth
 from netdiff_lib.repair import addresses as addr
 from netdiff_lib.repair.emit import ETH_HDR, Frames, build_frames, ethernet_header, fill_checksums, l4_protocol
 from netdiff_lib.repair.flows import L4_ICMP, L4_TCP, L4_UDP, Flows, build_flows
@@ -36,6 +39,9 @@ from netdiff_lib.repair.tcp import TcpIn, TcpOut, repair_tcp
 from netdiff_lib.repair.timing import DEFAULT_START_NS, IatModel
 from netdiff_lib.repair.udp_icmp import icmp_payload, icmp_roh, icmp_types
 from netdiff_lib.schema import BLOCKS, Layout
+
+if TYPE_CHECKING:
+    from netdiff_lib.payloads import PayloadProfile
 
 LINKS = ("ethernet", "raw")
 _OPTS = slice(20, 60)
@@ -59,6 +65,8 @@ class RepairConfig:
     iat_model: IatModel | None = None
     #: Snap near-duplicate ports / echo identifiers to their conversation.
     snap: bool = True
+    #: Learned payload structure per class (``None``: standard ports and built-in defaults only).
+    payloads: PayloadProfile | None = None
 
     def __post_init__(self) -> None:
         if not 256 <= self.mtu <= 65535:
@@ -82,6 +90,7 @@ class Work:
     ip_opt: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     tcp_opt: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     hop_by_hop: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    synth: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -208,13 +217,34 @@ def transport(w: Work, fl: Flows) -> None:
         put(w.out, "icmp_roh", icmp_roh(w.family[icmp], get(w.out, "icmp_type", icmp), roh), icmp)
 
 
+def plan_payloads(w: Work, fl: Flows, cfg: RepairConfig, labels: list[str | None]) -> synth.Plan | None:
+    """Services and valid payload lengths (before the TCP rules, which number the bytes); layouts that carry
+    payload bytes keep the generated ones."""
+    if PAYLOAD in w.out:
+        return None
+    room = cfg.mtu - w.ip_hdr - w.l4_hdr
+    lab = [labels[t] for t in w.trace.tolist()]
+    pl = synth.plan(w.l4, fl.sport, fl.dport, fl.server_port, fl.side, lab, w.payload, room, cfg.payloads)
+    w.payload = pl.length.copy()
+    return pl
+
+
+def fill_payloads(w: Work, fl: Flows, pl: synth.Plan | None, cfg: RepairConfig, labels: list[str | None]) -> None:
+    """Payload bytes of the final lengths (see :mod:`netdiff_lib.payloads.synth`)."""
+    if pl is not None:
+        lab = [labels[t] for t in w.trace.tolist()]
+        w.synth = synth.fill(pl, w.payload, w.l4, fl.sport, fl.dport, fl.server_port, fl.side, fl.flow, fl.client,
+                             fl.server, w.trace, lab, cfg.seed, cfg.payloads)
+
+
 def carried_payload(w: Work) -> np.ndarray | None:
     """Generated payload bytes of TCP and UDP packets (layouts with payload columns), zero beyond the payload.
 
-    ICMP bodies stay zero: their structure depends on the message type (see :mod:`.udp_icmp`).
+    ICMP bodies stay zero: their structure depends on the message type (see :mod:`.udp_icmp`).  Without payload
+    columns: the synthesised payloads, if any.
     """
     if PAYLOAD not in w.out:
-        return None
+        return w.synth
     pay = w.out[PAYLOAD]
     pay[np.arange(pay.shape[1])[None, :] >= w.payload[:, None]] = 0
     pay[w.l4 == L4_ICMP] = 0

@@ -40,6 +40,9 @@ class RepairReport:
     bits_changed: int = 0
     field_bits: dict[str, int] = field(default_factory=dict)
     field_changed: dict[str, int] = field(default_factory=dict)
+    #: Packets whose payload length changed so that a valid message fits; packets with payload per service.
+    payload_adjusted: int = 0
+    payload_services: dict[str, int] = field(default_factory=dict)
 
     @property
     def changed_fraction(self) -> float:
@@ -75,7 +78,8 @@ class RepairReport:
         protos = ", ".join(f"{k} {v}" for k, v in sorted(self.protocols.items()))
         return (f"{self.packets} packets ({protos}), {self.flows} flows, {self.padding_rows} padding rows; "
                 f"{100 * self.changed_fraction:.2f}% of bits changed, "
-                f"{100 * self.kept_fraction():.2f}% of non-address non-checksum bits kept")
+                f"{100 * self.kept_fraction():.2f}% of non-address non-checksum bits kept, "
+                f"{self.payload_adjusted} payload lengths adjusted")
 
 
 def column_counts(mask: np.ndarray, max_value: int = 1) -> np.ndarray:
