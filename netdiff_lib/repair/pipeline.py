@@ -37,7 +37,7 @@ from netdiff_lib.repair.options import IPV4_OPTIONS, TCP_OPTIONS, rewrite
 from netdiff_lib.repair.protocols import decide
 from netdiff_lib.repair.tcp import TcpIn, TcpOut, repair_tcp
 from netdiff_lib.repair.timing import DEFAULT_START_NS, IatModel
-from netdiff_lib.repair.udp_icmp import icmp_payload, icmp_roh, icmp_types
+from netdiff_lib.repair.udp_icmp import icmp_payload, icmp_roh, icmp_types, nd_options
 from netdiff_lib.schema import BLOCKS, Layout
 
 if TYPE_CHECKING:
@@ -264,7 +264,8 @@ def block_lengths(w: Work) -> dict[str, np.ndarray]:
 
 def assemble(w: Work, src: np.ndarray, dst: np.ndarray, link: str) -> tuple[Frames, dict[str, np.ndarray]]:
     """Checksums and frames of the trace, and every block's on-the-wire length (for its nPrint matrix)."""
-    carried = carried_payload(w)
+    types = np.where(w.l4 == L4_ICMP, get(w.out, "icmp_type"), -1)
+    carried = nd_options(carried_payload(w), w.family, w.l4 == L4_ICMP, types, w.payload, addr.macs(src, w.family))
     fill_checksums(w.out, w.family, w.l4, w.l4_hdr + w.payload, src, dst, carried)
     if link == "ethernet":
         w.out["eth"] = ethernet_header(addr.macs(src, w.family), addr.macs(dst, w.family), w.family)

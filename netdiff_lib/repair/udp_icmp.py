@@ -7,7 +7,8 @@ otherwise it snaps to the nearest allowed type (fewest differing bits, then the 
 the rest-of-header word are kept (echo identifiers after the flow stage's clean-up).  Bodies are zeros, so
 types whose body has structure get a payload length that zeros can fill validly: ICMP errors quote the
 offending datagram, which zeros cannot be (Wireshark: "Bogus IP version"), so ICMPv4 errors carry none;
-neighbour discovery messages get exactly their fixed part (no options), MLD at least its multicast address,
+neighbour discovery messages get exactly their fixed part (no options; a router solicitation may carry
+its source link-layer address option, :func:`nd_options`), MLD at least its multicast address,
 MLDv2 reports whole records, timestamp and address-mask messages at least their fixed fields.  The table was
 derived by feeding every type with body lengths 0..100, zero and random rest-of-header words and random codes
 to tshark.  Redirect (v4 type 5) cannot be valid with a zero body, and a router advertisement's body depends
@@ -26,7 +27,7 @@ ICMP_BODY: dict[int, dict[int, tuple[int, int, int]]] = {
     4: {0: _ANY, 3: (0, 0, 1), 4: (0, 0, 1), 8: _ANY, 10: _ANY, 11: (0, 0, 1), 12: (0, 0, 1),
         13: (12, 1 << 16, 1), 14: (12, 1 << 16, 1), 15: _ANY, 16: _ANY, 17: (4, 1 << 16, 1), 18: (4, 1 << 16, 1)},
     6: {1: (1, 1 << 16, 1), 2: (1, 1 << 16, 1), 3: (1, 1 << 16, 1), 4: (1, 1 << 16, 1), 128: _ANY, 129: _ANY,
-        130: (16, 1 << 16, 1), 131: (16, 1 << 16, 1), 132: (16, 1 << 16, 1), 133: (0, 0, 1), 134: (8, 8, 1),
+        130: (16, 1 << 16, 1), 131: (16, 1 << 16, 1), 132: (16, 1 << 16, 1), 133: (0, 8, 8), 134: (8, 8, 1),
         135: (16, 16, 1), 136: (16, 16, 1), 137: (32, 32, 1), 143: (0, 1 << 16, 20)},
 }
 #: family -> {type: mask of the rest-of-header word}: RFC 4884 "length of the original datagram" fields are
@@ -73,3 +74,25 @@ def icmp_payload(family: np.ndarray, icmp_type: np.ndarray, payload: np.ndarray,
     lo, hi, step = rule[:, 0], np.minimum(rule[:, 1], room), rule[:, 2]
     p = np.clip(payload, lo, np.maximum(hi, lo))
     return lo + (p - lo) // step * step
+
+
+ND_ROUTER_SOLICIT = 133
+SOURCE_LINK_ADDRESS = 1
+
+
+def nd_options(body: np.ndarray | None, family: np.ndarray, l4_icmp: np.ndarray, icmp_type: np.ndarray,
+               payload: np.ndarray, src_mac: np.ndarray) -> np.ndarray | None:
+    """Body bytes with the source link-layer address option (type 1, 8 bytes) of every router solicitation
+    whose body has room for it (what real solicitations carry); ``body`` is ``None`` or (n, width) uint8."""
+    rs = np.flatnonzero(l4_icmp & (np.asarray(family) == 6) & (icmp_type == ND_ROUTER_SOLICIT) & (payload >= 8))
+    if not len(rs):
+        return body
+    n = len(family)
+    if body is None or body.shape[1] < 8:
+        wider = np.zeros((n, 8), np.uint8)
+        if body is not None:
+            wider[:, : body.shape[1]] = body
+        body = wider
+    body[rs, 0], body[rs, 1] = SOURCE_LINK_ADDRESS, 1
+    body[rs, 2:8] = src_mac[rs]
+    return body
