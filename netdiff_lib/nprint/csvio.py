@@ -21,7 +21,7 @@ from netdiff_lib.schema import BLOCK_ORDER, PAYLOAD_PREFIX, Layout
 from netdiff_lib.trace import Trace
 
 #: nPrint's ``-O`` index columns: option value -> header name.
-INDEX_NAMES = {0: "src_ip", 1: "dst_ip", 2: "src_prt", 3: "dst_prt", 4: "flow"}
+INDEX_NAMES = {0: "src_ip", 1: "dst_ip", 2: "src_prt", 3: "dst_prt", 4: "flow", 5: "tx_mac"}
 CHUNK_ROWS = 4096
 
 

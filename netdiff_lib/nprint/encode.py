@@ -95,6 +95,7 @@ class _Segment:
 
 
 _L4_BLOCKS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP}
+_WIRELESS = ("radiotap", "wlan")
 
 
 def _segment(batch: PacketBatch, kept: _Kept, block: str, payload: int, mode: str) -> _Segment:
@@ -103,6 +104,11 @@ def _segment(batch: PacketBatch, kept: _Kept, block: str, payload: int, mode: st
         width, start = payload, kept("pay")
         nvalid = np.minimum(kept("pay_len"), width)
         win = _windows(d, start, width)
+    elif block in _WIRELESS:
+        # nPrint writes the radiotap bytes for -w as well (its bug; the row is cut to the header's width)
+        width = BLOCKS["radiotap" if mode == "nprint" else block].nbytes
+        start = kept("radiotap")
+        win, nvalid = _windows(d, start, width), np.where(start >= 0, width, 0)
     elif block == "eth":
         start = kept("eth")
         win = np.concatenate([_windows(d, start, 12), _windows(d, kept("ethertype_at"), 2)], axis=1)
@@ -170,6 +176,9 @@ def encode_batch(
         raw[:, col : col + width] = seg.win
         raw_fill[:, col : col + width] = np.take(_fill_table(width), seg.nvalid, axis=0, mode="clip")
         col += width
+    if nbytes > layout.width // 8:  # nPrint's -w: only as many values as the header names
+        nbytes = layout.width // 8
+        raw, raw_fill = np.ascontiguousarray(raw[:, :nbytes]), np.ascontiguousarray(raw_fill[:, :nbytes])
     if out is None:
         out = np.empty((k, 8 * nbytes), np.int8)
     matrix = out[:k]
