@@ -62,6 +62,9 @@ def csv_source(path: str, notes: list[str]) -> Iterator[tuple[PacketBatch, list[
             tokens = line.split(",")
             pkt = _hex_packet(tokens[HEX_COLUMN]) if len(tokens) > HEX_COLUMN else None
             if pkt is None:
+                if pkts:  # the rows before this line are written before nPrint's message
+                    yield make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0), prefixes
+                    pkts, prefixes = [], []
                 notes.append(f"Error parsing line: {line}, skipping\n")
                 continue
             pkts.append(pkt)
