@@ -67,10 +67,13 @@ def image_to_matrix(img: Image.Image, rule: str = "nearest", trim: bool = True) 
     if arr.shape[1] != WIDTH:
         raise ValueError(f"image is {arr.shape[1]} pixels wide; the NetDiffusion layout is {WIDTH}")
     matrix = snap(arr, rule)
-    if trim:
-        used = np.flatnonzero((matrix != -1).any(axis=1))
-        matrix = matrix[: used[-1] + 1] if len(used) else matrix[:0]
-    return matrix
+    return matrix[: used_rows(matrix)] if trim else matrix
+
+
+def used_rows(matrix: np.ndarray) -> int:
+    """Rows before the trailing padding (rows that are all -1: absent everywhere, which no packet is)."""
+    used = np.flatnonzero((np.asarray(matrix) != -1).any(axis=1))
+    return int(used[-1]) + 1 if len(used) else 0
 
 
 def save_image(path: str | Path, matrix: np.ndarray) -> None:

@@ -42,12 +42,13 @@ def label_of(path: Path) -> str:
 
 
 def load_trace_any(
-    path: str | Path, layout: Layout | None = NETDIFFUSION, *, max_packets: int | None = None, snap: str = "nearest"
+    path: str | Path, layout: Layout | None = NETDIFFUSION, *, max_packets: int | None = None, snap: str = "nearest",
+    capture_mode: str = "netdiff",
 ) -> Trace:
     """Read a trace from an array file, nPrint CSV, NetDiffusion PNG or capture.
 
     The trace is converted to ``layout``; ``None`` keeps the file's own layout (captures: the full
-    NetDiffusion layout, addresses included).
+    NetDiffusion layout, addresses included).  Captures are read in ``capture_mode`` (``CAPTURE_MODES``).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -62,9 +63,11 @@ def load_trace_any(
 
         trace = Trace(load_image(path, snap), NETDIFFUSION, None, None, str(path))
     elif suffix in CAPTURE_SUFFIXES:
-        from netdiff_lib.nprint.encode import encode_pcap
+        from netdiff_lib.nprint.encode import CAPTURE_MODES, encode_pcap
 
-        return encode_pcap(path, layout or NETDIFFUSION.full, max_packets=max_packets, label=label_of(path)).trace
+        mode, count_read = CAPTURE_MODES[capture_mode]
+        return encode_pcap(path, layout or NETDIFFUSION.full, max_packets=max_packets, label=label_of(path),
+                           mode=mode, count_read=count_read).trace
     else:
         raise InputError(path, f"unknown input type {suffix!r} (expected capture, .npz, .nprint/.csv or .png)")
     if trace.label is None:

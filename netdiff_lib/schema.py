@@ -3,7 +3,7 @@
 Every stage (codec, image, reconstruction, evaluation, models) asks this module where a field lives.
 Blocks follow nPrint 1.2.1 exactly (``../shared/reference/nprint.md`` section 3): a fixed byte size per
 block, fields listed MSB first in wire order, column ``<field>_<i>``.  Block order is fixed, whatever
-order the flags came in: eth, ipv4, ipv6, tcp, udp, icmp, payload.
+order the flags came in: radiotap, wlan, eth, ipv4, ipv6, tcp, udp, icmp, payload.
 
 A :class:`Layout` is a selection of blocks (plus payload bytes) and optionally dropped fields; the
 NetDiffusion image layout is ``-4 -6 -t -u -i`` without the four address fields (1,088 columns).
@@ -49,6 +49,13 @@ def _block(name: str, spec: list[tuple[str, int]]) -> Block:
     return Block(name, off // 8, tuple(fields))
 
 
+RADIOTAP = _block(
+    "radiotap",
+    [("reversion", 8), ("pad0", 8), ("len", 16), ("present", 96), ("mactimestamp", 64), ("flags", 8), ("rate", 8),
+     ("channel", 16), ("channelflags", 16), ("antennasignal", 8), ("pad1", 8), ("rxflags", 16), ("pad2", 48),
+     ("timestamp", 96), ("antennas", 32)],
+)
+WLAN = _block("wlan", [("type", 8), ("flag", 8), ("duration", 16), ("rx_addr", 48)])
 ETH = _block("eth", [("dhost", 48), ("shost", 48), ("ethertype", 16)])
 IPV4 = _block(
     "ipv4",
@@ -68,11 +75,13 @@ TCP = _block(
 UDP = _block("udp", [("sport", 16), ("dport", 16), ("len", 16), ("cksum", 16)])
 ICMP = _block("icmp", [("type", 8), ("code", 8), ("cksum", 16), ("roh", 32)])
 
-#: Header blocks in nPrint's fixed output order (radiotap and wlan are not supported).
-BLOCKS: dict[str, Block] = {b.name: b for b in (ETH, IPV4, IPV6, TCP, UDP, ICMP)}
+#: Header blocks in nPrint's fixed output order (radiotap and wlan: 802.11 captures, link type 127).
+BLOCKS: dict[str, Block] = {b.name: b for b in (RADIOTAP, WLAN, ETH, IPV4, IPV6, TCP, UDP, ICMP)}
 BLOCK_ORDER: tuple[str, ...] = tuple(BLOCKS)
 #: nPrint flag letter for each block.
-BLOCK_FLAGS: dict[str, str] = {"eth": "e", "ipv4": "4", "ipv6": "6", "tcp": "t", "udp": "u", "icmp": "i"}
+BLOCK_FLAGS: dict[str, str] = {
+    "radiotap": "r", "wlan": "w", "eth": "e", "ipv4": "4", "ipv6": "6", "tcp": "t", "udp": "u", "icmp": "i",
+}
 ADDRESS_FIELDS: tuple[str, ...] = ("ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst")
 PAYLOAD_PREFIX = "payload_bit"
 

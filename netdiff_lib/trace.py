@@ -50,6 +50,12 @@ class Trace:
             return np.zeros(len(self.matrix))
         return np.diff(self.ts_ns, prepend=self.ts_ns[:1]).astype(np.float64) / 1e3
 
+    def head(self, n: int) -> Trace:
+        """The first ``n`` packets."""
+        ts = None if self.ts_ns is None else self.ts_ns[:n]
+        index = None if self.index is None else self.index[:n]
+        return Trace(self.matrix[:n], self.layout, ts, self.label, self.source, index, dict(self.meta))
+
     def with_layout(self, layout: Layout) -> Trace:
         """The same packets in another layout that this one contains (e.g. NETDIFFUSION from its full layout)."""
         cols = {c: i for i, c in enumerate(self.layout.columns)}

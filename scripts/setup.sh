@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything netdiff, its tests and its demo need on a fresh Debian/Ubuntu machine (idempotent).
 # System packages: tshark (validation), tcpdump (benchmarks, re-recording samples), tcpreplay and iproute2
-# (replay tests in a network namespace). Python: torch's CPU build first, then netdiff with all extras.
+# (replay tests in a network namespace), libpcap (loaded by `netdiff nprint` for -f BPF filters and -d live
+# capture). Python: torch's CPU build first, then netdiff with all extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ need_apt=()
 for tool in tshark:tshark tcpdump:tcpdump tcpreplay:tcpreplay ip:iproute2; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
+ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(libpcap0.8)
 if ((${#need_apt[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections || true

@@ -43,10 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["nprint"]:
-        from netdiff_lib.cli.nprint import normalise_argv
+    if argv[:1] == ["nprint"]:  # nPrint's own command line, without importing every other command
+        from netdiff_lib.cli.nprint import main as nprint_main
 
-        argv = ["nprint", *normalise_argv(argv[1:])]
+        return nprint_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 
 from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
-from netdiff_lib.image import SNAP_RULES
-from netdiff_lib.inputs import MATRIX_SUFFIXES, expand, load_trace_any
+from netdiff_lib.image import SNAP_RULES, used_rows
+from netdiff_lib.inputs import CSV_SUFFIXES, MATRIX_SUFFIXES, expand, load_trace_any
 from netdiff_lib.nprint.decode import write_trace_pcap
 
 NAME = "decode"
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     def work(path: Path, summary: Summary) -> None:
         trace = load_trace_any(path, None, snap=args.snap)
+        if path.suffix.lower() in CSV_SUFFIXES:  # padding rows, as images have them trimmed
+            trace = trace.head(used_rows(trace.matrix))
         summary.packets += write_trace_pcap(args.out / f"{path.stem}.pcap", trace)
 
     return finish(run_files(files, work, args, "decode"))

@@ -10,7 +10,7 @@ from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
 from netdiff_lib.errors import InputError
 from netdiff_lib.inputs import CAPTURE_SUFFIXES, expand, label_of
 from netdiff_lib.nprint.csvio import CsvOptions, write_nprint_csv
-from netdiff_lib.nprint.encode import encode_pcap
+from netdiff_lib.nprint.encode import CAPTURE_MODES, encode_pcap
 from netdiff_lib.schema import MAX_PACKETS, NETDIFFUSION, Layout
 from netdiff_lib.trace import save_trace
 
@@ -28,6 +28,13 @@ def layout_from_args(args: argparse.Namespace) -> Layout:
     return Layout(blocks, args.payload)
 
 
+def add_mode(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=tuple(CAPTURE_MODES), default="netdiff",
+                   help="how captures are read: netdiff's corrected parsing (default); nprint, nPrint's quirks; "
+                        "netdiffusion, as NetDiffusion's nprint -c 1024 (nPrint's parsing, the first 1,024 frames "
+                        "read), for images equal to NetDiffusion's")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="capture files or folders")
     add_common(p)
@@ -36,8 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="netdiffusion (1,088 columns, default), full (with addresses) or blocks, e.g. ipv4,tcp,udp")
     p.add_argument("--payload", type=int, default=0, help="payload bytes, with a block list in --layout")
     p.add_argument("--max-packets", type=int, default=MAX_PACKETS, help="rows per trace (default 1024; 0 = all)")
-    p.add_argument("--mode", choices=("netdiff", "nprint"), default="netdiff",
-                   help="netdiff's corrected parsing (default) or nPrint's quirks")
+    add_mode(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     limit = args.max_packets or None
 
     def work(path: Path, summary: Summary) -> None:
-        res = encode_pcap(path, layout, max_packets=limit, mode=args.mode, label=label_of(path), index=0)
+        mode, count_read = CAPTURE_MODES[args.mode]
+        res = encode_pcap(path, layout, max_packets=limit, mode=mode, label=label_of(path), index=0,
+                          count_read=count_read)
         summary.skipped += res.skipped
         if not len(res.trace):
             reasons = ", ".join(f"{k}: {v}" for k, v in res.skipped.items()) or "the capture holds no packets"

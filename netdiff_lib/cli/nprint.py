@@ -1,70 +1,97 @@
-"""``netdiff nprint``: the nPrint 1.2.1 command line, flag for flag (see netdiff_lib.nprint.compat)."""
+"""``netdiff nprint``: the nPrint 1.2.1 command line, option for option (see netdiff_lib.nprint.options).
+
+``netdiff nprint ARGS`` behaves as ``nprint ARGS``: the same short and long options, texts and exit codes.
+``--netdiff`` (netdiff's own option) switches to netdiff's corrected parsing.  The command line module
+imports only the codec, so start-up stays short (clients such as nprintML run one process per capture).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
-from netdiff_lib.nprint.compat import NprintJob, run_job
-from netdiff_lib.nprint.csvio import CsvOptions
-from netdiff_lib.schema import BLOCK_FLAGS, BLOCKS
+from netdiff_lib.nprint import helptext
+from netdiff_lib.nprint.options import VERSION, atoi, int8, parse, usage_error
+from netdiff_lib.schema import BLOCK_FLAGS
 
 NAME = "nprint"
-HELP = "drop-in for the nPrint binary (same flags, same bytes)"
-DESCRIPTION = (
-    "Reads a pcap (-P) and writes nPrint CSV exactly as nPrint 1.2.1 does, to stdout or -W FILE; "
-    "-N FILE -W OUT.pcap converts nPrint CSV back to a pcap. --netdiff uses netdiff's corrected parsing."
-)
+HELP = "drop-in for the nPrint binary (same options, same bytes; netdiff nprint --help)"
+DESCRIPTION = "nPrint 1.2.1's command line: netdiff nprint --help lists its options."
 ORDER = 40
 ADD_HELP = False
-_VALUED = ("-F", "-p", "-c", "-O")
+NETDIFF_FLAG = "--netdiff"
+_BLOCK_OF_FLAG = {letter: block for block, letter in BLOCK_FLAGS.items()}
+_EXITS: dict[str, tuple[str, int]] = {
+    "h": (helptext.FILTER_HELP, 0), "?": (helptext.HELP, 0), "usage": (helptext.USAGE, 0),
+    "version": (VERSION + "\n", 0),
+}
+_SETTERS: dict[str, Callable[[dict, str], None]] = {
+    "d": lambda o, v: o.update(device=v), "f": lambda o, v: o.update(bpf=v),
+    "c": lambda o, v: o.update(count=atoi(v) % (1 << 64)), "P": lambda o, v: o.update(pcap=v),
+    "N": lambda o, v: o.update(nprint_in=v), "C": lambda o, v: o.update(csv_in=v),
+    "W": lambda o, v: o.update(out=v), "x": lambda o, v: o.update(regex=v), "I": lambda o, v: o.update(ip_file=v),
+    "F": lambda o, v: o.update(fill=int8(atoi(v))), "p": lambda o, v: o.update(payload=atoi(v)),
+    "S": lambda o, v: o.update(stats=True), "V": lambda o, v: o.update(verbose=True),
+    "R": lambda o, v: o.update(relative=True), "A": lambda o, v: o.update(absolute=True),
+    "program-name": lambda o, v: None,
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-P", dest="pcap", metavar="FILE", help="pcap or pcapng input")
-    p.add_argument("-N", dest="nprint_in", metavar="FILE", help="nPrint CSV to turn back into a pcap (needs -W)")
-    p.add_argument("-W", dest="out", metavar="FILE", help="output file (default: stdout)")
-    for block, letter in BLOCK_FLAGS.items():
-        p.add_argument(f"-{letter}", dest=f"b_{block}", action="store_true", help=f"include the {block} header")
-    p.add_argument("-p", dest="payload", type=int, default=0, metavar="N", help="include N payload bytes")
-    p.add_argument("-c", dest="count", type=int, default=0, metavar="N", help="stop after N packets")
-    p.add_argument("-F", dest="fill", type=int, default=-1, metavar="N", help="fill value for absent bits (int8)")
-    p.add_argument("-R", dest="relative", action="store_true", help="relative timestamp column (µs since previous)")
-    p.add_argument("-A", dest="absolute", action="store_true", help="absolute timestamp columns tv_sec,tv_usec")
-    p.add_argument("-O", dest="index", type=int, default=0, metavar="N", help="index column: 0 src_ip .. 4 flow")
-    p.add_argument("-S", dest="stats", action="store_true", help="print statistics to stderr")
-    p.add_argument("--netdiff", action="store_true", help="netdiff's corrected parsing instead of nPrint's quirks")
-    p.add_argument("-h", "--help", action="store_true", help="show this help and the field list")
-
-
-def normalise_argv(argv: list[str]) -> list[str]:
-    """Glue ``-F -1`` into ``-F-1``: the ``-4``/``-6`` flags make argparse read ``-1`` as an option."""
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i] in _VALUED and i + 1 < len(argv):
-            out.append(argv[i] + argv[i + 1])
-            i += 2
-        else:
-            out.append(argv[i])
-            i += 1
-    return out
+    p.add_argument("args", nargs=argparse.REMAINDER, help="nPrint's options (netdiff nprint --help)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.help:
-        print(DESCRIPTION)
-        for block in BLOCKS.values():
-            fields = ", ".join(f"{f.name} ({f.bits})" for f in block.fields)
-            print(f"-{BLOCK_FLAGS[block.name]} {block.name}: {fields}")
-        return 0
-    if not -128 <= args.fill <= 127:
-        print(f"netdiff nprint: -F {args.fill} does not fit int8", file=sys.stderr)
+    return main(args.args)
+
+
+def _options(argv: list[str]) -> dict | int:
+    """nPrint's options as job settings, or the exit status when parsing ends the run (help, errors)."""
+    opts: dict = {"blocks": [], "index": 0}
+    parsed = parse(argv)
+    for key, value in parsed.items:
+        if key in _EXITS:
+            text, status = _EXITS[key]
+            sys.stdout.write(text)
+            return status
+        if key == "O":
+            opts["index"] = atoi(value or "")
+            if not 0 <= opts["index"] <= 5:
+                sys.stderr.write("invald index configuration, exiting\n")
+                return 3
+        elif key in _BLOCK_OF_FLAG:
+            opts["blocks"].append(_BLOCK_OF_FLAG[key])
+        else:
+            _SETTERS[key](opts, value or "")
+    if parsed.error:
+        sys.stderr.write(usage_error(parsed.error))
+        return 64
+    return opts
+
+
+def main(argv: list[str]) -> int:
+    """Run ``nprint ARGV``; returns nPrint's exit status."""
+    from netdiff_lib.errors import NetdiffError
+
+    mode = "netdiff" if NETDIFF_FLAG in argv else "nprint"
+    opts = _options([a for a in argv if a != NETDIFF_FLAG])
+    if isinstance(opts, int):
+        return opts
+    if opts.get("payload", 0) < 0:
+        sys.stderr.write(f"netdiff nprint: -p {opts['payload']}: a payload size cannot be negative\n")
+        return 1
+    from netdiff_lib.nprint.compat import NprintJob, run_job
+    from netdiff_lib.nprint.csvio import CsvOptions
+
+    csv = CsvOptions(index=opts.pop("index"), relative=opts.pop("relative", False),
+                     absolute=opts.pop("absolute", False))
+    count = opts.pop("count", 0) or None
+    job = NprintJob(blocks=tuple(opts.pop("blocks")), csv=csv, count=count, mode=mode, **opts)
+    try:
+        return run_job(job)
+    except NetdiffError as exc:
+        sys.stderr.write(f"nprint: {exc}\n")
         return 2
-    job = NprintJob(
-        pcap=args.pcap, nprint_in=args.nprint_in, out=args.out,
-        blocks=tuple(b for b in BLOCK_FLAGS if getattr(args, f"b_{b}")), payload=args.payload,
-        count=args.count or None, fill=args.fill,
-        csv=CsvOptions(index=args.index, relative=args.relative, absolute=args.absolute),
-        mode="netdiff" if args.netdiff else "nprint", stats=args.stats,
-    )
-    return run_job(job)
+    except BrokenPipeError:
+        return 0

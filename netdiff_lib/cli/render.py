@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
+from netdiff_lib.cli.encode import add_mode
 from netdiff_lib.image import save_image
 from netdiff_lib.inputs import ARRAY_SUFFIXES, CAPTURE_SUFFIXES, CSV_SUFFIXES, expand, load_trace_any
 from netdiff_lib.schema import MAX_PACKETS, NETDIFFUSION
@@ -18,13 +19,14 @@ ORDER = 11
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="captures, .npz array files, nPrint CSV, or folders")
     add_common(p)
+    add_mode(p)
 
 
 def run(args: argparse.Namespace) -> int:
     files = expand(args.inputs, CAPTURE_SUFFIXES + ARRAY_SUFFIXES + CSV_SUFFIXES)
 
     def work(path: Path, summary: Summary) -> None:
-        trace = load_trace_any(path, NETDIFFUSION, max_packets=MAX_PACKETS)
+        trace = load_trace_any(path, NETDIFFUSION, max_packets=MAX_PACKETS, capture_mode=args.mode)
         save_image(args.out / f"{path.stem}.png", trace.matrix)
         summary.packets += len(trace)
 

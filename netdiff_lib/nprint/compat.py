@@ -4,30 +4,42 @@ It writes the same bytes to the same place as the reference tool (stdout unless 
 (``mode="nprint"``); ``--netdiff`` switches to the library's corrected parsing (see
 ``docs/nprint-differences.md``).  ``-N FILE -W OUT`` turns nPrint CSV back into a pcap with timestamps 0,
 as nPrint does, but with zero payload instead of uninitialised memory.
+
+nPrint's row rules, reproduced here: ``-c N`` stops once N packets were read (those a ``-f`` filter drops
+never count; unparseable ones do); with ``-I FILE`` only packets whose source address is listed are written,
+at most N per address, and ``-c`` no longer stops the run; a ``-C`` hex-CSV input stops at its first
+unparseable packet and carries its own columns instead of the index and timestamps; ``-x REGEX`` drops every
+bit column whose whole name matches.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 from netdiff_lib.atomic import atomic_open
-from netdiff_lib.errors import ConfigError
+from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.nprint.csvio import (
     CsvOptions,
-    header_line,
     join_prefix,
     read_nprint_csv,
     timestamp_prefix,
     write_rows,
 )
 from netdiff_lib.nprint.decode import write_trace_pcap
-from netdiff_lib.nprint.encode import iter_encoded, skip_counts
+from netdiff_lib.nprint.encode import EncodedBatch, encode_batch, skip_counts
 from netdiff_lib.nprint.index import index_values
+from netdiff_lib.nprint.locate import KEPT
+from netdiff_lib.nprint.verbose import describe
+from netdiff_lib.pcap import PacketBatch
 from netdiff_lib.schema import Layout
 
 
@@ -37,6 +49,7 @@ class NprintJob:
 
     pcap: str | None = None
     nprint_in: str | None = None
+    csv_in: str | None = None
     out: str | None = None
     blocks: tuple[str, ...] = ()
     payload: int = 0
@@ -45,38 +58,149 @@ class NprintJob:
     csv: CsvOptions = field(default_factory=CsvOptions)
     mode: str = "nprint"
     stats: bool = False
+    verbose: bool = False
+    bpf: str | None = None
+    device: str | None = None
+    regex: str | None = None
+    ip_file: str | None = None
 
     def layout(self) -> Layout:
         return Layout(self.blocks, self.payload)
 
+    def columns(self) -> np.ndarray | None:
+        """Indices of the bit columns ``-x`` keeps (None: all)."""
+        if self.regex is None:
+            return None
+        try:
+            pattern = re.compile(self.regex)
+        except re.error as exc:
+            raise ConfigError(f"-x {self.regex!r} is not a valid regular expression ({exc})") from None
+        names = self.layout().columns
+        return np.array([i for i, c in enumerate(names) if not pattern.fullmatch(c)], dtype=np.intp)
+
+
+def _sources(job: NprintJob, notes: list[str]) -> Iterator[tuple[PacketBatch, list[list[str]] | None]]:
+    from netdiff_lib.nprint import sources
+
+    if job.csv_in:
+        return sources.csv_source(job.csv_in, notes)
+    if job.pcap:
+        return sources.pcap_source(job.pcap, job.bpf)
+    return sources.live_source(job.device, job.bpf)
+
+
+def _subset(enc: EncodedBatch, rows: np.ndarray) -> EncodedBatch:
+    raw = None if enc.raw is None else enc.raw[rows]
+    fill = None if enc.raw_fill is None else enc.raw_fill[rows]
+    return EncodedBatch(enc.matrix[rows], enc.keep[rows], enc.loc, enc.batch, raw, fill)
+
+
+class _IpMap:
+    """``-I``: the listed source addresses and how many packets each has had written."""
+
+    def __init__(self, path: str, limit: int | None) -> None:
+        try:
+            lines = Path(path).read_text(errors="replace").splitlines()
+        except OSError as exc:
+            raise InputError(path, f"cannot read ({exc.strerror})") from None
+        self.seen = {ln.split(",")[0]: 0 for ln in lines if ln.split(",")[0]}
+        self.limit = limit
+
+    def select(self, enc: EncodedBatch) -> np.ndarray:
+        keep = []
+        for i, ip in enumerate(index_values(enc, 0)):
+            if ip in self.seen:
+                if not self.limit or self.seen[ip] < self.limit:
+                    keep.append(i)
+                self.seen[ip] += 1
+        return np.array(keep, dtype=np.intp)
+
+
+def _prefixes(job: NprintJob, enc: EncodedBatch, given: list[list[str]] | None, prev_us: int) -> list[str]:
+    if given is not None:
+        return [",".join(given[i]) for i in enc.keep.tolist()]
+    ts = enc.batch.ts_ns[enc.keep]
+    return join_prefix(index_values(enc, job.csv.index), timestamp_prefix(ts, job.csv, prev_us))
+
+
+def _header(job: NprintJob, cols: np.ndarray | None) -> bytes:
+    from netdiff_lib.nprint.sources import csv_header
+
+    names = job.layout().columns
+    if cols is not None:
+        names = [names[i] for i in cols]
+    prefix = csv_header(job.csv_in) if job.csv_in else job.csv.header_prefix()
+    return (",".join(prefix + names) + "\n").encode()
+
+
+def _limit(batch: PacketBatch, left: int | None) -> PacketBatch:
+    if left is None or len(batch) <= left:
+        return batch
+    from netdiff_lib.nprint.libpcap import take
+
+    return take(batch, np.arange(left))
+
+
+def _stop_at_unparseable(enc: EncodedBatch) -> tuple[EncodedBatch, bool]:
+    """``-C`` input: nPrint returns at the first packet it cannot parse."""
+    bad = np.flatnonzero(enc.loc.reason != KEPT)
+    if not len(bad):
+        return enc, False
+    return _subset(enc, np.flatnonzero(enc.keep < bad[0])), True
+
 
 def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:
-    """Encode ``job.pcap`` and write nPrint CSV to ``out``; returns skip counts by reason."""
-    layout = job.layout()
-    out.write(header_line(layout, job.csv))
-    prev_us, skipped = 0, Counter()
-    count_read = job.mode == "nprint"
-    for enc in iter_encoded(job.pcap, layout, job.mode, job.fill, max_packets=job.count, count_read=count_read):
+    """Encode the job's input and write nPrint CSV to ``out``; returns skip counts by reason.
+
+    nPrint's own messages on stdout ("ip map loaded", lines of a ``-C`` file it cannot parse) go into ``out``
+    when that is stdout, in the place nPrint prints them.
+    """
+    layout, cols = job.layout(), job.columns()
+    messages = sys.stdout.buffer if job.out else out
+    out.write(_header(job, cols))
+    ip_map = _IpMap(job.ip_file, job.count) if job.ip_file else None
+    if ip_map is not None:
+        messages.write(b"ip map loaded\n")
+    left = job.count if job.count and ip_map is None else None
+    prev_us, skipped, notes = 0, Counter(), []
+    for batch, given in _sources(job, notes):
+        batch = _limit(batch, left)
+        left = None if left is None else left - len(batch)
+        enc = encode_batch(batch, layout, job.mode, job.fill)
         skipped += skip_counts(enc)
-        if not len(enc.keep):
-            continue
-        ts = enc.batch.ts_ns[enc.keep]
-        prefix = join_prefix(index_values(enc, job.csv.index), timestamp_prefix(ts, job.csv, prev_us))
-        prev_us = int(ts[-1] // 1000)
-        write_rows(out, prefix, enc.matrix, job.fill, enc.raw, enc.raw_fill)
+        stop = False
+        if job.csv_in:
+            enc, stop = _stop_at_unparseable(enc)
+        if ip_map is not None:
+            enc = _subset(enc, ip_map.select(enc))
+        if job.verbose:
+            sys.stderr.write("".join(describe(enc, r) for r in range(len(enc.keep))))
+        messages.write("".join(notes).encode())
+        notes.clear()
+        if len(enc.keep):
+            prefix = _prefixes(job, enc, given, prev_us)
+            prev_us = int(enc.batch.ts_ns[enc.keep[-1]] // 1000)
+            if cols is None:
+                write_rows(out, prefix, enc.matrix, job.fill, enc.raw, enc.raw_fill)
+            else:
+                write_rows(out, prefix, np.ascontiguousarray(enc.matrix[:, cols]), job.fill)
+        if stop or left == 0:
+            break
     return skipped
 
 
 def run_job(job: NprintJob, stdout: IO[bytes] | None = None) -> int:
     """Run a drop-in job; returns nPrint's exit status."""
+    if sum(map(bool, (job.pcap, job.csv_in, job.nprint_in))) > 1:
+        print("Only one of {pcap, csv, nprint} input files can be selected", file=sys.stderr)
+        return 1
     if job.nprint_in:
         if not job.out:
-            raise ConfigError("-N needs -W OUT.pcap")
+            print("nprint infile option requires outfile for writing reversed pcap", file=sys.stderr)
+            return 1
         trace = read_nprint_csv(job.nprint_in)
         write_trace_pcap(job.out, trace, zero_timestamps=True)
         return 0
-    if not job.pcap:
-        raise ConfigError("live capture is not supported: give -P FILE (or -N FILE -W OUT)")
     with ExitStack() as stack:
         if job.out:
             Path(job.out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from netdiff_lib.schema import BLOCK_ORDER, PAYLOAD_PREFIX, Layout
 from netdiff_lib.trace import Trace
 
 #: nPrint's ``-O`` index columns: option value -> header name.
-INDEX_NAMES = {0: "src_ip", 1: "dst_ip", 2: "src_prt", 3: "dst_prt", 4: "flow"}
+INDEX_NAMES = {0: "src_ip", 1: "dst_ip", 2: "src_prt", 3: "dst_prt", 4: "flow", 5: "tx_mac"}
 CHUNK_ROWS = 4096
 
 
@@ -184,9 +184,11 @@ def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
     try:
         with open(path, "rb") as fh:
             header = fh.readline().decode().rstrip("\r\n").split(",")
-            lines = [ln for ln in fh.read().split(b"\n") if ln.strip()]
+            lines = [ln.rstrip(b"\r") for ln in fh.read().split(b"\n") if ln.strip()]
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "the header line is not text: not an nPrint CSV") from None
     first = _first_field(header)
     if first == len(header) and header != [""]:
         raise InputError(path, "no nPrint bit columns in the header line")
@@ -200,22 +202,51 @@ def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
     for r, line in enumerate(lines):
         parts = line.split(b",", first) if first else [line]
         prefixes.append([p.decode() for p in parts[:first]])
-        row = np.array(parts[-1].split(b","), dtype=np.int16) if layout.width else np.zeros(0)
+        row = _cells(path, r + 2, parts[-1].split(b",")) if layout.width else np.zeros(0)
         if row.shape != (layout.width,):
             raise InputError(path, f"line {r + 2} has {len(row)} bit values, the header names {layout.width}")
         matrix[r] = row
-    ts_ns = _timestamps(prefix_names, prefixes)
+    try:
+        ts_ns = _timestamps(prefix_names, prefixes)
+    except (ValueError, IndexError):
+        raise InputError(path, "the timestamp columns (rts, tv_sec, tv_usec) do not all hold numbers") from None
     index = [p[0] for p in prefixes] if prefix_names and prefix_names[0] in INDEX_NAMES.values() else None
     return Trace(matrix, layout, ts_ns, label, str(path), index)
+
+
+def _cells(path: Path, line: int, cells: list[bytes]) -> np.ndarray:
+    """One row's bit values.  Besides nPrint's integers this reads what pandas writes: ``0.0``/``1.0``/``-1.0``
+    (float columns) and empty cells (missing values, read as -1, absent)."""
+    try:
+        return np.array(cells, dtype=np.int16)
+    except ValueError:
+        pass
+    try:
+        values = np.array([float(c) if c.strip() else -1.0 for c in cells])
+    except ValueError:
+        bad = next(c for c in cells if c.strip() and not _is_number(c))
+        raise InputError(path, f"line {line}: {bad.decode(errors='replace')[:20]!r} is not a bit value") from None
+    if not np.isin(values, (-1.0, 0.0, 1.0)).all():
+        bad = values[~np.isin(values, (-1.0, 0.0, 1.0))][0]
+        raise InputError(path, f"line {line}: {bad:g} is not a bit value (-1, 0 or 1)")
+    return values.astype(np.int16)
+
+
+def _is_number(cell: bytes) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def _timestamps(names: list[str], rows: list[list[str]]) -> np.ndarray | None:
     if "tv_sec" in names and "tv_usec" in names:
         s, u = names.index("tv_sec"), names.index("tv_usec")
-        return np.array([int(r[s]) * 1_000_000_000 + int(r[u]) * 1000 for r in rows], dtype=np.int64)
+        return np.array([int(float(r[s])) * 1_000_000_000 + int(float(r[u])) * 1000 for r in rows], dtype=np.int64)
     if "rts" in names:
         i = names.index("rts")
-        return np.cumsum(np.array([int(r[i]) for r in rows], dtype=np.int64)) * 1000
+        return np.cumsum(np.array([int(float(r[i])) for r in rows], dtype=np.int64)) * 1000
     return None
 
 

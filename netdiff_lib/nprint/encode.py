@@ -23,6 +23,12 @@ from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace
 
 TRUNCATED_TAIL = "record cut at end of file"
+#: How stages read captures: (parsing mode of :func:`locate`, whether the packet limit counts frames read).
+#: ``netdiffusion`` is what NetDiffusion's ``nprint -c 1024`` gives: nPrint's parsing (ICMPv6, extension headers
+#: and non-IP frames dropped) and the first 1,024 *frames read*, so images equal NetDiffusion's pixel for pixel.
+CAPTURE_MODES: dict[str, tuple[str, bool]] = {
+    "netdiff": ("netdiff", False), "nprint": ("nprint", False), "netdiffusion": ("nprint", True),
+}
 
 
 @dataclass
@@ -95,6 +101,7 @@ class _Segment:
 
 
 _L4_BLOCKS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP}
+_WIRELESS = ("radiotap", "wlan")
 
 
 def _segment(batch: PacketBatch, kept: _Kept, block: str, payload: int, mode: str) -> _Segment:
@@ -103,6 +110,11 @@ def _segment(batch: PacketBatch, kept: _Kept, block: str, payload: int, mode: st
         width, start = payload, kept("pay")
         nvalid = np.minimum(kept("pay_len"), width)
         win = _windows(d, start, width)
+    elif block in _WIRELESS:
+        # nPrint writes the radiotap bytes for -w as well (its bug; the row is cut to the header's width)
+        width = BLOCKS["radiotap" if mode == "nprint" else block].nbytes
+        start = kept("radiotap")
+        win, nvalid = _windows(d, start, width), np.where(start >= 0, width, 0)
     elif block == "eth":
         start = kept("eth")
         win = np.concatenate([_windows(d, start, 12), _windows(d, kept("ethertype_at"), 2)], axis=1)
@@ -170,6 +182,9 @@ def encode_batch(
         raw[:, col : col + width] = seg.win
         raw_fill[:, col : col + width] = np.take(_fill_table(width), seg.nvalid, axis=0, mode="clip")
         col += width
+    if nbytes > layout.width // 8:  # nPrint's -w: only as many values as the header names
+        nbytes = layout.width // 8
+        raw, raw_fill = np.ascontiguousarray(raw[:, :nbytes]), np.ascontiguousarray(raw_fill[:, :nbytes])
     if out is None:
         out = np.empty((k, 8 * nbytes), np.int8)
     matrix = out[:k]
@@ -258,23 +273,25 @@ def skip_counts(enc: EncodedBatch, upto: int | None = None) -> Counter:
 def encode_pcap(
     path: str | Path, layout: Layout = NETDIFFUSION, *, max_packets: int | None = None, mode: str = "netdiff",
     fill: int = -1, label: str | None = None, batch_size: int = 16384, index: int | None = None,
+    count_read: bool = False,
 ) -> EncodeResult:
     """Encode a whole capture into a :class:`Trace` (first ``max_packets`` rows when given).
 
     ``index`` (an nPrint ``-O`` value) also fills ``trace.index``, e.g. 0 for source addresses.
+    ``count_read`` makes ``max_packets`` count frames read, as nPrint's ``-c`` does (see ``CAPTURE_MODES``).
     Skipped packets are counted by reason; a capture that ends mid-record counts one "record cut at end
     of file" (the complete records before it are encoded).
     """
     pcap = PcapFile(path)
     ts, skipped, read, idx = [], Counter(), 0, []
     rows_out = _RowBuffer(layout.width, pcap.path, max_packets)
-    for enc in iter_encoded(pcap, layout, mode, fill, batch_size, max_packets, rows_out=rows_out):
+    for enc in iter_encoded(pcap, layout, mode, fill, batch_size, max_packets, count_read, rows_out=rows_out):
         if index is not None:
             from netdiff_lib.nprint.index import index_values
 
             idx += index_values(enc, index)[: len(enc.matrix)]
         ts.append(enc.batch.ts_ns[enc.keep])
-        last = int(enc.keep[-1]) + 1 if len(enc.keep) and max_packets is not None else None
+        last = int(enc.keep[-1]) + 1 if len(enc.keep) and max_packets is not None and not count_read else None
         skipped += skip_counts(enc, last)
         read += last if last is not None else len(enc.batch)
     if pcap.stats.truncated_tail:

@@ -51,6 +51,7 @@ class Located:
     """Per-packet header positions (absolute offsets into the batch's data; -1 = absent)."""
 
     reason: np.ndarray  # int8: KEPT or a skip reason
+    radiotap: np.ndarray  # start of the radiotap header (nprint mode, link type 127) or -1
     eth: np.ndarray  # start of the Ethernet header or -1
     ethertype_at: np.ndarray  # where the ethertype written to the eth block is read (-1: none)
     l3: np.ndarray
@@ -120,14 +121,14 @@ def _link_netdiff(data, off, caplen, linktype):
 
 
 def _link_nprint(data, off, caplen, linktype):
-    """nPrint's link handling: SLL = skip 16 bytes; radiotap never IP; else the Ethernet heuristic."""
+    """nPrint's link handling: SLL = skip 16 bytes; radiotap never IP (a row of its own); else the heuristic."""
     et = _be16(data, off + 12)
     heur = (et == ETHERTYPE_IPV4) | (et == ETHERTYPE_IPV6)
     sll = linktype == LINKTYPE_LINUX_SLL
     l3 = np.where(sll, off + 16, np.where(heur, off + 14, off))
     eth = np.where(~sll & heur, off, -1)
     et_at = np.where(eth >= 0, off + 12, -1)
-    reason = np.where(linktype == LINKTYPE_IEEE802_11_RADIOTAP, UNSUPPORTED_LINK, KEPT).astype(np.int8)
+    reason = np.full(len(off), KEPT, np.int8)
     return l3.astype(np.int64), eth.astype(np.int64), et_at.astype(np.int64), reason
 
 
@@ -160,9 +161,10 @@ def locate(data: np.ndarray, offsets: np.ndarray, caplen: np.ndarray, linktype: 
     end = off + caplen.astype(np.int64)
     link = _link_netdiff if netdiff else _link_nprint
     l3, eth, et_at, reason = link(data, off, caplen.astype(np.int64), linktype.astype(np.int64))
+    wireless = np.zeros(len(off), bool) if netdiff else linktype == LINKTYPE_IEEE802_11_RADIOTAP
     b0 = _u8(data, l3)
-    version = np.where(reason == KEPT, b0 >> 4, 0)
-    reason = np.where((reason == KEPT) & (version != 4) & (version != 6), NON_IP, reason)
+    version = np.where((reason == KEPT) & ~wireless, b0 >> 4, 0)
+    reason = np.where((reason == KEPT) & ~wireless & (version != 4) & (version != 6), NON_IP, reason)
     v4, v6 = (reason == KEPT) & (version == 4), (reason == KEPT) & (version == 6)
 
     ihl4 = (b0 & 0xF) * 4
@@ -205,15 +207,16 @@ def locate(data: np.ndarray, offsets: np.ndarray, caplen: np.ndarray, linktype: 
     z = np.where(kept, 1, 0)
     return Located(
         reason=reason.astype(np.int8),
-        eth=np.where(kept, eth, -1),
-        ethertype_at=np.where(kept, et_at, -1),
-        l3=np.where(kept, l3, -1),
+        radiotap=np.where(wireless & kept, off, -1),
+        eth=np.where(kept & ~wireless, eth, -1),
+        ethertype_at=np.where(kept & ~wireless, et_at, -1),
+        l3=np.where(kept & ~wireless, l3, -1),
         version=version * z,
         ip_len=ip_len * z,
         l4=np.where(kept & (proto > 0), l4, -1),
         proto=proto * z,
         l4_len=l4_len * z,
-        pay=np.where(kept, pay, -1),
-        pay_len=pay_len * z,
+        pay=np.where(kept & ~wireless, pay, -1),
+        pay_len=np.where(wireless, 0, pay_len * z),
         end=end,
     )

@@ -1,0 +1,76 @@
+"""Where the drop-in's packets come from: a capture file (``-P``, through an optional BPF filter ``-f``), a CSV
+of hex packets (``-C``) or a live device (``-d``, or libpcap's first device when no input is given).
+
+Each source yields ``(batch, prefixes)``: a :class:`PacketBatch` and, for ``-C`` only, the input columns that
+nPrint copies in front of each row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from netdiff_lib.errors import InputError
+from netdiff_lib.nprint.libpcap import BpfFilter, live_batches, make_batch, take
+from netdiff_lib.pcap import PacketBatch, PcapFile
+
+HEX_COLUMN = 2  # nPrint reads the hex packet from the third column of a -C file
+CSV_BATCH = 4096
+
+
+def pcap_source(path: str, expr: str | None, batch_size: int = 16384) -> Iterator[tuple[PacketBatch, None]]:
+    """A capture file's packets, only those the BPF filter ``expr`` accepts when given."""
+    bpf = BpfFilter(expr) if expr else None
+    if bpf is not None:
+        bpf.program(1)  # a bad expression fails before any output, as in nPrint
+    for batch in PcapFile(path).batches(batch_size=batch_size):
+        yield (batch if bpf is None else take(batch, bpf.matches(batch).nonzero()[0])), None
+
+
+def live_source(device: str | None, expr: str | None) -> Iterator[tuple[PacketBatch, None]]:
+    for batch in live_batches(device, expr):
+        yield batch, None
+
+
+def csv_header(path: str) -> list[str]:
+    """The input columns of a ``-C`` file (its first line), which nPrint writes first in its header."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().rstrip("\r\n").split(",")
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror})") from None
+
+
+def _hex_packet(cell: str) -> bytes | None:
+    try:
+        return bytes.fromhex(cell) if len(cell) % 2 == 0 and " " not in cell else None
+    except ValueError:
+        return None
+
+
+def csv_source(path: str, notes: list[str]) -> Iterator[tuple[PacketBatch, list[list[str]]]]:
+    """Packets of a ``-C`` file: one per line after the header, hex in the third column (link type unset, so
+    nPrint's Ethernet heuristic applies).  A line whose hex does not parse is skipped with nPrint's message,
+    appended to ``notes``."""
+    width = len(csv_header(path))
+    pkts: list[bytes] = []
+    prefixes: list[list[str]] = []
+    with open(Path(path), encoding="utf-8", errors="replace") as fh:
+        fh.readline()
+        for line in fh:
+            line = line.rstrip("\r\n")
+            tokens = line.split(",")
+            pkt = _hex_packet(tokens[HEX_COLUMN]) if len(tokens) > HEX_COLUMN else None
+            if pkt is None:
+                if pkts:  # the rows before this line are written before nPrint's message
+                    yield make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0), prefixes
+                    pkts, prefixes = [], []
+                notes.append(f"Error parsing line: {line}, skipping\n")
+                continue
+            pkts.append(pkt)
+            prefixes.append((tokens + [""] * width)[:width])
+            if len(pkts) == CSV_BATCH:
+                yield make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0), prefixes
+                pkts, prefixes = [], []
+    if pkts:
+        yield make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0), prefixes
