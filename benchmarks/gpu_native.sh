@@ -7,10 +7,12 @@
 #   bash benchmarks/gpu_native.sh [DATA_DIR] [--gpus N] [--budget SECONDS] [--config base|small|tiny]
 #                                 [--guidance "1.0 1.5"] [--times 5] [--skip-generate] [--no-compile]
 #                                 [--variant NAME=SECTION.KEY=VALUE,...]... [--throughput N]
+#                                 [--throughput-steps "25 16"]
 #
 # Each --variant (an ablation arm) trains its own model for the same --budget with `--set` overrides (e.g.
 # `--variant baseline=model.representation=features --variant tokens=`) and generates its own set; without
-# --variant there is one arm, "default". --throughput N times N traces at 1,024 packets for the last arm.
+# --variant there is one arm, "default". --throughput N times N traces at 1,024 packets for the last arm (once
+# per sampler step count in --throughput-steps).
 #
 # DATA_DIR defaults to shared/data/iot-sentinel (under the repo root). When diffusers is not importable, the
 # wheels in ./wheels (diffusers) are installed into a temporary folder; netdiff runs from this checkout.
@@ -33,6 +35,7 @@ GENERATE=1
 COMPILE=1
 VARIANTS=()
 THROUGHPUT=256
+THROUGHPUT_STEPS="25"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --gpus) GPUS=$2; shift 2 ;;
@@ -44,7 +47,8 @@ while [[ $# -gt 0 ]]; do
     --no-compile) COMPILE=0; shift ;;
     --variant) VARIANTS+=("$2"); shift 2 ;;
     --throughput) THROUGHPUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --throughput-steps) THROUGHPUT_STEPS=$2; shift 2 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) DATA=$1; shift ;;
   esac
 done
@@ -145,10 +149,12 @@ done
 
 G=${GUIDANCE%% *}
 if [[ $GENERATE -eq 1 ]] && (( THROUGHPUT > 0 )) && (( $(left) > 60 )); then
-  stamp "arm $LAST: throughput at 1024 packets, guidance $G (at most $(( $(left) - 25 ))s)"
-  timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \
-    --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --json "$WORK/throughput.json" \
-    || stamp "throughput run failed or ran out of time"
+  for S in $THROUGHPUT_STEPS; do
+    stamp "arm $LAST: throughput at 1024 packets, guidance $G, $S steps (at most $(( $(left) - 25 ))s)"
+    timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \
+      --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --steps "$S" --json "$WORK/throughput_s$S.json" \
+      || stamp "throughput run failed or ran out of time"
+  done
   if [[ $COMPILE -eq 1 ]] && (( $(left) > 100 )); then
     stamp "throughput at 1024 packets, guidance $G, torch.compile (at most $(( $(left) - 25 ))s)"
     timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \

@@ -109,13 +109,15 @@ def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.N
     _sync()
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()
-    traces = generate_traces(model, _spread(model.labels, args.traces), seed=1, **opts)
+    clock: dict[str, float] = {}
+    traces = generate_traces(model, _spread(model.labels, args.traces), seed=1, timings=clock, **opts)
     _sync()
     dt = time.perf_counter() - t0
     return {"benchmark": "throughput", "device": _name(dev), "packets": len(traces[0].matrix),
             "traces": len(traces), "steps": args.steps, "guidance": guidance, "compiled": args.compile,
             "batch_tokens": args.batch_tokens, "warmup_s": round(warm, 2), "seconds": round(dt, 3),
-            "traces_per_s": round(len(traces) / dt, 2), "peak_gpu_memory_gib": _peak_gib()}
+            "traces_per_s": round(len(traces) / dt, 2), "peak_gpu_memory_gib": _peak_gib(),
+            "device_s": round(clock["device_s"], 3), "host_decode_s": round(clock["host_s"], 3)}
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -189,13 +191,15 @@ def generate_set(args: argparse.Namespace) -> dict[str, Any]:
 def pcaps(args: argparse.Namespace) -> dict[str, Any]:
     """Reconstruct the pcaps of a ``generated.npz`` (what ``generate-set`` writes on the GPU with the same seed)."""
     from netdiff_lib.generate import write_pcaps
+    from netdiff_lib.payloads import PayloadProfile
     from netdiff_lib.schema import Layout
 
+    payloads = PayloadProfile.load(args.payloads) if args.payloads else None
     traces = load_generated(args.generated)
     with np.load(args.generated) as z:
         layout = Layout.from_dict(json.loads(str(z["layout"])))
     t0 = time.perf_counter()
-    paths = write_pcaps(traces, args.out, layout, seed=args.seed, progress=False)
+    paths = write_pcaps(traces, args.out, layout, seed=args.seed, progress=False, payloads=payloads)
     return {"benchmark": "pcaps", "traces": len(paths), "packets": int(sum(len(t.matrix) for t in traces)),
             "reconstruction_s": round(time.perf_counter() - t0, 2), "out": str(args.out)}
 
@@ -238,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("generated", help="generated.npz of generate-set")
     pc.add_argument("--out", required=True)
     pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--payloads", help="payloads.json (or a model folder holding one) for the payload synthesis")
     for q in (tp, gs):
         q.add_argument("--steps", type=int, default=25)
         q.add_argument("--guidance", type=float, nargs="+", default=[1.0])

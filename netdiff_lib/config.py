@@ -42,8 +42,13 @@ class ModelConfig:
     escape_bins: int = 16
     port_slots: int = 32
     port_min_traces: int = 3
+    #: tokens: the inter-arrival time as Gaussian diffusion of one number per packet (``gaussian``), or also as
+    #: a token of fine log-scale bins that decoding reads (``tokens``).
+    iat: str = "gaussian"
 
     def __post_init__(self) -> None:
+        if self.iat not in ("gaussian", "tokens"):
+            raise ConfigError(f"model.iat must be 'gaussian' or 'tokens', not {self.iat!r}")
         if self.representation not in REPRESENTATIONS:
             raise ConfigError(f"model.representation must be one of {REPRESENTATIONS}, not {self.representation!r}")
         if self.vocab_max_values < 1 or self.escape_bins < 1 or self.port_slots < 0 or self.port_min_traces < 1:

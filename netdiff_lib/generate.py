@@ -14,6 +14,7 @@ model's reversible feature map (numbers snapped to integers, bits to {-1, 0, 1},
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -102,9 +103,12 @@ def _requests(model: NativeModel, per_class: int | dict[str, int], rng: np.rando
 
 def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, steps: int | None = None,
                     guidance: float | None = None, seed: int = 0, batch_tokens: int | None = None,
-                    length: int | None = None, progress: bool = True) -> list[GeneratedTrace]:
+                    length: int | None = None, progress: bool = True,
+                    timings: dict[str, float] | None = None) -> list[GeneratedTrace]:
     """``per_class`` traces per label (or ``{label: n}``), in label order; ``length`` fixes every trace's
-    length (else drawn from the class's training traces)."""
+    length (else drawn from the class's training traces).  ``timings`` (a dict) receives the seconds spent
+    sampling on the device (``device_s``, up to the copy to the host) and decoding on the host (``host_s``,
+    which overlaps the next batch's sampling)."""
     from tqdm.auto import tqdm
 
     cfg = model.config
@@ -125,6 +129,8 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
     bar = tqdm(total=len(reqs), desc="generate", unit="trace", disable=not progress, dynamic_ncols=True)
     pos, batch_no = 0, 0
     draw, decode = _batch_sampler(model, steps, guidance, dev)
+    clock = timings if timings is not None else {}
+    clock.update(device_s=0.0, host_s=0.0)
     pending: list[tuple[list[int], np.ndarray, Future]] = []
     with ThreadPoolExecutor(max_workers=1) as host:
         while pos < len(order):
@@ -137,8 +143,11 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
             gen = torch.Generator(device=dev)
             gen.manual_seed(state)
             labels = torch.tensor([index[reqs[i][0]] for i in chunk], device=dev)
+            t0 = time.perf_counter()
             arrays = draw(labels, lens, bucket, gen)
-            pending.append((chunk, lens, host.submit(decode, arrays, lens, np.random.default_rng(state))))
+            clock["device_s"] += time.perf_counter() - t0
+            pending.append((chunk, lens, host.submit(_timed, clock, decode, arrays, lens,
+                                                     np.random.default_rng(state))))
             pos, batch_no = pos + len(chunk), batch_no + 1
             bar.update(len(chunk))
         for chunk, lens, job in pending:
@@ -149,6 +158,14 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
                 out[i] = GeneratedTrace(matrix, iat, reqs[i][0])
     bar.close()
     return [t for t in out if t is not None]
+
+
+def _timed(clock: dict[str, float], fn: Any, *args: Any) -> Any:
+    t0 = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        clock["host_s"] += time.perf_counter() - t0
 
 
 def _batch_sampler(model: NativeModel, steps: int, guidance: float, dev: torch.device) -> tuple[Any, Any]:

@@ -19,7 +19,7 @@ from netdiff_lib.evaluate.compliance import application_section, sample_files, s
 from netdiff_lib.evaluate.distances import hellinger, jsd, sample_distances, shared_histograms, tvd
 from netdiff_lib.evaluate.fidelity import fidelity
 from netdiff_lib.evaluate.fields import PROTOCOLS, bin_port, extract_fields, tcp_option_kinds, trace_field_values
-from netdiff_lib.evaluate.privacy import dcr, hamming_min, privacy_summary
+from netdiff_lib.evaluate.privacy import dcr, hamming_min, membership_auc, privacy_summary
 from netdiff_lib.evaluate.report import html, json_safe, markdown
 from netdiff_lib.evaluate.utility import trace_features, utility
 from netdiff_lib.schema import BLOCKS, NETDIFFUSION, NETDIFFUSION_FULL, uint_to_bits
@@ -241,6 +241,15 @@ def test_near_copy_threshold_and_median_ratio():
     fixed = privacy_summary(np.array([0.0, 0.02, 0.5]), ["a"] * 3, fresh, labels, near_copy=0.02)
     assert fixed["all"]["near_copy_rate"] == pytest.approx(2 / 3)
     assert fixed["all"]["exact_copy_rate"] == pytest.approx(1 / 3) and fixed["near_copy"] == 0.02
+
+
+def test_membership_attack_finds_copied_members_and_nothing_else():
+    members, others = class_traces(12, "a", 1, "web"), class_traces(12, "a", 2, "web")
+    assert membership_auc(members, members, others)["auc"] == 1.0  # a copy of the training set gives it away
+    assert membership_auc(others, members, others)["auc"] == 0.0
+    fresh = class_traces(40, "a", 3, "web")  # new traces from the same distribution: no signal
+    assert 0.3 <= membership_auc(fresh, members, others)["auc"] <= 0.7
+    assert math.isnan(membership_auc([], members, others)["auc"])
 
 
 def test_dcr_ignores_address_columns():

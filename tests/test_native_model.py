@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from netdiff_lib.config import tiny
+from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.generate import generate_traces, sampling_scheduler, trace_names
 from netdiff_lib.models import backend_of, get_backend
@@ -20,9 +20,14 @@ torch.set_num_threads(1)
 LABELS = ["alpha", "beta", "gamma"]
 
 
+def features_cfg() -> Config:
+    """The continuous-feature baseline (these tests cover it; tests/test_token_model.py covers tokens)."""
+    return tiny().with_settings(["model.representation=features"])
+
+
 def _net(seed: int = 0) -> PacketDiT:
     torch.manual_seed(seed)
-    net = PacketDiT(tiny().model, FeatureCodec().width, len(LABELS))
+    net = PacketDiT(features_cfg().model, FeatureCodec().width, len(LABELS))
     with torch.no_grad():  # a trained-looking network: the zero-initialised head and adaLN made non-zero
         for p in net.parameters():
             if p.abs().sum() == 0:
@@ -39,12 +44,12 @@ def _stats() -> dict:
 def model_dir(tmp_path: Path) -> Path:
     net = _net()
     out = tmp_path / "model"
-    save_model_dir(out, net, dict(net.named_parameters()), tiny(), FeatureCodec(), LABELS, _stats())
+    save_model_dir(out, net, dict(net.named_parameters()), features_cfg(), FeatureCodec(), LABELS, _stats())
     return out
 
 
 def test_initial_prediction_is_the_linear_estimate() -> None:
-    net = PacketDiT(tiny().model, 11, 2)
+    net = PacketDiT(features_cfg().model, 11, 2)
     x = torch.randn(2, 7, 11)
     sab = torch.tensor([0.3, 0.9])
     out = net(x, torch.tensor([10, 900]), torch.tensor([0, 2]), torch.tensor([7, 4]), sab)
@@ -74,7 +79,7 @@ def test_save_load_round_trip(model_dir: Path) -> None:
     ref = _net()
     for (name, p), (_, q) in zip(model.net.named_parameters(), ref.named_parameters(), strict=True):
         assert torch.equal(p, q), name
-    assert model.labels == LABELS and model.config == tiny()
+    assert model.labels == LABELS and model.config == features_cfg()
     assert backend_of(model_dir) == "native"
     again = get_backend("native").load(str(model_dir))
     a = again.generate({"alpha": 2}, steps=3, seed=7, progress=False)
@@ -127,7 +132,7 @@ def test_bad_requests_and_folders(model_dir: Path, tmp_path: Path) -> None:
     (model_dir / "config.json").write_text(json.dumps({**cfg, "backend": "sd15"}))
     with pytest.raises(ConfigError, match="'sd15' model, not a native one"):
         load_model_dir(model_dir)
-    (model_dir / "config.json").write_text(json.dumps({**cfg, "n_features": 12}))
+    (model_dir / "config.json").write_text(json.dumps({**cfg, "codec_width": 12}))
     with pytest.raises(InputError, match="features"):
         load_model_dir(model_dir)
     with pytest.raises(ConfigError, match="unknown backend 'nope'"):

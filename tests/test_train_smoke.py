@@ -37,8 +37,9 @@ def small_data(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return root
 
 
-def _cfg(steps: int = 4):
-    return tiny().with_overrides(steps=steps, checkpoint_every=2, log_every=1, warmup_steps=2)
+def _cfg(steps: int = 4, representation: str = "tokens"):
+    cfg = tiny().with_settings([f"model.representation={representation}"])
+    return cfg.with_overrides(steps=steps, checkpoint_every=2, log_every=1, warmup_steps=2)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -46,12 +47,14 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
             **{f"ema.{k}": v for k, v in load_file(str(folder / "ema.safetensors")).items()}}
 
 
-def test_resume_after_stop_equals_uninterrupted_run(small_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("representation", ["tokens", "features"])
+def test_resume_after_stop_equals_uninterrupted_run(small_data: Path, tmp_path: Path, representation: str) -> None:
     whole, sliced = tmp_path / "whole", tmp_path / "sliced"
-    train(_cfg(), str(small_data), str(whole), progress=False)
-    train(_cfg(), str(small_data), str(sliced), progress=False, until_step=3)  # "killed" after step 3
+    cfg = _cfg(representation=representation)
+    train(cfg, str(small_data), str(whole), progress=False)
+    train(cfg, str(small_data), str(sliced), progress=False, until_step=3)  # "killed" after step 3
     assert checkpoint.latest(sliced / "checkpoints") == "ckpt-00000003"
-    train(_cfg(), str(small_data), str(sliced), progress=False, resume=True)
+    train(cfg, str(small_data), str(sliced), progress=False, resume=True)
     a, b = checkpoint.load(whole / "checkpoints"), checkpoint.load(sliced / "checkpoints")
     assert a.step == b.step == 4
     def curve(ck: checkpoint.Checkpoint) -> list:  # everything but wall-clock time
@@ -98,7 +101,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data: Path, tmp_pat
 def test_model_folder_and_card(small_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     train(_cfg(steps=3), str(small_data), str(out), progress=False)
-    for name in ("model.safetensors", "config.json", "features.json", "stats.json", "class_map.json",
+    for name in ("model.safetensors", "config.json", "tokens.json", "stats.json", "class_map.json",
                  "model_card.json", "README.md", "loss.json"):
         assert (out / name).is_file(), name
     card = json.loads((out / "model_card.json").read_text())
@@ -107,6 +110,7 @@ def test_model_folder_and_card(small_data: Path, tmp_path: Path) -> None:
     assert len(card["data"]["fingerprint"]) == 64 and card["data"]["captures"] == 9
     assert set(card["inter_arrival_us"]) == set(CLASSES) and card["inter_arrival_us"]["dns"]["count"] > 0
     assert card["training"]["steps"] == 3
+    assert card["data"]["representation"] == "tokens" and card["data"]["vocabulary"]["kind"] >= 2
     history = json.loads((out / "loss.json").read_text())
     assert [h["step"] for h in history] == [1, 2, 3] and all(np.isfinite(h["loss"]) for h in history)
     assert "fingerprint" in (out / "README.md").read_text()

@@ -28,7 +28,7 @@ from netdiff_lib.dataset import ClassMap
 from netdiff_lib.evaluate.compliance import MAX_FILES, application_section, compliance
 from netdiff_lib.evaluate.fidelity import fidelity
 from netdiff_lib.evaluate.fields import FieldTable, extract_fields, field_names
-from netdiff_lib.evaluate.privacy import NEAR_COPY, dcr, privacy_summary
+from netdiff_lib.evaluate.privacy import NEAR_COPY, dcr, membership_auc, privacy_summary
 from netdiff_lib.evaluate.report import headline, kfp_metrics, write_report
 from netdiff_lib.evaluate.sources import TraceCache, TraceSet, relabel
 from netdiff_lib.evaluate.utility import trace_features, utility
@@ -89,6 +89,7 @@ def _privacy(sets: dict[str, TraceSet], rows: dict[str, str], k: int, near_copy:
         syn = sets["synthetic"]
         dcrs["synthetic"] = dcr(train.traces, syn.traces, k, bar("DCR synthetic"))
         out["synthetic"] = privacy_summary(dcrs["synthetic"], syn.labels, fresh, test.labels, near_copy)
+        out["synthetic"]["membership"] = membership_auc(syn.traces, train.traces, test.traces, k)
     return out, dcrs
 
 

@@ -135,3 +135,21 @@ def privacy_summary(d: np.ndarray, labels: Sequence[str], fresh: np.ndarray, fre
         "near_copy_rule": (f"fixed: DCR <= {near_copy}" if near_copy is not None
                            else f"DCR <= the {NEAR_COPY_QUANTILE:.0%} quantile of the fresh real DCRs"),
     }
+
+
+def membership_auc(synthetic: Sequence, members: Sequence, non_members: Sequence, k: int = 16) -> dict:
+    """A distance-to-synthetic membership-inference attack: the attacker guesses that a real trace was in the
+    training set when some synthetic trace lies close to it (score = minus the distance to the closest
+    synthetic trace).  AUC of that score between training traces (``members``) and fresh real traces
+    (``non_members``): 0.5 = the synthetic set tells nothing about who was trained on, 1 = it gives members away.
+    """
+    syn = trace_vectors(synthetic, k)
+    if syn.size == 0 or not members or not non_members:
+        return {"auc": math.nan, "members": len(members), "non_members": len(non_members)}
+    d_in, _ = hamming_min(trace_vectors(members, k), syn)
+    d_out, _ = hamming_min(trace_vectors(non_members, k), syn)
+    closer = (d_in[:, None] < d_out[None, :]).mean() + 0.5 * (d_in[:, None] == d_out[None, :]).mean()
+    scale = syn.shape[1]
+    return {"auc": float(closer), "members": int(d_in.size), "non_members": int(d_out.size),
+            "median_distance_members": float(np.median(d_in) / scale),
+            "median_distance_non_members": float(np.median(d_out) / scale)}

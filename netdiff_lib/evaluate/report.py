@@ -25,7 +25,7 @@ HEADLINE = (
     ("bit_mad_macro", "bit MAD"), ("rf_accuracy", "RF acc"), ("rf_macro_f1", "RF F1"),
     ("dt_accuracy", "DT acc"), ("dt_macro_f1", "DT F1"), ("dcr_median", "DCR median"),
     ("dcr_median_ratio", "DCR ratio"), ("exact_copy_rate", "exact copies"), ("near_copy_rate", "near copies"),
-    ("failed_rate", "non-compliant/pkt"), ("pass_rate", "files passing"),
+    ("membership_auc", "MIA AUC"), ("failed_rate", "non-compliant/pkt"), ("pass_rate", "files passing"),
 )
 
 
@@ -87,7 +87,8 @@ def headline(result: dict, row: str) -> dict[str, float | None]:
         out |= {f"{model}_{k}": res.get(k) for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     out |= {"dcr_median": priv["all"]["median_dcr"], "dcr_median_ratio": priv["all"]["median_ratio"],
             "exact_copy_rate": priv["all"]["exact_copy_rate"], "near_copy_rate": priv["all"]["near_copy_rate"],
-            "dcr_median_ratio_macro": priv["macro"]["median_ratio"]}
+            "dcr_median_ratio_macro": priv["macro"]["median_ratio"],
+            "membership_auc": priv.get("membership", {}).get("auc")}
     if comp.get("available"):
         out |= {k: comp["all"][k] for k in COMPLIANCE_KEYS}
     jsd = result.get("application", {}).get("mix_jsd", {}).get(row)
@@ -102,7 +103,8 @@ def tables(result: dict) -> list[Table]:
     out = [Table("Headline (macro-averaged over classes unless noted)", ["row", *(h for _, h in HEADLINE)],
                  [[ROW_TITLES.get(r, r), *(result["summary"][r].get(k) for k, _ in HEADLINE)] for r in rows],
                  "JSD/TVD/HD: mean over fields of the per-class distances; lower is closer. DCR ratio >= 1: "
-                 "no closer to the training data than fresh real traces.")]
+                 "no closer to the training data than fresh real traces. MIA AUC: membership-inference attack "
+                 "(distance to the closest synthetic trace) on real-train vs real-test traces; 0.5 = no signal.")]
     cover = result.get("class_coverage", {})
     out.append(Table(
         "Inputs", ["set", "source", "traces", "packets", "classes", "unreadable", "empty", "classes not in it",

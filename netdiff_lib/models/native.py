@@ -39,7 +39,7 @@ from netdiff_lib.models.base import Backend, GeneratedTrace, TraceGenerator
 from netdiff_lib.models.discrete import TokenDiT
 from netdiff_lib.models.features import FeatureCodec
 from netdiff_lib.models.layers import Block, Embedder
-from netdiff_lib.models.tokens import FieldTokenizer
+from netdiff_lib.models.tokens import IAT_TOKEN_BINS, FieldTokenizer
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -134,7 +134,8 @@ def fit_codec(cfg: Config, matrices: list[np.ndarray], labels: list[str]) -> Fea
     m = cfg.model
     if m.representation == "tokens":
         return FieldTokenizer.fit(matrices, labels, max_values=m.vocab_max_values, escape_bins=m.escape_bins,
-                                  port_slots=m.port_slots, port_min_traces=m.port_min_traces)
+                                  port_slots=m.port_slots, port_min_traces=m.port_min_traces,
+                                  iat_bins=IAT_TOKEN_BINS if m.iat == "tokens" else 0)
     return FeatureCodec().fit(matrices)
 
 

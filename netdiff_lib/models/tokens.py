@@ -24,6 +24,10 @@ tcp_opts   TCP option bytes                        templates (timestamps, SACK e
 icmp       ICMP type and code                      frequent values + escape bins
 ========== ====================================== ==============================================
 
+With ``model.iat=tokens`` the inter-arrival time is also one more field, ``iat``: bins of 1/20 decade of
+``log10(1 + µs)`` (a categorical can put its mass on the few delays a device repeats, where one Gaussian
+regression averages them), and decoding draws the time uniformly inside the sampled bin.
+
 Token 0 of every field is "absent"; whether a field applies follows from the packet's ``kind`` alone
 (:meth:`FieldTokenizer.applicable`).  Everything else is derived when decoding, not sampled: IP version and
 header lengths, TCP data offset (from the option template), UDP and IPv6 payload lengths (from ``ip_len``),
@@ -57,9 +61,12 @@ from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout, bits_to_uint
 FORMAT = "netdiff-tokens/1"
 FIELDS = ("kind", "ip_len", "ttl", "tos", "ip_df", "ip_id", "ip_opts", "v6_flow", "sport", "dport",
           "tcp_flags", "tcp_win", "tcp_urp", "tcp_opts", "icmp")
-VALUE_FIELDS = {"ip_len": 17, "ttl": 8, "tos": 8, "ip_df": 1, "ip_id": 16, "v6_flow": 20, "tcp_flags": 9,
+VALUE_FIELDS = {"ip_len": 16, "ttl": 8, "tos": 8, "ip_df": 1, "ip_id": 16, "v6_flow": 20, "tcp_flags": 9,
                 "tcp_win": 16, "tcp_urp": 16, "icmp": 16}
 PORT_FIELDS = ("sport", "dport")
+IAT_FIELD = "iat"
+IAT_BINS_PER_DECADE = 20
+IAT_TOKEN_BINS = 9 * IAT_BINS_PER_DECADE  # up to 10^9 µs (about 17 minutes) between packets
 TCP_FLAGS = ("ns", "cwr", "ece", "urg", "ackf", "psh", "rst", "syn", "fin")
 L4 = ("none", "tcp", "udp", "icmp")
 OPTION_BYTES = 40
@@ -105,7 +112,8 @@ def read_fields(matrix: np.ndarray, layout: Layout = NETDIFFUSION) -> Fields:
     flags = np.concatenate([np.arange(layout.span(f"tcp_{f}").start, layout.span(f"tcp_{f}").stop)
                             for f in TCP_FLAGS])
     values = {
-        "ip_len": np.where(v4, _uint(matrix, layout, "ipv4_tl"), _uint(matrix, layout, "ipv6_len") + 40),
+        "ip_len": np.where(v4, _uint(matrix, layout, "ipv4_tl"),
+                          np.minimum(_uint(matrix, layout, "ipv6_len") + 40, 65535)),
         "ttl": pick("ipv4_ttl", "ipv6_hl"), "tos": pick("ipv4_tos", "ipv6_tc"),
         "ip_df": _uint(matrix, layout, "ipv4_dfbit"), "ip_id": _uint(matrix, layout, "ipv4_id"),
         "v6_flow": _uint(matrix, layout, "ipv6_fl"),
@@ -134,33 +142,38 @@ class FieldTokenizer:
     coverage: dict[str, float] = field(default_factory=dict)
     #: Per class ("" = all): where that class's slot ports lie (:func:`~netdiff_lib.models.vocab.slot_histogram`).
     slot_ranges: dict[str, list[float]] = field(default_factory=dict)
+    #: > 0: the inter-arrival time is also a token (one more field, ``iat``: bins of ``1 / IAT_BINS_PER_DECADE``
+    #: decade of ``log10(1 + µs)``, drawn uniformly inside its bin when decoded) and decoding takes it from there.
+    iat_bins: int = 0
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return FIELDS
+        return (*FIELDS, IAT_FIELD) if self.iat_bins else FIELDS
 
     @property
     def sizes(self) -> list[int]:
         """Categories per field (absent included)."""
-        extra = {"kind": 1 + len(self.kinds), "tcp_opts": self.tcp_opts.size, "ip_opts": self.ip_opts.size}
-        return [extra[f] if f in extra else self.vocabs[f].size for f in FIELDS]
+        extra = {"kind": 1 + len(self.kinds), "tcp_opts": self.tcp_opts.size, "ip_opts": self.ip_opts.size,
+                 IAT_FIELD: 1 + self.iat_bins}
+        return [extra[f] if f in extra else self.vocabs[f].size for f in self.fields]
 
     def applicable(self) -> np.ndarray:
         """(kind tokens, fields) bool: which fields a packet of each kind carries (kind 0 = none)."""
-        table = np.zeros((1 + len(self.kinds), len(FIELDS)), bool)
+        table = np.zeros((1 + len(self.kinds), len(self.fields)), bool)
+        table[:, len(FIELDS):] = True  # the inter-arrival token: every packet
         for k, (l3, _, l4) in enumerate(self.kinds, start=1):
             have = {"ip": l3 != 0, "ipv4": l3 == 4, "ipv6": l3 == 6, "port": L4[l4] in ("tcp", "udp"),
                     "tcp": L4[l4] == "tcp", "icmp": L4[l4] == "icmp"}
-            table[k] = [True] + [have[NEEDS[f]] for f in FIELDS[1:]]
+            table[k, : len(FIELDS)] = [True] + [have[NEEDS[f]] for f in FIELDS[1:]]
         return table
 
     @classmethod
     def fit(cls, matrices: list[np.ndarray], labels: list[str] | None = None, *, max_values: int = 1024,
-            escape_bins: int = 16, port_slots: int = 32, port_min_traces: int = 3,
+            escape_bins: int = 16, port_slots: int = 32, port_min_traces: int = 3, iat_bins: int = 0,
             layout: Layout = NETDIFFUSION) -> FieldTokenizer:
         """Vocabularies from the training traces' matrices (one per trace, ``labels`` their classes)."""
         parsed = [read_fields(m, layout) for m in matrices]
-        tok = cls((), {}, Templates((), OPTION_BYTES), Templates((), OPTION_BYTES), layout)
+        tok = cls((), {}, Templates((), OPTION_BYTES), Templates((), OPTION_BYTES), layout, iat_bins=iat_bins)
         l3 = np.concatenate([p.l3 for p in parsed])
         trip = np.stack([l3, np.concatenate([p.proto for p in parsed]), np.concatenate([p.l4 for p in parsed])], 1)
         kinds = tuple(tuple(int(x) for x in row) for row in np.unique(trip[l3 != 0], axis=0))
@@ -204,7 +217,7 @@ class FieldTokenizer:
             raise ValueError(f"matrix shape {matrix.shape} does not fit layout width {self.layout.width}")
         p = read_fields(matrix, self.layout)
         n = len(matrix)
-        tokens = np.zeros((n, len(FIELDS)), np.int32)
+        tokens = np.zeros((n, len(self.fields)), np.int32)
         tokens[:, 0] = self._kind_tokens(p)
         app = self.applicable()[tokens[:, 0]]
         for j, f in enumerate(FIELDS[1:], start=1):
@@ -222,12 +235,15 @@ class FieldTokenizer:
         iat = np.zeros(n) if iat_us is None else np.asarray(iat_us, np.float64)
         if iat.shape != (n,):
             raise ValueError(f"need one inter-arrival time per packet, got shape {iat.shape} for {n} packets")
+        if self.iat_bins:
+            tokens[:, -1] = 1 + np.clip(np.floor(IAT_BINS_PER_DECADE * np.log10(1.0 + np.maximum(iat, 0.0))), 0,
+                                        self.iat_bins - 1)
         return tokens, encode_iat(iat).astype(np.float32)
 
     @property
     def width(self) -> int:
         """Columns of a training row: the field tokens (as floats, exact below 2^24), then the IAT feature."""
-        return len(FIELDS) + 1
+        return len(self.fields) + 1
 
     def features(self, matrix: np.ndarray, iat_us: np.ndarray) -> np.ndarray:
         """Training rows of one trace (see :attr:`width`)."""
@@ -273,6 +289,9 @@ class FieldTokenizer:
                              "len": np.maximum(val["ip_len"] - ip_hdr, 8)}, 8)
         w.write(icmp, "icmp", {"type": val["icmp"] >> 8, "code": val["icmp"] & 0xFF, "roh": rand32[2]}, 8)
         out = to_matrix(w.blocks, w.lengths, self.layout)
+        if self.iat_bins:
+            b = np.clip(t[:, -1] - 1, 0, self.iat_bins - 1) + rng.random(n)
+            return out, 10.0 ** (b / IAT_BINS_PER_DECADE) - 1.0
         return out, decode_iat(iat)
 
     def _coverage(self, matrices: list[np.ndarray]) -> dict[str, float]:
@@ -297,7 +316,7 @@ class FieldTokenizer:
         return {"format": FORMAT, "layout": self.layout.to_dict(), "kinds": [list(k) for k in self.kinds],
                 "vocabs": {k: v.to_dict() for k, v in self.vocabs.items()}, "tcp_opts": self.tcp_opts.to_dict(),
                 "ip_opts": self.ip_opts.to_dict(), "coverage": self.coverage,
-                "slot_ranges": self.slot_ranges}
+                "slot_ranges": self.slot_ranges, "iat_bins": self.iat_bins}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FieldTokenizer:
@@ -306,7 +325,7 @@ class FieldTokenizer:
         return cls(tuple(tuple(int(x) for x in k) for k in d["kinds"]),
                    {k: Vocab.from_dict(v) for k, v in d["vocabs"].items()}, Templates.from_dict(d["tcp_opts"]),
                    Templates.from_dict(d["ip_opts"]), Layout.from_dict(d["layout"]), dict(d.get("coverage", {})),
-                   dict(d.get("slot_ranges", {})))
+                   dict(d.get("slot_ranges", {})), int(d.get("iat_bins", 0)))
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())

@@ -82,10 +82,18 @@ class Vocab:
         return out
 
     def draw(self, bins: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A uniform value from each escape bin ``bins`` (indices)."""
+        """A uniform value from each escape bin ``bins`` (indices), other than the exact values where the bin
+        leaves room (an escape stands for a rare value)."""
         lo = np.array([b[0] for b in self.bins], np.int64)[bins]
-        hi = np.array([b[1] for b in self.bins], np.int64)[bins]
-        return lo + np.floor(rng.random(len(lo)) * (hi - lo + 1)).astype(np.int64)
+        span = np.array([b[1] - b[0] + 1 for b in self.bins], np.int64)[bins]
+        out = lo + np.floor(rng.random(len(lo)) * span).astype(np.int64)
+        exact = np.asarray(self.values, np.int64)
+        for _ in range(8):
+            clash = np.flatnonzero(np.isin(out, exact))
+            if not len(clash):
+                break
+            out[clash] = lo[clash] + np.floor(rng.random(len(clash)) * span[clash]).astype(np.int64)
+        return out
 
     def to_dict(self) -> dict:
         return {"bits": self.bits, "values": list(self.values), "bins": [list(b) for b in self.bins],

@@ -90,6 +90,8 @@ def fill(pl: Plan, length: np.ndarray, l4: np.ndarray, sport: np.ndarray, dport:
                         int(server_key[i]) & 0xFFFFFF, int(server[i]), rng, prof.stats(labels[i], svc),
                         states.setdefault((t, int(flow[i])), {}))
             body = SERVICES[svc].build(pk)
+            if len(body) != length[i]:  # the TCP rules changed the planned length (e.g. a flow's first segment)
+                body = ports.fill(ports.rule(L4_NAMES[l4[i]], sport[i], dport[i]), int(length[i]))
         if len(body) != length[i]:
             raise AssertionError(f"{svc} built {len(body)} bytes for a {length[i]}-byte payload")
         mat[i, :len(body)] = np.frombuffer(body, np.uint8)
