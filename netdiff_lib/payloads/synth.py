@@ -55,9 +55,11 @@ def plan(l4: np.ndarray, sport: np.ndarray, dport: np.ndarray, server: np.ndarra
     cache: dict[tuple, str] = {}
     for i in np.flatnonzero(np.asarray(l4) < 2):
         name = L4_NAMES[l4[i]]
-        k = (labels[i], name, int(server[i]))
-        if k not in cache:
-            cache[k] = prof.service(labels[i], name, int(server[i])) or OTHER
+        other = int(dport[i]) if int(sport[i]) == int(server[i]) else int(sport[i])
+        k = (labels[i], name, int(server[i]), other)
+        if k not in cache:  # the server port's service, else the other port's (mDNS from 5353 to any port)
+            cache[k] = (prof.service(labels[i], name, int(server[i])) or prof.service(labels[i], name, other)
+                        or OTHER)
         svc = cache[k]
         service[i] = svc
         if svc == OTHER:
