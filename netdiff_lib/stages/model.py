@@ -11,6 +11,7 @@ With more than one CUDA device the stage runs the same ``netdiff train`` argumen
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,7 @@ def generate_shards(model_dir: str | Path, out_dir: str | Path, *, per_class: in
 
     from netdiff_lib.generate import trace_names
     from netdiff_lib.models import backend_of, get_backend
+    from netdiff_lib.payloads import FILE_NAME as PAYLOADS_FILE
     from netdiff_lib.repair.timing import timestamps
     from netdiff_lib.trace import Trace, save_trace
 
@@ -149,6 +151,9 @@ def generate_shards(model_dir: str | Path, out_dir: str | Path, *, per_class: in
         ts = timestamps(len(g.matrix), g.iat_us, seed=seed + i)
         save_trace(Path(out_dir, shard_name(i % n), f"{name}.npz"),
                    Trace(g.matrix, layout, ts, g.label, f"netdiff-{backend}"))
+    profile = Path(model_dir, PAYLOADS_FILE)
+    if profile.is_file():  # reconstruction synthesises payloads as the training captures showed them
+        shutil.copyfile(profile, Path(out_dir, PAYLOADS_FILE))
     counts: dict[str, int] = {}
     for g in traces:
         counts[g.label] = counts.get(g.label, 0) + 1

@@ -59,13 +59,17 @@ def reconstruct_shard(generated_dir: str | Path, shard: dict[str, Any], out_dir:
                       batch: int = RECONSTRUCT_BATCH) -> dict[str, Any]:
     """Repair every trace of one shard into ``out_dir/<label>/<name>.pcap`` (``batch`` traces per vectorised
     pass); totals go to ``repair.json``."""
-    from netdiff_lib.repair import reconstruct_batch
+    from netdiff_lib.payloads import FILE_NAME as PAYLOADS_FILE
+    from netdiff_lib.payloads import PayloadProfile
+    from netdiff_lib.repair import RepairConfig, reconstruct_batch
     from netdiff_lib.trace import load_trace
 
     index, _ = shard_of(shard)
     files = files_under(Path(generated_dir) / shard_name(index), ".npz")
     if not files:
         raise InputError(Path(generated_dir) / shard_name(index), "no generated traces (.npz) in this shard")
+    profile = Path(generated_dir, PAYLOADS_FILE)
+    config = RepairConfig(payloads=PayloadProfile.load(profile) if profile.is_file() else None)
     totals: Counter = Counter()
     protocols: Counter = Counter()
     rows = []
@@ -73,7 +77,8 @@ def reconstruct_shard(generated_dir: str | Path, shard: dict[str, Any], out_dir:
         paths = [p for _, p in files[start:start + batch]]
         traces = [load_trace(p) for p in paths]
         recs = reconstruct_batch([t.matrix for t in traces], traces[0].layout, iat_us=[_iat(t) for t in traces],
-                                 labels=[t.label for t in traces], sources=[t.source for t in traces])
+                                 labels=[t.label for t in traces], sources=[t.source for t in traces],
+                                 config=config)
         for path, trace, rec in zip(paths, traces, recs, strict=True):
             rel = f"{safe_label(trace.label or 'unlabelled')}/{path.stem}.pcap"
             rec.write(Path(out_dir, rel))
