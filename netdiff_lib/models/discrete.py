@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netdiff_lib.config import Config, ModelConfig
-from netdiff_lib.models.layers import Block, Embedder
+from netdiff_lib.models.layers import Trunk
 
 TIME_SCALE = 1000.0  # the time embedding sees t * TIME_SCALE, the range the sinusoids were made for
 MIN_ALPHA_BAR = 1e-5
@@ -51,51 +51,26 @@ def stage_times(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (2 * t - 1).clamp(0, 1), (2 * t).clamp(0, 1)
 
 
-class TokenDiT(nn.Module):
+class TokenDiT(Trunk):
     """``forward(tokens, iat_t, t, labels, lengths) -> (logits (B, N, sum(sizes)), iat x0 (B, N))``."""
 
     def __init__(self, cfg: ModelConfig, sizes: list[int], n_classes: int) -> None:
-        super().__init__()
-        d = cfg.d_model
-        self.cfg, self.sizes, self.n_classes = cfg, list(sizes), n_classes
+        super().__init__(cfg, n_classes, int(sum(sizes)) + 2)  # every field's logits, then the IAT's (mean, gate)
+        self.sizes = list(sizes)
         rows = [s + 1 for s in sizes]  # each field: its categories, then MASK
         self.register_buffer("offsets", torch.tensor(np.r_[0, np.cumsum(rows)[:-1]], dtype=torch.long),
                              persistent=False)
         self.register_buffer("mask_ids", torch.tensor(sizes, dtype=torch.long), persistent=False)
-        self.embed = nn.EmbeddingBag(int(sum(rows)), d, mode="sum")
+        self.embed = nn.EmbeddingBag(int(sum(rows)), cfg.d_model, mode="sum")
         nn.init.normal_(self.embed.weight, std=0.02)
-        self.iat_in = nn.Linear(1, d)
-        self.pos = nn.Parameter(torch.randn(cfg.max_packets, d) * 0.02)
-        self.t_embed, self.len_embed = Embedder(d), Embedder(d)
-        self.y_embed = nn.Embedding(n_classes + 1, d)  # index n_classes = "no class" (guidance)
-        nn.init.normal_(self.y_embed.weight, std=1.0)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.head = nn.Linear(d, int(sum(sizes)) + 2)  # every field's logits, then the IAT's (mean, gate)
-        for layer in (self.final_ada[1], self.head):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    @property
-    def null_class(self) -> int:
-        return self.n_classes
+        self.iat_in = nn.Linear(1, cfg.d_model)
 
     def forward(self, tokens: torch.Tensor, iat_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
                 lengths: torch.Tensor, padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, f = tokens.shape
-        if n > self.cfg.max_packets:
-            raise ValueError(f"{n} packets exceed the model's max_packets={self.cfg.max_packets}")
-        c = self.t_embed(t * TIME_SCALE) + self.len_embed(lengths) + self.y_embed(labels)
-        mask = None
-        if padded:
-            mask = (torch.arange(n, device=tokens.device)[None] < lengths[:, None])[:, None, None, :]
         h = self.embed((tokens + self.offsets).reshape(b * n, f)).view(b, n, -1)
-        h = h + self.iat_in(iat_t[..., None].to(h.dtype)) + self.pos[:n][None]
-        for block in self.blocks:
-            h = block(h, c, mask)
-        shift, scale = self.final_ada(c)[:, None].chunk(2, dim=-1)
-        out = self.head(self.norm(h) * (1 + scale) + shift).float()
+        h = h + self.iat_in(iat_t[..., None].to(h.dtype))
+        out = self.trunk(h, t * TIME_SCALE, labels, lengths, padded)
         logits, m, s = out[..., :-2], out[..., -2], out[..., -1]
         gate = 2.0 * torch.sigmoid(s) * alpha_bar(stage_times(t)[1]).sqrt()[:, None]
         return logits, m + gate * iat_t.float()

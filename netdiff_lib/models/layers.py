@@ -59,5 +59,48 @@ class Block(nn.Module):
         return x + gate2 * F.dropout(self.mlp(h), drop, self.training)
 
 
+class Trunk(nn.Module):
+    """What both native networks share: learned positions, the conditioning vector (timestep + trace length +
+    class, one extra "null" class for classifier-free guidance), adaLN-Zero blocks with a key-padding mask and
+    the modulated output head (zero-initialised)."""
+
+    def __init__(self, cfg: ModelConfig, n_classes: int, n_out: int) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.cfg, self.n_classes = cfg, n_classes
+        self.pos = nn.Parameter(torch.randn(cfg.max_packets, d) * 0.02)
+        self.t_embed = Embedder(d)
+        self.len_embed = Embedder(d)
+        self.y_embed = nn.Embedding(n_classes + 1, d)  # index n_classes = "no class" (guidance)
+        nn.init.normal_(self.y_embed.weight, std=1.0)  # as strong as the timestep embedding from the start
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.head = nn.Linear(d, n_out)
+        for layer in (self.final_ada[1], self.head):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @property
+    def null_class(self) -> int:
+        return self.n_classes
+
+    def trunk(self, h: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
+              padded: bool) -> torch.Tensor:
+        """Packet embeddings ``h`` (B, N, d) -> head outputs (B, N, n_out) float32; ``t`` already scaled."""
+        n = h.shape[1]
+        if n > self.cfg.max_packets:
+            raise ValueError(f"{n} packets exceed the model's max_packets={self.cfg.max_packets}")
+        c = self.t_embed(t) + self.len_embed(lengths) + self.y_embed(labels)
+        mask = None
+        if padded:
+            mask = (torch.arange(n, device=h.device)[None] < lengths[:, None])[:, None, None, :]
+        h = h + self.pos[:n][None]
+        for block in self.blocks:
+            h = block(h, c, mask)
+        shift, scale = self.final_ada(c)[:, None].chunk(2, dim=-1)
+        return self.head(self.norm(h) * (1 + scale) + shift).float()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

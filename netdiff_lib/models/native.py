@@ -38,7 +38,7 @@ from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.models.base import Backend, GeneratedTrace, TraceGenerator
 from netdiff_lib.models.discrete import TokenDiT
 from netdiff_lib.models.features import FeatureCodec
-from netdiff_lib.models.layers import Block, Embedder
+from netdiff_lib.models.layers import Trunk
 from netdiff_lib.models.tokens import IAT_TOKEN_BINS, FieldTokenizer
 
 WEIGHTS = "model.safetensors"
@@ -49,48 +49,20 @@ STATS = "stats.json"
 CLASSES = "class_map.json"
 
 
-class PacketDiT(nn.Module):
+class PacketDiT(Trunk):
     """Denoiser over packet sequences: ``forward(x_t, t, labels, lengths, sqrt_alpha_bar) -> x0``."""
 
     def __init__(self, cfg: ModelConfig, n_features: int, n_classes: int) -> None:
-        super().__init__()
-        d = cfg.d_model
-        self.cfg, self.n_features, self.n_classes = cfg, n_features, n_classes
-        self.inp = nn.Linear(n_features, d)
-        self.pos = nn.Parameter(torch.randn(cfg.max_packets, d) * 0.02)
-        self.t_embed = Embedder(d)
-        self.len_embed = Embedder(d)
-        self.y_embed = nn.Embedding(n_classes + 1, d)  # index n_classes = "no class" (guidance)
-        nn.init.normal_(self.y_embed.weight, std=1.0)  # as strong as the timestep embedding from the start
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.head = nn.Linear(d, 2 * n_features)
-        for layer in (self.final_ada[1], self.head):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    @property
-    def null_class(self) -> int:
-        return self.n_classes
+        super().__init__(cfg, n_classes, 2 * n_features)
+        self.n_features = n_features
+        self.inp = nn.Linear(n_features, cfg.d_model)
 
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
         sqrt_alpha_bar: torch.Tensor, padded: bool = True,
     ) -> torch.Tensor:
         """x0 estimate (B, N, F) float32; ``padded=False`` promises every trace fills all N rows (no mask)."""
-        n = x_t.shape[1]
-        if n > self.cfg.max_packets:
-            raise ValueError(f"{n} packets exceed the model's max_packets={self.cfg.max_packets}")
-        c = self.t_embed(t) + self.len_embed(lengths) + self.y_embed(labels)
-        mask = None
-        if padded:
-            mask = (torch.arange(n, device=x_t.device)[None] < lengths[:, None])[:, None, None, :]
-        h = self.inp(x_t) + self.pos[:n][None]
-        for block in self.blocks:
-            h = block(h, c, mask)
-        shift, scale = self.final_ada(c)[:, None].chunk(2, dim=-1)
-        m, s = self.head(self.norm(h) * (1 + scale) + shift).float().chunk(2, dim=-1)
+        m, s = self.trunk(self.inp(x_t), t, labels, lengths, padded).chunk(2, dim=-1)
         gate = 2.0 * torch.sigmoid(s) * sqrt_alpha_bar.float()[:, None, None]
         return m + gate * x_t.float()
 
