@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from netdiff_lib import checkpoint
-from netdiff_lib.config import PRESETS, Config, preset
+from netdiff_lib.config import Config, add_train_arguments, config_from_args
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.models.card import build_card, write_card, write_loss_curve
 from netdiff_lib.models.data import BucketPlan, PackedTraces, encode_captures, fingerprint, trace_stats
@@ -362,33 +362,11 @@ def _upload(stage: Path, out: str) -> None:
     shutil.rmtree(stage, ignore_errors=True)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The knobs a training run varies (shared by ``netdiff train`` and ``python -m netdiff_lib.train``)."""
-    parser.add_argument("--data", required=True, help="folder (or s3:// prefix) of <label>/*.pcap captures")
-    parser.add_argument("--out", required=True, help="model folder to write (local or s3://)")
-    parser.add_argument("--config", default="base", choices=PRESETS, help="preset (default: base)")
-    parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
-    parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
-    parser.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value, e.g. model.representation=features (repeatable)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    parser.add_argument("--workers", type=int, help="processes encoding captures (default: up to 8)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = preset(args.config).with_settings(args.settings)
-    return cfg.with_overrides(steps=args.steps, time_budget_s=args.time_budget, seed=args.seed,
-                              checkpoint_every=args.checkpoint_every)
-
-
 def main(argv: list[str] | None = None) -> int:
     from netdiff_lib.errors import NetdiffError
 
     parser = argparse.ArgumentParser(prog="python -m netdiff_lib.train", description=__doc__.split("\n")[0])
-    add_arguments(parser)
+    add_train_arguments(parser)
     args = parser.parse_args(argv)
     try:
         train(config_from_args(args), args.data, args.out, resume=args.resume, workers=args.workers,

@@ -225,9 +225,11 @@ def test_live_capture_on_loopback(capfdbinary: pytest.CaptureFixture) -> None:
     assert [ln.split(",")[0] for ln in out.decode().splitlines()[1:]] == [str(port)] * 3
 
 
-def test_nprint_command_imports_no_heavy_module() -> None:
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "netdiff_lib.cli",
-                           "nprint", "--version"], capture_output=True, text=True, cwd=REPO, check=True)
-    assert proc.stdout == "nprint 1.2.1\n"
+@pytest.mark.parametrize("argv", [["nprint", "--version"], ["--help"], ["train", "--help"]])
+def test_commands_start_without_heavy_modules(argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "netdiff_lib.cli", *argv],
+                          capture_output=True, text=True, cwd=REPO, check=True)
+    if argv[0] == "nprint":
+        assert proc.stdout == "nprint 1.2.1\n"
     heavy = [ln for ln in proc.stderr.splitlines() if re.search(r"\b(torch|kfp|diffusers|pandas)\b", ln)]
     assert not heavy, heavy[:5]

@@ -13,15 +13,15 @@ ORDER = 40
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from netdiff_lib.train import add_arguments as train_arguments
+    from netdiff_lib.config import add_train_arguments as train_arguments
 
     train_arguments(p)
     p.add_argument("--backend", default="native", help="generator backend (default: native)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from netdiff_lib.config import config_from_args
     from netdiff_lib.models import get_backend
-    from netdiff_lib.train import config_from_args
 
     backend = get_backend(args.backend)
     cfg = config_from_args(args) if backend.name == "native" else args.config
