@@ -22,6 +22,7 @@ from netdiff_lib.pcap.linktypes import (  # noqa: E402
     LINKTYPE_LOOP,
     LINKTYPE_NULL,
     LINKTYPE_RAW,
+    RAW_IP_LINKTYPES,
 )
 from netdiff_lib.schema import Layout, bits_to_uint  # noqa: E402
 
@@ -55,6 +56,17 @@ def test_raw_ip_source_8_0_is_not_ethernet(tmp_path: Path) -> None:
     assert len(_enc(f, "nprint").trace) == 0
     res = _enc(f, "netdiff")
     assert len(res.trace) == 1 and _field(res, "udp_dport")[0] == 2
+
+
+@pytest.mark.parametrize("linktype", sorted(RAW_IP_LINKTYPES))
+def test_raw_ip_link_types_are_accepted_by_both_modes(tmp_path: Path, linktype: int) -> None:
+    # encode (netdiff mode) and nprint (nPrint's heuristic) accept the same raw-IP link types: 12, 14, 101,
+    # 228 (LINKTYPE_IPV4) and 229 (LINKTYPE_IPV6), and read the same headers from them
+    v6 = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=5, dport=53) / Raw(b"q"))
+    f = _write(tmp_path / f"raw{linktype}.pcap", [bytes(TCP_PKT), v6], linktype)
+    nprint, netdiff = _enc(f, "nprint"), _enc(f, "netdiff")
+    assert len(nprint.trace) == len(netdiff.trace) == 2, (dict(nprint.skipped), dict(netdiff.skipped))
+    assert np.array_equal(nprint.trace.matrix, netdiff.trace.matrix)
 
 
 def test_arp_with_ip_like_mac_is_not_misparsed(tmp_path: Path) -> None:

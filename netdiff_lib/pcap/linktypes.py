@@ -3,7 +3,9 @@
 The values are those of the tcpdump.org link-layer header type registry. The reader reports a link type per
 packet (pcapng interfaces may differ); codecs decide from it where the network layer starts.  ``DLT_RAW`` is 12
 on most BSDs and 14 on OpenBSD, and some writers put those DLT values into files instead of ``LINKTYPE_RAW``
-(101), so :data:`RAW_IP_LINKTYPES` holds all three.
+(101), so :data:`RAW_IP_LINKTYPES` holds all three, with ``LINKTYPE_IPV4`` (228) and ``LINKTYPE_IPV6`` (229); the
+IP version nibble of each packet decides how it is read (nPrint reads all five as raw IP through its Ethernet
+heuristic).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ LINKTYPE_NFLOG = 239
 LINKTYPE_LINUX_SLL2 = 276
 
 #: Link types whose packets start directly with an IPv4 or IPv6 header.
-RAW_IP_LINKTYPES = frozenset({DLT_RAW_12, DLT_RAW_14, LINKTYPE_RAW})
+RAW_IP_LINKTYPES = frozenset({DLT_RAW_12, DLT_RAW_14, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6})
 
 _NAMES: dict[int, str] = {
     LINKTYPE_NULL: "NULL",
