@@ -225,11 +225,26 @@ def test_live_capture_on_loopback(capfdbinary: pytest.CaptureFixture) -> None:
     assert [ln.split(",")[0] for ln in out.decode().splitlines()[1:]] == [str(port)] * 3
 
 
-@pytest.mark.parametrize("argv", [["nprint", "--version"], ["--help"], ["train", "--help"]])
-def test_commands_start_without_heavy_modules(argv: list[str]) -> None:
+HEAVY = r"torch|kfp|diffusers|accelerate|pandas|sklearn|scipy|matplotlib|minio"
+# The drop-in (called once per capture by nprintML and scripts) loads only the codec: numpy and the stdlib.
+CODEC_ONLY = HEAVY + r"|PIL|tqdm|netdiff_lib\.(image|repair|evaluate|models|stages|payloads|dataset|kfp_\w+)"
+
+
+@pytest.mark.parametrize(("argv", "forbidden"), [
+    (["nprint", "--version"], CODEC_ONLY),
+    (["nprint", "-P", str(DNS), "-4", "-t", "-u", "-i", "-R"], CODEC_ONLY),  # a real capture, start to finish
+    (["nprint", "-P", str(DNS), "-4", "-6", "-t", "-u", "-i", "-p", "16", "-O", "4", "-A"], CODEC_ONLY),
+    (["--help"], HEAVY),
+    (["train", "--help"], HEAVY),
+])
+def test_commands_start_without_heavy_modules(argv: list[str], forbidden: str) -> None:
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "netdiff_lib.cli", *argv],
                           capture_output=True, text=True, cwd=REPO, check=True)
-    if argv[0] == "nprint":
+    if argv[1:] == ["--version"]:
         assert proc.stdout == "nprint 1.2.1\n"
-    heavy = [ln for ln in proc.stderr.splitlines() if re.search(r"\b(torch|kfp|diffusers|pandas)\b", ln)]
+    elif argv[0] == "nprint":
+        assert proc.stdout.count("\n") == 21  # the header and dns_01's 20 rows
+    imported = [ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")]
+    assert "netdiff_lib.nprint.options" in imported  # the import trace was read
+    heavy = [m for m in imported if re.match(rf"({forbidden})(\.|$)", m)]
     assert not heavy, heavy[:5]
