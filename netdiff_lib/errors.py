@@ -20,3 +20,13 @@ class InputError(NetdiffError):
 
 class ConfigError(NetdiffError):
     """A bad option or combination of options."""
+
+
+class OutputError(NetdiffError):
+    """An output path that cannot be written (a file where a folder should be, no permission, results already
+    there): carries the path as the user gave it and a one-line cause."""
+
+    def __init__(self, path: str | Path, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")

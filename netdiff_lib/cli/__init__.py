@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except NetdiffError as exc:
         print(f"netdiff {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system refusal that no check caught: one line naming the path
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"netdiff {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from netdiff_lib.destination import check_output_dir
 from netdiff_lib.errors import NetdiffError
 
 
@@ -42,7 +43,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def run_files(
     files: list[Path], work: Callable[[Path, Summary], None], args: argparse.Namespace, desc: str
 ) -> Summary:
-    """Run ``work`` on every file; stop at the first error unless ``--keep-going``."""
+    """Run ``work`` on every file; stop at the first error unless ``--keep-going``.  A bad ``--out`` fails
+    before the first file."""
+    check_output_dir(args.out)
     summary = Summary()
     for path in tqdm(files, desc=desc, unit="file", disable=args.quiet or None, file=sys.stderr):
         try:

@@ -44,11 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netdiff_lib.destination import check_output_dir
     from netdiff_lib.errors import ConfigError
     from netdiff_lib.evaluate import evaluate
 
     if args.k_packets < 1 or args.max_packets < 1:
         raise ConfigError("--k-packets and --max-packets must be positive")
+    check_output_dir(args.out)
     result = evaluate(
         args.real_train, args.real_test, args.synthetic, Path(args.out), k_packets=args.k_packets,
         max_packets=args.max_packets, seed=args.seed,

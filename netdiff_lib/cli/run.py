@@ -19,6 +19,7 @@ DESCRIPTION = (
 )
 ORDER = 80
 LOCAL_SHARDS = 2
+RESULTS = ("summary.json", "model", "pcaps", "report", "inputs.json")  # an earlier run's, refused without a flag
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                  "temporary folder for an s3:// output)")
     p.add_argument("--cache", action="store_true", help="reuse results of earlier identical steps")
     p.add_argument("--retries", type=int, default=0, help="retries of the GPU steps (default 0 here)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="OUTPUT holds an earlier run: keep it and continue training its model")
+    again.add_argument("--overwrite", action="store_true",
+                       help="OUTPUT holds an earlier run: delete its results first")
 
 
 def _local(uri: str | None) -> str | None:
@@ -78,11 +84,16 @@ def work_dir(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from netdiff_lib import storage
+    from netdiff_lib.destination import check_output_dir, existing_results, reuse_policy
     from netdiff_lib.kfp_local import run_local
     from netdiff_lib.stages import summary_text
     from netdiff_lib.stages.common import read_json
 
     pipeline_args = arguments(args)
+    check_output_dir(args.output)
+    if args.work:
+        check_output_dir(args.work, "work folder")
+    reuse_policy(args.output, existing_results(args.output, RESULTS), resume=args.resume, overwrite=args.overwrite)
     work = work_dir(args)
     print(f"netdiff run: pipeline {args.pipeline!r} on kfp.local; artifacts and log in {work}", file=sys.stderr)
     start = time.monotonic()

@@ -21,8 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from netdiff_lib.config import config_from_args
+    from netdiff_lib.destination import check_output_dir
     from netdiff_lib.models import get_backend
 
+    check_output_dir(args.out, "model folder")  # before the captures are encoded and the model trained
     backend = get_backend(args.backend)
     cfg = config_from_args(args) if backend.name == "native" else args.config
     out = backend.train(args.data, args.out, cfg, resume=args.resume, workers=args.workers,

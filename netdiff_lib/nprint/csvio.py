@@ -244,9 +244,10 @@ def _timestamps(names: list[str], rows: list[list[str]]) -> np.ndarray | None:
     if "tv_sec" in names and "tv_usec" in names:
         s, u = names.index("tv_sec"), names.index("tv_usec")
         return np.array([int(float(r[s])) * 1_000_000_000 + int(float(r[u])) * 1000 for r in rows], dtype=np.int64)
-    if "rts" in names:
+    if "rts" in names:  # gaps to the previous row; one that jumps backwards (out-of-order capture) is kept
         i = names.index("rts")
-        return np.cumsum(np.array([int(float(r[i])) for r in rows], dtype=np.int64)) * 1000
+        us = np.cumsum(np.array([int(float(r[i])) for r in rows], dtype=np.int64))
+        return (us - min(0, int(us.min(initial=0)))) * 1000  # times start at 0, or at the earliest packet
     return None
 
 

@@ -143,7 +143,10 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
     out, rows = Path(out_dir), []
     for cap in plan.shard(index):
         local = storage.get(cap.uri, out / CAPTURES / cap.dest)
-        result = encode_pcap(local, NETDIFFUSION, max_packets=max_packets or MAX_PACKETS, label=cap.label)
+        try:
+            result = encode_pcap(local, NETDIFFUSION, max_packets=max_packets or MAX_PACKETS, label=cap.label)
+        except InputError as exc:  # name the user's capture, not the staged copy
+            raise InputError(cap.uri, exc.cause) from None
         save_trace(out / NPRINT / f"{cap.dest}.npz", result.trace)
         rows.append({"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest,
                      "packets": len(result.trace), "skipped": dict(result.skipped)})
