@@ -4,7 +4,8 @@ The pipeline is the one compiled for clusters (:mod:`netdiff_lib.kfp_pipelines`)
 Kubernetes settings, so object-store credentials come from this process's environment and every task runs
 as a subprocess of the current interpreter (``PYTHONPATH`` gets the source tree, so an uninstalled
 checkout works too).  kfp.local's verbose output goes to ``<work>/run.log``; the console gets one line per
-finished task.  A failed task becomes a :class:`NetdiffError` carrying the task's last error line.
+finished task and, every :data:`TICK_S` seconds, one per task still running with its latest progress bar
+(``validate synthetic 12/25``).  A failed task becomes a :class:`NetdiffError` carrying the task's last error line.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 _LOCAL_NOOP = r"Task '.*': settings .* have no effect in the current local runner"
 _IMAGE_NOTE = r"You may be attemping to run a task that uses custom or non-Python base image"
 _KFP_NOISE = re.compile(r"^\s*(?:[\w.]+\.)?RuntimeError: Pipeline '|Inner task failed")
+_TQDM = re.compile(r"^\s*([^|]+?):\s+\d+%\|.*\|\s*(\d+)/(\d+)")  # "validate x:  48%|####  | 12/25 [..]"
+TICK_S = 15.0  # seconds between "still running" lines of a long task
 
 
 class _Console(io.TextIOBase):
@@ -42,6 +45,8 @@ class _Console(io.TextIOBase):
         self.log, self.console = log, console
         self.started: dict[str, float] = {}
         self.failed: list[str] = []
+        self.running: dict[int, tuple[str, float]] = {}  # thread -> (task, start): tasks of a ParallelFor
+        self.progress: dict[int, str] = {}  # thread -> its task's latest progress bar, as "desc n/total"
         self._partial = ""
         self._lock = threading.Lock()  # tasks of a ParallelFor write from several threads
 
@@ -61,9 +66,15 @@ class _Console(io.TextIOBase):
         self.log.flush()
 
     def _line(self, line: str) -> None:
+        thread = threading.get_ident()
         if m := _START.search(line):
             self.started[m.group(1)] = time.monotonic()
+            self.running[thread] = (m.group(1), time.monotonic())
+        elif m := _TQDM.match(line):
+            self.progress[thread] = f"{m.group(1)} {m.group(2)}/{m.group(3)}"
         elif m := _END.search(line):
+            self.running.pop(thread, None)
+            self.progress.pop(thread, None)
             name, status = m.groups()
             took = time.monotonic() - self.started.get(name, time.monotonic())
             if status != "SUCCESS":
@@ -71,6 +82,34 @@ class _Console(io.TextIOBase):
             if self.console is not None and not name.startswith("for-loop"):
                 self.console.write(f"  {name:<24} {status.lower():<8} {took:6.1f} s\n")
                 self.console.flush()
+
+
+    def tick(self) -> None:
+        """One line per task running for at least :data:`TICK_S` seconds, with its latest progress."""
+        with self._lock:
+            now = time.monotonic()
+            for thread, (name, start) in list(self.running.items()):
+                if self.console is not None and now - start >= TICK_S and not name.startswith("for-loop"):
+                    self.console.write(f"  {name:<24} {'running':<8} {now - start:6.0f} s  "
+                                       f"{self.progress.get(thread, '')}".rstrip() + "\n")
+                    self.console.flush()
+
+
+@contextlib.contextmanager
+def _ticking(stream: _Console) -> Iterator[None]:
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(TICK_S):
+            stream.tick()
+
+    ticker = threading.Thread(target=loop, name="netdiff-progress", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
 
 
 def last_error(log_path: Path) -> str | None:
@@ -120,7 +159,8 @@ def run_local(arguments: dict[str, Any], work_dir: str | Path, *, pipeline: str 
         root = logging.getLogger()
         handlers, level = root.handlers[:], root.level
         try:
-            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream), warnings.catch_warnings():
+            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream), warnings.catch_warnings(), \
+                    _ticking(stream):
                 warnings.filterwarnings("ignore", _LOCAL_NOOP, UserWarning)  # resources: cluster-only, expected
                 warnings.filterwarnings("ignore", _IMAGE_NOTE, RuntimeWarning)  # the images hold this env
                 func(**arguments)

@@ -72,6 +72,7 @@ class FileReport:
     bad_checksums: int = 0
     application: int = 0
     failed: int = 0
+    checksum_only: int = 0  # failed packets whose only fault is a bad TCP/UDP/IP/ICMP checksum (offload)
     problems: list[Problem] = field(default_factory=list)
     protocols: dict[str, int] = field(default_factory=dict)
 
@@ -89,6 +90,7 @@ class FileReport:
         self.expert_errors += "expert" in kinds
         self.bad_checksums += "checksum" in kinds
         self.application += "application" in kinds
+        self.checksum_only += is_checksum_only(kinds)
         for kind, detail in kinds.items():
             if len(self.problems) < MAX_PROBLEMS:
                 self.problems.append(Problem(frame, kind, detail))
@@ -98,6 +100,14 @@ class FileReport:
         return (f"{self.path}: {state} ({self.tool}): {self.packets} packets, {self.malformed} malformed, "
                 f"{self.expert_errors} with expert errors, {self.bad_checksums} with bad checksums, "
                 f"{self.application} with malformed application layers")
+
+
+def is_checksum_only(kinds: dict[str, str]) -> bool:
+    """True when a packet's only failures are bad checksums (and tshark's "Bad checksum" expert infos about
+    them): what a capture taken on the sending host shows when the NIC computes checksums (offload)."""
+    experts = [e for e in kinds.get("expert", "").split("; ") if e]
+    return ("checksum" in kinds and set(kinds) <= {"checksum", "expert"}
+            and all(e.startswith("Bad checksum") for e in experts))
 
 
 def tshark_path() -> str | None:

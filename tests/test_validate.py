@@ -84,6 +84,14 @@ def test_each_broken_packet_is_caught(tool: str, name: str, tmp_path: Path) -> N
     assert rep.packets == 3 and rep.failed == 1 and not rep.ok
     assert getattr(rep, count) == 1, rep.problems
     assert {p.frame for p in rep.problems} == {2}
+    assert rep.checksum_only == (count == "bad_checksums")  # a checksum alone, or a real fault
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_loopback_samples_fail_only_on_offloaded_checksums(tool: str) -> None:
+    # recorded on lo: the kernel leaves TCP/UDP checksums to the (absent) card, so they "fail", and nothing else
+    rep = validate_pcap(SAMPLES / "dns" / "dns_01.pcap", tool)
+    assert rep.packets == rep.failed == rep.bad_checksums == rep.checksum_only == 20
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")

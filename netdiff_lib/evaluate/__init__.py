@@ -131,6 +131,7 @@ def evaluate(
     k_packets: int = K_PACKETS, max_packets: int = MAX_PACKETS, seed: int = 0, near_copy: float | None = NEAR_COPY,
     run_compliance: bool = True, compliance_files: int | None = MAX_FILES, pictures: bool = True,
     progress: bool = True, layout: Layout = NETDIFFUSION, class_map: str | Path | None = None,
+    names: dict[str, str] | None = None,
 ) -> dict:
     """Evaluate ``synthetic`` (if given) and the real-train reference against ``real_test``; see module doc.
 
@@ -138,7 +139,8 @@ def evaluate(
     ``max_packets``: packets encoded per capture; ``near_copy``: DCR at or below which a trace is a near copy
     (None: the 5th percentile of the real-test DCRs); ``compliance_files``: pcaps validated per set at most
     (a class-stratified sample; None for all); ``class_map``: a ``class_map.json`` that turns synthetic ``type-N``
-    labels into real labels.
+    labels into real labels; ``names``: what the report calls a set's source (``real_train``, ``real_test``,
+    ``synthetic``) instead of its path, for callers that stage the sets in temporary folders.
     Returns the report dict; with ``out_dir`` also writes ``report.json``, ``report.md`` and ``report.html``.
     """
     clock, bar = _Clock(), _bar(progress)
@@ -153,7 +155,8 @@ def evaluate(
         if class_map is not None and "synthetic" in sets:
             sets["synthetic"] = relabel(sets["synthetic"], ClassMap.load(class_map))
         rows = {"reference": "real_train"} | ({"synthetic": "synthetic"} if "synthetic" in sets else {})
-        result["inputs"] = {name: s.summary() for name, s in sets.items()}
+        result["inputs"] = {name: s.summary() | ({"uri": names[name]} if name in (names or {}) else {})
+                            for name, s in sets.items()}
         result["classes"] = sorted(set(sets["real_test"].labels))
         result["class_coverage"] = _coverage(sets, result["classes"])
         start = time.perf_counter()

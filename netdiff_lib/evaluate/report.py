@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from netdiff_lib.atomic import atomic_open
+from netdiff_lib.evaluate.compliance import offload_note
 
 ROW_TITLES = {"reference": "reference: real-train vs real-test (the floor)", "synthetic": "synthetic vs real-test"}
 HEADLINE = (
@@ -90,7 +91,7 @@ def headline(result: dict, row: str) -> dict[str, float | None]:
             "dcr_median_ratio_macro": priv["macro"]["median_ratio"],
             "membership_auc": priv.get("membership", {}).get("auc")}
     if comp.get("available"):
-        out |= {k: comp["all"][k] for k in COMPLIANCE_KEYS}
+        out |= {k: comp["all"].get(k) for k in COMPLIANCE_KEYS}
     jsd = result.get("application", {}).get("mix_jsd", {}).get(row)
     if jsd is not None:
         out["app_protocol_mix_jsd"] = jsd
@@ -121,11 +122,14 @@ def tables(result: dict) -> list[Table]:
     out.append(_per_class_table(result, rows))
     comp = [_compliance_row(r, c) for r, c in result.get("compliance", {}).items()]
     if comp:
+        notes = [f"{ROW_TITLES.get(r, r)}: {n}" for r, c in result.get("compliance", {}).items()
+                 if c.get("available") and (n := offload_note(c["all"]))]
         out.append(Table("Protocol compliance (per packet, pooled)",
-                         ["row", "non-compliant", "malformed", "expert errors", "bad checksums",
+                         ["row", "non-compliant", "malformed", "expert errors", "bad checksums", "checksums only",
                           "application layer", "files passing",
                           "files", "packets", "tool / note"], comp,
-                         "Rates per packet (non-compliant: at least one failure); files passing: no failing packet."))
+                         " ".join(["Rates per packet (non-compliant: at least one failure; checksums only: no other "
+                                   "failure); files passing: no failing packet.", *notes])))
     app = result.get("application")
     if app:
         out += _application_tables(app)
@@ -133,8 +137,8 @@ def tables(result: dict) -> list[Table]:
     return out
 
 
-COMPLIANCE_KEYS = ("failed_rate", "malformed_rate", "expert_errors_rate", "bad_checksums_rate", "application_rate",
-                   "pass_rate")
+COMPLIANCE_KEYS = ("failed_rate", "malformed_rate", "expert_errors_rate", "bad_checksums_rate", "checksum_only_rate",
+                   "application_rate", "pass_rate")
 
 
 def _application_tables(app: dict) -> list[Table]:
@@ -158,7 +162,8 @@ def _compliance_row(row: str, c: dict) -> list:
         return [row, *([None] * (len(COMPLIANCE_KEYS) + 2)), c.get("reason")]
     sampled = c.get("sampled", {})
     note = f"{c.get('tool')}; {sampled.get('files')} of {sampled.get('of')} files validated"
-    return [row, *(c["all"].get(k) for k in COMPLIANCE_KEYS), c["all"]["files"], c["all"]["packets"], note]
+    return [row, *(c["all"].get(k) for k in COMPLIANCE_KEYS), c["all"]["files"], c["all"]["packets"],
+            note + " (class-stratified sample)" if sampled.get("files") != sampled.get("of") else note]
 
 
 def _per_class_table(result: dict, rows: list[str]) -> Table:

@@ -104,6 +104,19 @@ def _confusion(result: dict) -> tuple[str, dict] | None:
     return None
 
 
+def _input_root(data_dirs: list[str]) -> str:
+    """The folder or prefix that holds every capture the encode shards read (what the user passed as input)."""
+    uris = [row["uri"] for d in data_dirs if Path(d, "shard.json").is_file()
+            for row in read_json(Path(d, "shard.json")).get("files", [])]
+    if not uris:
+        return "the pipeline's input"
+    common = uris[0].rsplit("/", 1)[0]
+    for uri in uris[1:]:
+        while not uri.startswith(common + "/") and "/" in common:
+            common = common.rsplit("/", 1)[0]
+    return common
+
+
 def evaluate_run(data_dirs: list[str], synthetic_dirs: list[str], report_dir: str | Path, *, seed: int = 0,
                  metrics: MetricsLike | None = None, confusion: ConfusionLike | None = None,
                  html_path: str | Path | None = None, markdown_path: str | Path | None = None) -> dict[str, Any]:
@@ -117,7 +130,10 @@ def evaluate_run(data_dirs: list[str], synthetic_dirs: list[str], report_dir: st
         synthetic = Path(tmp, "synthetic")
         if not link_files([f for d in synthetic_dirs for f in files_under(Path(d), ".pcap")], synthetic):
             raise InputError(synthetic_dirs[0] if synthetic_dirs else tmp, "no synthetic pcaps to evaluate")
-        result = evaluate(str(train), str(test), str(synthetic), report_dir, seed=seed, progress=False)
+        root = _input_root(data_dirs)
+        names = {"real_train": f"train split of {root}", "real_test": f"test split of {root}",
+                 "synthetic": "the run's reconstructed pcaps"}
+        result = evaluate(str(train), str(test), str(synthetic), report_dir, seed=seed, progress=True, names=names)
     for name, value in kfp_metrics(result)["metrics"].items():
         if metrics is not None:
             metrics.log_metric(name, value)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 #: (headline key, column title, format) shown per evaluation row.
 COLUMNS = (
     ("fidelity_jsd_macro", "JSD", "{:.3f}"), ("rf_macro_f1", "RF F1", "{:.2f}"),
     ("dcr_median_ratio", "DCR ratio", "{:.2f}"), ("exact_copy_rate", "copies", "{:.1%}"),
-    ("malformed_rate", "malformed", "{:.2%}"),
+    ("failed_rate", "invalid", "{:.1%}"),
 )
 ROWS = (("reference", "real-train vs real-test"), ("synthetic", "synthetic vs real-test"))
 
@@ -26,6 +27,12 @@ def _evaluation(evaluation: dict[str, dict[str, Any]]) -> list[str]:
         if row in evaluation:
             values = "".join(f"{_fmt(evaluation[row].get(k), f):>11}" for k, _, f in COLUMNS)
             lines.append(f"  {title:<34}{values}")
+    from netdiff_lib.evaluate.compliance import offload_note  # deferred: netdiff_lib.evaluate loads scikit-learn
+
+    for row, what in (("reference", "the real-test packets"), ("synthetic", "the synthetic packets")):
+        note = offload_note(evaluation.get(row) or {}, what)  # why real captures "fail" validation
+        if note:
+            lines += textwrap.wrap(f"note: {note}", 110, initial_indent="  ", subsequent_indent="        ")
     return lines
 
 

@@ -1,0 +1,69 @@
+"""What a user sees while and after the pipeline runs: a line per long-running task with its progress, an
+explanation when real captures "fail" validation only on offloaded checksums, and no temporary path in the
+report."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from netdiff_lib.evaluate.compliance import offload_note
+from netdiff_lib.kfp_local import TICK_S, _Console
+from netdiff_lib.stages.summary import summary_text
+
+LOOPBACK = {"failed_rate": 0.765, "checksum_only_rate": 0.765, "malformed_rate": 0.0}
+
+
+def test_long_task_reports_its_progress() -> None:
+    console = io.StringIO()
+    stream = _Console(io.StringIO(), console)
+    stream.write("11:03:55.372 - INFO - Executing task \x1b[96m'evaluate'\x1b[0m\n")
+    stream.write("validate synthetic:  48%|####8     | 12/25 [00:05<00:06,  2.1file/s]\r")
+    stream.write("validate synthetic:  52%|#####2    | 13/25 [00:06<00:05,  2.1file/s]\n")
+    stream.tick()
+    assert console.getvalue() == ""  # not yet TICK_S seconds old
+    thread = threading.get_ident()
+    stream.running[thread] = ("evaluate", time.monotonic() - TICK_S - 1)
+    stream.tick()
+    assert console.getvalue() == f"  evaluate                 running  {TICK_S + 1:6.0f} s  validate synthetic 13/25\n"
+    stream.write("11:05:17.099 - INFO - Task \x1b[96m'evaluate'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m\n")
+    stream.tick()
+    assert console.getvalue().splitlines()[-1].startswith("  evaluate                 success")
+    assert not stream.running
+
+
+def test_offload_note_only_when_checksums_explain_the_failures() -> None:
+    assert "captured on the sending host" in offload_note(LOOPBACK)
+    assert offload_note({"failed_rate": 0.5, "checksum_only_rate": 0.1}) is None  # mostly other faults
+    assert offload_note({"failed_rate": 0.0, "checksum_only_rate": 0.0}) is None
+    assert offload_note({"failed_rate": 0.3}) is None  # a report from before the count existed
+
+
+def test_summary_explains_the_reference_rows_failures() -> None:
+    summary = {"netdiff_version": "x", "output_uri": "out", "pcaps": {"count": 1, "uri": "out/pcaps"},
+               "evaluation": {"reference": {"fidelity_jsd_macro": 0.2, **LOOPBACK},
+                              "synthetic": {"fidelity_jsd_macro": 0.3, "failed_rate": 0.0, "checksum_only_rate": 0.0}}}
+    text = summary_text(summary)
+    assert "76.5%" in text and "76.5% of the real-test packets fail only on checksums" in " ".join(text.split())
+    assert "synthetic packets fail" not in text and max(map(len, text.splitlines())) <= 112
+
+
+def test_report_names_sources_and_explains_offload(samples_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from netdiff_lib.evaluate import evaluate
+
+    names = {"real_train": "train split of samples/captures", "real_test": "test split of samples/captures"}
+    result = evaluate(str(samples_dir), str(samples_dir / "dns"), None, tmp_path, pictures=False, progress=False,
+                      compliance_files=2, names=names)
+    assert {k: v["uri"] for k, v in result["inputs"].items()} == names
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["compliance"]["reference"]["sampled"] == {"files": 2, "of": 10}
+    md = (tmp_path / "report.md").read_text()
+    assert "train split of samples/captures" in md and "/tmp" not in md
+    assert "fail only on checksums: they were captured on the sending host" in md
+    assert "class-stratified sample" in md
