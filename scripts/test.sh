@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the whole test suite on CPU.
+# Set up (scripts/setup.sh: system packages and the virtual environment .venv) and run the whole test suite
+# on CPU in that environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+VENV=${NETDIFF_VENV:-.venv}
+export VIRTUAL_ENV="$(cd "$VENV" && pwd)" PATH="$(cd "$VENV" && pwd)/bin:$PATH"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 ruff check .
-python3 -m pytest -q "$@"
+python -m pytest -q "$@"
