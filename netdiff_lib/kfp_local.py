@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -45,8 +46,10 @@ class _Console(io.TextIOBase):
         self.log, self.console = log, console
         self.started: dict[str, float] = {}
         self.failed: list[str] = []
-        self.running: dict[int, tuple[str, float]] = {}  # thread -> (task, start): tasks of a ParallelFor
-        self.progress: dict[int, str] = {}  # thread -> its task's latest progress bar, as "desc n/total"
+        self.running: dict[int, tuple[str, float]] = {}  # (task, start) per running task (ParallelFor: several)
+        self.progress: dict[int, str] = {}  # a running task's latest progress bar, as "desc n/total"
+        self._task_of: dict[int, int] = {}  # thread -> the running task it last started
+        self._count = itertools.count()
         self._partial = ""
         self._lock = threading.Lock()  # tasks of a ParallelFor write from several threads
 
@@ -69,13 +72,18 @@ class _Console(io.TextIOBase):
         thread = threading.get_ident()
         if m := _START.search(line):
             self.started[m.group(1)] = time.monotonic()
-            self.running[thread] = (m.group(1), time.monotonic())
-        elif m := _TQDM.match(line):
-            self.progress[thread] = f"{m.group(1)} {m.group(2)}/{m.group(3)}"
+            self._task_of[thread] = key = next(self._count)
+            self.running[key] = (m.group(1), time.monotonic())
+        elif (m := _TQDM.match(line)) and self._task_of.get(thread) in self.running:
+            self.progress[self._task_of[thread]] = f"{m.group(1)} {m.group(2)}/{m.group(3)}"
         elif m := _END.search(line):
-            self.running.pop(thread, None)
-            self.progress.pop(thread, None)
             name, status = m.groups()
+            # the task this thread started, else the oldest running one of that name (kfp may log the end elsewhere)
+            mine = self._task_of.get(thread, -1)
+            done = mine if self.running.get(mine, ("",))[0] == name else next(
+                (k for k, (n, _) in self.running.items() if n == name), -1)
+            self.running.pop(done, None)
+            self.progress.pop(done, None)
             took = time.monotonic() - self.started.get(name, time.monotonic())
             if status != "SUCCESS":
                 self.failed.append(name)
@@ -88,10 +96,10 @@ class _Console(io.TextIOBase):
         """One line per task running for at least :data:`TICK_S` seconds, with its latest progress."""
         with self._lock:
             now = time.monotonic()
-            for thread, (name, start) in list(self.running.items()):
+            for key, (name, start) in list(self.running.items()):
                 if self.console is not None and now - start >= TICK_S and not name.startswith("for-loop"):
                     self.console.write(f"  {name:<24} {'running':<8} {now - start:6.0f} s  "
-                                       f"{self.progress.get(thread, '')}".rstrip() + "\n")
+                                       f"{self.progress.get(key, '')}".rstrip() + "\n")
                     self.console.flush()
 
 

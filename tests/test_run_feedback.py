@@ -27,14 +27,26 @@ def test_long_task_reports_its_progress() -> None:
     stream.write("validate synthetic:  52%|#####2    | 13/25 [00:06<00:05,  2.1file/s]\n")
     stream.tick()
     assert console.getvalue() == ""  # not yet TICK_S seconds old
-    thread = threading.get_ident()
-    stream.running[thread] = ("evaluate", time.monotonic() - TICK_S - 1)
+    (key,) = stream.running
+    stream.running[key] = ("evaluate", time.monotonic() - TICK_S - 1)
     stream.tick()
     assert console.getvalue() == f"  evaluate                 running  {TICK_S + 1:6.0f} s  validate synthetic 13/25\n"
     stream.write("11:05:17.099 - INFO - Task \x1b[96m'evaluate'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m\n")
     stream.tick()
     assert console.getvalue().splitlines()[-1].startswith("  evaluate                 success")
     assert not stream.running
+
+
+def test_parallel_tasks_end_whichever_thread_logs_the_end() -> None:
+    stream = _Console(io.StringIO(), io.StringIO())
+    for _ in range(2):  # a ParallelFor: two shards, each started from its own thread
+        worker = threading.Thread(target=stream.write, args=("Executing task 'encode'\n",))
+        worker.start()
+        worker.join()
+    assert sorted(n for n, _ in stream.running.values()) == ["encode", "encode"]
+    for _ in range(2):  # kfp logs the ends from this thread
+        stream.write("Task 'encode' finished with status SUCCESS\n")
+    assert not stream.running and stream.console.getvalue().count("encode") == 2
 
 
 def test_offload_note_only_when_checksums_explain_the_failures() -> None:
