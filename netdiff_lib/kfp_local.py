@@ -50,7 +50,7 @@ class _Console(io.TextIOBase):
         self.progress: dict[int, str] = {}  # a running task's latest progress bar, as "desc n/total"
         self._task_of: dict[int, int] = {}  # thread -> the running task it last started
         self._count = itertools.count()
-        self._partial = ""
+        self._partial: dict[int, str] = {}  # per thread: tasks of a ParallelFor write at the same time
         self._lock = threading.Lock()  # tasks of a ParallelFor write from several threads
 
     def writable(self) -> bool:
@@ -59,8 +59,9 @@ class _Console(io.TextIOBase):
     def write(self, text: str) -> int:
         with self._lock:
             self.log.write(text)
-            lines = (self._partial + text).split("\n")
-            self._partial = lines.pop()
+            thread = threading.get_ident()
+            lines = (self._partial.get(thread, "") + text).split("\n")
+            self._partial[thread] = lines.pop()
             for line in lines:
                 self._line(_ANSI.sub("", line))
         return len(text)
@@ -78,13 +79,12 @@ class _Console(io.TextIOBase):
             self.progress[self._task_of[thread]] = f"{m.group(1)} {m.group(2)}/{m.group(3)}"
         elif m := _END.search(line):
             name, status = m.groups()
-            # the task this thread started, else the oldest running one of that name (kfp may log the end elsewhere)
-            mine = self._task_of.get(thread, -1)
-            done = mine if self.running.get(mine, ("",))[0] == name else next(
-                (k for k, (n, _) in self.running.items() if n == name), -1)
-            self.running.pop(done, None)
-            self.progress.pop(done, None)
-            took = time.monotonic() - self.started.get(name, time.monotonic())
+            # every running copy of it: kfp.local does not always log the end of each ParallelFor iteration
+            for done in [k for k, (n, _) in self.running.items() if n == name]:
+                self.running.pop(done)
+                self.progress.pop(done, None)
+            now = time.monotonic()
+            took = now - self.started.get(name, now)
             if status != "SUCCESS":
                 self.failed.append(name)
             if self.console is not None and not name.startswith("for-loop"):

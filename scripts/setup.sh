@@ -5,8 +5,9 @@
 # capture), python3-venv where python3 has no venv module.
 # Python: a virtual environment in .venv (NETDIFF_VENV overrides the place; NETDIFF_PYTHON the interpreter it
 # is made from), so stock Debian 12 / Ubuntu 24.04 python3 ("externally-managed-environment") is left alone;
-# in it torch's CPU build first (torch==2.13.0: any other torch request pulls a multi-GB CUDA build), then
-# netdiff, editable, with all extras. Use it with `source .venv/bin/activate`; demo.sh and test.sh do.
+# it sees the interpreter's own packages and pip adds what is missing or too old: torch's CPU build first
+# (torch==2.13.0: any other torch request pulls a multi-GB CUDA build), then netdiff, editable, with all extras.
+# Use it with `source .venv/bin/activate`; demo.sh and test.sh do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${NETDIFF_VENV:-.venv}
@@ -18,7 +19,8 @@ need_apt=()
 for tool in tshark:tshark tcpdump:tcpdump tcpreplay:tcpreplay ip:iproute2; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
-ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(libpcap0.8)
+# grep without -q: an early exit would kill ldconfig with SIGPIPE, which pipefail reports as "not found"
+ldconfig -p 2>/dev/null | grep 'libpcap\.so' >/dev/null || need_apt+=(libpcap0.8)
 command -v "$PYTHON" >/dev/null 2>&1 || need_apt+=(python3)
 if [[ ! -x "$VENV/bin/python" ]] && ! "$PYTHON" -c "import venv, ensurepip" >/dev/null 2>&1; then
   need_apt+=(python3-venv)   # Debian/Ubuntu split venv and ensurepip off python3
@@ -32,7 +34,7 @@ fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   echo "setup: creating the virtual environment $VENV ($("$PYTHON" --version 2>&1))" >&2
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv --system-site-packages "$VENV"  # what the system has (apt, a provisioned python) is reused
 fi
 PY="$VENV/bin/python"
 STAMP="$VENV/.netdiff-installed"
