@@ -83,7 +83,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if not n.startswith("netdiff_lib") or n == m or n.startswith(m + "."):
                 continue
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return [*stack[stack.index(n):], n]
             if n not in state and (found := visit(n)):
                 return found
         stack.pop()
