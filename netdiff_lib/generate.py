@@ -21,15 +21,9 @@ SOURCE = "netdiff-generated"
 
 def trace_names(traces: list[GeneratedTrace]) -> list[str]:
     """File stems ``<label>_<n>`` (reconstruction's naming rule: n from 0 within each label, in list order)."""
-    from netdiff_lib.repair import output_name
+    from netdiff_lib.repair import numbered_names
 
-    seen: dict[str, int] = {}
-    names = []
-    for t in traces:
-        n = seen.get(t.label, 0)
-        seen[t.label] = n + 1
-        names.append(output_name(t.label, n).removesuffix(".pcap"))
-    return names
+    return [name.removesuffix(".pcap") for name in numbered_names([t.label for t in traces])]
 
 
 def write_pcaps(traces: list[GeneratedTrace], out_dir: str | Path, layout: Layout, *, arrays: bool = False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +14,6 @@ from netdiff_lib.errors import ConfigError, InputError
 SHARDS = 4
 TRACES_PER_CLASS = 20
 TEST_FRACTION = 0.2  # as netdiff_lib.dataset.split_captures
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 def shard_item(index: int, count: int, **extra: Any) -> dict[str, Any]:
@@ -43,11 +41,6 @@ def shard_count(requested: int, items: int) -> int:
 
 def shard_name(index: int) -> str:
     return f"shard-{index:03d}"
-
-
-def safe_label(label: str) -> str:
-    """A label as a folder name (labels from folders pass unchanged)."""
-    return _UNSAFE.sub("-", label).strip("-.") or "unlabelled"
 
 
 def link_files(files: Iterable[tuple[str, Path]], dest: Path) -> int:
