@@ -15,7 +15,7 @@ Sub-commands (each prints one JSON object and can write it with ``--json``):
     python -m benchmarks.train_native throughput --model MODEL --packets 1024 --traces 256 --guidance 1.0 1.5
     python -m benchmarks.train_native generate-set --model MODEL --split split.json --out DIR --guidance 1.0 1.5
 
-``benchmarks/gpu_native.sh`` runs them on a GPU machine around ``python -m netdiff_lib.train``.
+``benchmarks/gpu_native.sh`` runs them on a GPU machine around ``python -m netdiff_lib.cli train``.
 """
 
 from __future__ import annotations
