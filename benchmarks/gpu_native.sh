@@ -131,9 +131,9 @@ for SPEC in "${VARIANTS[@]}"; do
   TS=$(date +%s.%N)
   if [[ $GPUS -gt 1 ]]; then
     accelerate launch --multi_gpu --num_processes "$GPUS" --num_machines 1 --mixed_precision bf16 \
-      --dynamo_backend no -m netdiff_lib.train "${TRAIN_ARGS[@]}"
+      --dynamo_backend no -m netdiff_lib.cli train "${TRAIN_ARGS[@]}"
   else
-    python3 -m netdiff_lib.train "${TRAIN_ARGS[@]}"
+    python3 -m netdiff_lib.cli train "${TRAIN_ARGS[@]}"
   fi
   python3 -c "import json,sys; json.dump({'wall_s': round($(date +%s.%N) - $TS, 1), 'gpus': $GPUS, 'budget_s': $BUDGET}, open('$WORK/train_wall_$ARM.json','w'))"
   stamp "trained: $(python3 -c "import json; t=json.load(open('$WORK/model_$ARM/model_card.json'))['training']; print(t)")"
