@@ -7,12 +7,13 @@
 #   bash benchmarks/gpu_native.sh [DATA_DIR] [--gpus N] [--budget SECONDS] [--config base|small|tiny]
 #                                 [--guidance "1.0 1.5"] [--times 5] [--skip-generate] [--no-compile]
 #                                 [--variant NAME=SECTION.KEY=VALUE,...]... [--throughput N]
-#                                 [--throughput-steps "25 16"]
+#                                 [--throughput-steps "25 16"] [--gen-steps "25 16"]
 #
 # Each --variant (an ablation arm) trains its own model for the same --budget with `--set` overrides (e.g.
 # `--variant baseline=model.representation=features --variant tokens=`) and generates its own set; without
 # --variant there is one arm, "default". --throughput N times N traces at 1,024 packets for the last arm (once
-# per sampler step count in --throughput-steps).
+# per sampler step count in --throughput-steps). --gen-steps generates each arm's set once per sampler step count
+# (a count other than 25 names the set <arm>s<steps>).
 #
 # DATA_DIR defaults to shared/data/iot-sentinel (under the repo root). When diffusers is not importable, the
 # wheels in ./wheels (diffusers) are installed into a temporary folder; netdiff runs from this checkout.
@@ -36,6 +37,7 @@ COMPILE=1
 VARIANTS=()
 THROUGHPUT=256
 THROUGHPUT_STEPS="25"
+GEN_STEPS="25"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --gpus) GPUS=$2; shift 2 ;;
@@ -48,7 +50,8 @@ while [[ $# -gt 0 ]]; do
     --variant) VARIANTS+=("$2"); shift 2 ;;
     --throughput) THROUGHPUT=$2; shift 2 ;;
     --throughput-steps) THROUGHPUT_STEPS=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --gen-steps) GEN_STEPS=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) DATA=$1; shift ;;
   esac
 done
@@ -128,9 +131,9 @@ for SPEC in "${VARIANTS[@]}"; do
   TS=$(date +%s.%N)
   if [[ $GPUS -gt 1 ]]; then
     accelerate launch --multi_gpu --num_processes "$GPUS" --num_machines 1 --mixed_precision bf16 \
-      --dynamo_backend no -m netdiff_lib.train "${TRAIN_ARGS[@]}"
+      --dynamo_backend no -m netdiff_lib.cli train "${TRAIN_ARGS[@]}"
   else
-    python3 -m netdiff_lib.train "${TRAIN_ARGS[@]}"
+    python3 -m netdiff_lib.cli train "${TRAIN_ARGS[@]}"
   fi
   python3 -c "import json,sys; json.dump({'wall_s': round($(date +%s.%N) - $TS, 1), 'gpus': $GPUS, 'budget_s': $BUDGET}, open('$WORK/train_wall_$ARM.json','w'))"
   stamp "trained: $(python3 -c "import json; t=json.load(open('$WORK/model_$ARM/model_card.json'))['training']; print(t)")"
@@ -138,11 +141,14 @@ for SPEC in "${VARIANTS[@]}"; do
     if (( $(left) < 40 )); then
       stamp "only $(left)s left: skipping generation of arm $ARM"
     else
-      stamp "arm $ARM: generate ${TIMES}x the test captures per class (guidance $GUIDANCE)"
-      # shellcheck disable=SC2086  # GUIDANCE is a list of numbers
-      timeout $(( $(left) - 20 )) python3 -m benchmarks.train_native generate-set --model "$WORK/model_$ARM" \
-        --split "$WORK/split/split.json" --times "$TIMES" --guidance $GUIDANCE --out "$WORK/synthetic_$ARM" \
-        --no-pcaps --json "$WORK/generate_$ARM.json" || stamp "generation failed"
+      for S in $GEN_STEPS; do
+        SET=$ARM; [[ $S == 25 ]] || SET=${ARM}s$S
+        stamp "arm $ARM: generate ${TIMES}x the test captures per class (guidance $GUIDANCE, $S steps)"
+        # shellcheck disable=SC2086  # GUIDANCE is a list of numbers
+        timeout $(( $(left) - 20 )) python3 -m benchmarks.train_native generate-set --model "$WORK/model_$ARM" \
+          --split "$WORK/split/split.json" --times "$TIMES" --guidance $GUIDANCE --steps "$S" \
+          --out "$WORK/synthetic_$SET" --no-pcaps --json "$WORK/generate_$SET.json" || stamp "generation failed"
+      done
     fi
   fi
 done

@@ -15,7 +15,7 @@ Sub-commands (each prints one JSON object and can write it with ``--json``):
     python -m benchmarks.train_native throughput --model MODEL --packets 1024 --traces 256 --guidance 1.0 1.5
     python -m benchmarks.train_native generate-set --model MODEL --split split.json --out DIR --guidance 1.0 1.5
 
-``benchmarks/gpu_native.sh`` runs them on a GPU machine around ``python -m netdiff_lib.train``.
+``benchmarks/gpu_native.sh`` runs them on a GPU machine around ``python -m netdiff_lib.cli train``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _name(dev: torch.device) -> str:
 
 def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.Namespace) -> dict[str, Any]:
     """traces/s at a fixed length, after one warm-up batch of the same shape."""
-    from netdiff_lib.generate import generate_traces
+    from netdiff_lib.models.sampler import generate_traces
 
     opts = {"steps": args.steps, "guidance": guidance, "length": args.packets, "progress": False,
             "batch_tokens": args.batch_tokens}
@@ -151,8 +151,9 @@ def _save_arrays(path: Path, traces: list[Any], layout: Any) -> None:
 
 def generate_set(args: argparse.Namespace) -> dict[str, Any]:
     """For each guidance value: generate, save arrays, reconstruct pcaps; then (optionally) eager throughput."""
-    from netdiff_lib.generate import generate_traces, write_pcaps
+    from netdiff_lib.generate import write_pcaps
     from netdiff_lib.models.native import load_model_dir
+    from netdiff_lib.models.sampler import generate_traces
 
     split = json.loads(Path(args.split).read_text())
     test_counts = Counter(c["label"] for c in split["test"])

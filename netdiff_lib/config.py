@@ -12,7 +12,6 @@ one step (``batch_tokens // bucket``), so short traces pad only to their bucket 
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -269,25 +268,3 @@ def preset(name: str) -> Config:
     if name not in table:
         raise ConfigError(f"unknown config preset {name!r}; choose one of {', '.join(PRESETS)}")
     return table[name]()
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The knobs a training run varies (shared by ``netdiff train`` and ``python -m netdiff_lib.train``)."""
-    parser.add_argument("--data", required=True, help="folder (or s3:// prefix) of <label>/*.pcap captures")
-    parser.add_argument("--out", required=True, help="model folder to write (local or s3://)")
-    parser.add_argument("--config", default="base", choices=PRESETS, help="preset (default: base)")
-    parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
-    parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
-    parser.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value, e.g. model.representation=features (repeatable)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    parser.add_argument("--workers", type=int, help="processes encoding captures (default: up to 8)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = preset(args.config).with_settings(args.settings)
-    return cfg.with_overrides(steps=args.steps, time_budget_s=args.time_budget, seed=args.seed,
-                              checkpoint_every=args.checkpoint_every)

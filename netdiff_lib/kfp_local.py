@@ -2,10 +2,11 @@
 
 The pipeline is the one compiled for clusters (:mod:`netdiff_lib.kfp_pipelines`); kfp.local ignores its
 Kubernetes settings, so object-store credentials come from this process's environment and every task runs
-as a subprocess of the current interpreter (``PYTHONPATH`` gets the source tree, so an uninstalled
-checkout works too).  kfp.local's verbose output goes to ``<work>/run.log``; the console gets one line per
-finished task and, every :data:`TICK_S` seconds, one per task still running with its latest progress bar
-(``validate synthetic 12/25``).  A failed task becomes a :class:`NetdiffError` carrying the task's last error line.
+as a subprocess of the current interpreter (``PYTHONPATH`` gets the folder of this netdiff_lib, so the tasks
+run the same code, a checkout's or an installed one's).  kfp.local's verbose output goes to
+``<work>/run.log``; the console gets one line per finished task and, every :data:`TICK_S` seconds, one per
+task still running with its latest progress bar (``validate synthetic 12/25``).  A failed task becomes a
+:class:`NetdiffError` carrying the task's last error line.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+import netdiff_lib
 from netdiff_lib.errors import NetdiffError
-from netdiff_lib.kfp_pipelines import PROJECT_ROOT, load_pipeline
+from netdiff_lib.kfp_pipelines import load_pipeline
+
+#: The folder holding the netdiff_lib that runs this (a checkout or site-packages): task subprocesses import
+#: the same code from it.
+PACKAGE_ROOT = Path(netdiff_lib.__file__).resolve().parents[1]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
@@ -137,9 +143,9 @@ def last_error(log_path: Path) -> str | None:
 
 @contextlib.contextmanager
 def _subprocess_env() -> Iterator[None]:
-    """Let task subprocesses import netdiff_lib, components and pipelines from this tree."""
+    """Let task subprocesses import the same netdiff_lib, components and pipelines as this process."""
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), old) if p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), old) if p)
     try:
         yield
     finally:

@@ -1,38 +1,26 @@
 """Load, compile and submit the project's KFP pipelines (the one place besides kfp_local that imports kfp).
 
-The pipelines and components live beside the package (``pipelines/``, ``components/`` in the source tree);
-:func:`load_pipeline` puts the tree on ``sys.path`` when they are not importable already.
+The pipelines and components are the top-level packages ``pipelines`` and ``components``, installed with
+netdiff (and importable from a source checkout).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import netdiff_lib
 from netdiff_lib.errors import ConfigError, NetdiffError
-
-PROJECT_ROOT = Path(netdiff_lib.__file__).resolve().parents[1]
-
-
-def _ensure_importable() -> None:
-    try:
-        importlib.import_module("pipelines")
-    except ImportError:
-        if not (PROJECT_ROOT / "pipelines" / "__init__.py").is_file():
-            raise ConfigError(f"the pipelines/ folder is not next to {PROJECT_ROOT / 'netdiff_lib'}: run netdiff "
-                              "from a source checkout (pip install -e .)") from None
-        sys.path.insert(0, str(PROJECT_ROOT))
 
 
 def load_pipeline(name: str = "netdiff", *, queue: str = "", gpu_retries: int | None = None) -> Any:
     """Build pipeline ``name`` (see ``pipelines.PIPELINES``) with its compile-time options."""
-    _ensure_importable()
-    from pipelines import PIPELINES
+    try:
+        from pipelines import PIPELINES
+    except ImportError as exc:
+        raise ConfigError(f"the netdiff pipelines are not installed ({exc}): reinstall netdiff") from None
 
     if name not in PIPELINES:
         raise ConfigError(f"unknown pipeline {name!r}; choose one of {', '.join(sorted(PIPELINES))}")

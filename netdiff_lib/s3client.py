@@ -63,10 +63,11 @@ class S3Config:
         return f"{'https' if self.secure else 'http'}://{self.endpoint}"
 
     @classmethod
-    def from_env(cls, uri: str = "s3://", env: Mapping[str, str] | None = None) -> S3Config:
-        """Read the settings from ``env`` (default ``os.environ``); ``uri`` only names the target in errors."""
+    def from_env(cls, uri: str = "s3://", env: Mapping[str, str] | None = None, endpoint: str = "") -> S3Config:
+        """Read the settings from ``env`` (default ``os.environ``); ``endpoint``, when given, wins over the
+        environment's; ``uri`` only names the target in errors."""
         env = os.environ if env is None else env
-        raw = next((env[v] for v in ENDPOINT_VARS if env.get(v, "").strip()), "")
+        raw = endpoint.strip() or next((env[v] for v in ENDPOINT_VARS if env.get(v, "").strip()), "")
         if not raw:
             raise StorageError(uri, "no object-store endpoint configured: set NETDIFF_S3_ENDPOINT (or "
                                     "AWS_ENDPOINT_URL / MINIO_ENDPOINT), e.g. http://127.0.0.1:9000")
@@ -150,10 +151,14 @@ def _client(cfg: S3Config) -> Any:
                        session_token=cfg.session_token, secure=cfg.secure, region=cfg.region, http_client=http)
 
 
+#: The endpoint that :func:`netdiff_lib.storage.endpoint` sets for a block of calls ("" : the environment's).
+_ENDPOINT = [""]
+
+
 def _s3(uri: str) -> tuple[Any, S3Config, str, str]:
     _, bucket, key = _parse(uri)
     _import_minio(uri)
-    cfg = S3Config.from_env(uri)
+    cfg = S3Config.from_env(uri, endpoint=_ENDPOINT[-1])
     return _client(cfg), cfg, bucket, key
 
 

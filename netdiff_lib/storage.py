@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from netdiff_lib.atomic import atomic_path
+from netdiff_lib.s3client import _ENDPOINT as _ENDPOINTS
 from netdiff_lib.s3client import (  # noqa: F401  (StorageError and S3Config are part of this module's API)
     DEFAULT_PART_SIZE,
     MIB,
@@ -48,6 +49,17 @@ _CHUNK = MIB
 _SHA_META = "sha256"
 _TMP_MARK = ".netdiff-tmp-"
 
+
+
+@contextlib.contextmanager
+def endpoint(url: str) -> Iterator[None]:
+    """Use the object store at ``url`` (``http(s)://host:port``) for the calls inside the block, whatever the
+    environment says; an empty ``url`` keeps the environment's endpoint. Nothing is written to ``os.environ``."""
+    _ENDPOINTS.append(url.strip() if url else _ENDPOINTS[-1])
+    try:
+        yield
+    finally:
+        _ENDPOINTS.pop()
 
 
 def is_remote(uri: str | Path) -> bool:

@@ -1,8 +1,9 @@
-"""Train the native generator: ``train(cfg, data=DIR, out=MODEL_DIR)``; ``python -m netdiff_lib.train``.
+"""Train the native generator: ``train(cfg, data, out=MODEL_DIR)`` on :class:`~netdiff_lib.models.base.TrainingData`.
 
-One process or several: run ``accelerate launch [--num_processes N] -m netdiff_lib.train ...`` (or torchrun)
-and :class:`accelerate.Accelerator` sets up DDP; every rank builds the same data and the same batch plan and
-takes every N-th batch (:mod:`netdiff_lib.models.data`), so the effective batch grows with N.
+One process or several: under ``accelerate launch [--num_processes N]`` (the pipeline's train stage,
+:mod:`netdiff_lib.stages.launch`) :class:`accelerate.Accelerator` sets up DDP; every rank builds the same data
+and the same batch plan and takes every N-th batch (:mod:`netdiff_lib.models.data`), so the effective batch
+grows with N.
 
 Noise comes from diffusers' ``DDPMScheduler`` (``add_noise``); the network predicts the clean sample, and the
 loss is the masked per-token MSE weighted by min-SNR-γ (``min(SNR, γ)`` for x0 prediction).  Every random
@@ -18,11 +19,8 @@ are written to the model folder (local, or staged locally and uploaded to an ``s
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,10 +31,11 @@ import numpy as np
 import torch
 
 from netdiff_lib import checkpoint
-from netdiff_lib.config import Config, add_train_arguments, config_from_args
-from netdiff_lib.errors import ConfigError, InputError
+from netdiff_lib.config import Config
+from netdiff_lib.errors import ConfigError
+from netdiff_lib.models.base import TrainingData
 from netdiff_lib.models.card import build_card, write_card, write_loss_curve
-from netdiff_lib.models.data import BucketPlan, PackedTraces, encode_captures, fingerprint, trace_stats
+from netdiff_lib.models.data import BucketPlan, PackedTraces, trace_stats
 from netdiff_lib.models.discrete import token_loss
 from netdiff_lib.models.features import FeatureCodec
 from netdiff_lib.models.layers import count_parameters
@@ -70,28 +69,22 @@ class Prepared:
     packed: PackedTraces
     stats: dict[str, Any]
     data_info: dict[str, Any]
+    payloads: Any = None  # a PayloadProfile, saved as payloads.json
 
 
-def prepare_data(cfg: Config, data: str, workers: int = 1) -> Prepared:
-    """Discover and encode the captures, fit the feature maps, pack the features."""
-    from netdiff_lib.dataset import discover
-
-    captures = discover(data)
-    if not captures:
-        raise InputError(data, "no captures found (expected <label>/*.pcap)")
-    traces = encode_captures(captures, cfg.model.max_packets, workers=workers)
-    if not traces:
-        raise InputError(data, "no capture held a packet the encoder keeps")
-    labels = sorted({t.label for t in traces})
-    codec = fit_codec(cfg, [t.matrix for t in traces], [t.label for t in traces])
+def prepare_data(cfg: Config, data: TrainingData) -> Prepared:
+    """Cut the traces to the model's ``max_packets``, fit the feature maps, pack the features."""
+    traces = [t.head(cfg.model.max_packets) for t in data.traces]
+    labels = data.labels
+    codec = fit_codec(cfg, [t.matrix for t in traces], [str(t.label) for t in traces])
     packed = PackedTraces.build(traces, codec, labels)
-    info = {"source": str(data), "fingerprint": fingerprint(captures), "captures": len(captures),
+    info = {"source": data.source, "fingerprint": data.fingerprint, "captures": data.captures,
             "traces": len(traces), "packets": int(packed.lengths.sum()), "max_packets": cfg.model.max_packets,
-            "representation": cfg.model.representation}
+            "encoded_max_packets": data.max_packets, "representation": cfg.model.representation}
     if isinstance(codec, FieldTokenizer):
         info["vocabulary"] = dict(zip(codec.fields, codec.sizes, strict=True))
         info["exact_token_share"] = codec.coverage
-    return Prepared(labels, codec, packed, trace_stats(traces, labels), info)
+    return Prepared(labels, codec, packed, trace_stats(traces, labels), info, data.payloads)
 
 
 def noise_scheduler(cfg: Config) -> Any:
@@ -205,9 +198,9 @@ def _precision(cfg: Config) -> str:
     return ("bf16" if torch.cuda.is_available() else "no") if mp == "auto" else mp
 
 
-def train(cfg: Config, data: str, out: str, *, resume: bool = False, workers: int | None = None,
-          progress: bool = True, until_step: int | None = None) -> str:
-    """Train on ``data`` (``<label>/*.pcap``), write the model folder ``out``; returns ``out``.
+def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, progress: bool = True,
+          until_step: int | None = None) -> str:
+    """Train on ``data``, write the model folder ``out``; returns ``out``.
 
     ``until_step`` ends this process at that step as if it were stopped there (checkpoint and model folder
     written; the LR schedule still follows the config), so a run can be trained in slices with ``resume``.
@@ -218,9 +211,7 @@ def train(cfg: Config, data: str, out: str, *, resume: bool = False, workers: in
     tc = cfg.train
     if not torch.cuda.is_available() and tc.cpu_threads:
         torch.set_num_threads(tc.cpu_threads)
-    # encode before CUDA is initialised (the encoder forks worker processes)
-    workers = workers or max(1, min(8, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
-    prep = prepare_data(cfg, data, workers)
+    prep = prepare_data(cfg, data)
     acc = Accelerator(mixed_precision=_precision(cfg), cpu=not torch.cuda.is_available())
     rank, world, dev = acc.process_index, acc.num_processes, acc.device
     torch.manual_seed(tc.seed)
@@ -348,9 +339,10 @@ def _finish(stage: Path, cfg: Config, prep: Prepared, raw: torch.nn.Module, ema:
                       training=training)
     write_card(stage, card)
     write_loss_curve(stage, state.history)
-    from netdiff_lib.payloads.profile import fit_model_payloads  # payload structure per class (issue 10)
+    if prep.payloads is not None:  # payload structure per class, for reconstruction
+        from netdiff_lib.payloads import FILE_NAME
 
-    fit_model_payloads(stage, prep.data_info["source"])
+        prep.payloads.save(stage / FILE_NAME)
 
 
 def _upload(stage: Path, out: str) -> None:
@@ -360,22 +352,3 @@ def _upload(stage: Path, out: str) -> None:
         if path.is_file():
             storage.put(path, storage.join(out, path.name))
     shutil.rmtree(stage, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from netdiff_lib.errors import NetdiffError
-
-    parser = argparse.ArgumentParser(prog="python -m netdiff_lib.train", description=__doc__.split("\n")[0])
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        train(config_from_args(args), args.data, args.out, resume=args.resume, workers=args.workers,
-              progress=not args.no_progress)
-    except NetdiffError as exc:
-        print(f"netdiff train: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

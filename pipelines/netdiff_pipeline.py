@@ -3,7 +3,10 @@
     list-inputs -> encode x shards -> train (GPU) -> generate (GPU) -> reconstruct x shards -> evaluate -> publish
 
 Object-store steps get their credentials from the Secret ``s3_secret``; ``train_steps`` 0 and
-``model_uri`` "" mean the preset's steps and ``<output_uri>/model``. Compile with ``netdiff compile``.
+``model_uri`` "" mean the preset's steps and ``<output_uri>/model``.  ``max_packets`` is decided here once:
+encode keeps that many packets per capture, and train and evaluate read what encode wrote.  ``sample_steps``
+0 and ``guidance`` < 0 mean the model's defaults; ``timing`` is ``generated`` or ``empirical``.
+Compile with ``netdiff compile``.
 """
 
 from kfp import compiler, dsl
@@ -11,10 +14,10 @@ from kfp import compiler, dsl
 from components.encode import encode
 from components.evaluate import evaluate
 from components.list_inputs import list_inputs
-from components.publish import publish
 from components.train import train
 from netdiff_lib.config import base
 from netdiff_lib.models import DEFAULT_BACKEND
+from netdiff_lib.schema import MAX_PACKETS
 from netdiff_lib.stages.common import SHARDS, TEST_FRACTION, TRACES_PER_CLASS
 from pipelines._placement import (
     GPU_NODE_SELECTOR,
@@ -27,7 +30,7 @@ from pipelines._placement import (
     on_gpu,
     with_object_store,
 )
-from pipelines._synthesize import synthesize
+from pipelines._synthesize import GUIDANCE, SAMPLE_STEPS, TIMING, publish_all, synthesize
 
 NAME = "netdiff"
 
@@ -39,7 +42,9 @@ def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component
                                          "reconstruct and evaluate, from labelled captures.")
     def netdiff(input_uri: str, output_uri: str, backend: str = DEFAULT_BACKEND, config: str = base().preset,
                 train_steps: int = 0, traces_per_class: int = TRACES_PER_CLASS, seed: int = 0,
-                shards: int = SHARDS, test_fraction: float = TEST_FRACTION, model_uri: str = "",
+                shards: int = SHARDS, test_fraction: float = TEST_FRACTION, max_packets: int = MAX_PACKETS,
+                sample_steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE, timing: str = TIMING,
+                model_uri: str = "",
                 gpu_type: str = GPU_RESOURCE, gpu_count: int = 1, gpu_node_selector: dict = GPU_NODE_SELECTOR,
                 gpu_toleration: dict = GPU_TOLERATION, s3_secret: str = S3_SECRET, s3_endpoint: str = S3_ENDPOINT):
         gpu = {"type": gpu_type, "node_selector": gpu_node_selector, "toleration": gpu_toleration}
@@ -48,20 +53,19 @@ def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component
         with_object_store(on_cpu(listing, cache=False), s3_secret)
         with dsl.ParallelFor(listing.outputs["Output"]) as shard:
             enc = encode(input_uri=input_uri, shard=shard, test_fraction=test_fraction, seed=seed,
-                         s3_endpoint=s3_endpoint)
+                         max_packets=max_packets, s3_endpoint=s3_endpoint)
             with_object_store(on_cpu(enc, "medium"), s3_secret)
         trained = train(data=dsl.Collected(enc.outputs["data"]), output_uri=output_uri, model_uri=model_uri,
                         backend=backend, config=config, steps=train_steps, seed=seed, s3_endpoint=s3_endpoint)
         on_gpu(trained, gpu_type, gpu_count, gpu_node_selector, gpu_toleration, queue=queue, retries=gpu_retries)
         with_object_store(trained, s3_secret)
-        pcaps = synthesize(trained.outputs["model"], traces_per_class, seed, shards, gpu, queue=queue,
-                           retries=gpu_retries)
+        sampling = {"traces_per_class": traces_per_class, "seed": seed, "shards": shards,
+                    "sample_steps": sample_steps, "guidance": guidance, "timing": timing}
+        pcaps = synthesize(trained.outputs["model"], sampling, gpu, queue=queue, retries=gpu_retries)
         report = evaluate(data=dsl.Collected(enc.outputs["data"]), pcaps=dsl.Collected(pcaps), seed=seed)
         on_cpu(report, "large")
-        done = publish(output_uri=output_uri, pcaps=dsl.Collected(pcaps), s3_endpoint=s3_endpoint,
-                       report=report.outputs["report"], manifest=listing.outputs["manifest"],
-                       model=trained.outputs["model"])
-        with_object_store(on_cpu(done, cache=False), s3_secret)
+        publish_all(output_uri, pcaps, s3_endpoint, s3_secret, report=report.outputs["report"],
+                    manifest=listing.outputs["manifest"], model=trained.outputs["model"])
 
     return netdiff
 

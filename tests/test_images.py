@@ -113,12 +113,14 @@ import json, sys
 from pathlib import Path
 import netdiff_lib.evaluate
 from netdiff_lib import stages
-from netdiff_lib.trace import load_trace, save_trace
+from netdiff_lib.models.base import GeneratedTrace, save_generated
+from netdiff_lib.trace import load_trace
 samples, work = Path(sys.argv[1]), Path(sys.argv[2])
 items, _ = stages.list_inputs(str(samples), work / "manifest.json", shards=2, test_fraction=0.2, seed=0)
-meta = stages.encode_shard(str(samples), work / "enc", items[0], test_fraction=0.2, seed=0)
-npz = sorted((work / "enc" / "nprint").rglob("*.npz"))[0]
-save_trace(work / "gen" / "shard-000" / "dns_0.npz", load_trace(npz))
+meta = stages.encode_shard(str(samples), work / "enc", items[0], test_fraction=0.2, seed=0, max_packets=1024)
+real = load_trace(sorted((work / "enc" / "nprint").rglob("*.npz"))[0])
+save_generated(work / "gen" / "shard-000" / "dns_0.npz", GeneratedTrace(real.matrix, real.iat_us(), "dns"),
+               real.layout)
 rep = stages.reconstruct_shard(work / "gen", {"index": 0, "count": 1}, work / "pcaps")
 out = stages.publish(str(work / "out"), pcap_dirs=[str(work / "pcaps")], manifest_path=str(work / "manifest.json"))
 print(json.dumps({"captures": meta["captures"], "traces": rep["traces"], "pcaps": out["pcaps"],

@@ -11,10 +11,11 @@ import torch
 
 from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError, InputError
-from netdiff_lib.generate import generate_traces, sampling_scheduler, trace_names
-from netdiff_lib.models import backend_of, get_backend
+from netdiff_lib.generate import trace_names
+from netdiff_lib.models import Sampling, backend_of, get_backend
 from netdiff_lib.models.features import FeatureCodec
 from netdiff_lib.models.native import NativeModel, PacketDiT, load_model_dir, save_model_dir
+from netdiff_lib.models.sampler import generate_traces, sampling_scheduler
 
 torch.set_num_threads(1)
 LABELS = ["alpha", "beta", "gamma"]
@@ -82,8 +83,8 @@ def test_save_load_round_trip(model_dir: Path) -> None:
     assert model.labels == LABELS and model.config == features_cfg()
     assert backend_of(model_dir) == "native"
     again = get_backend("native").load(str(model_dir))
-    a = again.generate({"alpha": 2}, steps=3, seed=7, progress=False)
-    b = model.generate({"alpha": 2}, steps=3, seed=7, progress=False)
+    a = again.generate({"alpha": 2}, Sampling(steps=3, seed=7, progress=False))
+    b = model.generate({"alpha": 2}, Sampling(steps=3, seed=7, progress=False))
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.matrix, y.matrix)
         np.testing.assert_array_equal(x.iat_us, y.iat_us)
@@ -122,7 +123,7 @@ def test_scheduler_is_dpm_solver_with_data_prediction(model_dir: Path) -> None:
 def test_bad_requests_and_folders(model_dir: Path, tmp_path: Path) -> None:
     model: NativeModel = load_model_dir(model_dir)
     with pytest.raises(ConfigError, match="not in this model"):
-        model.generate({"delta": 1}, progress=False)
+        model.generate({"delta": 1}, Sampling(progress=False))
     with pytest.raises(InputError, match="model folder not found"):
         load_model_dir(tmp_path / "nope")
     (tmp_path / "empty").mkdir()

@@ -293,3 +293,22 @@ def test_submit_needs_the_pipeline_inputs(kfp_api: tuple[str, type[_KfpApi]], ca
     assert main(["submit", "--host", url, "--namespace", "ns", "--pipeline", "generate", "--output", "s3://b/o"]) == 2
     assert "missing model_uri" in capsys.readouterr().err
     assert api.seen == []
+
+
+def test_sampling_and_max_packets_are_pipeline_parameters(compiled: tuple[str, dict, dict]) -> None:
+    """Guidance, sampler steps and timing reach the generate step; max_packets (netdiff) the encode step."""
+    name, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    expected = {"sample_steps": ("NUMBER_INTEGER", 0), "guidance": ("NUMBER_DOUBLE", -1.0),
+                "timing": ("STRING", "generated")}
+    if name == "netdiff":
+        expected["max_packets"] = ("NUMBER_INTEGER", 1024)
+    for key, (kind, default) in expected.items():
+        assert params[key]["parameterType"] == kind and params[key]["defaultValue"] == default, key
+    tasks = all_tasks(spec)
+    wired = tasks["generate"]["inputs"]["parameters"]
+    assert {k: wired[k]["componentInputParameter"] for k in ("sample_steps", "guidance", "timing")} == {
+        "sample_steps": "sample_steps", "guidance": "guidance", "timing": "timing"}
+    if name == "netdiff":  # inside the ParallelFor body: the pipeline's parameter through the loop's channel
+        assert tasks["encode"]["inputs"]["parameters"]["max_packets"]["componentInputParameter"] == (
+            "pipelinechannel--max_packets")

@@ -74,10 +74,11 @@ def test_split_and_shards_cover_every_capture_once(local_run: dict, samples_dir:
     shards = _task_outputs(local_run["work"], "encode")
     assert len(shards) == SHARDS
     dirs = [Path(s["artifacts"]["data"]["artifacts"][0]["uri"]) for s in shards]
-    captures = sorted(p.relative_to(d / "captures").as_posix() for d in dirs
-                      for p in (d / "captures").rglob("*.pcap"))
-    assert captures == sorted(c["dest"] for c in inputs["captures"])
-    assert sum(len(list((d / "nprint").rglob("*.npz"))) for d in dirs) == 50
+    encoded = sorted(p.relative_to(d / "nprint").as_posix().removesuffix(".npz") for d in dirs
+                     for p in (d / "nprint").rglob("*.npz"))
+    assert encoded == sorted(c["dest"] for c in inputs["captures"])
+    assert sum(len(list((d / "payloads").rglob("*.npz"))) for d in dirs) == 50
+    assert not [p for d in dirs for p in d.rglob("*.pcap")]  # the captures stay behind: train and evaluate read these
 
 
 def test_kfp_visualizations(local_run: dict) -> None:

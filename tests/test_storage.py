@@ -352,3 +352,18 @@ def test_a_download_cut_short_is_started_again(s3_env, flaky_server, monkeypatch
     script[:] = ["cut", "cut", "cut"]
     _fails_fast(lambda: storage.get("s3://bkt/k.pcap", tmp_path / "j"), "s3://bkt/k.pcap", "broke off", "2 retries")
     assert len(seen) == 6 and not (tmp_path / "j").exists()
+
+
+def test_an_explicit_endpoint_wins_and_stays_out_of_the_environment(monkeypatch) -> None:
+    for var in ("NETDIFF_S3_ENDPOINT", "AWS_ENDPOINT_URL", "MINIO_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    monkeypatch.setenv("NETDIFF_S3_RETRIES", "0")
+    with pytest.raises(StorageError, match="no object-store endpoint"):
+        storage.exists("s3://bucket/key")
+    with storage.endpoint("http://127.0.0.1:9"), pytest.raises(StorageError, match=r"127\.0\.0\.1:9"):
+        storage.exists("s3://bucket/key")
+    assert "NETDIFF_S3_ENDPOINT" not in os.environ
+    with pytest.raises(StorageError, match="no object-store endpoint"):  # the block ended
+        storage.exists("s3://bucket/key")

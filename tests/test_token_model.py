@@ -11,9 +11,9 @@ import torch
 
 from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError, InputError
-from netdiff_lib.generate import generate_traces
 from netdiff_lib.models.discrete import TokenDiT, sample_tokens, schedule, token_loss
 from netdiff_lib.models.native import build_network, fit_codec, load_model_dir, save_model_dir
+from netdiff_lib.models.sampler import generate_traces
 from netdiff_lib.models.tokens import FIELDS, FieldTokenizer, read_fields
 from netdiff_lib.models.vocab import ABSENT, Templates, Vocab, slot_tokens, template_of, variable_bytes
 from netdiff_lib.nprint.encode import encode_pcap

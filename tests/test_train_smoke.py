@@ -18,8 +18,10 @@ from safetensors.torch import load_file
 
 from netdiff_lib import checkpoint
 from netdiff_lib.config import tiny
+from netdiff_lib.encoded import from_captures
 from netdiff_lib.errors import ConfigError
-from netdiff_lib.train import main as train_main
+from netdiff_lib.models.base import TrainingData
+from netdiff_lib.schema import MAX_PACKETS
 from netdiff_lib.train import train
 
 torch.set_num_threads(1)
@@ -37,6 +39,12 @@ def small_data(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return root
 
 
+@pytest.fixture(scope="module")
+def small_set(small_data: Path) -> TrainingData:
+    """The same captures encoded once, as ``netdiff train --data`` encodes them."""
+    return from_captures(str(small_data), MAX_PACKETS)
+
+
 def _cfg(steps: int = 4, representation: str = "tokens"):
     cfg = tiny().with_settings([f"model.representation={representation}"])
     return cfg.with_overrides(steps=steps, checkpoint_every=2, log_every=1, warmup_steps=2)
@@ -48,13 +56,14 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("representation", ["tokens", "features"])
-def test_resume_after_stop_equals_uninterrupted_run(small_data: Path, tmp_path: Path, representation: str) -> None:
+def test_resume_after_stop_equals_uninterrupted_run(small_set: TrainingData, tmp_path: Path,
+                                                    representation: str) -> None:
     whole, sliced = tmp_path / "whole", tmp_path / "sliced"
     cfg = _cfg(representation=representation)
-    train(cfg, str(small_data), str(whole), progress=False)
-    train(cfg, str(small_data), str(sliced), progress=False, until_step=3)  # "killed" after step 3
+    train(cfg, small_set, str(whole), progress=False)
+    train(cfg, small_set, str(sliced), progress=False, until_step=3)  # "killed" after step 3
     assert checkpoint.latest(sliced / "checkpoints") == "ckpt-00000003"
-    train(cfg, str(small_data), str(sliced), progress=False, resume=True)
+    train(cfg, small_set, str(sliced), progress=False, resume=True)
     a, b = checkpoint.load(whole / "checkpoints"), checkpoint.load(sliced / "checkpoints")
     assert a.step == b.step == 4
     def curve(ck: checkpoint.Checkpoint) -> list:  # everything but wall-clock time
@@ -72,12 +81,13 @@ def test_resume_after_stop_equals_uninterrupted_run(small_data: Path, tmp_path: 
     assert all(torch.equal(final[k], wa[f"ema.{k}"]) for k in final)
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(small_data: Path, tmp_path: Path) -> None:
+def test_resume_after_sigkill_equals_uninterrupted_run(small_data: Path, small_set: TrainingData,
+                                                       tmp_path: Path) -> None:
     """A real kill: the training process dies (SIGKILL) right after its first checkpoint, wherever it is."""
     cfg = tiny().with_overrides(steps=40, checkpoint_every=2, log_every=1)
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "netdiff_lib.train", "--data", str(small_data), "--out", str(killed), "--config",
-           "tiny", "--steps", "40", "--checkpoint-every", "2", "--no-progress"]
+    cmd = [sys.executable, "-m", "netdiff_lib.cli", "train", "--data", str(small_data), "--out", str(killed),
+           "--config", "tiny", "--steps", "40", "--checkpoint-every", "2", "--no-progress", "--workers", "1"]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -89,18 +99,18 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data: Path, tmp_pat
         proc.wait(timeout=60)
     stopped_at = checkpoint.load(killed / "checkpoints").step
     assert stopped_at < 40 and not (killed / "model.safetensors").exists(), "the run finished before the kill"
-    train(cfg, str(small_data), str(killed), progress=False, resume=True)
+    train(cfg, small_set, str(killed), progress=False, resume=True)
     whole = tmp_path / "whole"
-    train(cfg, str(small_data), str(whole), progress=False)
+    train(cfg, small_set, str(whole), progress=False)
     wa, wb = _weights(whole / "checkpoints" / "ckpt-00000040"), _weights(killed / "checkpoints" / "ckpt-00000040")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     final_a, final_b = (load_file(str(d / "model.safetensors")) for d in (whole, killed))
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 
-def test_model_folder_and_card(small_data: Path, tmp_path: Path) -> None:
+def test_model_folder_and_card(small_set: TrainingData, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    train(_cfg(steps=3), str(small_data), str(out), progress=False)
+    train(_cfg(steps=3), small_set, str(out), progress=False)
     for name in ("model.safetensors", "config.json", "tokens.json", "stats.json", "class_map.json",
                  "model_card.json", "README.md", "loss.json"):
         assert (out / name).is_file(), name
@@ -116,22 +126,22 @@ def test_model_folder_and_card(small_data: Path, tmp_path: Path) -> None:
     assert "fingerprint" in (out / "README.md").read_text()
 
 
-def test_resume_refuses_other_config(small_data: Path, tmp_path: Path) -> None:
+def test_resume_refuses_other_config(small_set: TrainingData, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    train(_cfg(steps=2), str(small_data), str(out), progress=False)
+    train(_cfg(steps=2), small_set, str(out), progress=False)
     other = _cfg(steps=4)
     other = other.__class__.from_dict({**other.to_dict(), "model": {**other.to_dict()["model"], "n_layers": 1}})
     with pytest.raises(ConfigError, match="another model/diffusion config"):
-        train(other, str(small_data), str(out), progress=False, resume=True)
+        train(other, small_set, str(out), progress=False, resume=True)
     with pytest.raises(ConfigError, match="already holds training checkpoints"):
-        train(_cfg(steps=4), str(small_data), str(out), progress=False)
+        train(_cfg(steps=4), small_set, str(out), progress=False)
 
 
-def test_train_to_s3_and_resume(small_data: Path, s3_env) -> None:
+def test_train_to_s3_and_resume(small_set: TrainingData, s3_env) -> None:
     bucket = s3_env.make_bucket()
     out = f"s3://{bucket}/models/tiny"
-    train(_cfg(steps=2), str(small_data), out, progress=False)
-    train(_cfg(steps=3), str(small_data), out, progress=False, resume=True)
+    train(_cfg(steps=2), small_set, out, progress=False)
+    train(_cfg(steps=3), small_set, out, progress=False, resume=True)
     from netdiff_lib import storage
 
     names = {storage.relative(u, out) for u in storage.list_uri(out)}
@@ -139,11 +149,12 @@ def test_train_to_s3_and_resume(small_data: Path, s3_env) -> None:
     assert checkpoint.latest(f"{out}/checkpoints") == "ckpt-00000003"
 
 
-def test_python_module_entry_point(small_data: Path, tmp_path: Path) -> None:
-    code = train_main(["--data", str(small_data), "--out", str(tmp_path / "m"), "--config", "tiny",
-                       "--steps", "2", "--no-progress"])
-    assert code == 0 and (tmp_path / "m" / "model.safetensors").is_file()
-    assert train_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x"), "--config", "tiny"]) == 2
+def test_cli_train_errors_name_the_input(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "netdiff_lib.cli", "train", "--data", str(tmp_path / "missing"),
+                           "--out", str(tmp_path / "x"), "--config", "tiny"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and str(tmp_path / "missing") in proc.stderr
 
 
 def _pcap_ok(path: Path) -> bool:

@@ -30,24 +30,23 @@ def run(args: argparse.Namespace) -> int:
 
     from netdiff_lib.errors import ConfigError
     from netdiff_lib.generate import write_pcaps
-    from netdiff_lib.models import backend_of, get_backend
+    from netdiff_lib.models import Sampling, backend_of, get_backend
     from netdiff_lib.payloads import load_payloads
 
     if args.per_class < 1:
         raise ConfigError("--per-class must be >= 1")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = get_backend(backend_of(args.model)).load(args.model, device=device)
-    cfg = getattr(model, "config", None)  # the native backend's Config: its CPU thread preference
-    if device == "cpu" and cfg is not None and cfg.train.cpu_threads:
-        torch.set_num_threads(cfg.train.cpu_threads)
+    backend = backend_of(args.model)
+    model = get_backend(backend).load(args.model, device=device)
     per_class = {lab: args.per_class for lab in (args.labels or model.labels)}
+    sampling = Sampling(steps=args.steps, guidance=args.guidance, timing=args.timing, seed=args.seed,
+                        progress=not args.no_progress)
     t0 = time.perf_counter()
-    traces = model.generate(per_class, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                            progress=not args.no_progress)
+    traces = model.generate(per_class, sampling)
     t1 = time.perf_counter()
-    iat_models = model.iat_models() if args.timing == "empirical" else None
-    paths = write_pcaps(traces, args.out, model.codec.layout, arrays=args.arrays, iat_models=iat_models,
-                        seed=args.seed, progress=not args.no_progress, payloads=load_payloads(args.model))
+    paths = write_pcaps(traces, args.out, model.layout, arrays=args.arrays, seed=args.seed,
+                        progress=not args.no_progress, payloads=load_payloads(args.model),
+                        source=f"netdiff-{backend}")
     t2 = time.perf_counter()
     print(f"{len(paths)} pcaps in {args.out} (sampling {t1 - t0:.1f} s, reconstruction {t2 - t1:.1f} s)")
     return 0

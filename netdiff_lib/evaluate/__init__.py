@@ -40,7 +40,7 @@ __all__ = ["K_PACKETS", "MAX_FILES", "evaluate", "kfp_metrics"]
 #: Packets per trace that the classifiers' features and the privacy distance look at.
 K_PACKETS = 16
 
-Source = str | Path | Sequence[Trace]
+Source = str | Path | Sequence[Trace] | TraceSet
 
 
 class _Clock:
@@ -95,7 +95,8 @@ def _privacy(sets: dict[str, TraceSet], rows: dict[str, str], k: int, near_copy:
 
 def _compliance(trace_set: TraceSet, opts: dict, bar) -> dict:
     n = min(len(trace_set.files), opts["compliance_files"] or len(trace_set.files))
-    return compliance(trace_set.files, opts["compliance_files"], bar(f"validate {trace_set.name}", n))
+    return compliance(trace_set.files, opts["compliance_files"], bar(f"validate {trace_set.name}", n),
+                      known=trace_set.reports)
 
 
 def _metrics(result: dict, sets: dict[str, TraceSet], rows: dict[str, str], tables: dict[str, FieldTable],

@@ -17,7 +17,7 @@ import dataclasses
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -115,9 +115,10 @@ def summarise(reports: Sequence[dict], labels: Sequence[str]) -> dict:
 
 
 def compliance(files: Sequence[tuple[str, str]], max_files: int | None = MAX_FILES,
-               progress: Callable | None = None, workers: int | None = None) -> dict:
+               progress: Callable | None = None, workers: int | None = None,
+               known: Mapping[str, dict] | None = None) -> dict:
     """Validate ``(path, label)`` pcaps (a sample of ``max_files``) and summarise; ``available: False`` and a
-    reason when it cannot run."""
+    reason when it cannot run. ``known``: reports made earlier (by path), used instead of validating again."""
     if not files:
         return {"available": False, "reason": "no pcap files (traces were given in memory)"}
     try:
@@ -126,8 +127,9 @@ def compliance(files: Sequence[tuple[str, str]], max_files: int | None = MAX_FIL
         return {"available": False, "reason": f"no protocol validator: {exc}"}
     chosen = sample_files(files, max_files)
     paths = [p for p, _ in chosen]
+    known = known or {}
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
-        results = pool.map(run_validator, paths)
+        results = pool.map(lambda p: known[p] if p in known else run_validator(p), paths)
         reports = [r | {"path": p} for p, r in zip(paths, progress(results) if progress else results, strict=True)]
     out = summarise(reports, [lab for _, lab in chosen])
     out["sampled"] = {"files": len(chosen), "of": len(files)}

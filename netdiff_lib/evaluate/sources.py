@@ -34,6 +34,7 @@ class TraceSet:
     uri: str | None = None
     files: list[tuple[str, str]] = field(default_factory=list)  # (local pcap path, label) per kept trace
     failed: list[dict] = field(default_factory=list)  # {"uri", "cause"} per capture that could not be read
+    reports: dict[str, dict] = field(default_factory=dict)  # validator reports made earlier, by file
     empty: int = 0
     skipped: Counter = field(default_factory=Counter)
 
@@ -100,6 +101,31 @@ def in_memory(name: str, traces: Sequence[Trace], layout: Layout = NETDIFFUSION)
     return TraceSet(name, traces, files=files if len(files) == len(traces) else [])
 
 
+def encoded_trace_set(name: str, dirs: Sequence[str | Path], split: str) -> TraceSet:
+    """The ``split`` of the pipeline's encode outputs ``dirs`` (:mod:`netdiff_lib.encoded`): the traces, and
+    the validator reports the encode step made for the compliance sample (no capture is read again)."""
+    from netdiff_lib.atomic import read_json
+    from netdiff_lib.encoded import VALIDATION, encoded_files
+    from netdiff_lib.trace import load_trace
+
+    found = encoded_files(dirs, split)
+    if not found:
+        raise InputError(dirs[0] if dirs else split, f"no encoded {split} traces")
+    out = TraceSet(name, [], uri=f"{split} split of the encoded inputs")
+    for d in dirs:
+        root = Path(d) / VALIDATION / split
+        for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+            out.reports[f"{split}/{path.relative_to(root).as_posix().removesuffix('.json')}"] = read_json(path)
+    for rel, path in found:
+        trace = load_trace(path)
+        if len(trace) == 0:
+            out.empty += 1
+            continue
+        out.traces.append(trace)
+        out.files.append((f"{split}/{rel.removesuffix('.npz')}", str(trace.label)))
+    return out
+
+
 def relabel(trace_set: TraceSet, class_map: ClassMap) -> TraceSet:
     """Translate NetDiffusion class names (``type-N``) to labels with a class map; other labels stay."""
 
@@ -125,7 +151,9 @@ class TraceCache:
         self.load_kwargs = load_kwargs
         self._sets: dict[str, TraceSet] = {}
 
-    def get(self, name: str, source: str | Path | Sequence[Trace]) -> TraceSet:
+    def get(self, name: str, source: str | Path | Sequence[Trace] | TraceSet) -> TraceSet:
+        if isinstance(source, TraceSet):
+            return dataclasses.replace(source, name=name)
         if not isinstance(source, (str, Path)):
             return in_memory(name, source, self.layout)
         key = str(source).rstrip("/")

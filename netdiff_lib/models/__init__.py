@@ -1,7 +1,10 @@
 """Generative backends behind one small interface (:mod:`netdiff_lib.models.base`).
 
-Backends register by name with the module and class that implement them, imported only when asked for, so
-``import netdiff_lib.models`` stays light (no torch).  ``native`` is the default.
+Backends register by name with the module and class that implement them (``"package.module:Class"``),
+imported only when asked for, so ``import netdiff_lib.models`` stays light (no torch).  A backend in this
+package adds one line to :data:`BACKENDS`; one in another package calls :func:`register_backend` or declares
+an entry point in the group ``netdiff.backends`` (``sd15 = "my_pkg.sd15:Sd15Backend"``).  ``native`` is the
+default.
 """
 
 from __future__ import annotations
@@ -11,28 +14,41 @@ import json
 from pathlib import Path
 
 from netdiff_lib.errors import ConfigError, InputError
-from netdiff_lib.models.base import Backend, GeneratedTrace, TraceGenerator
+from netdiff_lib.models.base import Backend, GeneratedTrace, Sampling, TraceGenerator, TrainingData
 
 DEFAULT_BACKEND = "native"
 #: name -> "module:Class"; a new backend adds one line.
 BACKENDS: dict[str, str] = {
-    "native": "netdiff_lib.models.native:NativeBackend",
+    "native": "netdiff_lib.models.native_backend:NativeBackend",
 }
+ENTRY_POINTS = "netdiff.backends"
+
+
+def known_backends() -> dict[str, str]:
+    """Registered backends and those declared by installed packages' entry points (registered ones win)."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINTS)}
+    return found | BACKENDS
 
 
 def get_backend(name: str = DEFAULT_BACKEND) -> Backend:
     """The backend registered as ``name``."""
+    known = known_backends()
     try:
-        target = BACKENDS[name]
+        target = known[name]
     except KeyError:
-        raise ConfigError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}") from None
+        raise ConfigError(f"unknown backend {name!r}; known: {', '.join(sorted(known))}") from None
     module, cls = target.split(":")
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
         raise ConfigError(f"backend {name!r} needs packages that are not installed ({exc}); "
                           "install netdiff[ml]") from None
-    return getattr(mod, cls)()
+    backend = getattr(mod, cls)()
+    if not isinstance(backend, Backend):
+        raise ConfigError(f"backend {name!r} ({target}) does not implement netdiff_lib.models.base.Backend")
+    return backend
 
 
 def backend_of(model_dir: str | Path) -> str:
@@ -51,9 +67,11 @@ def backend_of(model_dir: str | Path) -> str:
 
 
 def register_backend(name: str, target: str) -> None:
-    """Add a backend (``"package.module:Class"``)."""
+    """Add a backend (``"package.module:Class"``, a :class:`Backend` subclass made without arguments)."""
+    if ":" not in target:
+        raise ConfigError(f"backend target {target!r} must be 'package.module:Class'")
     BACKENDS[name] = target
 
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "GeneratedTrace", "TraceGenerator", "backend_of",
-           "get_backend", "register_backend"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "GeneratedTrace", "Sampling", "TraceGenerator",
+           "TrainingData", "backend_of", "get_backend", "known_backends", "register_backend"]

@@ -1,19 +1,38 @@
-"""The small interface every generative backend implements (``native`` today, ``sd15`` later).
+"""The interface every generative backend implements (``native`` today, ``sd15`` next); ``docs/CONTRACTS.md``.
 
-A backend knows how to ``train(data, out, config)`` a model folder from a directory of labelled captures and
-how to ``load(model_dir)`` one back as a :class:`TraceGenerator`, whose ``generate(per_class, ...)`` returns
-plain arrays: one :class:`GeneratedTrace` per synthetic trace (nPrint matrix, inter-arrival times, label).
-Turning those into pcaps (reconstruction) is backend-independent and lives in :mod:`netdiff_lib.generate`.
-Each backend records its name in the model folder's ``model_card.json`` so the right one loads it.
+A :class:`Backend` turns a :class:`TrainingData` (labelled nPrint traces, as the encode step wrote them) into a
+model folder and loads a model folder back as a :class:`TraceGenerator`.  The generator's ``generate`` returns
+what reconstruction needs and nothing backend-specific: one :class:`GeneratedTrace` per synthetic trace
+(nPrint matrix in the generator's ``layout``, inter-arrival times already chosen by the :class:`Sampling`
+options' timing mode, label).  Turning those into pcaps is backend-independent (:mod:`netdiff_lib.generate`).
+
+Backend-specific training settings live in the backend's own config object, made by ``backend.config(preset,
+steps=..., seed=..., settings=[...])``; callers (command line, pipeline stages) only pass it back to ``train``.
+Each backend records its name in the model folder's ``model_card.json`` so that the right one loads it.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+from netdiff_lib.atomic import atomic_path
+from netdiff_lib.errors import ConfigError, InputError
+from netdiff_lib.repair.timing import IatModel
+from netdiff_lib.schema import Layout
+from netdiff_lib.trace import Trace
+
+if TYPE_CHECKING:
+    from netdiff_lib.payloads import PayloadProfile
+
+TIMINGS = ("generated", "empirical")
+GENERATED_FORMAT = "netdiff-generated/1"
 
 
 @dataclass
@@ -32,26 +51,143 @@ class GeneratedTrace:
             raise ValueError("need one inter-arrival time per packet")
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: ``steps`` and ``guidance`` (None: the model's defaults), ``timing`` (``generated``: the
+    model's inter-arrival times; ``empirical``: drawn from each class's training gaps), ``seed``, ``progress``."""
+
+    steps: int | None = None
+    guidance: float | None = None
+    timing: str = "generated"
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.timing not in TIMINGS:
+            raise ConfigError(f"timing must be one of {', '.join(TIMINGS)}, not {self.timing!r}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"sampler steps must be >= 1, not {self.steps}")
+        if self.guidance is not None and self.guidance < 0:
+            raise ConfigError(f"guidance must be >= 0, not {self.guidance}")
+
+
+@dataclass
+class TrainingData:
+    """Labelled nPrint traces to train on, with a ``fingerprint`` of their content (a resumed training checks
+    it), where they came from (``source``), the packets kept per capture by the encoder (``max_packets``) and
+    the payload profile learned from the same captures (``payloads``: a backend saves it in its model folder as
+    ``payloads.json``, which reconstruction reads)."""
+
+    traces: list[Trace]
+    source: str
+    max_packets: int
+    captures: int = 0
+    fingerprint: str = field(default="")
+    payloads: PayloadProfile | None = None
+
+    def __post_init__(self) -> None:
+        self.traces = [t for t in self.traces if len(t)]
+        if not self.traces:
+            raise InputError(self.source, "no training trace holds a packet")
+        if any(t.label is None for t in self.traces):
+            raise InputError(self.source, "every training trace needs a label")
+        self.captures = self.captures or len(self.traces)
+        self.fingerprint = self.fingerprint or trace_fingerprint(self.traces)
+
+    @property
+    def labels(self) -> list[str]:
+        """The classes, sorted."""
+        return sorted({str(t.label) for t in self.traces})
+
+
 class TraceGenerator(ABC):
-    """A loaded model: its class labels and a ``generate`` method."""
+    """A loaded model: its class labels, the nPrint layout of its matrices and ``generate``."""
 
     labels: list[str]
 
+    @property
     @abstractmethod
-    def generate(self, per_class: int | dict[str, int], **options: Any) -> list[GeneratedTrace]:
+    def layout(self) -> Layout:
+        """The layout of the matrices that :meth:`generate` returns."""
+
+    @abstractmethod
+    def generate(self, per_class: int | dict[str, int], sampling: Sampling | None = None) -> list[GeneratedTrace]:
         """``per_class`` traces of every label (or ``{label: count}``), in label order."""
 
 
 class Backend(ABC):
-    """Train a model folder from captures; load one back."""
+    """Make a config, train a model folder from nPrint traces, load one back."""
 
     name: ClassVar[str]
 
     @abstractmethod
-    def train(self, data: str, out: str, config: Any, **options: Any) -> str:
-        """Train on the captures under ``data`` (``<label>/*.pcap``), write the model folder ``out`` (local or
-        ``s3://``) and return it."""
+    def config(self, preset: str, *, steps: int | None = None, seed: int | None = None,
+               settings: Sequence[str] = ()) -> Any:
+        """This backend's training config: a named ``preset``, ``steps``/``seed`` when given (None: the
+        preset's) and ``section.key=value`` ``settings``; raises ConfigError on a bad value."""
 
     @abstractmethod
-    def load(self, model_dir: str, **options: Any) -> TraceGenerator:
+    def train(self, data: TrainingData, out: str, config: Any, *, resume: bool = False,
+              progress: bool = True) -> str:
+        """Train on ``data`` and write the model folder ``out`` (local or ``s3://``; its checkpoints under
+        ``out/checkpoints``, resumed from when ``resume``); returns ``out``."""
+
+    @abstractmethod
+    def load(self, model_dir: str, device: str = "cpu") -> TraceGenerator:
         """Load a model folder written by :meth:`train`."""
+
+
+def trace_fingerprint(traces: Sequence[Trace]) -> str:
+    """sha256 over the sorted (label, sha256 of matrix and times) of every trace: the data a model saw."""
+    import hashlib
+
+    rows = []
+    for t in traces:
+        h = hashlib.sha256(np.ascontiguousarray(t.matrix).tobytes())
+        if t.ts_ns is not None:
+            h.update(np.ascontiguousarray(t.ts_ns).tobytes())
+        rows.append(f"{t.label}\t{h.hexdigest()}")
+    return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
+
+
+def empirical_times(traces: list[GeneratedTrace], models: dict[str, IatModel], seed: int) -> list[GeneratedTrace]:
+    """The traces with inter-arrival times drawn from their class's model (``Sampling.timing="empirical"``);
+    a class without a model keeps its generated times."""
+    out = []
+    for i, g in enumerate(traces):
+        model = models.get(g.label)
+        if model is None:
+            out.append(g)
+            continue
+        iat = model.sample(len(g.matrix), np.random.default_rng([seed, i]))
+        if len(iat):
+            iat[0] = 0.0
+        out.append(GeneratedTrace(g.matrix, iat, g.label))
+    return out
+
+
+def save_generated(path: str | Path, trace: GeneratedTrace, layout: Layout) -> Path:
+    """Write a generated trace (matrix, inter-arrival times, label, layout) as ``.npz``, atomically."""
+    header = {"format": GENERATED_FORMAT, "layout": layout.to_dict(), "label": trace.label}
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, matrix=trace.matrix, iat_us=trace.iat_us,
+                            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+    return Path(path)
+
+
+def load_generated(path: str | Path) -> tuple[GeneratedTrace, Layout]:
+    """Read a file written by :func:`save_generated`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(bytes(z["header"]).decode())
+            matrix, iat = z["matrix"], z["iat_us"]
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(path, f"not a generated-trace file ({exc})") from None
+    if header.get("format") != GENERATED_FORMAT:
+        raise InputError(path, f"unknown format {header.get('format')!r}, expected {GENERATED_FORMAT}")
+    try:
+        return GeneratedTrace(matrix, iat, str(header["label"])), Layout.from_dict(header["layout"])
+    except (ValueError, KeyError) as exc:
+        raise InputError(path, f"not a generated trace ({exc})") from None

@@ -1,4 +1,4 @@
-"""Training data for the native model: captures -> one packed feature tensor, and a length-bucketed batch plan.
+"""Training data for the native model: traces -> one packed feature tensor, and a length-bucketed batch plan.
 
 Traces average about 290 packets, so padding all of them to 1,024 rows wastes about 3x compute.  Each trace
 goes to the smallest length bucket that holds it; a batch takes traces of one bucket only and as many as fit a
@@ -11,8 +11,6 @@ resuming after a kill exact.  All features live in one tensor on the training de
 
 from __future__ import annotations
 
-import hashlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,45 +20,7 @@ import torch
 from netdiff_lib.errors import ConfigError
 from netdiff_lib.models.features import FeatureCodec
 from netdiff_lib.models.tokens import FieldTokenizer
-from netdiff_lib.schema import NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace
-
-
-def _encode_one(args: tuple[str, str | None, Layout, int]) -> Trace:
-    from netdiff_lib.nprint.encode import encode_pcap
-    from netdiff_lib.storage import open_local
-
-    uri, label, layout, max_packets = args
-    with open_local(uri) as path:
-        trace = encode_pcap(path, layout, max_packets=max_packets).trace
-    trace.label = label
-    return trace
-
-
-def encode_captures(captures: list[Any], max_packets: int, layout: Layout = NETDIFFUSION,
-                    workers: int = 1) -> list[Trace]:
-    """Encode ``Capture(uri, label)`` items (first ``max_packets`` packets each); empty traces are dropped."""
-    jobs = [(c.uri, c.label, layout, max_packets) for c in captures]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            traces = list(pool.map(_encode_one, jobs, chunksize=4))
-    else:
-        traces = [_encode_one(j) for j in jobs]
-    return [t for t in traces if len(t)]
-
-
-def fingerprint(captures: list[Any]) -> str:
-    """sha256 over the sorted (label, file name, sha256 of contents) of every capture."""
-    from netdiff_lib.storage import open_local
-
-    rows = []
-    for c in captures:
-        h = hashlib.sha256()
-        with open_local(c.uri) as path, open(path, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(chunk)
-        rows.append(f"{c.label}\t{str(c.uri).rsplit('/', 1)[-1]}\t{h.hexdigest()}")
-    return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
 
 
 def trace_stats(traces: list[Trace], labels: list[str]) -> dict[str, Any]:

@@ -17,9 +17,10 @@ this is the optimal linear estimate for unit-variance data; the network learns w
 (low noise, confident values) and where to replace it.  A first probe found this with min-SNR weighting far
 better than plain v-prediction, which produced noise.
 
-This module holds the continuous network, the model folder (either representation) and the
-:class:`~netdiff_lib.models.base.Backend` glue only: the training loop is :mod:`netdiff_lib.train`, the
-sampler :mod:`netdiff_lib.generate`.
+This module holds the continuous network, the model folder (either representation) and the loaded model
+(:class:`NativeModel`, a :class:`~netdiff_lib.models.base.TraceGenerator`): the training loop is
+:mod:`netdiff_lib.train`, the sampler :mod:`netdiff_lib.models.sampler`, the
+:class:`~netdiff_lib.models.base.Backend` :mod:`netdiff_lib.models.native_backend`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from netdiff_lib.atomic import atomic_path
 from netdiff_lib.config import Config, ModelConfig
 from netdiff_lib.errors import ConfigError, InputError
-from netdiff_lib.models.base import Backend, GeneratedTrace, TraceGenerator
+from netdiff_lib.models.base import GeneratedTrace, Sampling, TraceGenerator, empirical_times
 from netdiff_lib.models.discrete import TokenDiT
 from netdiff_lib.models.features import FeatureCodec
 from netdiff_lib.models.layers import Trunk
+from netdiff_lib.models.sampler import generate_traces
 from netdiff_lib.models.tokens import IAT_TOKEN_BINS, FieldTokenizer
+from netdiff_lib.repair.timing import IatModel
+from netdiff_lib.schema import Layout
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -82,16 +87,22 @@ class NativeModel(TraceGenerator):
         """Training trace lengths of one class (the generator draws from these)."""
         return np.asarray(self.stats["lengths"][label], dtype=np.int64)
 
-    def iat_models(self) -> dict[str, Any]:
-        """Each class's empirical inter-arrival model (:class:`netdiff_lib.repair.IatModel`)."""
-        from netdiff_lib.repair import IatModel
+    @property
+    def layout(self) -> Layout:
+        return self.codec.layout
 
+    def empirical_models(self) -> dict[str, IatModel]:
+        """Each class's empirical inter-arrival model, fitted to its training traces."""
         return {lab: IatModel.from_dict(d) for lab, d in self.stats.get("iat_models", {}).items()}
 
-    def generate(self, per_class: int | dict[str, int], **options: Any) -> list[GeneratedTrace]:
-        from netdiff_lib.generate import generate_traces
-
-        return generate_traces(self, per_class, **options)
+    def generate(self, per_class: int | dict[str, int], sampling: Sampling | None = None, *,
+                 length: int | None = None, timings: dict[str, float] | None = None) -> list[GeneratedTrace]:
+        """See :meth:`TraceGenerator.generate`; ``length`` fixes every trace's length, ``timings`` receives
+        the device and host seconds (:func:`netdiff_lib.models.sampler.generate_traces`)."""
+        s = sampling or Sampling()
+        traces = generate_traces(self, per_class, steps=s.steps, guidance=s.guidance, seed=s.seed,
+                                 progress=s.progress, length=length, timings=timings)
+        return empirical_times(traces, self.empirical_models(), s.seed) if s.timing == "empirical" else traces
 
 
 def build_network(cfg: Config, codec: FeatureCodec | FieldTokenizer, n_classes: int) -> PacketDiT | TokenDiT:
@@ -119,8 +130,6 @@ def save_model_dir(out: Path, net: PacketDiT | TokenDiT, state: dict[str, torch.
                    codec: FeatureCodec | FieldTokenizer, labels: list[str], stats: dict[str, Any]) -> None:
     """Write the loadable part of a model folder (weights, config, codec, classes, statistics)."""
     from safetensors.torch import save_file
-
-    from netdiff_lib.atomic import atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS) as tmp:
@@ -167,19 +176,3 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
     net.to(device).eval()
     stats = json.loads((root / STATS).read_text())
     return NativeModel(net, config, codec, list(meta["labels"]), stats, str(root))
-
-
-class NativeBackend(Backend):
-    """Backend ``native``: train with :func:`netdiff_lib.train.train`, load with :func:`load_model_dir`."""
-
-    name = "native"
-
-    def train(self, data: str, out: str, config: Config | str = "base", **options: Any) -> str:
-        from netdiff_lib.config import preset
-        from netdiff_lib.train import train
-
-        cfg = preset(config) if isinstance(config, str) else config
-        return train(cfg, data=data, out=out, **options)
-
-    def load(self, model_dir: str, **options: Any) -> NativeModel:
-        return load_model_dir(model_dir, **options)

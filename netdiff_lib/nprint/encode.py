@@ -17,7 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from netdiff_lib.nprint.locate import KEPT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SKIP_REASONS, Located, locate
+from netdiff_lib.nprint.index import index_values
+from netdiff_lib.nprint.locate import (
+    KEPT,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    SKIP_REASONS,
+    Located,
+    byte_windows,
+    locate,
+)
 from netdiff_lib.pcap import PacketBatch, PcapFile
 from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace
@@ -65,14 +75,6 @@ def _kept_bytes(block: str, drop: frozenset[str]) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def _windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """``data[s : s + width]`` for every start (absent starts give zeros, masked later)."""
-    if len(data) < width + 1:
-        data = np.concatenate([data, np.zeros(width + 1 - len(data), np.uint8)])
-    view = np.lib.stride_tricks.sliding_window_view(data, width)
-    return view[np.clip(starts, 0, len(view) - 1)]
-
-
 class _Kept:
     """The ``Located`` fields of the kept packets (each taken once; no copy when every packet is kept)."""
 
@@ -88,7 +90,7 @@ class _Kept:
 
     def l4_window(self, data: np.ndarray) -> np.ndarray:
         if "l4_win" not in self.cache:
-            self.cache["l4_win"] = _windows(data, self("l4"), self.l4_width)
+            self.cache["l4_win"] = byte_windows(data, self("l4"), self.l4_width)
         return self.cache["l4_win"]
 
 
@@ -109,22 +111,22 @@ def _segment(batch: PacketBatch, kept: _Kept, block: str, payload: int, mode: st
     if block == "payload":
         width, start = payload, kept("pay")
         nvalid = np.minimum(kept("pay_len"), width)
-        win = _windows(d, start, width)
+        win = byte_windows(d, start, width)
     elif block in _WIRELESS:
         # nPrint writes the radiotap bytes for -w as well (its bug; the row is cut to the header's width)
         width = BLOCKS["radiotap" if mode == "nprint" else block].nbytes
         start = kept("radiotap")
-        win, nvalid = _windows(d, start, width), np.where(start >= 0, width, 0)
+        win, nvalid = byte_windows(d, start, width), np.where(start >= 0, width, 0)
     elif block == "eth":
         start = kept("eth")
-        win = np.concatenate([_windows(d, start, 12), _windows(d, kept("ethertype_at"), 2)], axis=1)
+        win = np.concatenate([byte_windows(d, start, 12), byte_windows(d, kept("ethertype_at"), 2)], axis=1)
         return _Segment(win, np.where(start >= 0, 14, 0))
     else:
         width = BLOCKS[block].nbytes
         if block in ("ipv4", "ipv6"):
             present = kept("version") == (4 if block == "ipv4" else 6)
             start, nvalid = kept("l3"), np.where(present, kept("ip_len"), 0)
-            win = _windows(d, start, width)
+            win = byte_windows(d, start, width)
         else:
             present = kept("proto") == _L4_BLOCKS[block]
             start, nvalid = kept("l4"), np.where(present, kept("l4_len"), 0)
@@ -287,8 +289,6 @@ def encode_pcap(
     rows_out = _RowBuffer(layout.width, pcap.path, max_packets)
     for enc in iter_encoded(pcap, layout, mode, fill, batch_size, max_packets, count_read, rows_out=rows_out):
         if index is not None:
-            from netdiff_lib.nprint.index import index_values
-
             idx += index_values(enc, index)[: len(enc.matrix)]
         ts.append(enc.batch.ts_ns[enc.keep])
         last = int(enc.keep[-1]) + 1 if len(enc.keep) and max_packets is not None and not count_read else None

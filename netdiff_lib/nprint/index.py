@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from netdiff_lib.errors import ConfigError
 from netdiff_lib.nprint.csvio import ip_text
-from netdiff_lib.nprint.encode import EncodedBatch, _windows
-from netdiff_lib.nprint.locate import PROTO_TCP, PROTO_UDP
+from netdiff_lib.nprint.locate import PROTO_TCP, PROTO_UDP, byte_windows
+
+if TYPE_CHECKING:
+    from netdiff_lib.nprint.encode import EncodedBatch
 
 
 def _addresses(enc: EncodedBatch, which: str) -> list[str]:
     loc, k, d = enc.loc, enc.keep, enc.batch.data
     l3, ver = loc.l3[k], loc.version[k].tolist()
     off4, off6 = (12, 8) if which == "src" else (16, 24)
-    w4 = _windows(d, l3 + off4, 4)
-    w6 = _windows(d, l3 + off6, 16)
+    w4 = byte_windows(d, l3 + off4, 4)
+    w6 = byte_windows(d, l3 + off6, 16)
     return [ip_text(bytes(b6) if v == 6 else bytes(b4)) if v else "NULL"
             for b4, b6, v in zip(w4, w6, ver, strict=True)]
 
@@ -23,7 +27,7 @@ def _addresses(enc: EncodedBatch, which: str) -> list[str]:
 def _ports(enc: EncodedBatch, at: int) -> list[str]:
     loc, k, d = enc.loc, enc.keep, enc.batch.data
     has = np.isin(loc.proto[k], (PROTO_TCP, PROTO_UDP))
-    w = _windows(d, np.where(has, loc.l4[k] + at, 0), 2).astype(np.int64)
+    w = byte_windows(d, np.where(has, loc.l4[k] + at, 0), 2).astype(np.int64)
     port = (w[:, 0] << 8) | w[:, 1]
     return [str(p) if h else "NULL" for p, h in zip(port.tolist(), has.tolist(), strict=True)]
 
@@ -35,7 +39,7 @@ _NO_TX = (0xC4, 0xD4, 0xE4)  # CTS, ACK and CF-End frames carry no transmitter a
 def _tx_macs(enc: EncodedBatch) -> list[str]:
     """``-O 5``: the 802.11 transmitter address (``None`` for CTS/ACK/CF-End; ``NULL`` without radiotap)."""
     start = enc.loc.radiotap[enc.keep]
-    w = _windows(enc.batch.data, np.where(start >= 0, start + WLAN_AT, 0), 16)
+    w = byte_windows(enc.batch.data, np.where(start >= 0, start + WLAN_AT, 0), 16)
     out = []
     for row, s in zip(w.tolist(), start.tolist(), strict=True):
         if s < 0:

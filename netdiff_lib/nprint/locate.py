@@ -220,3 +220,11 @@ def locate(data: np.ndarray, offsets: np.ndarray, caplen: np.ndarray, linktype: 
         pay_len=np.where(wireless, 0, pay_len * z),
         end=end,
     )
+
+
+def byte_windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """``data[s : s + width]`` for every start (absent starts give zeros, masked later)."""
+    if len(data) < width + 1:
+        data = np.concatenate([data, np.zeros(width + 1 - len(data), np.uint8)])
+    view = np.lib.stride_tricks.sliding_window_view(data, width)
+    return view[np.clip(starts, 0, len(view) - 1)]

@@ -28,6 +28,7 @@ FILE_NAME = "payloads.json"
 POOLED = "*"
 #: Packets and share of a port's payloads a signature needs before the port is mapped to its service.
 MIN_PACKETS, MIN_SHARE = 3, 0.5
+MAX_SCAN = 20_000  # packets per capture that a profile learns from
 
 
 def transport_payloads(path: str | Path, max_packets: int | None = None) -> Iterator[tuple[str, int, int, bytes]]:
@@ -73,15 +74,20 @@ class PayloadProfile:
         return self._entry(label).get("stats", {}).get(service, {})
 
     @classmethod
-    def fit(cls, files: Iterable[tuple[str | Path, str]], max_packets: int | None = 20_000) -> PayloadProfile:
+    def fit(cls, files: Iterable[tuple[str | Path, str]], max_packets: int | None = MAX_SCAN) -> PayloadProfile:
         """Learn from ``(capture, label)`` pairs (at most ``max_packets`` packets per capture)."""
+        return cls.fit_records((label, transport_payloads(path, max_packets)) for path, label in files)
+
+    @classmethod
+    def fit_records(cls, captures: Iterable[tuple[str, Iterable[tuple[str, int, int, bytes]]]]) -> PayloadProfile:
+        """Learn from ``(label, transport payloads)`` per capture (as :func:`transport_payloads` yields them)."""
         seen: dict[str, Counter] = {}
         stats: dict[str, dict] = {}
-        for path, label in files:
+        for label, records in captures:
             for lab in (label, POOLED):
                 seen.setdefault(lab, Counter())
                 stats.setdefault(lab, {})
-            for l4, sport, dport, payload in transport_payloads(path, max_packets):
+            for l4, sport, dport, payload in records:
                 if payload:
                     _observe(l4, sport, dport, payload, (seen[label], seen[POOLED]), (stats[label], stats[POOLED]))
         return cls({lab: {"services": _mapping(seen[lab]), "stats": stats[lab]} for lab in seen})
@@ -140,17 +146,3 @@ def load_payloads(model_dir: str | Path) -> PayloadProfile | None:
     """The profile saved in a model folder (``payloads.json``), or None when it has none."""
     path = Path(model_dir) / FILE_NAME
     return PayloadProfile.load(path) if path.is_file() else None
-
-
-def fit_model_payloads(model_dir: str | Path, data: str | Path) -> Path:
-    """Fit a profile from the labelled captures under ``data`` (folder or ``s3://`` prefix, as training reads
-    them) and write it as ``model_dir/payloads.json``."""
-    from netdiff_lib import storage
-    from netdiff_lib.dataset import discover
-
-    def local() -> Iterator[tuple[Path, str]]:
-        for cap in discover(data):
-            with storage.open_local(cap.uri) as path:
-                yield path, cap.label
-
-    return PayloadProfile.fit(local()).save(Path(model_dir) / FILE_NAME)

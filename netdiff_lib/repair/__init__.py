@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +41,12 @@ __all__ = [
     "Reconstruction",
     "RepairConfig",
     "RepairReport",
+    "numbered_names",
     "output_name",
     "reconstruct",
     "reconstruct_batch",
     "reconstruct_trace",
+    "safe_name",
     "write_all",
 ]
 
@@ -61,19 +64,28 @@ def reconstruct_trace(trace: Trace, config: RepairConfig | None = None,
                        config=config)
 
 
+def safe_name(label: str | None, default: str = "trace") -> str:
+    """A label as a file or folder name: runs of other characters than letters, digits and ``._+-`` become
+    ``-``; ``default`` when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", label or "").strip("-.") or default
+
+
 def output_name(label: str | None, n: int) -> str:
     """``<label>_<n>.pcap`` (label made file-name safe; ``trace`` when there is none)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", label or "trace").strip("-.") or "trace"
-    return f"{safe}_{n}.pcap"
+    return f"{safe_name(label)}_{n}.pcap"
+
+
+def numbered_names(labels: Sequence[str | None]) -> list[str]:
+    """``<label>_<n>.pcap`` for each label, ``n`` counting from 0 within each label in list order."""
+    seen: Counter = Counter()
+    names = []
+    for label in labels:
+        names.append(output_name(label, seen[label]))
+        seen[label] += 1
+    return names
 
 
 def write_all(recs: list[Reconstruction], outdir: str | Path) -> list[Path]:
     """Write reconstructions as ``OUTDIR/<label>_<n>.pcap``, numbered from 0 per label in list order."""
-    outdir = Path(outdir)
-    seen: Counter = Counter()
-    paths = []
-    for rec in recs:
-        n = seen[rec.label]
-        seen[rec.label] += 1
-        paths.append(rec.write(outdir / output_name(rec.label, n)))
-    return paths
+    names = numbered_names([rec.label for rec in recs])
+    return [rec.write(Path(outdir) / name) for rec, name in zip(recs, names, strict=True)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from netdiff_lib.errors import ConfigError, InputError
+from netdiff_lib.repair.template import template_hosts
 
 CLIENT, SERVER = 0, 1
 _MAX_POOL = 1 << 16
@@ -69,8 +69,6 @@ class AddressPlan:
     @classmethod
     def from_template(cls, path: str | Path) -> AddressPlan:
         """Clients, servers and services of a real capture (see the module docstring)."""
-        from netdiff_lib.repair.template import template_hosts
-
         clients, servers, services = template_hosts(path)
         default = cls()
         kw: dict = {}
@@ -171,20 +169,3 @@ def macs(addresses: np.ndarray, family: np.ndarray) -> np.ndarray:
     last4 = np.where((np.asarray(family) == 4)[:, None], addresses[:, 0:4], addresses[:, 12:16])
     mac[:, 2:6] = last4
     return mac
-
-
-def template_counts(pairs: list[tuple[int, bytes, bytes, int]]) -> tuple[dict, dict, dict]:
-    """Clients, servers (most active first) and service -> server from (family, client, server, service)."""
-    clients: dict[int, Counter] = {4: Counter(), 6: Counter()}
-    servers: dict[int, Counter] = {4: Counter(), 6: Counter()}
-    by_service: dict[tuple[int, int], Counter] = {}
-    for fam, cli, srv, service in pairs:
-        clients[fam][cli] += 1
-        servers[fam][srv] += 1
-        by_service.setdefault((fam, service), Counter())[srv] += 1
-    text = {b: str(ipaddress.ip_address(b)) for c in (*clients.values(), *servers.values()) for b in c}
-    return (
-        {f: [text[a] for a, _ in c.most_common()] for f, c in clients.items()},
-        {f: [text[a] for a, _ in c.most_common()] for f, c in servers.items()},
-        {k: text[c.most_common(1)[0][0]] for k, c in by_service.items()},
-    )

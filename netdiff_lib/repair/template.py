@@ -8,13 +8,14 @@ host that sends replies and errors.
 
 from __future__ import annotations
 
+import ipaddress
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from netdiff_lib.nprint.locate import KEPT, PROTO_ICMP, locate
 from netdiff_lib.pcap import PcapFile
-from netdiff_lib.repair.addresses import template_counts
 from netdiff_lib.repair.flows import ICMP_FROM_SERVER, ICMP_SERVICE, server_port
 
 
@@ -23,7 +24,7 @@ def _take(data: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
 
 
 def template_hosts(path: str | Path) -> tuple[dict, dict, dict]:
-    """(clients, servers, services) of a capture; see :func:`netdiff_lib.repair.addresses.template_counts`."""
+    """(clients, servers, services) of a capture; see :func:`template_counts`."""
     pairs: list[tuple[int, bytes, bytes, int]] = []
     for batch in PcapFile(path).batches():
         loc = locate(batch.data, batch.offsets, batch.caplen, batch.linktype, "netdiff")
@@ -48,3 +49,20 @@ def template_hosts(path: str | Path) -> tuple[dict, dict, dict]:
             width = 16 if v6[i] else 4
             pairs.append((int(fam[i]), cli[i, :width].tobytes(), ser[i, :width].tobytes(), int(service[i])))
     return template_counts(pairs)
+
+
+def template_counts(pairs: list[tuple[int, bytes, bytes, int]]) -> tuple[dict, dict, dict]:
+    """Clients, servers (most active first) and service -> server from (family, client, server, service)."""
+    clients: dict[int, Counter] = {4: Counter(), 6: Counter()}
+    servers: dict[int, Counter] = {4: Counter(), 6: Counter()}
+    by_service: dict[tuple[int, int], Counter] = {}
+    for fam, cli, srv, service in pairs:
+        clients[fam][cli] += 1
+        servers[fam][srv] += 1
+        by_service.setdefault((fam, service), Counter())[srv] += 1
+    text = {b: str(ipaddress.ip_address(b)) for c in (*clients.values(), *servers.values()) for b in c}
+    return (
+        {f: [text[a] for a, _ in c.most_common()] for f, c in clients.items()},
+        {f: [text[a] for a, _ in c.most_common()] for f, c in servers.items()},
+        {k: text[c.most_common(1)[0][0]] for k, c in by_service.items()},
+    )

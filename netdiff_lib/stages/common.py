@@ -1,30 +1,19 @@
-"""Helpers shared by the pipeline stages: endpoint override, shard items, JSON files, folder merges."""
+"""Helpers shared by the pipeline stages: shard items, JSON files, folder merges."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from netdiff_lib.atomic import atomic_open, read_json, write_json  # noqa: F401  (stages import them from here)
 from netdiff_lib.errors import ConfigError, InputError
 
-CAPTURES = "captures"  # encode shard: captures/<split>/<label>/<file>
-NPRINT = "nprint"  # encode shard: nprint/<split>/<label>/<file>.npz
 # Pipeline defaults (the pipelines take them from here).
 SHARDS = 4
 TRACES_PER_CLASS = 20
 TEST_FRACTION = 0.2  # as netdiff_lib.dataset.split_captures
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-
-
-def use_endpoint(endpoint: str) -> None:
-    """Point :mod:`netdiff_lib.storage` at ``endpoint`` (``http(s)://host:port``); empty keeps the environment."""
-    if endpoint and endpoint.strip():
-        os.environ["NETDIFF_S3_ENDPOINT"] = endpoint.strip()
 
 
 def shard_item(index: int, count: int, **extra: Any) -> dict[str, Any]:
@@ -54,11 +43,6 @@ def shard_name(index: int) -> str:
     return f"shard-{index:03d}"
 
 
-def safe_label(label: str) -> str:
-    """A label as a folder name (labels from folders pass unchanged)."""
-    return _UNSAFE.sub("-", label).strip("-.") or "unlabelled"
-
-
 def link_files(files: Iterable[tuple[str, Path]], dest: Path) -> int:
     """Make ``dest/<rel>`` point at each file (symbolic link, or a copy where links fail); returns the count."""
     n = 0
@@ -81,12 +65,3 @@ def files_under(root: Path, suffix: str = "") -> list[tuple[str, Path]]:
         return []
     out = [(p.relative_to(root).as_posix(), p) for p in root.rglob(f"*{suffix}") if p.is_file()]
     return sorted((rel, p) for rel, p in out if not any(part.startswith(".") for part in rel.split("/")))
-
-
-def gather_split(shard_dirs: Sequence[str | Path], split: str, dest: Path) -> Path:
-    """Merge ``captures/<split>/<label>/...`` of every encode shard into ``dest/<label>/...``."""
-    files = [f for d in shard_dirs for f in files_under(Path(d) / CAPTURES / split)]
-    if not files:
-        raise InputError(dest, f"no {split} captures in the {len(shard_dirs)} encoded shard(s)")
-    link_files(files, dest)
-    return dest

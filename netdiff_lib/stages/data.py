@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from netdiff_lib import __version__
+from netdiff_lib import __version__, storage
+from netdiff_lib.encoded import NPRINT, PAYLOADS, VALIDATION, save_payload_records, scan_payloads
 from netdiff_lib.errors import ConfigError, InputError
-from netdiff_lib.stages.common import CAPTURES, NPRINT, shard_count, shard_item, shard_of, use_endpoint, write_json
+from netdiff_lib.stages.common import shard_count, shard_item, shard_of, write_json
 
 MANIFEST_FORMAT = "netdiff-inputs/1"
 
@@ -99,8 +100,6 @@ def plan_inputs(input_uri: str, shards: int, test_fraction: float, seed: int) ->
 
 def check_output(output_uri: str) -> None:
     """Fail before any work when the output's bucket is missing or the credentials are refused."""
-    from netdiff_lib import storage
-
     if storage.is_remote(output_uri):
         storage.exists(output_uri)  # raises StorageError naming the cause
 
@@ -109,10 +108,10 @@ def list_inputs(input_uri: str, manifest_path: str | Path, *, shards: int, test_
                 output_uri: str = "", s3_endpoint: str = "") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Check that the output is reachable, plan the inputs, write the manifest (JSON) and return
     ``(shard items, artifact metadata)``."""
-    use_endpoint(s3_endpoint)
-    plan = plan_inputs(input_uri, shards, test_fraction, seed)
-    if output_uri:
-        check_output(output_uri)
+    with storage.endpoint(s3_endpoint):
+        plan = plan_inputs(input_uri, shards, test_fraction, seed)
+        if output_uri:
+            check_output(output_uri)
     doc = plan.to_dict()
     write_json(manifest_path, doc)
     items = [shard_item(k, plan.shards, fingerprint=plan.fingerprint, captures=len(plan.shard(k)))
@@ -122,40 +121,59 @@ def list_inputs(input_uri: str, manifest_path: str | Path, *, shards: int, test_
     return items, meta
 
 
-def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, test_fraction: float, seed: int,
-                 s3_endpoint: str = "", max_packets: int | None = None) -> dict[str, Any]:
-    """Fetch one shard's captures into ``out_dir/captures/<split>/<label>/`` and nPrint-encode each one into
-    ``out_dir/nprint/<split>/<label>/<file>.npz``; writes ``out_dir/shard.json`` and returns its summary.
+def validated(plan: InputPlan) -> set[str]:
+    """The captures (``dest``) whose validator reports the evaluation's compliance section uses: per split the
+    class-stratified sample of :func:`netdiff_lib.evaluate.compliance.sample_files`, the same in every shard."""
+    from netdiff_lib.evaluate.compliance import MAX_FILES, sample_files
 
-    ``max_packets`` defaults to :data:`netdiff_lib.schema.MAX_PACKETS` (NetDiffusion's 1,024 rows).
-    """
-    from netdiff_lib import storage
+    out: set[str] = set()
+    for split in ("train", "test"):
+        out.update(d for d, _ in sample_files([(c.dest, c.label) for c in plan.captures if c.split == split],
+                                              MAX_FILES))
+    return out
+
+
+def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, test_fraction: float, seed: int,
+                 max_packets: int, s3_endpoint: str = "") -> dict[str, Any]:
+    """Fetch one shard's captures and read each once: its nPrint trace (first ``max_packets`` packets) into
+    ``out_dir/nprint/<split>/<label>/<file>.npz``, its transport payloads (for the payload profile) into
+    ``out_dir/payloads/...`` and, for the evaluation's sample, the validator's report into
+    ``out_dir/validation/....json``; writes ``out_dir/shard.json`` and returns its summary.  The captures
+    themselves are not kept: training and evaluation read these files only."""
+    import tempfile
+
+    from netdiff_lib.evaluate.compliance import run_validator
     from netdiff_lib.nprint.encode import encode_pcap
-    from netdiff_lib.schema import MAX_PACKETS, NETDIFFUSION
+    from netdiff_lib.schema import NETDIFFUSION
     from netdiff_lib.trace import save_trace
 
-    use_endpoint(s3_endpoint)
     index, count = shard_of(shard)
-    plan = plan_inputs(input_uri, count, test_fraction, seed)
-    if plan.shards != count or shard.get("fingerprint") not in (None, plan.fingerprint):
-        raise InputError(input_uri, "the captures changed after they were listed (the plan's fingerprint "
-                                    "differs): run the pipeline again")
     out, rows = Path(out_dir), []
-    for cap in plan.shard(index):
-        local = storage.get(cap.uri, out / CAPTURES / cap.dest)
-        try:
-            result = encode_pcap(local, NETDIFFUSION, max_packets=max_packets or MAX_PACKETS, label=cap.label)
-        except InputError as exc:  # name the user's capture, not the staged copy
-            raise InputError(cap.uri, exc.cause) from None
-        save_trace(out / NPRINT / f"{cap.dest}.npz", result.trace)
-        rows.append({"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest,
-                     "packets": len(result.trace), "skipped": dict(result.skipped)})
+    with storage.endpoint(s3_endpoint), tempfile.TemporaryDirectory(prefix="netdiff-encode-") as tmp:
+        plan = plan_inputs(input_uri, count, test_fraction, seed)
+        if plan.shards != count or shard.get("fingerprint") not in (None, plan.fingerprint):
+            raise InputError(input_uri, "the captures changed after they were listed (the plan's fingerprint "
+                                        "differs): run the pipeline again")
+        check = validated(plan)
+        for cap in plan.shard(index):
+            local = storage.get(cap.uri, Path(tmp, cap.dest))
+            try:
+                result = encode_pcap(local, NETDIFFUSION, max_packets=max_packets, label=cap.label)
+            except InputError as exc:  # name the user's capture, not the fetched copy
+                raise InputError(cap.uri, exc.cause) from None
+            result.trace.source, result.trace.meta["max_packets"] = cap.dest, max_packets
+            save_trace(out / NPRINT / f"{cap.dest}.npz", result.trace)
+            save_payload_records(out / PAYLOADS / f"{cap.dest}.npz", scan_payloads(local))
+            if cap.dest in check:
+                write_json(out / VALIDATION / f"{cap.dest}.json", run_validator(str(local)))
+            rows.append({"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest,
+                         "packets": len(result.trace), "skipped": dict(result.skipped)})
     skipped: Counter = Counter()
     for row in rows:
         skipped.update(row["skipped"])
-    summary = {"format": "netdiff-shard/1", "shard": index, "shards": count, "captures": len(rows),
+    summary = {"format": "netdiff-shard/2", "shard": index, "shards": count, "captures": len(rows),
                "packets": sum(r["packets"] for r in rows), "skipped_packets": dict(skipped),
-               "layout": NETDIFFUSION.describe(), "max_packets": max_packets or MAX_PACKETS,
+               "layout": NETDIFFUSION.describe(), "max_packets": max_packets,
                "classes": dict(sorted(Counter(r["label"] for r in rows).items()))}
     write_json(out / "shard.json", {**summary, "files": rows})
     return summary

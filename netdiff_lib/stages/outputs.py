@@ -18,21 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from netdiff_lib import __version__
+from netdiff_lib import __version__, storage
 from netdiff_lib.errors import InputError
 from netdiff_lib.stages.common import (
     files_under,
-    gather_split,
     link_files,
     read_json,
-    safe_label,
     shard_name,
     shard_of,
-    use_endpoint,
     write_json,
 )
 
 REPAIR_FILE = "repair.json"
+SOURCE = "netdiff-generated"
 RECONSTRUCT_BATCH = 256
 REPORT_FILES = ("report.html", "report.md", "report.json")
 SUMMARY_FORMAT = "netdiff-run/1"
@@ -47,22 +45,14 @@ class ConfusionLike(Protocol):
     def log_confusion_matrix(self, categories: list[str], matrix: list[list[int]]) -> None: ...
 
 
-def _iat(trace: Any) -> Any:
-    """The trace's own inter-arrival times when it has real ones (else reconstruction samples them)."""
-    import numpy as np
-
-    ts = trace.ts_ns
-    return trace.iat_us() if ts is not None and len(ts) > 1 and bool(np.any(np.diff(ts) != 0)) else None
-
-
 def reconstruct_shard(generated_dir: str | Path, shard: dict[str, Any], out_dir: str | Path,
                       batch: int = RECONSTRUCT_BATCH) -> dict[str, Any]:
     """Repair every trace of one shard into ``out_dir/<label>/<name>.pcap`` (``batch`` traces per vectorised
     pass); totals go to ``repair.json``."""
+    from netdiff_lib.models.base import load_generated
     from netdiff_lib.payloads import FILE_NAME as PAYLOADS_FILE
     from netdiff_lib.payloads import PayloadProfile
-    from netdiff_lib.repair import RepairConfig, reconstruct_batch
-    from netdiff_lib.trace import load_trace
+    from netdiff_lib.repair import RepairConfig, reconstruct_batch, safe_name
 
     index, _ = shard_of(shard)
     files = files_under(Path(generated_dir) / shard_name(index), ".npz")
@@ -75,12 +65,15 @@ def reconstruct_shard(generated_dir: str | Path, shard: dict[str, Any], out_dir:
     rows = []
     for start in range(0, len(files), batch):
         paths = [p for _, p in files[start:start + batch]]
-        traces = [load_trace(p) for p in paths]
-        recs = reconstruct_batch([t.matrix for t in traces], traces[0].layout, iat_us=[_iat(t) for t in traces],
-                                 labels=[t.label for t in traces], sources=[t.source for t in traces],
-                                 config=config)
+        loaded = [load_generated(p) for p in paths]
+        traces = [g for g, _ in loaded]
+        layouts = {layout for _, layout in loaded}
+        if len(layouts) != 1:
+            raise InputError(paths[0].parent, "generated traces of one shard use different layouts")
+        recs = reconstruct_batch([t.matrix for t in traces], layouts.pop(), iat_us=[t.iat_us for t in traces],
+                                 labels=[t.label for t in traces], sources=[SOURCE] * len(traces), config=config)
         for path, trace, rec in zip(paths, traces, recs, strict=True):
-            rel = f"{safe_label(trace.label or 'unlabelled')}/{path.stem}.pcap"
+            rel = f"{safe_name(trace.label, 'unlabelled')}/{path.stem}.pcap"
             rec.write(Path(out_dir, rel))
             report = rec.report
             totals.update({k: getattr(report, k) for k in _REPAIR_SUMS if k != "traces"} | {"traces": 1})
@@ -120,20 +113,22 @@ def _input_root(data_dirs: list[str]) -> str:
 def evaluate_run(data_dirs: list[str], synthetic_dirs: list[str], report_dir: str | Path, *, seed: int = 0,
                  metrics: MetricsLike | None = None, confusion: ConfusionLike | None = None,
                  html_path: str | Path | None = None, markdown_path: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate the synthetic pcaps against the real train/test captures; write ``report.*`` to ``report_dir``
+    """Evaluate the synthetic pcaps against the real train/test traces of the encode outputs ``data_dirs`` (and
+    the validator reports the encode step made); write ``report.*`` to ``report_dir``
     and fill the KFP visualization artifacts that are given. Returns the headline numbers per row."""
     from netdiff_lib.evaluate import evaluate, kfp_metrics
+    from netdiff_lib.evaluate.sources import encoded_trace_set
 
+    train = encoded_trace_set("real_train", data_dirs, "train")
+    test = encoded_trace_set("real_test", data_dirs, "test")
     with tempfile.TemporaryDirectory(prefix="netdiff-eval-") as tmp:
-        train = gather_split(data_dirs, "train", Path(tmp, "real-train"))
-        test = gather_split(data_dirs, "test", Path(tmp, "real-test"))
         synthetic = Path(tmp, "synthetic")
         if not link_files([f for d in synthetic_dirs for f in files_under(Path(d), ".pcap")], synthetic):
             raise InputError(synthetic_dirs[0] if synthetic_dirs else tmp, "no synthetic pcaps to evaluate")
         root = _input_root(data_dirs)
         names = {"real_train": f"train split of {root}", "real_test": f"test split of {root}",
                  "synthetic": "the run's reconstructed pcaps"}
-        result = evaluate(str(train), str(test), str(synthetic), report_dir, seed=seed, progress=True, names=names)
+        result = evaluate(train, test, str(synthetic), report_dir, seed=seed, progress=True, names=names)
     for name, value in kfp_metrics(result)["metrics"].items():
         if metrics is not None:
             metrics.log_metric(name, value)
@@ -170,10 +165,14 @@ def _put(storage: Any, src: Path, output_uri: str, rel: str, published: list[str
 def publish(output_uri: str, *, pcap_dirs: list[str], report_dir: str = "", manifest_path: str = "",
             model_dir: str = "", model_uri: str = "", s3_endpoint: str = "") -> dict[str, Any]:
     """Copy the pcaps, the report and the input manifest to ``output_uri``; ``summary.json`` goes last."""
-    from netdiff_lib import storage
+    with storage.endpoint(s3_endpoint):
+        return _publish(output_uri, pcap_dirs, report_dir, manifest_path, model_dir, model_uri)
+
+
+def _publish(output_uri: str, pcap_dirs: list[str], report_dir: str, manifest_path: str, model_dir: str,
+             model_uri: str) -> dict[str, Any]:
     from netdiff_lib.stages.model import model_summary
 
-    use_endpoint(s3_endpoint)
     published: list[str] = []
     pcaps = [f for d in pcap_dirs for f in files_under(Path(d), ".pcap")]
     if not pcaps:

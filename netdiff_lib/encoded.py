@@ -1,0 +1,125 @@
+"""Encoded data sets: labelled captures as nPrint traces plus their payload records, read once.
+
+The pipeline's encode step writes, per capture, ``nprint/<split>/<label>/<file>.npz`` (the trace,
+:func:`netdiff_lib.trace.save_trace`) and ``payloads/<split>/<label>/<file>.npz`` (the transport payloads the
+payload profile learns from, :func:`save_payload_records`); training and evaluation read these and never the
+captures again.  :func:`from_captures` does the same in one process, for ``netdiff train --data CAPTURES``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netdiff_lib.atomic import atomic_path
+from netdiff_lib.errors import InputError
+from netdiff_lib.models.base import TrainingData
+from netdiff_lib.payloads.profile import MAX_SCAN, PayloadProfile, transport_payloads
+from netdiff_lib.schema import NETDIFFUSION, Layout
+from netdiff_lib.trace import Trace, load_trace
+
+NPRINT = "nprint"
+PAYLOADS = "payloads"
+VALIDATION = "validation"
+RECORDS_FORMAT = "netdiff-payload-records/1"
+Record = tuple[str, int, int, bytes]
+
+
+def save_payload_records(path: str | Path, records: Sequence[Record]) -> Path:
+    """Write transport payloads ``(l4, sport, dport, payload)`` compactly (``.npz``), atomically."""
+    data = [r[3] for r in records]
+    offsets = np.zeros(len(records) + 1, np.int64)
+    np.cumsum([len(d) for d in data], out=offsets[1:])
+    arrays = {"tcp": np.array([r[0] == "tcp" for r in records], bool),
+              "ports": np.array([(r[1], r[2]) for r in records], np.uint16).reshape(-1, 2),
+              "offsets": offsets, "data": np.frombuffer(b"".join(data), np.uint8),
+              "header": np.frombuffer(json.dumps({"format": RECORDS_FORMAT}).encode(), np.uint8)}
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    return Path(path)
+
+
+def load_payload_records(path: str | Path) -> list[Record]:
+    """Read a file written by :func:`save_payload_records`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(bytes(z["header"]).decode()).get("format") != RECORDS_FORMAT:
+                raise ValueError(f"format {RECORDS_FORMAT!r} expected")
+            tcp, ports, offsets, data = z["tcp"], z["ports"], z["offsets"], z["data"].tobytes()
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(path, f"not a payload-record file ({exc})") from None
+    return [("tcp" if t else "udp", int(p[0]), int(p[1]), data[offsets[i]:offsets[i + 1]])
+            for i, (t, p) in enumerate(zip(tcp, ports, strict=True))]
+
+
+def scan_payloads(path: str | Path) -> list[Record]:
+    """The non-empty transport payloads of a capture that a payload profile learns from."""
+    return [r for r in transport_payloads(path, MAX_SCAN) if r[3]]
+
+
+def _files(root: Path) -> list[tuple[str, Path]]:
+    if not root.is_dir():
+        return []
+    out = [(p.relative_to(root).as_posix(), p) for p in root.rglob("*.npz") if p.is_file()]
+    return sorted((rel, p) for rel, p in out if not any(part.startswith(".") for part in rel.split("/")))
+
+
+def encoded_files(dirs: Sequence[str | Path], split: str) -> list[tuple[str, Path]]:
+    """``(<label>/<file>.npz, path)`` of every encoded trace of ``split`` in the encode outputs ``dirs``."""
+    return sorted(f for d in dirs for f in _files(Path(d) / NPRINT / split))
+
+
+def load_split(dirs: Sequence[str | Path], split: str, *, payloads: bool = True) -> TrainingData:
+    """The ``split`` (``train``/``test``) of the encode outputs ``dirs`` as :class:`TrainingData`, with the payload
+    profile learned from the same captures' payload records when ``payloads``."""
+    files = encoded_files(dirs, split)
+    if not files:
+        raise InputError(dirs[0] if dirs else split, f"no encoded {split} traces in {len(dirs)} encode output(s)")
+    traces = [load_trace(p) for _, p in files]
+    profile = None
+    if payloads:
+        def records() -> Iterator[tuple[str, list[Record]]]:
+            for d in dirs:
+                for rel, p in _files(Path(d) / PAYLOADS / split):
+                    yield rel.split("/", 1)[0], load_payload_records(p)
+        profile = PayloadProfile.fit_records(records())
+    max_packets = max(int(t.meta.get("max_packets", len(t))) for t in traces)
+    return TrainingData(traces, source=", ".join(str(d) for d in dirs), max_packets=max_packets,
+                        captures=len(files), payloads=profile)
+
+
+def _encode_one(job: tuple[str, str, Layout, int]) -> tuple[Trace, list[Record]]:
+    from netdiff_lib.nprint.encode import encode_pcap
+    from netdiff_lib.storage import open_local
+
+    uri, label, layout, max_packets = job
+    with open_local(uri) as path:
+        return encode_pcap(path, layout, max_packets=max_packets, label=label).trace, scan_payloads(path)
+
+
+def from_captures(uri: str, max_packets: int, *, workers: int = 1, layout: Layout = NETDIFFUSION) -> TrainingData:
+    """Discover the labelled captures under ``uri``, encode each once (first ``max_packets`` packets) and learn
+    the payload profile from the same pass."""
+    from netdiff_lib.dataset import discover
+
+    captures = discover(uri)
+    if not captures:
+        raise InputError(uri, "no captures found (expected <label>/*.pcap)")
+    jobs = [(c.uri, c.label, layout, max_packets) for c in captures]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            done: list[Any] = list(pool.map(_encode_one, jobs, chunksize=4))
+    else:
+        done = [_encode_one(j) for j in jobs]
+    profile = PayloadProfile.fit_records((c.label, recs) for c, (_, recs) in zip(captures, done, strict=True))
+    traces = [t for t, _ in done if len(t)]
+    if not traces:
+        raise InputError(uri, "no capture held a packet the encoder keeps")
+    return TrainingData(traces, source=str(uri), max_packets=max_packets, captures=len(captures), payloads=profile)
