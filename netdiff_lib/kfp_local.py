@@ -53,7 +53,7 @@ class _Console(io.TextIOBase):
         self.started: dict[str, float] = {}
         self.failed: list[str] = []
         self.running: dict[int, tuple[str, float]] = {}  # (task, start) per running task (ParallelFor: several)
-        self.progress: dict[int, str] = {}  # a running task's latest progress bar, as "desc n/total"
+        self.progress: dict[int, tuple[str, float]] = {}  # a running task's latest progress bar ("desc n/total")
         self._task_of: dict[int, int] = {}  # thread -> the running task it last started
         self._count = itertools.count()
         self._partial: dict[int, str] = {}  # per thread: tasks of a ParallelFor write at the same time
@@ -82,7 +82,7 @@ class _Console(io.TextIOBase):
             self._task_of[thread] = key = next(self._count)
             self.running[key] = (m.group(1), time.monotonic())
         elif (m := _TQDM.match(line)) and self._task_of.get(thread) in self.running:
-            self.progress[self._task_of[thread]] = f"{m.group(1)} {m.group(2)}/{m.group(3)}"
+            self.progress[self._task_of[thread]] = (f"{m.group(1)} {m.group(2)}/{m.group(3)}", time.monotonic())
         elif m := _END.search(line):
             name, status = m.groups()
             # every running copy of it: kfp.local does not always log the end of each ParallelFor iteration
@@ -98,6 +98,11 @@ class _Console(io.TextIOBase):
                 self.console.flush()
 
 
+    def _fresh(self, key: int, now: float) -> str:
+        """The task's progress bar if it moved since the last tick (a finished bar says nothing of what follows)."""
+        text, when = self.progress.get(key, ("", 0.0))
+        return text if now - when <= TICK_S else ""
+
     def tick(self) -> None:
         """One line per task running for at least :data:`TICK_S` seconds, with its latest progress."""
         with self._lock:
@@ -105,7 +110,7 @@ class _Console(io.TextIOBase):
             for key, (name, start) in list(self.running.items()):
                 if self.console is not None and now - start >= TICK_S and not name.startswith("for-loop"):
                     self.console.write(f"  {name:<24} {'running':<8} {now - start:6.0f} s  "
-                                       f"{self.progress.get(key, '')}".rstrip() + "\n")
+                                       f"{self._fresh(key, now)}".rstrip() + "\n")
                     self.console.flush()
 
 

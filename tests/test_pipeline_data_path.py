@@ -46,3 +46,7 @@ def test_no_capture_is_read_after_encode(samples_dir: Path, tmp_path: Path) -> N
     assert max(report["inputs"]["real_train"]["classes"].values()) == 4
     reference = report["compliance"]["reference"]  # the validator's reports made by encode
     assert reference["available"] and reference["all"]["files"] == 2 and not reference["errors"]
+    assert reference["all"]["checksum_only"] == reference["all"]["failed"]  # loopback: offloaded checksums only
+    assert {k: v["uri"] for k, v in report["inputs"].items()} == {  # the user's folder, no temporary one
+        "real_train": f"train split of {captures}", "real_test": f"test split of {captures}",
+        "synthetic": "the run's reconstructed pcaps"}

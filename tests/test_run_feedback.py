@@ -31,6 +31,9 @@ def test_long_task_reports_its_progress() -> None:
     stream.running[key] = ("evaluate", time.monotonic() - TICK_S - 1)
     stream.tick()
     assert console.getvalue() == f"  evaluate                 running  {TICK_S + 1:6.0f} s  validate synthetic 13/25\n"
+    stream.progress[key] = (stream.progress[key][0], time.monotonic() - TICK_S - 1)  # the bar stopped moving
+    stream.tick()
+    assert console.getvalue().splitlines()[-1] == f"  evaluate                 running  {TICK_S + 1:6.0f} s"
     stream.write("11:05:17.099 - INFO - Task \x1b[96m'evaluate'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m\n")
     stream.tick()
     assert console.getvalue().splitlines()[-1].startswith("  evaluate                 success")
