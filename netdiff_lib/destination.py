@@ -38,10 +38,15 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> None:
 
 
 def existing_results(uri: str | Path, names: Sequence[str]) -> list[str]:
-    """Which of ``names`` (files or folders) already exist under the folder or ``s3://`` prefix ``uri``."""
+    """Which of ``names`` (files or folders) already exist under the folder or ``s3://`` prefix ``uri``.  An object
+    store that cannot be asked (no bucket, wrong credentials) holds none here: the pipeline's first step reports
+    that, naming the input before the output."""
     if not storage.is_remote(uri) and not Path(uri).is_dir():
         return []
-    return [n for n in names if storage.exists(storage.join(uri, n))]
+    try:
+        return [n for n in names if storage.exists(storage.join(uri, n))]
+    except storage.StorageError:
+        return []
 
 
 def reuse_policy(path: str | Path, found: Sequence[str], *, resume: bool, overwrite: bool) -> None:

@@ -459,6 +459,6 @@ def test_tshark_reads_writer_output(tmp_path):
 
 
 def test_linktype_names():
-    assert sorted(RAW_IP_LINKTYPES) == [12, 14, 101]
+    assert sorted(RAW_IP_LINKTYPES) == [12, 14, 101, 228, 229]  # DLT_RAW variants, LINKTYPE_IPV4/IPV6
     assert linktypes.name(LINKTYPE_ETHERNET) == "ETHERNET" and linktypes.name(12) == "RAW"
     assert linktypes.name(4242) == "LINKTYPE_4242"

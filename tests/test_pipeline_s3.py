@@ -109,3 +109,13 @@ def test_missing_output_bucket_fails_before_any_work(s3_run: dict, s3_env: S3Ser
     err = _run_fails(tmp_path, capsys, f"s3://{s3_run['bucket']}/data/captures", "s3://no-output-bucket/run")
     assert "bucket 'no-output-bucket' does not exist" in err
     assert not list(tmp_path.glob("artifacts/*/for-loop-*"))  # nothing was encoded
+
+
+def test_rerun_into_a_finished_prefix_is_refused(s3_run: dict, s3_env: S3Server, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    output = f"s3://{s3_run['bucket']}/runs/r1"
+    rc = main(["run", "--input", f"s3://{s3_run['bucket']}/data/captures", "--output", output, "--work",
+               str(tmp_path), "--steps", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"netdiff run: error: {output}: already holds results (summary.json, model,")
+    assert not list(tmp_path.glob("artifacts/*"))  # refused before any step
