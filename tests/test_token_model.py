@@ -15,8 +15,9 @@ from netdiff_lib.models.discrete import TokenDiT, sample_tokens, schedule, token
 from netdiff_lib.models.native import build_network, fit_codec, load_model_dir, save_model_dir
 from netdiff_lib.models.sampler import generate_traces
 from netdiff_lib.models.tokens import FIELDS, FieldTokenizer, read_fields
-from netdiff_lib.models.vocab import ABSENT, Templates, Vocab, slot_tokens, template_of, variable_bytes
+from netdiff_lib.models.vocab import ABSENT, Templates, Vocab, resolve_slots, slot_tokens, template_of, variable_bytes
 from netdiff_lib.nprint.encode import encode_pcap
+from netdiff_lib.payloads.ports import registered
 from netdiff_lib.trace import Trace
 
 torch.set_num_threads(1)
@@ -91,6 +92,19 @@ def test_slots_keep_conversations_together() -> None:
     assert f.values["dport"][3] == f.values["sport"][2] != f.values["sport"][0]
     assert f.values["sport"][1] == 80 and f.values["sport"][3] == 53
     assert not np.isin(f.values["sport"][[0, 2, 5]], [53, 80]).any()
+
+
+def test_slot_ports_avoid_ports_that_tshark_dissects_by_number() -> None:
+    # a made-up client port 4002 (OPSI) once took a TLS flow's payload away from its server port 8443
+    vocab = Vocab(16, (8443,), ((1024, 65535),), slots=8)
+    weights = np.zeros((200, 64))
+    weights[:, 3] = 1.0  # every slot port in 3072..4095, where tshark has many registered ports
+    tokens = np.tile(np.arange(vocab.first_slot, vocab.first_slot + 8), (200, 1))
+    ports = resolve_slots(tokens, vocab, np.arange(200), weights, np.random.default_rng(0))
+    assert ((ports >= 3072) & (ports < 4096)).all()
+    taken = registered()
+    assert 4002 in taken and np.isin(np.arange(3072, 4096), taken).sum() > 20
+    assert not np.isin(ports, taken).any()
 
 
 def test_escape_bins_cover_the_range_and_decode_inside_their_bin() -> None:

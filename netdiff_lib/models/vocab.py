@@ -22,6 +22,8 @@ from itertools import pairwise
 
 import numpy as np
 
+from netdiff_lib.payloads.ports import registered
+
 ABSENT = 0
 TCP_TIMESTAMP, TCP_SACK = 8, 5
 
@@ -147,7 +149,8 @@ def resolve_slots(tokens: np.ndarray, vocab: Vocab, trace_of: np.ndarray, weight
                   rng: np.random.Generator) -> np.ndarray:
     """Port values for slot tokens ``(n, k)`` (a packet's source and destination port: one table for both):
     each (trace, slot) gets one port, drawn from the trace's range histogram ``weights`` (n_traces, 64) and
-    never a service port; other tokens decode as values."""
+    never a service port of the vocabulary nor a port that tshark dissects by number; other tokens decode as
+    values."""
     trace_of = np.repeat(np.asarray(trace_of)[:, None], np.shape(tokens)[1], axis=1)
     values = vocab.decode(tokens, rng)
     slot = np.asarray(tokens, np.int64) - vocab.first_slot
@@ -158,8 +161,9 @@ def resolve_slots(tokens: np.ndarray, vocab: Vocab, trace_of: np.ndarray, weight
         u = rng.random((n_traces, vocab.slots)) * cum[:, -1:]
         bins = (u[..., None] > cum[:, None, :]).sum(axis=-1)
         table = bins * SLOT_BIN + rng.integers(0, SLOT_BIN, size=bins.shape)
-        for _ in range(4):  # a slot is a port the trace does not share with a service: redraw collisions
-            clash = np.isin(table, np.asarray(vocab.values, np.int64)) | (table == 0)
+        taken = np.union1d(np.asarray(vocab.values, np.int64), registered())
+        for _ in range(16):  # a slot is a port the trace does not share with a service: redraw collisions
+            clash = np.isin(table, taken) | (table == 0)
             if not clash.any():
                 break
             table[clash] = bins[clash] * SLOT_BIN + rng.integers(0, SLOT_BIN, size=int(clash.sum()))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
+import numpy as np
+
 from netdiff_lib.payloads.scan import TABLE, filler
 
 #: (filler, shortest, longest or None) of a port pair; None: no payload at all.
@@ -23,6 +25,15 @@ ANY: Rule = ("zero", 1, None)
 def table() -> dict[str, dict[int, Rule]]:
     data = json.loads(TABLE.read_text(encoding="utf-8"))
     return {l4: {int(p): (tuple(v) if v is not None else None) for p, v in data[l4].items()} for l4 in ("udp", "tcp")}
+
+
+@lru_cache(maxsize=1)
+def registered() -> np.ndarray:
+    """Sorted ports that tshark dissects by number on UDP or TCP (``tshark -G decodes`` at scan time): a
+    made-up client port among them would hand a flow's payload to an unrelated dissector, which tshark tries
+    first when it is the lower port."""
+    data = json.loads(TABLE.read_text(encoding="utf-8"))
+    return np.unique(np.asarray(data["registered"]["udp"] + data["registered"]["tcp"], dtype=np.int64))
 
 
 def listed(l4: str, port: int) -> bool:

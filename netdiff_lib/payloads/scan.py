@@ -146,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     lo, hi = (int(x) for x in args.ports.split("-"))
     version = subprocess.run(["tshark", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    table = scan(list(range(lo, hi + 1)), registered_ports())
+    registered = registered_ports()
+    table = scan(list(range(lo, hi + 1)), registered)
     write_json(args.out, {"format": "netdiff-payload-ports/1", "tshark": version, "fillers": list(FILLERS),
-                          "lengths": list(LENGTHS), **table})
+                          "lengths": list(LENGTHS), **table,
+                          "registered": {l4: sorted(ports) for l4, ports in registered.items()}})
     print({k: len(v) for k, v in table.items()})
     return 0
 
