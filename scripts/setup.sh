@@ -2,12 +2,13 @@
 # Install everything netdiff, its tests and its demo need on a fresh Debian/Ubuntu machine (idempotent).
 # System packages: tshark (validation), tcpdump (benchmarks, re-recording samples), tcpreplay and iproute2
 # (replay tests in a network namespace), libpcap (loaded by `netdiff nprint` for -f BPF filters and -d live
-# capture). Python: torch's CPU build first, then netdiff with all extras.
+# capture), docker.io and debootstrap (the container test builds the images from a local base and runs the
+# pipeline in them). Python: torch's CPU build first, then netdiff with all extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in tshark:tshark tcpdump:tcpdump tcpreplay:tcpreplay ip:iproute2; do
+for tool in tshark:tshark tcpdump:tcpdump tcpreplay:tcpreplay ip:iproute2 dockerd:docker.io debootstrap:debootstrap; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(libpcap0.8)
