@@ -7,6 +7,7 @@ names the compiled pipeline uses are the ones the manifests create."""
 from __future__ import annotations
 
 import copy
+import subprocess
 from typing import Any
 
 import pytest
@@ -227,6 +228,16 @@ def test_names_in_the_pipeline_are_the_ones_the_manifests_create(
     assert _placement.S3_SECRET in role_secrets
     launcher = yaml.safe_load(one(base, "ConfigMap", "kfp-launcher")["data"]["providers"])
     assert launcher["minio"]["default"]["credentials"]["secretRef"]["secretName"] == _placement.S3_SECRET
+
+
+def test_images_in_the_pipeline_are_the_ones_the_build_script_tags(compiled: dict[str, tuple[dict, dict]]) -> None:
+    out = subprocess.run(["bash", str(REPO / "scripts" / "build-images.sh"), "--print-tags"], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    tags = dict(line.split("=", 1) for line in out.stdout.split())
+    used = {c["container"]["image"] for spec, _ in compiled.values()
+            for c in spec["deploymentSpec"]["executors"].values()}
+    assert used == {tags["cpu"], tags["gpu"]}
 
 
 def test_object_store_overlay_serves_the_endpoint_it_documents(rendered: dict[str, list[dict[str, Any]]]) -> None:
