@@ -110,11 +110,13 @@ def submit_pipeline(*, host: str, namespace: str, experiment: str, arguments: di
         package = compile_pipeline(name, Path(tmp, f"{name}.yaml"), queue=queue)
         if not cache:
             disable_caching(package)
+        from pipelines._placement import SERVICE_ACCOUNT  # importable: compile_pipeline loaded the pipelines
+
         client = kfp.Client(host=host, namespace=namespace, existing_token=token)
         try:
             result = client.create_run_from_pipeline_package(
                 str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
-                namespace=namespace)
+                namespace=namespace, service_account=SERVICE_ACCOUNT or None)
         except Exception as exc:  # the client raises urllib3, ApiException and OSError subclasses
             raise NetdiffError(f"submitting to {host} failed: {_cause(exc)}") from exc
     run_id = result.run_id

@@ -7,11 +7,17 @@
 * :func:`with_object_store`: the object-store credentials from a Kubernetes Secret (its name is a pipeline
   parameter; the keys are KFP's own Secret's, ``accesskey``/``secretkey``) as ``AWS_*`` variables.
 
+The names here are the ones ``manifests/`` creates (``tests/test_manifests.py`` checks that they agree): the
+Secret ``netdiff-object-store``, the run's ServiceAccount ``netdiff-runner`` (``NETDIFF_SERVICE_ACCOUNT``
+overrides it; empty: the namespace's default), the LocalQueue ``netdiff-gpu`` and the Kueue
+WorkloadPriorityClasses ``netdiff-training`` (preemptible) and ``netdiff-generation``.
+
 ``kfp.local`` ignores all of this (it only warns about resources), so a local run uses the same pipeline.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kfp import kubernetes
@@ -20,10 +26,15 @@ from kfp.dsl import PipelineTask
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}  # the label NVIDIA's GPU feature discovery sets
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-S3_SECRET = "mlpipeline-minio-artifact"  # KFP's per-namespace object-store Secret
+S3_SECRET = "netdiff-object-store"  # manifests/base; KFP's own mlpipeline-minio-artifact has the same keys
 S3_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 S3_ENDPOINT = "http://seaweedfs.kubeflow:9000"  # KFP >= 2.16's object store (SeaweedFS)
 KUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # a Kueue WorkloadPriorityClass
+LOCAL_QUEUE = "netdiff-gpu"  # the LocalQueue of every tenant namespace (manifests/overlays/scheduling)
+#: component name -> WorkloadPriorityClass (and PriorityClass) of its pods when they are queued by Kueue
+PRIORITY_CLASSES = {"train": "netdiff-training", "generate": "netdiff-generation"}
+SERVICE_ACCOUNT = os.environ.get("NETDIFF_SERVICE_ACCOUNT", "netdiff-runner")
 GPU_RETRIES = 3
 #: name -> (cpu request, cpu limit, memory request, memory limit)
 SIZES = {
@@ -47,7 +58,8 @@ def on_cpu(task: PipelineTask, size: str = "small", *, cache: bool = True) -> Pi
 
 def on_gpu(task: PipelineTask, gpu_type: Any, gpu_count: Any, node_selector: Any, toleration: Any, *,
            queue: str = "", retries: int = GPU_RETRIES) -> PipelineTask:
-    """A GPU task: accelerator, node selector, toleration, shared memory, retries, optional Kueue queue."""
+    """A GPU task: accelerator, node selector, toleration, shared memory, retries, optional Kueue queue (with
+    the task's WorkloadPriorityClass from :data:`PRIORITY_CLASSES`)."""
     _size(task, "gpu").set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, toleration)
@@ -57,6 +69,8 @@ def on_gpu(task: PipelineTask, gpu_type: Any, gpu_count: Any, node_selector: Any
                        backoff_max_duration="900s")
     if queue:
         kubernetes.add_pod_label(task, KUEUE_LABEL, queue)
+        if priority := PRIORITY_CLASSES.get(task.component_spec.name):
+            kubernetes.add_pod_label(task, KUEUE_PRIORITY_LABEL, priority)
     return task.set_caching_options(enable_caching=True)
 
 

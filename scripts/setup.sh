@@ -2,7 +2,8 @@
 # Install everything netdiff, its tests and its demo need on a fresh Debian/Ubuntu machine (idempotent).
 # System packages: tshark (validation), tcpdump (benchmarks, re-recording samples), tcpreplay and iproute2
 # (replay tests in a network namespace), libpcap (loaded by `netdiff nprint` for -f BPF filters and -d live
-# capture), python3-venv where python3 has no venv module.
+# capture), python3-venv where python3 has no venv module, docker.io and debootstrap (the container test builds
+# the images from a local base and runs the pipeline in them).
 # Python: a virtual environment in .venv (NETDIFF_VENV overrides the place; NETDIFF_PYTHON the interpreter it
 # is made from), so stock Debian 12 / Ubuntu 24.04 python3 ("externally-managed-environment") is left alone;
 # it sees the interpreter's own packages and pip adds what is missing or too old: torch's CPU build first
@@ -16,7 +17,7 @@ PYTHON=${NETDIFF_PYTHON:-python3}
 SUDO=""
 [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 need_apt=()
-for tool in tshark:tshark tcpdump:tcpdump tcpreplay:tcpreplay ip:iproute2; do
+for tool in tshark:tshark tcpdump:tcpdump tcpreplay:tcpreplay ip:iproute2 dockerd:docker.io debootstrap:debootstrap; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 # grep without -q: an early exit would kill ldconfig with SIGPIPE, which pipefail reports as "not found"

