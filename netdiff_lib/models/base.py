@@ -119,6 +119,9 @@ class Backend(ABC):
     """Make a config, train a model folder from nPrint traces, load one back."""
 
     name: ClassVar[str]
+    #: True when :meth:`train` runs as one of several processes under ``accelerate launch`` (data parallel);
+    #: otherwise the train stage runs it in one process whatever the GPU count.
+    distributed: ClassVar[bool] = False
 
     @abstractmethod
     def config(self, preset: str, *, steps: int | None = None, seed: int | None = None,

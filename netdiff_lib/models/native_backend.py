@@ -19,6 +19,7 @@ from netdiff_lib.train import train
 
 class NativeBackend(Backend):
     name = "native"
+    distributed = True
 
     def config(self, preset: str, *, steps: int | None = None, seed: int | None = None,
                settings: Sequence[str] = (), weights: Mapping[str, str] | None = None) -> Config:

@@ -58,11 +58,11 @@ def peft_states(unet: Any, text_encoder: Any, train_text_encoder: bool) -> dict[
 def save_diffusers(folder: Path, unet: Any, text_encoder: Any, cfg: LoraSettings) -> Path:
     """``pytorch_lora_weights.safetensors`` in diffusers' format, atomically."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
 
+    # peft's own key names (``lora_A``/``lora_B``): diffusers' convert_state_dict_to_diffusers turns attention
+    # layers into the old ``lora.down`` names only, which load_lora_weights then silently skips.
     states = peft_states(unet, text_encoder, cfg.train_text_encoder)
-    layers = {k: {n: t.detach().float().cpu().contiguous() for n, t in convert_state_dict_to_diffusers(v).items()}
-              for k, v in states.items()}
+    layers = {k: {n: t.detach().float().cpu().contiguous() for n, t in v.items()} for k, v in states.items()}
     meta = {"unet_lora_adapter_metadata": unet.peft_config["default"].to_dict()}
     if "text_encoder" in layers:
         meta["text_encoder_lora_adapter_metadata"] = text_encoder.peft_config["default"].to_dict()

@@ -7,6 +7,7 @@ learning rates, a diffusers LR schedule, gradient clipping at 1, fp16 autocast w
 (fp32 on the CPU unless ``bf16``), gradient checkpointing. Steps default to kohya's rule
 ``ceil(epochs x repeats x images / batch)``.
 
+A resumed run may train longer (more ``steps``) but must otherwise have the same LoRA and training settings.
 Resuming is exact: the image order of every epoch is a permutation seeded by ``(seed, epoch)``, the noise and
 timesteps of a step come from a generator seeded by ``(seed, step)``, and a checkpoint
 (:mod:`netdiff_lib.checkpoint`) holds the LoRA weights, optimizer, LR schedule, gradient scaler and loss history.
@@ -18,7 +19,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ def prepare(cfg: Sd15Config, data: TrainingData, class_map: Any, device: torch.d
     pipe = load_pipeline(cfg.weights, torch.float32)
     frozen = DTYPES[precision(cfg, device)] if device.type == "cuda" else torch.float32
     unet, te, vae = pipe.unet, pipe.text_encoder, pipe.vae
+    torch.manual_seed(tc.seed)  # the LoRA's initial down weights (Kaiming-uniform) are drawn here
     lora.add_lora(unet, te, cfg.lora)
     vae.requires_grad_(False)
     unet.to(device, dtype=frozen)
@@ -243,7 +245,9 @@ def _resume(root: str, cfg: Sd15Config, data: TrainingData, m: Models, opt: Any,
             scaler: Any) -> dict:
     ck = checkpoint.load(root)
     saved = Sd15Config.from_dict(ck.meta["config"])
-    if (saved.lora, saved.train) != (cfg.lora, cfg.train) or saved.weights.base != cfg.weights.base:
+    same_train = replace(saved.train, steps=cfg.train.steps, checkpoint_every=cfg.train.checkpoint_every,
+                         keep_checkpoints=cfg.train.keep_checkpoints, cpu_threads=cfg.train.cpu_threads)
+    if (saved.lora, same_train) != (cfg.lora, cfg.train) or saved.weights.base != cfg.weights.base:
         raise ConfigError(f"checkpoint {ck.name} was trained with another sd15 config (preset {saved.preset}, "
                           f"weights {saved.weights.base}); resume with the same settings")
     if ck.meta.get("data_fingerprint") != data.fingerprint:
