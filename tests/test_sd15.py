@@ -333,6 +333,6 @@ def test_pipeline_with_sd15_on_tiny_weights(tiny_weights: tuple[Path, Path], dat
     assert rc == 0
     card = json.loads((out / "model" / "model_card.json").read_text())
     assert card["backend"] == "sd15" and card["weights"]["base"] == str(tiny_weights[0])
-    pcaps = sorted((out / "pcaps").glob("*.pcap"))
+    pcaps = sorted((out / "pcaps").glob("*/*.pcap"))
     assert len(pcaps) == len(CLASSES)
     assert all(r.ok for r in validate_pcaps(pcaps))
