@@ -3,7 +3,9 @@
     list-inputs -> encode x shards -> train (GPU) -> generate (GPU) -> reconstruct x shards -> evaluate -> publish
 
 Object-store steps get their credentials from the Secret ``s3_secret``; ``train_steps`` 0 and
-``model_uri`` "" mean the preset's steps and ``<output_uri>/model``.  ``max_packets`` is decided here once:
+``model_uri`` "" mean the preset's steps and ``<output_uri>/model``; ``weights`` / ``controlnet`` are the
+pretrained weights a backend starts from (``sd15``: Stable Diffusion 1.5 and ControlNet canny, ``s3://`` URIs
+or paths the pods see; "" for none).  ``max_packets`` is decided here once:
 encode keeps that many packets per capture, and train and evaluate read what encode wrote.  ``sample_steps``
 0 and ``guidance`` < 0 mean the model's defaults; ``timing`` is ``generated`` or ``empirical``.
 Compile with ``netdiff compile``.
@@ -44,7 +46,7 @@ def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component
                 train_steps: int = 0, traces_per_class: int = TRACES_PER_CLASS, seed: int = 0,
                 shards: int = SHARDS, test_fraction: float = TEST_FRACTION, max_packets: int = MAX_PACKETS,
                 sample_steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE, timing: str = TIMING,
-                model_uri: str = "",
+                model_uri: str = "", weights: str = "", controlnet: str = "",
                 gpu_type: str = GPU_RESOURCE, gpu_count: int = 1, gpu_node_selector: dict = GPU_NODE_SELECTOR,
                 gpu_toleration: dict = GPU_TOLERATION, s3_secret: str = S3_SECRET, s3_endpoint: str = S3_ENDPOINT):
         gpu = {"type": gpu_type, "node_selector": gpu_node_selector, "toleration": gpu_toleration}
@@ -56,7 +58,8 @@ def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component
                          max_packets=max_packets, s3_endpoint=s3_endpoint)
             with_object_store(on_cpu(enc, "medium"), s3_secret)
         trained = train(data=dsl.Collected(enc.outputs["data"]), output_uri=output_uri, model_uri=model_uri,
-                        backend=backend, config=config, steps=train_steps, seed=seed, s3_endpoint=s3_endpoint)
+                        backend=backend, config=config, steps=train_steps, seed=seed, weights=weights,
+                        controlnet=controlnet, s3_endpoint=s3_endpoint)
         on_gpu(trained, gpu_type, gpu_count, gpu_node_selector, gpu_toleration, queue=queue, retries=gpu_retries)
         with_object_store(trained, s3_secret)
         sampling = {"traces_per_class": traces_per_class, "seed": seed, "shards": shards,

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--timing", choices=("generated", "empirical"), default="generated",
                    help="packet times from the model (default) or sampled from each class's training gaps")
+    p.add_argument("--weights", metavar="PATH_OR_URI",
+                   help="sd15: base weights to use instead of those the model folder names (same model elsewhere)")
+    p.add_argument("--controlnet", metavar="PATH_OR_URI", help="sd15: ControlNet weights, likewise")
     p.add_argument("--arrays", action="store_true", help="also write <label>_<n>.npz trace arrays")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -28,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from netdiff_lib.cli.train import pretrained
     from netdiff_lib.errors import ConfigError
     from netdiff_lib.generate import write_pcaps
     from netdiff_lib.models import Sampling, backend_of, get_backend
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--per-class must be >= 1")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = backend_of(args.model)
-    model = get_backend(backend).load(args.model, device=device)
+    model = get_backend(backend).load(args.model, device=device, weights=pretrained(args))
     per_class = {lab: args.per_class for lab in (args.labels or model.labels)}
     sampling = Sampling(steps=args.steps, guidance=args.guidance, timing=args.timing, seed=args.seed,
                         progress=not args.no_progress)

@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                         "(default OUTPUT/model, where training resumes)")
     p.add_argument("--config", choices=PRESETS, help="model preset (default: tiny, a laptop run)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, help=f"generator backend (default {DEFAULT_BACKEND})")
+    p.add_argument("--weights", metavar="PATH_OR_URI", help="pretrained weights (backend sd15: Stable Diffusion 1.5)")
+    p.add_argument("--controlnet", metavar="PATH_OR_URI", help="ControlNet weights (backend sd15: canny)")
     p.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's)")
     p.add_argument("--traces-per-class", type=int, default=TRACES_PER_CLASS, metavar="N",
                    help=f"synthetic traces per class (default {TRACES_PER_CLASS})")
@@ -68,7 +70,8 @@ def arguments(args: argparse.Namespace) -> dict:
     given |= {"traces_per_class": args.traces_per_class, "seed": args.seed, "shards": args.shards,
               "s3_endpoint": ""}  # "": the storage settings of this environment
     if args.pipeline == "netdiff":
-        given |= {"backend": args.backend, "train_steps": args.steps}
+        given |= {"backend": args.backend, "train_steps": args.steps, "weights": _local(args.weights),
+                  "controlnet": _local(args.controlnet)}
     return pipeline_arguments(args.pipeline, given)
 
 

@@ -21,7 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="folder (or s3:// prefix) of <label>/*.pcap captures")
     p.add_argument("--out", required=True, help="model folder to write (local or s3://)")
     p.add_argument("--backend", default="native", help="generator backend (default: native)")
-    p.add_argument("--config", default="base", choices=PRESETS, help="preset (default: base)")
+    p.add_argument("--config", default="base", choices=PRESETS, help="the backend's preset (default: base)")
+    p.add_argument("--weights", metavar="PATH_OR_URI",
+                   help="pretrained weights (sd15: Stable Diffusion 1.5 as a diffusers folder, .safetensors/.ckpt "
+                        "file, Hugging Face cache folder or s3:// URI)")
+    p.add_argument("--controlnet", metavar="PATH_OR_URI", help="ControlNet weights (sd15: canny), as --weights")
     p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
@@ -42,6 +46,12 @@ def settings(args: argparse.Namespace) -> list[str]:
     return [*args.settings, *extra]
 
 
+def pretrained(args: argparse.Namespace) -> dict[str, str]:
+    """``--weights`` / ``--controlnet`` as the backend interface's weights by role."""
+    given = {"base": getattr(args, "weights", None), "controlnet": getattr(args, "controlnet", None)}
+    return {role: uri for role, uri in given.items() if uri}
+
+
 def run(args: argparse.Namespace) -> int:
     from netdiff_lib.destination import check_output_dir
     from netdiff_lib.encoded import from_captures
@@ -49,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, "model folder")  # before the captures are encoded and the model trained
     backend = get_backend(args.backend)
-    cfg = backend.config(args.config, steps=args.steps, seed=args.seed, settings=settings(args))
+    cfg = backend.config(args.config, steps=args.steps, seed=args.seed, settings=settings(args),
+                         weights=pretrained(args))
     workers = args.workers or max(1, min(8, os.cpu_count() or 1))
     data = from_captures(args.data, args.max_packets, workers=workers)
     out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.no_progress)

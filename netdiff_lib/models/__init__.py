@@ -3,8 +3,8 @@
 Backends register by name with the module and class that implement them (``"package.module:Class"``),
 imported only when asked for, so ``import netdiff_lib.models`` stays light (no torch).  A backend in this
 package adds one line to :data:`BACKENDS`; one in another package calls :func:`register_backend` or declares
-an entry point in the group ``netdiff.backends`` (``sd15 = "my_pkg.sd15:Sd15Backend"``).  ``native`` is the
-default.
+an entry point in the group ``netdiff.backends`` (``mine = "my_pkg.mine:MyBackend"``).  ``native`` is the
+default; ``sd15`` is NetDiffusion's Stable Diffusion 1.5 + LoRA + ControlNet method.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ DEFAULT_BACKEND = "native"
 #: name -> "module:Class"; a new backend adds one line.
 BACKENDS: dict[str, str] = {
     "native": "netdiff_lib.models.native_backend:NativeBackend",
+    "sd15": "netdiff_lib.models.sd15.backend:Sd15Backend",
 }
 ENTRY_POINTS = "netdiff.backends"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -119,12 +119,17 @@ class Backend(ABC):
     """Make a config, train a model folder from nPrint traces, load one back."""
 
     name: ClassVar[str]
+    #: True when :meth:`train` runs as one of several processes under ``accelerate launch`` (data parallel);
+    #: otherwise the train stage runs it in one process whatever the GPU count.
+    distributed: ClassVar[bool] = False
 
     @abstractmethod
     def config(self, preset: str, *, steps: int | None = None, seed: int | None = None,
-               settings: Sequence[str] = ()) -> Any:
+               settings: Sequence[str] = (), weights: Mapping[str, str] | None = None) -> Any:
         """This backend's training config: a named ``preset``, ``steps``/``seed`` when given (None: the
-        preset's) and ``section.key=value`` ``settings``; raises ConfigError on a bad value."""
+        preset's), ``section.key=value`` ``settings`` and pretrained ``weights`` by role (``{"base": URI,
+        "controlnet": URI}``: local paths or ``s3://`` URIs; a backend that starts from scratch raises
+        ConfigError when given any); raises ConfigError on a bad value."""
 
     @abstractmethod
     def train(self, data: TrainingData, out: str, config: Any, *, resume: bool = False,
@@ -133,8 +138,17 @@ class Backend(ABC):
         ``out/checkpoints``, resumed from when ``resume``); returns ``out``."""
 
     @abstractmethod
-    def load(self, model_dir: str, device: str = "cpu") -> TraceGenerator:
-        """Load a model folder written by :meth:`train`."""
+    def load(self, model_dir: str, device: str = "cpu", weights: Mapping[str, str] | None = None) -> TraceGenerator:
+        """Load a model folder written by :meth:`train`; ``weights`` (roles as in :meth:`config`) replace the
+        pretrained weights the folder names (another copy of the same weights, e.g. on another machine)."""
+
+
+def no_weights(backend: str, weights: Mapping[str, str] | None) -> None:
+    """ConfigError if pretrained ``weights`` are given to a backend that trains from scratch."""
+    given = sorted(k for k, v in (weights or {}).items() if v)
+    if given:
+        raise ConfigError(f"backend {backend!r} trains from scratch and takes no pretrained weights "
+                          f"({', '.join(given)} given); use --backend sd15 for Stable Diffusion weights")
 
 
 def trace_fingerprint(traces: Sequence[Trace]) -> str:

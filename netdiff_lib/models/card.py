@@ -89,8 +89,9 @@ def write_loss_curve(out: Path, history: list[dict[str, float]]) -> None:
         return
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, [h["loss"] for h in history], label="weighted loss")
-    ax.plot(steps, [h["mse"] for h in history], label="x0 MSE", alpha=0.7)
+    ax.plot(steps, [h["loss"] for h in history], label="weighted loss" if "mse" in history[0] else "loss")
+    if "mse" in history[0]:
+        ax.plot(steps, [h["mse"] for h in history], label="x0 MSE", alpha=0.7)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.legend()

@@ -31,6 +31,7 @@ class TrainJob:
     steps: int | None = None
     seed: int | None = None
     settings: tuple[str, ...] = field(default_factory=tuple)
+    weights: dict[str, str] = field(default_factory=dict)
     s3_endpoint: str = ""
     progress: bool = False
 
@@ -49,7 +50,7 @@ class TrainJob:
 def run_job(job: TrainJob) -> str:
     """Train ``job``'s backend on the train split of its encode outputs, resuming from ``job.out``."""
     backend = get_backend(job.backend)
-    config = backend.config(job.preset, steps=job.steps, seed=job.seed, settings=job.settings)
+    config = backend.config(job.preset, steps=job.steps, seed=job.seed, settings=job.settings, weights=job.weights)
     data = load_split(job.data_dirs, "train")
     with storage.endpoint(job.s3_endpoint):
         return backend.train(data, job.out, config, resume=True, progress=job.progress)

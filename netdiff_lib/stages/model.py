@@ -74,17 +74,19 @@ def model_summary(model_dir: str | Path, model_uri: str) -> dict[str, Any]:
 
 
 def train_model(data_dirs: list[str], model_dir: str | Path, *, model_uri: str, output_uri: str = "",
-                backend: str, config: str, steps: int, seed: int, s3_endpoint: str = "",
-                processes: int | None = None) -> dict[str, Any]:
+                backend: str, config: str, steps: int, seed: int, weights: dict[str, str] | None = None,
+                s3_endpoint: str = "", processes: int | None = None) -> dict[str, Any]:
     """Train on the train split of the encode outputs ``data_dirs`` into ``model_uri`` (empty:
     ``<output_uri>/model``), resuming from its checkpoints; copy the finished folder to ``model_dir``.
-    ``steps`` 0 means the preset's."""
+    ``steps`` 0 means the preset's; ``weights``: pretrained weights by role (empty values: none)."""
     model_uri = model_uri or (storage.join(output_uri, MODEL_DIR) if output_uri else "")
     if not model_uri:
         raise ConfigError("training needs a model URI or an output URI (for the model folder and its checkpoints)")
     job = TrainJob(tuple(str(d) for d in data_dirs), model_uri, backend, config, steps=steps or None, seed=seed,
-                   s3_endpoint=s3_endpoint)
+                   weights={k: v for k, v in (weights or {}).items() if v}, s3_endpoint=s3_endpoint)
     n = cuda_devices() if processes is None else processes
+    if not get_backend(backend).distributed:
+        n = min(n, 1)  # this backend trains in one process (one GPU)
     try:
         if n > 1:
             _train_launched(job, n)
