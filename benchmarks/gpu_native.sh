@@ -7,13 +7,13 @@
 #   bash benchmarks/gpu_native.sh [DATA_DIR] [--gpus N] [--budget SECONDS] [--config base|small|tiny]
 #                                 [--guidance "1.0 1.5"] [--times 5] [--skip-generate] [--no-compile]
 #                                 [--variant NAME=SECTION.KEY=VALUE,...]... [--throughput N]
-#                                 [--throughput-steps "25 16"] [--gen-steps "25 16"]
+#                                 [--throughput-steps "16 25"] [--gen-steps "16 25"]
 #
 # Each --variant (an ablation arm) trains its own model for the same --budget with `--set` overrides (e.g.
 # `--variant baseline=model.representation=features --variant tokens=`) and generates its own set; without
 # --variant there is one arm, "default". --throughput N times N traces at 1,024 packets for the last arm (once
 # per sampler step count in --throughput-steps). --gen-steps generates each arm's set once per sampler step count
-# (a count other than 25 names the set <arm>s<steps>).
+# (16 is the library's default; another count names the set <arm>s<steps>).
 #
 # DATA_DIR defaults to shared/data/iot-sentinel (under the repo root). When diffusers is not importable, the
 # wheels in ./wheels (diffusers) are installed into a temporary folder; netdiff runs from this checkout.
@@ -36,8 +36,8 @@ GENERATE=1
 COMPILE=1
 VARIANTS=()
 THROUGHPUT=256
-THROUGHPUT_STEPS="25"
-GEN_STEPS="25"
+THROUGHPUT_STEPS="16"
+GEN_STEPS="16"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --gpus) GPUS=$2; shift 2 ;;
@@ -142,7 +142,7 @@ for SPEC in "${VARIANTS[@]}"; do
       stamp "only $(left)s left: skipping generation of arm $ARM"
     else
       for S in $GEN_STEPS; do
-        SET=$ARM; [[ $S == 25 ]] || SET=${ARM}s$S
+        SET=$ARM; [[ $S == 16 ]] || SET=${ARM}s$S
         stamp "arm $ARM: generate ${TIMES}x the test captures per class (guidance $GUIDANCE, $S steps)"
         # shellcheck disable=SC2086  # GUIDANCE is a list of numbers
         timeout $(( $(left) - 20 )) python3 -m benchmarks.train_native generate-set --model "$WORK/model_$ARM" \

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from netdiff_lib.config import DiffusionConfig
+
 
 def _device(name: str | None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--seed", type=int, default=0)
     pc.add_argument("--payloads", help="payloads.json (or a model folder holding one) for the payload synthesis")
     for q in (tp, gs):
-        q.add_argument("--steps", type=int, default=25)
+        q.add_argument("--steps", type=int, default=DiffusionConfig.sample_steps, help="sampler steps")
         q.add_argument("--guidance", type=float, nargs="+", default=[1.0])
         q.add_argument("--packets", type=int, default=1024, help="trace length for the throughput runs")
         q.add_argument("--batch-tokens", type=int, default=131_072, help="packets per sampling batch")

@@ -3,7 +3,7 @@
 :func:`sample` is the continuous sampler, written out like diffusers' ``pipeline_ddpm.py``: start from Gaussian
 noise, and at each of the scheduler's timesteps ask the network for the clean sample (twice, with and without
 the class, for classifier-free guidance: ``x0 = x0_u + w (x0_c - x0_u)``), clip it to the data range and let
-``DPMSolverMultistepScheduler`` (DPM-Solver++, data prediction, 25 steps or fewer) take the step.  The token
+``DPMSolverMultistepScheduler`` (DPM-Solver++, data prediction, 16 steps by default) take the step.  The token
 representation samples with :func:`netdiff_lib.models.discrete.sample_tokens`.
 
 :func:`generate_traces` draws trace lengths from each class's training traces (so padding is never generated),
