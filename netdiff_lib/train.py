@@ -12,8 +12,14 @@ the batch plan by ``(seed, epoch)``, so a run resumed from a checkpoint (model, 
 RNG states, data position, loop state) takes exactly the same steps as one never stopped.
 
 Stopping: after ``train.steps`` steps or ``train.time_budget_s`` seconds, whichever comes first.  With a time
-budget the cosine LR horizon is estimated from the measured step rate once, early on, and saved in the loop
-state.  At the end the EMA weights, config, feature maps, class map, statistics, model card and loss curve
+budget the cosine LR horizon is estimated from the measured step rate early on and re-estimated every
+``HORIZON_REFRESH`` steps from the rate since then (the first steps are slower: CUDA start-up and kernel
+selection), and saved in the loop state.
+
+Non-finite steps: a step whose loss or gradient is not finite is skipped (the fused AdamW takes ``found_inf``,
+so no device sync is needed) and counted in the loss curve and the model card; a whole logging window of them
+means training diverged and stops with a :class:`TrainingError`, and a model whose weights are not finite is
+never written.  At the end the EMA weights, config, feature maps, class map, statistics, model card and loss curve
 are written to the model folder (local, or staged locally and uploaded to an ``s3://`` URI).
 """
 
@@ -32,7 +38,7 @@ import torch
 
 from netdiff_lib import checkpoint
 from netdiff_lib.config import Config
-from netdiff_lib.errors import ConfigError
+from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
 from netdiff_lib.models.card import build_card, write_card, write_loss_curve
 from netdiff_lib.models.data import BucketPlan, PackedTraces, trace_stats
@@ -44,6 +50,7 @@ from netdiff_lib.models.tokens import FieldTokenizer
 
 CHECKPOINTS = "checkpoints"
 HORIZON_PROBE = (20, 60)  # steps between which the step rate is measured when a time budget is set
+HORIZON_REFRESH = 500  # then re-estimate the horizon every this many steps, from the rate since HORIZON_PROBE[1]
 
 
 @dataclass
@@ -58,6 +65,8 @@ class LoopState:
     tokens: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     probe_s: float = 0.0
+    probe_hi_s: float = 0.0
+    skipped: int = 0
 
 
 @dataclass
@@ -101,7 +110,16 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     for name, p in model.named_parameters():
         (decay if p.ndim >= 2 and "embed" not in name and name != "pos" else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.99))
+    # fused: one kernel per step, and it honours ``found_inf`` (see skip_nonfinite)
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.99), fused=True)
+
+
+def skip_nonfinite(opt: torch.optim.Optimizer, grad_norm: torch.Tensor) -> torch.Tensor:
+    """Make the next ``opt.step()`` a no-op when ``grad_norm`` is not finite (a NaN/inf loss gives one), without
+    a device sync; returns the flag (1.0 = skipped) for counting.  ``opt`` must be a fused AdamW, unwrapped."""
+    bad = (~torch.isfinite(grad_norm.detach().float())).float().reshape(())
+    opt.found_inf = bad  # type: ignore[attr-defined]  # read by the fused kernel, as GradScaler sets it
+    return bad
 
 
 def lr_factor(step: int, state: LoopState, cfg: Config) -> float:
@@ -179,6 +197,8 @@ def _resume(cfg: Config, ckpt_root: str, model: torch.nn.Module, ema: list[torch
     for e, n in zip(ema, names, strict=True):
         e.copy_(ck.ema[n])
     opt.load_state_dict(ck.optimizer)
+    for group in opt.param_groups:  # a checkpoint from before the fused optimizer carries fused=None
+        group["fused"] = True
     sched.load_state_dict(ck.meta["lr_scheduler"])
     checkpoint.set_rng_state(ck.rng)
     return LoopState(**ck.meta["loop"])
@@ -243,7 +263,7 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     bar = tqdm(total=state.horizon, initial=state.step, disable=not (progress and acc.is_main_process),
                desc="train", unit="step", dynamic_ncols=True)
     epoch_batches = plan.epoch(state.epoch)
-    window = torch.zeros(3, device=dev)
+    window = torch.zeros(4, device=dev)  # loss, error and count of the finite steps; skipped steps
     t_start, elapsed0 = time.perf_counter(), state.elapsed_s
     stop = min(tc.steps, until_step or tc.steps)
     while state.step < stop and state.step < state.horizon:
@@ -257,22 +277,26 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
         with acc.autocast():
             loss, mse = loss_fn(model, x0, labels, lengths, gen, padded)
         acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        norm = acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        bad = skip_nonfinite(opt.optimizer, norm) if acc.scaler is None else torch.zeros((), device=dev)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         decay = min(tc.ema_decay, (1 + state.step) / (10 + state.step))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1.0 - decay)
-            window += torch.stack([loss.detach().float(), mse.float(), torch.ones((), device=dev)])
+            good = torch.stack([loss.detach().float(), mse.float(), torch.ones((), device=dev)])
+            window += torch.cat([torch.where(bad > 0, torch.zeros_like(good), good), bad[None]])
         state.step, state.batch = state.step + 1, state.batch + 1
         state.tokens += int(np.minimum(packed.lengths[idx], bucket).sum()) * world
         state.elapsed_s = elapsed0 + time.perf_counter() - t_start
         if state.step % tc.log_every == 0 or state.step in (stop, state.horizon):
-            lw, mw, cnt = window.tolist()
-            state.history.append({"step": state.step, "loss": lw / cnt, "mse": mw / cnt,
-                                  "lr": float(sched.get_last_lr()[0]), "elapsed_s": round(state.elapsed_s, 2)})
-            bar.set_postfix(loss=f"{lw / cnt:.4f}", mse=f"{mw / cnt:.4f}")
+            lw, mw, cnt, skipped = window.tolist()
+            _check_diverged(state, int(cnt), int(skipped), ckpt_root)
+            row = {"step": state.step, "loss": lw / max(cnt, 1), "mse": mw / max(cnt, 1),
+                   "lr": float(sched.get_last_lr()[0]), "elapsed_s": round(state.elapsed_s, 2)}
+            state.history.append({**row, "skipped": int(skipped)} if skipped else row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", mse=f"{row['mse']:.4f}")
             window.zero_()
         bar.update(1)
         if tc.time_budget_s is not None:
@@ -293,19 +317,37 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     return out
 
 
+def _check_diverged(state: LoopState, finite: int, skipped: int, ckpt_root: str) -> None:
+    """Count skipped steps; a logging window with no finite step at all means training diverged."""
+    state.skipped += skipped
+    if skipped and not finite:
+        raise TrainingError(
+            f"training diverged: none of the {skipped} steps up to step {state.step} had a finite loss and gradient "
+            f"({state.skipped} skipped in all; no model written, checkpoints in {ckpt_root}); lower train.lr "
+            "(--set train.lr=...) or change train.seed")
+
+
 def _apply_budget(state: LoopState, cfg: Config, acc: Any, bar: Any) -> None:
-    """Estimate the LR horizon from the step rate once; stop everyone when the time budget is spent."""
+    """Estimate the LR horizon from the step rate (at HORIZON_PROBE[1], then every HORIZON_REFRESH steps and one
+    step before the horizon, from the rate since HORIZON_PROBE[1]); stop everyone when the time budget is spent."""
     budget = cfg.train.time_budget_s
     lo, hi = HORIZON_PROBE
-    if acc.num_processes > 1 and state.step % 10 and state.step != hi:
+    refresh = state.step > hi and state.probe_hi_s > 0 and (
+        (state.step - hi) % HORIZON_REFRESH == 0 or state.step + 1 == state.horizon)  # also before stopping early
+    if acc.num_processes > 1 and state.step % 10 and state.step != hi and not refresh:
         return  # agree on stopping every 10 steps only: the check is a collective
     if state.step == lo:
         state.probe_s = state.elapsed_s
+    rate = 0.0
     if state.step == hi and state.probe_s > 0:
         rate = (hi - lo) / max(1e-6, state.elapsed_s - state.probe_s)
-        est = torch.tensor([-(hi + rate * (budget - state.elapsed_s))], device=acc.device)
+        state.probe_hi_s = state.elapsed_s
+    elif refresh:
+        rate = (state.step - hi) / max(1e-6, state.elapsed_s - state.probe_hi_s)
+    if rate > 0:
+        est = torch.tensor([-(state.step + rate * (budget - state.elapsed_s))], device=acc.device)
         slowest = -acc.reduce(est, "max").item()  # the slowest rank's estimate (accelerate has no "min")
-        state.horizon = max(hi + 1, min(cfg.train.steps, int(slowest)))
+        state.horizon = max(state.step + 1, min(cfg.train.steps, int(slowest)))
         bar.total = state.horizon
     over = state.elapsed_s >= budget
     if acc.num_processes > 1:  # all stop once any rank's clock says so
@@ -321,6 +363,9 @@ def _finish(stage: Path, cfg: Config, prep: Prepared, raw: torch.nn.Module, ema:
     from netdiff_lib.dataset import ClassMap
 
     names = [n for n, _ in raw.named_parameters()]
+    if bad := [n for n, e in zip(names, ema, strict=True) if not torch.isfinite(e).all()]:
+        raise TrainingError(f"not writing {stage}: the averaged weights of {len(bad)} tensors ({bad[0]}, ...) are "
+                            "not finite")
     save_model_dir(stage, raw, dict(zip(names, ema, strict=True)), cfg, prep.codec, prep.labels, prep.stats)
     class_map = ClassMap.from_labels(prep.labels)
     if list(class_map.labels) != prep.labels:
@@ -331,7 +376,7 @@ def _finish(stage: Path, cfg: Config, prep: Prepared, raw: torch.nn.Module, ema:
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "precision": precision, "parameters": count_parameters(raw), "tokens_seen": state.tokens,
                 "tokens_per_s": round(state.tokens / max(state.elapsed_s, 1e-9)),
-                "final_loss": last.get("loss"), "final_mse": last.get("mse")}
+                "final_loss": last.get("loss"), "final_mse": last.get("mse"), "skipped_steps": state.skipped}
     if torch.cuda.is_available():
         training["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     card = build_card(backend=cfg.backend, config=cfg.to_dict(), data=prep.data_info,

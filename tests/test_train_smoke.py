@@ -19,10 +19,18 @@ from safetensors.torch import load_file
 from netdiff_lib import checkpoint
 from netdiff_lib.config import tiny
 from netdiff_lib.encoded import from_captures
-from netdiff_lib.errors import ConfigError
+from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
 from netdiff_lib.schema import MAX_PACKETS
-from netdiff_lib.train import train
+from netdiff_lib.train import (
+    HORIZON_PROBE,
+    HORIZON_REFRESH,
+    LoopState,
+    _apply_budget,
+    make_optimizer,
+    skip_nonfinite,
+    train,
+)
 
 torch.set_num_threads(1)
 CLASSES = ("dns", "http", "icmp")
@@ -178,3 +186,52 @@ def test_cli_train_then_generate_valid_pcaps(small_data: Path, tmp_path: Path) -
     pcaps = sorted(p.name for p in out.glob("*.pcap"))
     assert pcaps == [f"{c}_{i}.pcap" for c in CLASSES for i in (0, 1)]
     assert all(_pcap_ok(out / p) for p in pcaps)
+
+
+def test_non_finite_step_is_skipped_without_touching_weights_or_moments() -> None:
+    net = torch.nn.Linear(4, 3)
+    opt = make_optimizer(net, tiny())
+    before = [p.detach().clone() for p in net.parameters()]
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    assert skip_nonfinite(opt, torch.tensor(1.0)).item() == 0.0
+    opt.step()
+    once = [p.detach().clone() for p in net.parameters()]
+    assert all(not torch.equal(a, b) for a, b in zip(before, once, strict=True))
+    moments = {k: v.clone() for k, v in opt.state[net.weight].items()}
+    net.weight.grad = torch.full_like(net.weight, float("nan"))
+    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    assert skip_nonfinite(opt, norm).item() == 1.0
+    opt.step()
+    assert all(torch.equal(a, p) for a, p in zip(once, net.parameters(), strict=True))
+    assert all(torch.equal(moments[k], v) for k, v in opt.state[net.weight].items())  # step count too
+
+
+def test_diverging_training_stops_with_an_error_and_writes_no_model(small_set: TrainingData, tmp_path: Path) -> None:
+    cfg = tiny().with_settings(["train.lr=1e8"]).with_overrides(steps=60, checkpoint_every=1000, log_every=5,
+                                                                  warmup_steps=1)
+    with pytest.raises(TrainingError, match=r"diverged: none of the 5 steps up to step \d+ .* lower train.lr"):
+        train(cfg, small_set, str(tmp_path / "model"), progress=False)
+    assert not (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_time_budget_horizon_follows_the_measured_step_rate() -> None:
+    """Slow first steps (start-up) give a short first estimate; the re-estimates from the later rate fix it."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    cfg = tiny().with_overrides(steps=100_000, time_budget_s=100.0)
+    state, acc, bar = LoopState(horizon=cfg.train.steps), Accelerator(cpu=True), tqdm(disable=True)
+    hi = HORIZON_PROBE[1]
+    horizons = {}
+    while state.step < state.horizon:
+        state.step += 1
+        # 0.5 s a step up to step `hi` (start-up), then 0.01 s: 60 steps in 30 s, then 100 steps a second
+        state.elapsed_s = 0.5 * min(state.step, hi) + 0.01 * max(0, state.step - hi)
+        _apply_budget(state, cfg, acc, bar)
+        horizons[state.step] = state.horizon
+    assert horizons[hi] == hi + 2 * 70  # 2 steps a second between the probe steps: the pessimistic first guess
+    assert horizons[hi + 2 * 70 - 1] > 5_000  # re-estimated one step before stopping: ~60 + 100 x 70 s
+    assert horizons[hi + HORIZON_REFRESH] > 5_000  # and at every HORIZON_REFRESH steps
+    assert 7_000 <= state.step <= 7_100 and state.elapsed_s <= 100.0 + 0.01

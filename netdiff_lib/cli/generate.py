@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="folder written by `netdiff train`")
     p.add_argument("--per-class", type=int, required=True, metavar="N", help="traces per class")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder for the pcaps")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 16 unless its config says otherwise)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model config's, 16)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none; default: model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="only these classes")
