@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,14 @@ def test_installed_wheel_compiles_the_pipelines(repo_root: Path, tmp_path: Path)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheels), str(src)], check=True, env=env, timeout=300, cwd=elsewhere)
     (wheel,) = wheels.glob("netdiff-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    # --no-deps: the dependencies come from the system site-packages; the wheel's netdiff_lib, components and
-    # pipelines shadow any editable install there
+    # the dependencies come from this interpreter's site-packages (a virtual environment's too, which
+    # --system-site-packages would miss), appended after the new venv's own; a plain path in a .pth file runs no
+    # editable-install hook from there, so the wheel's netdiff_lib, components and pipelines are the ones found
+    new_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    Path(new_site, "_test_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q", str(wheel)],
                    check=True, env=env, timeout=300, cwd=elsewhere)
     where = subprocess.run([str(python), "-c", "import netdiff_lib, pipelines, components; "
