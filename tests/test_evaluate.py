@@ -176,6 +176,22 @@ def test_fidelity_identical_sets_zero_and_disjoint_ttl_one():
     assert diff["bit_mad"]["all"] > 0
 
 
+def test_flows_group_replies_with_their_requests_and_stay_out_of_the_field_mean():
+    request, reply = tcp_packet(sport=50123, dport=80), tcp_packet(sport=80, dport=50123)
+    rows = [request, reply, request, reply, tcp_packet(sport=50124, dport=80), udp_packet(sport=68, dport=67)]
+    flows = trace_field_values(make_trace(rows, "a"))["packets_per_flow"]
+    assert sorted(flows.tolist()) == [0, 0, 8]  # 1, 1 and 4 packets: floor(4 log2 n)
+    # the same packets with every reply's ports drawn on their own: four one-packet TCP flows
+    lone = [request, tcp_packet(sport=80, dport=61000), tcp_packet(sport=50125, dport=80),
+            tcp_packet(sport=80, dport=62000), tcp_packet(sport=50124, dport=80), udp_packet(sport=68, dport=67)]
+    real, split = extract_fields([make_trace(rows, "a")]), extract_fields([make_trace(lone, "a")])
+    res = fidelity(real, split)
+    # flow-size bins {1: 2/3, 4: 1/3} against {1: 1}: JSD = (2/3 log2 0.8 + 1/3 + log2 1.2) / 2
+    assert res["flows"]["packets_per_flow"]["macro"]["jsd"] == pytest.approx(0.19087, abs=1e-4)
+    assert "packets_per_flow" not in res["fields"]
+    assert fidelity(real, real)["flows"]["packets_per_flow"]["all"]["jsd"] == 0.0
+
+
 def test_fidelity_missing_class_is_reported_and_left_out_of_macro():
     real = class_traces(2, "a", 0, "web") + class_traces(2, "b", 1, "mdns")
     res = fidelity(extract_fields(real), extract_fields(class_traces(2, "a", 0, "web")))
@@ -340,6 +356,8 @@ def test_report_json_keys_and_values(report):
     assert doc["inputs"]["real_test"]["classes"] == {"mdns": 3, "web": 3}
     fields = doc["fidelity"]["reference"]["fields"]
     assert {"ipv4_ttl", "tcp_opt_signature", "packets_per_trace", "protocol_mix", "log_iat"} <= set(fields)
+    assert set(doc["fidelity"]["synthetic"]["flows"]) == {"packets_per_flow"}
+    assert doc["summary"]["reference"]["flow_size_jsd_macro"] >= 0
     assert set(fields["ipv4_ttl"]) >= {"all", "per_class", "macro"}
     assert set(doc["utility"]["synthetic"]) == {"rf", "dt"}
     assert doc["summary"]["synthetic"]["exact_copy_rate"] == 1.0

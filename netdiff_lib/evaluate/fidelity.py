@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from netdiff_lib.evaluate.distances import NAMES, histogram_distances
-from netdiff_lib.evaluate.fields import FieldTable, field_names
+from netdiff_lib.evaluate.fields import FLOW_VARIABLES, FieldTable, field_names
 
 
 def nanmean(values: Iterable[float]) -> float:
@@ -82,5 +82,7 @@ def fidelity(real: FieldTable, other: FieldTable, classes: list[str] | None = No
             "per_class": {c: _mean_of(f["per_class"][c] for f in fields.values()) for c in classes},
         },
         "bit_mad": bit_mad(real, other, classes),
+        "flows": {n: field_fidelity(real, other, n, classes) for n in FLOW_VARIABLES
+                  if n in other.values or n in real.values},
         "missing_classes": [c for c in classes if c not in other.classes],
     }

@@ -10,6 +10,10 @@ agree at all: ports keep their value below 1024 (services) and fall into 1,024-w
 edge of its bin.  Trace-level variables are the number of packets per trace (quarter-octave bins, key
 ``floor(4 log2 n)``) and the log inter-arrival time (0.1-decade bins of ``log10(1 + iat_us)``, first packet of
 each trace left out); the protocol mix is a per-packet category code (:data:`PROTOCOLS`: ``ipv4/tcp``, ...).
+The flow variable ``packets_per_flow`` (:data:`FLOW_VARIABLES`, quarter-octave bins like the packet count) is
+compared like a field but reported apart, outside the mean over fields: a flow is the TCP or UDP packets of a
+trace with the same protocol and unordered port pair (a capture is one device's traffic, and the evaluation
+layout leaves addresses out), so a reply that names its request's ports joins its flow.
 :func:`key_label` makes keys readable for plots.
 
 :func:`extract_fields` turns a list of traces into a :class:`FieldTable`: per field the values and the class
@@ -44,6 +48,10 @@ L4_NAMES = ("none", "other", "tcp", "udp", "icmp")
 PROTOCOLS = tuple(f"{a}/{b}" for a in L3_NAMES for b in L4_NAMES)
 #: Trace-level variables (not header fields) compared like fields.
 TRACE_VARIABLES = ("packets_per_trace", "protocol_mix", "log_iat")
+#: Flow-level variables: compared like fields, reported apart (not in the mean over fields).
+FLOW_VARIABLES = ("packets_per_flow",)
+#: (block, source port field, destination port field, IP protocol number) of the transports that form flows.
+FLOW_TRANSPORTS = (("tcp", "tcp_sprt", "tcp_dprt", 6), ("udp", "udp_sport", "udp_dport", 17))
 
 
 def _uint(matrix: np.ndarray, rows: np.ndarray, layout: Layout, name: str) -> np.ndarray:
@@ -196,6 +204,20 @@ def packets_key(n: int) -> int:
     return int(np.floor(PPT_BINS_PER_OCTAVE * np.log2(n))) if n > 0 else -1
 
 
+def flow_sizes(matrix: np.ndarray, presence: dict[str, np.ndarray], layout: Layout) -> np.ndarray:
+    """Packets per flow of one trace (TCP and UDP packets by protocol and unordered port pair), by flow key."""
+    keys = []
+    for block, sport, dport, proto in FLOW_TRANSPORTS:
+        rows = presence.get(block)
+        if rows is None or not rows.any():
+            continue
+        a, b = _uint(matrix, rows, layout, sport), _uint(matrix, rows, layout, dport)
+        keys.append(np.stack([np.full(a.size, proto), np.minimum(a, b), np.maximum(a, b)], axis=1))
+    if not keys:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(np.concatenate(keys), axis=0, return_counts=True)[1].astype(np.int64)
+
+
 def trace_field_values(trace, layout: Layout | None = None) -> dict[str, np.ndarray]:
     """All field and trace-variable values of one trace (fields whose block the layout lacks are left out)."""
     layout = layout or trace.layout
@@ -208,6 +230,8 @@ def trace_field_values(trace, layout: Layout | None = None) -> dict[str, np.ndar
     out["packets_per_trace"] = np.array([packets_key(matrix.shape[0])], dtype=np.int64)
     out["protocol_mix"] = protocol_mix(presence, matrix.shape[0])
     out["log_iat"] = iat_keys(trace.iat_us())
+    flows = flow_sizes(matrix, presence, layout)
+    out["packets_per_flow"] = np.floor(PPT_BINS_PER_OCTAVE * np.log2(flows)).astype(np.int64)  # counts are >= 1
     return out
 
 
@@ -283,7 +307,7 @@ def _duration(us: float) -> str:
 
 def key_label(name: str, key: object) -> str:
     """A readable label for a field key: bin lower edges of the packet-count and inter-arrival variables."""
-    if name == "packets_per_trace" and int(key) >= 0:
+    if name in ("packets_per_trace", "packets_per_flow") and int(key) >= 0:
         return f"{2 ** (int(key) / PPT_BINS_PER_OCTAVE):.0f}"
     if name == "log_iat":
         return _duration(10 ** (int(key) / IAT_BINS_PER_DECADE) - 1)

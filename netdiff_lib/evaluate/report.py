@@ -23,7 +23,8 @@ from netdiff_lib.evaluate.compliance import offload_note
 ROW_TITLES = {"reference": "reference: real-train vs real-test (the floor)", "synthetic": "synthetic vs real-test"}
 HEADLINE = (
     ("fidelity_jsd_macro", "JSD"), ("fidelity_tvd_macro", "TVD"), ("fidelity_hellinger_macro", "HD"),
-    ("bit_mad_macro", "bit MAD"), ("rf_accuracy", "RF acc"), ("rf_macro_f1", "RF F1"),
+    ("bit_mad_macro", "bit MAD"), ("flow_size_jsd_macro", "flow size JSD"), ("rf_accuracy", "RF acc"),
+    ("rf_macro_f1", "RF F1"),
     ("dt_accuracy", "DT acc"), ("dt_macro_f1", "DT F1"), ("dcr_median", "DCR median"),
     ("dcr_median_ratio", "DCR ratio"), ("exact_copy_rate", "exact copies"), ("near_copy_rate", "near copies"),
     ("membership_auc", "MIA AUC"), ("failed_rate", "non-compliant/pkt"), ("pass_rate", "files passing"),
@@ -84,6 +85,8 @@ def headline(result: dict, row: str) -> dict[str, float | None]:
     out = {f"fidelity_{k}_{scope}": fid["mean"][scope][k]
            for scope in ("macro", "all") for k in ("jsd", "tvd", "hellinger")}
     out |= {"bit_mad_macro": fid["bit_mad"]["macro"], "bit_mad_all": fid["bit_mad"]["all"]}
+    if "packets_per_flow" in fid.get("flows", {}):
+        out["flow_size_jsd_macro"] = fid["flows"]["packets_per_flow"]["macro"]["jsd"]
     for model, res in util.items():
         out |= {f"{model}_{k}": res.get(k) for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     out |= {"dcr_median": priv["all"]["median_dcr"], "dcr_median_ratio": priv["all"]["median_ratio"],
@@ -114,11 +117,17 @@ def tables(result: dict) -> list[Table]:
           s["empty_traces"], _names(cover.get(name, {}).get("missing")), _names(cover.get(name, {}).get("extra"))]
          for name, s in result["inputs"].items()]))
     fields = result["fidelity"][rows[0]]["fields"]
+    flows = result["fidelity"][rows[0]].get("flows", {})
     out.append(Table(
         "Fidelity per field (macro over classes / pooled)",
         ["field", *(f"{r} {k} {s}" for r in rows for k in ("JSD", "TVD", "HD") for s in ("macro", "all"))],
         [[name, *(result["fidelity"][r]["fields"][name][s][k] for r in rows
-                  for k in ("jsd", "tvd", "hellinger") for s in ("macro", "all"))] for name in fields]))
+                  for k in ("jsd", "tvd", "hellinger") for s in ("macro", "all"))] for name in fields]
+        + [[f"{name} (not in the mean)", *(result["fidelity"][r]["flows"][name][s][k] for r in rows
+                                           for k in ("jsd", "tvd", "hellinger") for s in ("macro", "all"))]
+           for name in flows],
+        "packets_per_flow: TCP/UDP packets of a trace with the same protocol and port pair; a generator that "
+        "draws each packet's ports on its own gives one-packet flows."))
     out.append(_per_class_table(result, rows))
     comp = [_compliance_row(r, c) for r, c in result.get("compliance", {}).items()]
     if comp:
