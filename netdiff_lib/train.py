@@ -66,7 +66,11 @@ class LoopState:
     history: list[dict[str, float]] = field(default_factory=list)
     probe_s: float = 0.0
     probe_hi_s: float = 0.0
-    skipped: int = 0
+
+    @property
+    def skipped(self) -> int:
+        """Steps skipped so far for a non-finite loss or gradient (counted per logging window)."""
+        return sum(int(h.get("skipped", 0)) for h in self.history)
 
 
 @dataclass
@@ -292,10 +296,10 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
         state.elapsed_s = elapsed0 + time.perf_counter() - t_start
         if state.step % tc.log_every == 0 or state.step in (stop, state.horizon):
             lw, mw, cnt, skipped = window.tolist()
-            _check_diverged(state, int(cnt), int(skipped), ckpt_root)
             row = {"step": state.step, "loss": lw / max(cnt, 1), "mse": mw / max(cnt, 1),
                    "lr": float(sched.get_last_lr()[0]), "elapsed_s": round(state.elapsed_s, 2)}
             state.history.append({**row, "skipped": int(skipped)} if skipped else row)
+            _check_diverged(state, int(cnt), int(skipped), ckpt_root)
             bar.set_postfix(loss=f"{row['loss']:.4f}", mse=f"{row['mse']:.4f}")
             window.zero_()
         bar.update(1)
@@ -318,8 +322,7 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
 
 
 def _check_diverged(state: LoopState, finite: int, skipped: int, ckpt_root: str) -> None:
-    """Count skipped steps; a logging window with no finite step at all means training diverged."""
-    state.skipped += skipped
+    """A logging window with no finite step at all means training diverged."""
     if skipped and not finite:
         raise TrainingError(
             f"training diverged: none of the {skipped} steps up to step {state.step} had a finite loss and gradient "

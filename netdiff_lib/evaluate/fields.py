@@ -199,9 +199,11 @@ def iat_keys(iat_us: np.ndarray) -> np.ndarray:
     return np.floor(IAT_BINS_PER_DECADE * np.log10(1.0 + iat)).astype(np.int64)
 
 
-def packets_key(n: int) -> int:
-    """Quarter-octave bin of a packet count (``floor(4 log2 n)``; -1 for an empty trace)."""
-    return int(np.floor(PPT_BINS_PER_OCTAVE * np.log2(n))) if n > 0 else -1
+def packets_keys(counts: np.ndarray) -> np.ndarray:
+    """Quarter-octave bins of packet counts (``floor(4 log2 n)``; -1 for an empty trace)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(counts > 0, np.floor(PPT_BINS_PER_OCTAVE * np.log2(counts)), -1).astype(np.int64)
 
 
 def flow_sizes(matrix: np.ndarray, presence: dict[str, np.ndarray], layout: Layout) -> np.ndarray:
@@ -227,11 +229,10 @@ def trace_field_values(trace, layout: Layout | None = None) -> dict[str, np.ndar
     for name, (block, extract) in PACKET_FIELDS.items():
         if block in presence:
             out[name] = extract(matrix, presence[block], layout)
-    out["packets_per_trace"] = np.array([packets_key(matrix.shape[0])], dtype=np.int64)
+    out["packets_per_trace"] = packets_keys(np.array([matrix.shape[0]]))
     out["protocol_mix"] = protocol_mix(presence, matrix.shape[0])
     out["log_iat"] = iat_keys(trace.iat_us())
-    flows = flow_sizes(matrix, presence, layout)
-    out["packets_per_flow"] = np.floor(PPT_BINS_PER_OCTAVE * np.log2(flows)).astype(np.int64)  # counts are >= 1
+    out["packets_per_flow"] = packets_keys(flow_sizes(matrix, presence, layout))
     return out
 
 
