@@ -1,14 +1,19 @@
 """Load, compile and submit the project's KFP pipelines (the one place besides kfp_local that imports kfp).
 
 The pipelines and components are the top-level packages ``pipelines`` and ``components``, installed with
-netdiff (and importable from a source checkout).
+netdiff (and importable from a source checkout).  Compiling with ``NETDIFF_REGISTRY`` unset names the default
+images (``components/_image.py``): :func:`compile_pipeline` says so on stderr, since pods cannot pull an image
+that was never pushed.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +74,35 @@ def pipeline_arguments(name: str, given: dict[str, Any], pairs: list[str] = ()) 
     return args
 
 
+#: kfp.Client says this on every construction (kfp/client/client.py); netdiff's docs require KFP >= 2.0 anyway
+_CLIENT_VERSION_NOTE = r"This client only works with Kubeflow Pipeline v2\.0\.0-beta\.2 and later"
+
+
+def default_image_warning() -> str | None:
+    """A warning when the compiled pipeline names the default registry's images because NETDIFF_REGISTRY (and
+    NETDIFF_IMAGE / NETDIFF_GPU_IMAGE) are unset; None otherwise."""
+    from components._image import DEFAULT_REGISTRY, GPU_IMAGE, IMAGE
+
+    if os.environ.get("NETDIFF_REGISTRY"):
+        return None
+    defaults = [ref for ref in (IMAGE, GPU_IMAGE) if ref.startswith(f"{DEFAULT_REGISTRY}/")]
+    if not defaults:
+        return None
+    return (f"netdiff: warning: NETDIFF_REGISTRY is not set, so the pipeline runs the default image(s) "
+            f"{' and '.join(defaults)}; unless they exist and the cluster can pull them, its pods end in "
+            "ImagePullBackOff. Push your images (scripts/build-images.sh, docs/deploy.md) and set "
+            "NETDIFF_REGISTRY=<registry>/<path>.")
+
+
 def compile_pipeline(name: str, path: str | Path, *, queue: str = "", kubernetes_manifest: bool = False) -> Path:
-    """Write pipeline ``name`` as KFP IR YAML (or as Pipeline/PipelineVersion resources) to ``path``."""
+    """Write pipeline ``name`` as KFP IR YAML (or as Pipeline/PipelineVersion resources) to ``path``; warn on
+    stderr when it names the default images (:func:`default_image_warning`)."""
     from kfp import compiler
 
     pipeline = load_pipeline(name, queue=queue)
+    note = default_image_warning()
+    if note:
+        print(note, file=sys.stderr)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {}
@@ -112,7 +141,9 @@ def submit_pipeline(*, host: str, namespace: str, experiment: str, arguments: di
             disable_caching(package)
         from pipelines._placement import SERVICE_ACCOUNT  # importable: compile_pipeline loaded the pipelines
 
-        client = kfp.Client(host=host, namespace=namespace, existing_token=token)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _CLIENT_VERSION_NOTE, FutureWarning)
+            client = kfp.Client(host=host, namespace=namespace, existing_token=token)
         try:
             result = client.create_run_from_pipeline_package(
                 str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,

@@ -19,7 +19,14 @@ application dissectors run (a malformed DHCP message, a DNS expert error).  The 
 packet's top protocol (the last of ``frame.protocols``), counted per file in ``protocols``.
 
 A packet can fail in several ways; ``failed`` counts packets with at least one failure (application ones
-included).  A file passes when no packet fails.
+included).  A file passes when no packet fails (:attr:`FileReport.ok`).
+
+Checksum offload: a capture taken on the sending host (loopback, or a card that computes checksums) holds TCP
+and UDP checksums that the hardware fills in later; Linux leaves the pseudo-header sum in the field.  Packets
+whose only fault is a bad checksum count as ``checksum_only``; those of them whose bad TCP/UDP checksums all
+hold that pseudo-header sum count as ``offload`` too.  :meth:`FileReport.failures` applies a checksum policy
+(:data:`CHECKSUM_POLICIES`): ``strict`` counts every bad checksum, ``offload`` (``netdiff validate``'s default)
+reports offload packets apart instead of as failures, ``off`` does so for every checksum-only packet.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +53,7 @@ CHECKSUM_FIELDS = ("ip.checksum.status", "tcp.checksum.status", "udp.checksum.st
 _FIELDS = ("frame.number", "_ws.malformed", "_ws.expert.severity", "_ws.expert.group", "_ws.expert.message",
            *CHECKSUM_FIELDS, "frame.protocols")
 SCOPES = ("layers", "headers", "full")
+CHECKSUM_POLICIES = ("offload", "strict", "off")
 MAX_PROBLEMS = 20
 #: TCP option kind -> allowed total lengths (the built-in validator's view, as Wireshark's dissector checks).
 TCP_OPTION_LENGTHS = {2: {4}, 3: {3}, 4: {2}, 5: {10, 18, 26, 34}, 8: {10}}
@@ -72,7 +81,8 @@ class FileReport:
     bad_checksums: int = 0
     application: int = 0
     failed: int = 0
-    checksum_only: int = 0  # failed packets whose only fault is a bad TCP/UDP/IP/ICMP checksum (offload)
+    checksum_only: int = 0  # failed packets whose only fault is a bad TCP/UDP/IP/ICMP checksum
+    offload: int = 0  # of those, packets whose bad TCP/UDP checksums hold the pseudo-header sum (checksum offload)
     problems: list[Problem] = field(default_factory=list)
     protocols: dict[str, int] = field(default_factory=dict)
 
@@ -80,8 +90,16 @@ class FileReport:
     def ok(self) -> bool:
         return self.failed == 0
 
-    def add(self, frame: int, kinds: dict[str, str]) -> None:
-        """Record the failures of one packet (kind -> detail)."""
+    def failures(self, checksums: str = "strict") -> int:
+        """Failing packets under a checksum policy (:data:`CHECKSUM_POLICIES`, module docstring)."""
+        excused = {"strict": 0, "offload": self.offload, "off": self.checksum_only}
+        if checksums not in excused:
+            raise ValueError(f"checksums must be one of {CHECKSUM_POLICIES}")
+        return self.failed - excused[checksums]
+
+    def add(self, frame: int, kinds: dict[str, str], offload: bool = False) -> None:
+        """Record the failures of one packet (kind -> detail); ``offload``: its bad TCP/UDP checksums hold the
+        pseudo-header sum that a sending host leaves for the network card."""
         self.packets += 1
         if not kinds:
             return
@@ -90,15 +108,20 @@ class FileReport:
         self.expert_errors += "expert" in kinds
         self.bad_checksums += "checksum" in kinds
         self.application += "application" in kinds
-        self.checksum_only += is_checksum_only(kinds)
+        only = is_checksum_only(kinds)
+        self.checksum_only += only
+        self.offload += only and offload and kinds["checksum"] in ("bad tcp checksum", "bad udp checksum")
         for kind, detail in kinds.items():
             if len(self.problems) < MAX_PROBLEMS:
                 self.problems.append(Problem(frame, kind, detail))
 
-    def summary(self) -> str:
-        state = "ok" if self.ok else "FAILED"
+    def summary(self, checksums: str = "strict") -> str:
+        state = "ok" if not self.failures(checksums) else "FAILED"
+        apart = self.failed - self.failures(checksums)
+        why = "checksum offload" if checksums == "offload" else "not judged: --checksums off"
+        offload = f" ({apart} only on checksums, {why})" if apart else ""
         return (f"{self.path}: {state} ({self.tool}): {self.packets} packets, {self.malformed} malformed, "
-                f"{self.expert_errors} with expert errors, {self.bad_checksums} with bad checksums, "
+                f"{self.expert_errors} with expert errors, {self.bad_checksums} with bad checksums{offload}, "
                 f"{self.application} with malformed application layers")
 
 
@@ -155,9 +178,11 @@ def line_failures(cols: list[str]) -> dict[str, str]:
     return kinds
 
 
-def parse_tshark_fields(path: str, text: str, application: str | None = None) -> FileReport:
+def parse_tshark_fields(path: str, text: str, application: str | None = None,
+                        offloaded: Container[int] = ()) -> FileReport:
     """A report from tshark's field output (one line per packet, :data:`_FIELDS` in order); with the output of a
-    full run as ``application``, packets that fail only there count as application failures."""
+    full run as ``application``, packets that fail only there count as application failures; ``offloaded``: the
+    frames with the :func:`offload_signature`."""
     rep = FileReport(str(path), "tshark")
     full = _by_frame(application) if application is not None else {}
     for line in text.splitlines():
@@ -167,7 +192,7 @@ def parse_tshark_fields(path: str, text: str, application: str | None = None) ->
             kinds = line_failures(cols)
             if not kinds and full.get(frame, ({}, ""))[0]:
                 kinds = {"application": "; ".join(full[frame][0].values())}
-            rep.add(frame, kinds)
+            rep.add(frame, kinds, frame in offloaded)
     source = full.values() if application is not None else ((None, c[-1]) for c in _columns(text))
     for _, protos in source:
         top = protos.split(":")[-1] if protos else "none"
@@ -197,9 +222,10 @@ def validate_tshark(path: str | Path, scope: str = "layers") -> FileReport:
     """Validate one pcap with tshark."""
     if not Path(path).is_file():
         raise InputError(path, "no such file")
-    if scope == "layers":
-        return parse_tshark_fields(str(path), _run_tshark(path, "headers"), _run_tshark(path, "full"))
-    return parse_tshark_fields(str(path), _run_tshark(path, scope))
+    runs = (_run_tshark(path, "headers"), _run_tshark(path, "full")) if scope == "layers" else (
+        _run_tshark(path, scope), None)
+    rep = parse_tshark_fields(str(path), *runs)
+    return parse_tshark_fields(str(path), *runs, offloaded_frames(path)) if rep.checksum_only else rep
 
 
 def validate_pcap(path: str | Path, tool: str = "auto", scope: str = "layers") -> FileReport:
@@ -315,19 +341,54 @@ def _check_ip(pkt: bytes, off: int, kinds: dict[str, str], sums: list[tuple[byte
         if _BE16.unpack_from(ip, 6)[0] & 0x3FFF:
             return  # a fragment: no transport header to check
         proto, l4 = ip[9], ip[ihl:total]
-        pseudo = sum(_BE16.unpack_from(ip, k)[0] for k in (12, 14, 16, 18)) + proto + len(l4)
+        pseudo = _pseudo_sum(ip, proto, len(l4))
     elif version == 6:
         plen = _BE16.unpack_from(ip, 4)[0] if len(ip) >= 40 else -1
         if plen < 0 or 40 + plen > len(ip):
             kinds["malformed"] = "IPv6 payload length does not match the packet"
             return
         proto, l4 = ip[6], ip[40:40 + plen]
-        pseudo = sum(_BE16.unpack_from(ip, k)[0] for k in range(8, 40, 2)) + proto + len(l4)
+        pseudo = _pseudo_sum(ip, proto, len(l4))
     else:
         kinds["malformed"] = f"bogus IP version {version}"
         return
     if _check_l4(proto, l4, version == 4, kinds):
         sums.append((l4, 0 if proto == 1 else pseudo, {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}[proto]))
+
+
+def _pseudo_sum(ip: bytes, proto: int, length: int) -> int:
+    """The (unfolded) sum of the TCP/UDP pseudo-header of an IPv4 or IPv6 packet."""
+    words = (12, 14, 16, 18) if ip[0] >> 4 == 4 else range(8, 40, 2)
+    return sum(_BE16.unpack_from(ip, k)[0] for k in words) + proto + length
+
+
+def offload_signature(pkt: bytes, linktype: int) -> bool:
+    """True when the packet's TCP or UDP checksum field holds its folded pseudo-header sum: what the sending
+    host's kernel leaves for a network card that computes the checksum (checksum offload, CHECKSUM_PARTIAL)."""
+    off = ip_offset(pkt, linktype)
+    ip = pkt[off:] if off is not None else b""
+    if len(ip) >= 20 and ip[0] >> 4 == 4 and not _BE16.unpack_from(ip, 6)[0] & 0x3FFF:
+        proto, l4 = ip[9], ip[(ip[0] & 0xF) * 4:_BE16.unpack_from(ip, 2)[0]]
+    elif len(ip) >= 40 and ip[0] >> 4 == 6:
+        proto, l4 = ip[6], ip[40:40 + _BE16.unpack_from(ip, 4)[0]]
+    else:
+        return False
+    field_at = {6: 16, 17: 6}.get(proto)
+    if field_at is None or len(l4) < field_at + 2:
+        return False
+    total = _pseudo_sum(ip, proto, len(l4))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return _BE16.unpack_from(l4, field_at)[0] == total
+
+
+def offloaded_frames(path: str | Path) -> set[int]:
+    """Frames (from 1) of a pcap that carry the :func:`offload_signature`."""
+    out: set[int] = set()
+    for batch in PcapFile(path).batches(batch_size=4096):
+        out.update(int(batch.index[i]) + 1 for i in range(len(batch))
+                   if offload_signature(batch.packet(i), int(batch.linktype[i])))
+    return out
 
 
 def ip_offset(pkt: bytes, linktype: int) -> int | None:
@@ -371,5 +432,6 @@ def validate_builtin(path: str | Path) -> FileReport:
         for j in np.flatnonzero(_bad_sums(regions)):
             kinds[owner[j]]["checksum"] = f"bad {regions[j][2]} checksum"
         for i, k in enumerate(kinds):
-            rep.add(int(batch.index[i]) + 1, k)
+            rep.add(int(batch.index[i]) + 1, k, "checksum" in k and offload_signature(batch.packet(i),
+                                                                                      int(batch.linktype[i])))
     return rep

@@ -389,6 +389,19 @@ def test_markdown_has_headline_rows(report):
     assert "| reference: real-train vs real-test (the floor) |" in md and "| synthetic vs real-test |" in md
 
 
+def test_report_tables_are_readable(report):
+    _, out = report
+    md, text = (out / "report.md").read_text(), (out / "report.html").read_text()
+    header_rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    widths = [line.count(" | ") + 1 for line in md.splitlines() if line.startswith("|---")]
+    assert max(widths) <= 8 and len(header_rows) > 10  # wide tables split or transposed
+    decimals = re.findall(r"(?:<td>|\| )(-?\d+\.\d+)(?:</td>| \|)", md + text)
+    assert decimals and all(len(d.replace("-", "").replace(".", "").lstrip("0")) <= 3 for d in decimals)  # 3 digits
+    assert "| JSD |" in md and "| MIA AUC |" in md  # the headline: one line per metric
+    assert '{"k_packets"' not in text and "<th>k_packets</th><td>4</td>" in text  # the config as a small table
+    assert "<details>" in text  # the long per-field table starts collapsed
+
+
 def test_kfp_metric_shapes(report):
     result, out = report
     k = kfp_metrics(result, (out / "report.html").read_text())

@@ -6,8 +6,10 @@ and the requests ``kfp.Client`` sends, against a recording HTTP server on 127.0.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -253,6 +255,32 @@ def test_submit_sends_the_compiled_pipeline_and_arguments(kfp_api: tuple[str, ty
                                                                 "kueue.x-k8s.io/priority-class": "netdiff-training"}
     assert body["service_account"] == "netdiff-runner"  # manifests/base
     assert all(not t.get("cachingOptions", {}).get("enableCache") for t in all_tasks(spec).values())
+
+
+def test_submit_emits_no_future_warning(kfp_api: tuple[str, type[_KfpApi]]) -> None:
+    url, _ = kfp_api
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # kfp.Client warned on every construction that it needs KFP >= 2.0
+        assert main(["submit", "--host", url, "--namespace", "team-a", "--input", "s3://b/in", "--output",
+                     "s3://b/o"]) == 0
+    assert not [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+
+
+def test_compile_warns_when_the_default_images_are_used(tmp_path: Path, repo_root: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETDIFF_")} | {"PYTHONPATH": str(repo_root)}
+    cmd = [sys.executable, "-m", "netdiff_lib.cli", "compile", "-o", str(tmp_path / "p.yaml")]
+    plain = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
+    v = netdiff_lib.__version__
+    assert plain.returncode == 0 and "NETDIFF_REGISTRY is not set" in plain.stderr
+    assert f"ghcr.io/netdiff/netdiff:{v} and ghcr.io/netdiff/netdiff:{v}-cuda" in plain.stderr
+    assert "ImagePullBackOff" in plain.stderr and f"ghcr.io/netdiff/netdiff:{v}" in (tmp_path / "p.yaml").read_text()
+    mine = subprocess.run(cmd, env=env | {"NETDIFF_REGISTRY": "registry.example/team"}, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert mine.returncode == 0 and "warning" not in mine.stderr
+    assert f"registry.example/team/netdiff:{v}" in (tmp_path / "p.yaml").read_text()
 
 
 def test_submit_to_a_closed_port_fails_clearly(capsys: pytest.CaptureFixture) -> None:

@@ -7,7 +7,7 @@ the image. First with a local pipeline root and no network at all, then with inp
 bucket on the host (``s3_server``), reached from the containers over the host's network.
 
 Needs a Docker engine: the one ``docker info`` finds, or one this module starts (``dockerd`` from Debian's
-``docker.io``, installed by ``scripts/setup.sh``; root). Where no registry is reachable the images are built
+``docker.io``, installed by ``scripts/setup.sh --tests``; root). Where no registry is reachable the images are built
 from a local debootstrap base (``--local-base``, the default here; ``NETDIFF_IMAGE_BASE=registry`` builds from
 the registry bases instead). ``NETDIFF_DOCKER_ROOT`` (default ``/var/lib/netdiff-docker``) keeps a started
 engine's images and build cache between runs.
@@ -59,7 +59,7 @@ def docker_host() -> Iterator[str]:
     dockerd = shutil.which("dockerd")
     if dockerd is None or shutil.which("docker") is None:
         pytest.fail("no Docker engine answers and dockerd/docker are missing: apt-get install docker.io "
-                    "(scripts/setup.sh does), or deselect with -m 'not container'")
+                    "(scripts/setup.sh --tests does), or deselect with -m 'not container'")
     if os.geteuid() != 0:
         pytest.fail("no Docker engine answers and starting dockerd needs root (or deselect -m 'not container')")
     run = Path(tempfile.mkdtemp(prefix="netdiff-dockerd-"))

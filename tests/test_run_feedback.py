@@ -16,7 +16,8 @@ from netdiff_lib.evaluate.compliance import offload_note
 from netdiff_lib.kfp_local import TICK_S, _Console
 from netdiff_lib.stages.summary import summary_text
 
-LOOPBACK = {"failed_rate": 0.765, "checksum_only_rate": 0.765, "malformed_rate": 0.0}
+LOOPBACK = {"failed_rate": 0.765, "checksum_only_rate": 0.765, "offload_rate": 0.765, "invalid_rate": 0.0,
+            "malformed_rate": 0.0}
 
 
 def test_long_task_reports_its_progress() -> None:
@@ -68,6 +69,20 @@ def test_offload_note_only_when_checksums_explain_the_failures() -> None:
     assert offload_note({"failed_rate": 0.3}) is None  # a report from before the count existed
 
 
+def test_summary_does_not_call_offloaded_real_traffic_invalid(samples_dir: Path) -> None:
+    from netdiff_lib.evaluate.compliance import compliance
+    from netdiff_lib.evaluate.report import COMPLIANCE_KEYS
+
+    files = [(str(p), "dns") for p in sorted((samples_dir / "dns").glob("*.pcap"))]
+    rates = compliance(files, max_files=2)["all"]  # loopback captures: every TCP/UDP checksum left to the card
+    assert rates["failed"] == rates["offload"] > 0 and rates["invalid"] == 0 and rates["pass_rate"] == 1.0
+    text = summary_text({"evaluation": {"reference": {k: rates[k] for k in COMPLIANCE_KEYS}}})
+    head, row = (line.split() for line in text.splitlines() if line.startswith(("evaluation", "  real-train")))
+    values = dict(zip(head[-6:], row[-6:], strict=True))  # the last columns: JSD ... invalid offload
+    assert values["invalid"] == "0.0%" and values["offload"] == "100.0%"
+    assert "fail only on checksums left to the network card" in " ".join(text.split())
+
+
 def test_summary_explains_the_reference_rows_failures() -> None:
     summary = {"netdiff_version": "x", "output_uri": "out", "pcaps": {"count": 1, "uri": "out/pcaps"},
                "evaluation": {"reference": {"fidelity_jsd_macro": 0.2, **LOOPBACK},
@@ -89,5 +104,6 @@ def test_report_names_sources_and_explains_offload(samples_dir: Path, tmp_path: 
     assert report["compliance"]["reference"]["sampled"] == {"files": 2, "of": 10}
     md = (tmp_path / "report.md").read_text()
     assert "train split of samples/captures" in md and "/tmp" not in md
-    assert "fail only on checksums: they were captured on the sending host" in md
+    assert "fail only on checksums left to the network card (checksum offload): they were captured on the sending " \
+           "host" in " ".join(md.split())
     assert "class-stratified sample" in md

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from netdiff_lib.validate import (
     GROUP_SEQUENCE,
     SEVERITY_ERROR,
     SEVERITY_WARN,
+    offloaded_frames,
     parse_tshark_fields,
     validate_pcap,
 )
@@ -126,3 +129,45 @@ def test_cli_exit_status_and_json(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert [r["failed"] for r in reports] == [0, 1] and reports[1]["bad_checksums"] == 1
     assert cli_main(["validate", "--tool", "builtin", str(tmp_path)]) == 1  # a folder: every capture in it
     assert cli_main(["validate", str(tmp_path / "missing.pcap")]) == 2
+
+
+def _partial_sum(src: str, dst: str, proto: int, length: int) -> int:
+    """The folded pseudo-header sum: what Linux leaves in a TCP/UDP checksum field for the card to finish."""
+    raw = ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed
+    total = sum(struct.unpack(f">{len(raw) // 2}H", raw)) + proto + length
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+V6 = {"src": "2001:db8::1", "dst": "2001:db8::2"}
+OFFLOADED = [  # sent with checksum offload: the field holds the pseudo-header sum
+    bytes(E / IP(**IP4) / TCP(sport=40000, dport=80, flags="A", chksum=_partial_sum(**IP4, proto=6, length=30))
+          / bytes(10)),
+    bytes(E / IP(**IP4) / UDP(sport=5000, dport=53, chksum=_partial_sum(**IP4, proto=17, length=12)) / bytes(4)),
+    bytes(E / IPv6(**V6) / TCP(sport=1, dport=2, flags="S", chksum=_partial_sum(**V6, proto=6, length=20))),
+]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_offloaded_checksums_are_told_apart_from_wrong_ones(tool: str, tmp_path: Path) -> None:
+    path = write(tmp_path / "x.pcap", [GOOD, *OFFLOADED, BROKEN["tcp checksum"][0], BROKEN["ip checksum"][0]])
+    rep = validate_pcap(path, tool)
+    assert offloaded_frames(path) == {2, 3, 4}
+    assert (rep.failed, rep.checksum_only, rep.offload) == (5, 5, 3)  # a flipped checksum is no offload
+    assert (rep.failures("strict"), rep.failures("offload"), rep.failures("off")) == (5, 2, 0)
+
+
+def test_cli_reports_checksum_offload_apart(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    samples = SAMPLES / "dns"  # recorded on loopback: every TCP/UDP checksum is left to the (absent) card
+    if not samples.is_dir():
+        pytest.skip("no sample captures")
+    assert cli_main(["validate", str(samples)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 failed packets" in out and "checksum offload" in out
+    assert "the capture was taken on the sending host" in out and "--checksums strict counts them" in out
+    assert cli_main(["validate", "--checksums", "strict", str(samples)]) == 1
+    assert "--checksums offload reports those apart" in " ".join(capsys.readouterr().out.split())
+    wrong = write(tmp_path / "wrong.pcap", [GOOD, BROKEN["tcp checksum"][0]])  # not offload: still a failure
+    assert cli_main(["validate", str(wrong)]) == 1
+    assert cli_main(["validate", "--checksums", "off", str(wrong)]) == 0

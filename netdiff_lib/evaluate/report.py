@@ -19,6 +19,7 @@ import numpy as np
 
 from netdiff_lib.atomic import atomic_open
 from netdiff_lib.evaluate.compliance import offload_note
+from netdiff_lib.evaluate.tables import Table, config_items, html_table, markdown_table
 
 ROW_TITLES = {"reference": "reference: real-train vs real-test (the floor)", "synthetic": "synthetic vs real-test"}
 HEADLINE = (
@@ -27,7 +28,8 @@ HEADLINE = (
     ("rf_macro_f1", "RF F1"),
     ("dt_accuracy", "DT acc"), ("dt_macro_f1", "DT F1"), ("dcr_median", "DCR median"),
     ("dcr_median_ratio", "DCR ratio"), ("exact_copy_rate", "exact copies"), ("near_copy_rate", "near copies"),
-    ("membership_auc", "MIA AUC"), ("failed_rate", "non-compliant/pkt"), ("pass_rate", "files passing"),
+    ("membership_auc", "MIA AUC"), ("invalid_rate", "invalid/pkt"), ("offload_rate", "checksum offload/pkt"),
+    ("pass_rate", "files passing"),
 )
 
 
@@ -39,14 +41,6 @@ class Pictures:
     histograms: bytes | None = None
     confusion: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
     dcr: bytes | None = None
-
-
-@dataclass
-class Table:
-    title: str
-    headers: list[str]
-    rows: list[list]
-    note: str = ""
 
 
 def json_safe(obj: object) -> object:
@@ -62,14 +56,6 @@ def json_safe(obj: object) -> object:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-def fmt(value: object) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
 
 
 def _names(labels: list[str] | None, limit: int = 6) -> str:
@@ -134,20 +120,22 @@ def tables(result: dict) -> list[Table]:
         notes = [f"{ROW_TITLES.get(r, r)}: {n}" for r, c in result.get("compliance", {}).items()
                  if c.get("available") and (n := offload_note(c["all"]))]
         out.append(Table("Protocol compliance (per packet, pooled)",
-                         ["row", "non-compliant", "malformed", "expert errors", "bad checksums", "checksums only",
-                          "application layer", "files passing",
+                         ["row", "invalid", "checksum offload", "flagged by the validator", "malformed",
+                          "expert errors", "bad checksums", "checksums only", "application layer", "files passing",
                           "files", "packets", "tool / note"], comp,
-                         " ".join(["Rates per packet (non-compliant: at least one failure; checksums only: no other "
-                                   "failure); files passing: no failing packet.", *notes])))
+                         " ".join(["Rates per packet (flagged: at least one failure; checksums only: no other "
+                                   "failure; checksum offload: checksums only, left to the network card by the "
+                                   "sending host; invalid: flagged, checksum offload apart); files passing: no "
+                                   "invalid packet.", *notes])))
     app = result.get("application")
     if app:
         out += _application_tables(app)
-    out.append(Table("Timings (s)", list(result["timings_s"]), [list(result["timings_s"].values())]))
+    out.append(Table("Timings (s)", ["stage", "seconds"], [[k, v] for k, v in result["timings_s"].items()]))
     return out
 
 
-COMPLIANCE_KEYS = ("failed_rate", "malformed_rate", "expert_errors_rate", "bad_checksums_rate", "checksum_only_rate",
-                   "application_rate", "pass_rate")
+COMPLIANCE_KEYS = ("invalid_rate", "offload_rate", "failed_rate", "malformed_rate", "expert_errors_rate",
+                   "bad_checksums_rate", "checksum_only_rate", "application_rate", "pass_rate")
 
 
 def _application_tables(app: dict) -> list[Table]:
@@ -189,33 +177,20 @@ def _per_class_table(result: dict, rows: list[str]) -> Table:
                      util.get("dt", {}).get("per_class", {}).get(c, {}).get("f1"),
                      result["privacy"][r]["per_class"][c]["median_dcr"]]
         body.append(line)
-    return Table("Per class", headers, body)
-
-
-def _md_table(t: Table) -> str:
-    lines = [f"## {t.title}", "", "| " + " | ".join(t.headers) + " |", "|" + "---|" * len(t.headers)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in t.rows]
-    return "\n".join(lines + (["", t.note] if t.note else []) + [""])
+    return Table("Per class", headers, body, keys=3)
 
 
 def markdown(result: dict) -> str:
     """The Markdown summary."""
     head = ["# netdiff evaluation report", "", f"netdiff {result['netdiff_version']}, {result['created_utc']}; "
-            f"{len(result['classes'])} classes; k = {result['config']['k_packets']} packets per trace.", ""]
-    return "\n".join(head + [_md_table(t) for t in tables(result)])
+            f"{len(result['classes'])} classes; k = {result['config']['k_packets']} packets per trace.", "",
+            "Evaluation settings: " + "; ".join(f"{k} {v}" for k, v in config_items(result["config"])) + ".", ""]
+    return "\n".join(head + [markdown_table(t) for t in tables(result)])
 
 
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html_lib.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _html_table(t: Table) -> str:
-    esc = html_lib.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in t.headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(fmt(v))}</td>" for v in row) + "</tr>" for row in t.rows)
-    note = f"<p class=note>{esc(t.note)}</p>" if t.note else ""
-    return f"<h2>{esc(t.title)}</h2><table><tr>{head}</tr>{body}</table>{note}"
 
 
 def _html_images(images: list[tuple[str, dict[str, bytes]]]) -> str:
@@ -243,7 +218,8 @@ def _html_pictures(p: Pictures) -> str:
     return "".join(parts)
 
 
-STYLE = ("body{font-family:sans-serif;margin:1.5em;max-width:1800px}table{border-collapse:collapse;margin:.5em 0}"
+STYLE = ("body{font-family:sans-serif;margin:1.5em;max-width:1200px}summary{cursor:pointer;color:#345;font-size:13px}"
+         "table.cfg th{text-align:left;font-weight:normal}table{border-collapse:collapse;margin:.5em 0}"
          "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:right}th{background:#f3f3f3}"
          "td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:4px}.note{color:#555;font-size:12px}"
          ".grid{display:flex;flex-wrap:wrap;gap:10px}.cls{border:1px solid #ddd;padding:4px}"
@@ -253,12 +229,14 @@ STYLE = ("body{font-family:sans-serif;margin:1.5em;max-width:1800px}table{border
 
 def html(result: dict, pictures: Pictures | None = None) -> str:
     """The self-contained HTML report (inline style, embedded PNGs, no script, no external reference)."""
-    body = "".join(_html_table(t) for t in tables(result)) + _html_pictures(pictures or Pictures())
-    cfg = html_lib.escape(json.dumps(result["config"]))
+    body = "".join(html_table(t) for t in tables(result)) + _html_pictures(pictures or Pictures())
+    esc = html_lib.escape
+    cfg = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in config_items(result["config"]))
     return (f"<!DOCTYPE html><html><head><meta charset=utf-8><title>netdiff evaluation</title>"
             f"<style>{STYLE}</style></head><body><h1>netdiff evaluation report</h1>"
-            f"<p>netdiff {html_lib.escape(result['netdiff_version'])}, {html_lib.escape(result['created_utc'])}. "
-            f"Config: <code>{cfg}</code></p>{body}</body></html>")
+            f"<p>netdiff {esc(result['netdiff_version'])}, {esc(result['created_utc'])}.</p>"
+            f"<details><summary>Evaluation settings</summary><table class=cfg>{cfg}</table></details>"
+            f"{body}</body></html>")
 
 
 def write_report(result: dict, out_dir: str | Path, pictures: Pictures | None = None) -> dict[str, Path]:

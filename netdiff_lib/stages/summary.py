@@ -10,7 +10,7 @@ from typing import Any
 COLUMNS = (
     ("fidelity_jsd_macro", "JSD", "{:.3f}"), ("rf_macro_f1", "RF F1", "{:.2f}"),
     ("dcr_median_ratio", "DCR ratio", "{:.2f}"), ("exact_copy_rate", "copies", "{:.1%}"),
-    ("failed_rate", "invalid", "{:.1%}"),
+    ("invalid_rate", "invalid", "{:.1%}"), ("offload_rate", "offload", "{:.1%}"),
 )
 ROWS = (("reference", "real-train vs real-test"), ("synthetic", "synthetic vs real-test"))
 
