@@ -56,7 +56,8 @@ def load_trace_any(
     """Read a trace from an array file, nPrint CSV, NetDiffusion PNG or capture.
 
     The trace is converted to ``layout``; ``None`` keeps the file's own layout (captures: the full
-    NetDiffusion layout, addresses included).  Captures are read in ``capture_mode`` (``CAPTURE_MODES``).
+    NetDiffusion layout, addresses included).  Captures are read in ``capture_mode`` (``CAPTURE_MODES``).  A
+    path without a suffix (``/dev/stdin``, a pipe, a FIFO) is read as a capture, once.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -70,7 +71,7 @@ def load_trace_any(
         from netdiff_lib.image import load_image
 
         trace = Trace(load_image(path, snap), NETDIFFUSION, None, None, str(path))
-    elif suffix in CAPTURE_SUFFIXES:
+    elif suffix in CAPTURE_SUFFIXES or not suffix:  # no suffix: /dev/stdin, <(...) or a FIFO; the magic decides
         from netdiff_lib.nprint.encode import CAPTURE_MODES, encode_pcap
 
         mode, count_read = CAPTURE_MODES[capture_mode]

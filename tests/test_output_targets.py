@@ -148,7 +148,10 @@ def test_symlink_loop_input_is_named_as_a_loop(command: str, tmp_path: Path, cap
     assert err == f"netdiff {command}: error: {loop}: symlink loop (too many levels of symbolic links)"
 
 
-def test_symlink_loop_in_nprint_output(tmp_path: Path) -> None:
+def test_symlink_loop_in_nprint_input_and_output(tmp_path: Path) -> None:
+    loop = _loop(tmp_path)
+    proc = _nprint("-P", str(loop), "-4")
+    assert proc.returncode == 2 and f"{loop}: symlink loop".encode() in proc.stderr
     out = _loop(tmp_path, "out.csv")
     proc = _nprint("-P", str(DNS), "-4", "-W", str(out))
     assert proc.returncode == 2 and f"{out}: symlink loop".encode() in proc.stderr

@@ -28,6 +28,8 @@ ignored, as libpcap does.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +37,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from netdiff_lib.errors import InputError
+from netdiff_lib.errors import InputError, os_cause
 from netdiff_lib.pcap.pcapng import _PcapNg
 from netdiff_lib.pcap.records import (
     _BOM_BYTES,
@@ -51,6 +53,9 @@ from netdiff_lib.pcap.records import (
 CHUNK_SIZE = 8 << 20
 _CLASSIC_MAGIC = {0xA1B2C3D4: ("<", False), 0xD4C3B2A1: (">", False), 0xA1B23C4D: ("<", True),
                   0x4D3CB2A1: (">", True)}
+_HEAD = 28  # bytes read to tell the format: a classic header and the start of a record, or a section header
+
+
 class _Classic:
     """Record walker for classic pcap (16-byte record headers)."""
 
@@ -91,11 +96,16 @@ class _Classic:
 
 
 class PcapFile:
-    """A classic pcap or pcapng file; the header is checked when the object is made.
+    """A classic pcap or pcapng file, or a stream of one (pipe, FIFO, ``/dev/stdin``); the header is checked when
+    the object is made.
+
+    The input is opened once, here, and read in one pass by :meth:`batches`: a stream is never opened twice or
+    sought.  A regular file may be passed over again (it is opened anew); a stream can be read once only.
 
     Attributes: ``path``, ``format`` ("pcap" | "pcapng"), ``byteorder`` ("<" | ">" of the first section),
-    ``nanosecond`` (classic only), ``linktype`` and ``snaplen`` (classic header; None for pcapng),
-    ``stats`` (:class:`PcapStats` of the latest :meth:`batches` run).
+    ``nanosecond`` (classic only), ``linktype`` and ``snaplen`` (classic header; None for pcapng), ``size``
+    (bytes of a regular file; None for a stream), ``stats`` (:class:`PcapStats` of the latest :meth:`batches`
+    run).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -103,9 +113,22 @@ class PcapFile:
         self.stats = PcapStats()
         self.linktype: int | None
         self.snaplen: int | None
+        self.size: int | None
         self.linktype, self.snaplen, self.nanosecond = None, None, False
-        with self._open() as fh:
-            head = fh.read(28)
+        self._fh: BinaryIO | None = None
+        fh = self._open()
+        try:
+            st = os.fstat(fh.fileno())
+            self.size = st.st_size if stat.S_ISREG(st.st_mode) else None
+            head = self._read_head(fh)
+        except BaseException:
+            fh.close()
+            raise
+        self._fh, self._head = fh, head
+
+    def _read_head(self, fh: BinaryIO) -> bytes:
+        """The first bytes of the input, checked: a classic or pcapng header."""
+        head = _read_upto(fh, _HEAD, self.path)
         if not head:
             raise InputError(self.path, "empty file (no pcap header)")
         if len(head) < 4:
@@ -117,12 +140,22 @@ class PcapFile:
             self._pcapng_header(head)
         else:
             raise InputError(self.path, f"not a pcap or pcapng file: magic {head[:4].hex()}{_magic_hint(head)}")
+        return head
 
     def _open(self) -> BinaryIO:
         try:
-            return open(self.path, "rb")
+            return open(self.path, "rb", buffering=0)  # unbuffered: a read returns what a pipe holds, no copy
         except OSError as e:
-            raise InputError(self.path, f"cannot read file: {e.strerror or e}") from e
+            raise InputError(self.path, os_cause(e, "cannot read file")) from None
+
+    def close(self) -> None:
+        """Close the input if :meth:`batches` has not read it (it closes it itself)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def _classic_header(self, head: bytes, order: str, nano: bool) -> None:
         if len(head) < 24:
@@ -141,6 +174,22 @@ class PcapFile:
             raise InputError(self.path, f"pcapng section header has a bad byte-order magic {bom.hex()}")
         self.format, self.byteorder = "pcapng", "<" if bom[0] == 0x4D else ">"
 
+    def _take_input(self) -> tuple[BinaryIO, bytes]:
+        """The open input and the bytes already read from it: those of ``__init__`` on the first pass, the file
+        opened anew on a later one (regular files only)."""
+        fh, head = self._fh, self._head
+        self._fh = None
+        if fh is None:
+            if self.size is None:
+                raise InputError(self.path, "a pipe or FIFO can be read only once")
+            fh = self._open()
+            try:
+                head = self._read_head(fh)
+            except BaseException:
+                fh.close()
+                raise
+        return fh, head
+
     def batches(self, batch_size: int = 65536, max_packets: int | None = None) -> Iterator[PacketBatch]:
         """Stream the packets as :class:`PacketBatch` objects of ``batch_size`` packets (the last may be shorter)."""
         if batch_size < 1:
@@ -158,9 +207,10 @@ class PcapFile:
         spare: list[np.ndarray] = []
         pinned: list[np.ndarray] = []  # earlier chunks that pieces of the current batch still refer to
         cur_pinned = False  # whether a piece of the current batch refers to the current chunk
-        with self._open() as fh:
-            fh.seek(parser.start)
-            buf, pos, base = _refill(fh, memoryview(b""), 0, CHUNK_SIZE, spare) or memoryview(b""), 0, parser.start
+        fh, head = self._take_input()
+        with fh:
+            rest = memoryview(head)[parser.start:]  # the header's bytes are read already: go on after them
+            buf, pos, base = _refill(fh, rest, 0, CHUNK_SIZE, spare, self.path) or rest, 0, parser.start
             while left > 0:
                 piece, pos, need = parser.scan(buf, pos, min(batch_size - held, left), base)
                 if piece is not None:
@@ -176,7 +226,7 @@ class PcapFile:
                         pinned = []
                         yield batch
                 if need:
-                    more = _refill(fh, buf, pos, need, spare)
+                    more = _refill(fh, buf, pos, need, spare, self.path)
                     if more is None:
                         stats.truncated_tail = pos < len(buf)
                         break
@@ -188,10 +238,23 @@ class PcapFile:
             yield _join(pieces, index)
 
 
-def _refill(fh: BinaryIO, buf: memoryview, pos: int, need: int, spare: list[np.ndarray]) -> memoryview | None:
+def _read_upto(fh: BinaryIO, n: int, path: Path) -> bytes:
+    """``n`` bytes, fewer only at the end of the input (a pipe may hand them over in parts)."""
+    out = b""
+    try:
+        while len(out) < n and (part := fh.read(n - len(out))):
+            out += part
+    except OSError as e:
+        raise InputError(path, os_cause(e, "cannot read file")) from None
+    return out
+
+
+def _refill(fh: BinaryIO, buf: memoryview, pos: int, need: int, spare: list[np.ndarray],
+            path: Path) -> memoryview | None:
     """``buf[pos:]`` followed by the next chunk (at least ``need`` bytes in all if the file has them), or None
-    at the end of the file. The file is read straight into the new buffer (a spare one when one is large
-    enough, else a new uninitialised one): one copy per byte. The result is a view of a whole buffer."""
+    at the end of the file. The chunk is filled (a pipe hands it over in parts) unless the input ends first.
+    The file is read straight into the new buffer (a spare one when one is large enough, else a new
+    uninitialised one): one copy per byte. The result is a view of a whole buffer."""
     rest = len(buf) - pos
     size = rest + max(CHUNK_SIZE, need)
     new = next((b for b in spare if len(b) >= size), None)
@@ -200,7 +263,12 @@ def _refill(fh: BinaryIO, buf: memoryview, pos: int, need: int, spare: list[np.n
     else:
         spare.remove(new)
     new[:rest] = buf[pos:]
-    got = fh.readinto(memoryview(new)[rest:size])
+    view, got = memoryview(new)[rest:size], 0
+    try:
+        while got < len(view) and (n := fh.readinto(view[got:])):  # a pipe hands its data over in parts
+            got += n
+    except OSError as e:
+        raise InputError(path, os_cause(e, "cannot read file")) from None
     if not got:
         spare.append(new)
         return None
