@@ -86,7 +86,7 @@ def _sources(job: NprintJob, notes: list[str]) -> Iterable[tuple[PacketBatch, li
     if job.csv_in:
         return sources.CsvSource(job.csv_in, notes)
     if job.pcap:
-        return sources.pcap_source(job.pcap, job.bpf)
+        return sources.pcap_source(job.pcap, job.bpf, libpcap_time=job.mode == "nprint")
     return sources.live_source(job.device, job.bpf)
 
 

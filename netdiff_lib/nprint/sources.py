@@ -17,12 +17,14 @@ HEX_COLUMN = 2  # nPrint reads the hex packet from the third column of a -C file
 CSV_BATCH = 4096
 
 
-def pcap_source(path: str, expr: str | None, batch_size: int = 16384) -> Iterator[tuple[PacketBatch, None]]:
-    """A capture file's packets, only those the BPF filter ``expr`` accepts when given."""
+def pcap_source(path: str, expr: str | None, batch_size: int = 16384,
+                libpcap_time: bool = True) -> Iterator[tuple[PacketBatch, None]]:
+    """A capture file's packets, only those the BPF filter ``expr`` accepts when given; timestamps as libpcap
+    gives them to nPrint unless ``libpcap_time`` is False (see :class:`PcapFile`)."""
     bpf = BpfFilter(expr) if expr else None
     if bpf is not None:
         bpf.program(1)  # a bad expression fails before any output, as in nPrint
-    for batch in PcapFile(path).batches(batch_size=batch_size):
+    for batch in PcapFile(path, libpcap_time=libpcap_time).batches(batch_size=batch_size):
         yield (batch if bpf is None else take(batch, bpf.matches(batch).nonzero()[0])), None
 
 

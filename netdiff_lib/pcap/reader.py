@@ -23,7 +23,9 @@ objects, so memory is bounded by the batch size plus one chunk, not by the file.
 A file that ends inside a record (real captures do) ends the stream cleanly after the last complete record
 with ``stats.truncated_tail`` set. Structurally impossible records raise :class:`InputError` with the byte
 offset. Simple Packet Blocks carry no timestamp: their ``ts_ns`` is 0. The classic header's ``thiszone`` is
-ignored, as libpcap does.
+ignored and a record longer than its snap length is cut to it, as libpcap does.
+
+The input is opened once and read in one pass (header included), so a pipe, FIFO or ``/dev/stdin`` works.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -53,18 +56,30 @@ from netdiff_lib.pcap.records import (
 CHUNK_SIZE = 8 << 20
 _CLASSIC_MAGIC = {0xA1B2C3D4: ("<", False), 0xD4C3B2A1: (">", False), 0xA1B23C4D: ("<", True),
                   0x4D3CB2A1: (">", True)}
+_HOST_ORDER = "<" if sys.byteorder == "little" else ">"
 _HEAD = 28  # bytes read to tell the format: a classic header and the start of a record, or a section header
 
 
 class _Classic:
-    """Record walker for classic pcap (16-byte record headers)."""
+    """Record walker for classic pcap (16-byte record headers).
 
-    def __init__(self, path: Path, order: str, nano: bool, linktype: int, stats: PcapStats) -> None:
+    As libpcap does, a record longer than the header's snap length (0 or more than ``MAX_CAPLEN`` read as
+    ``MAX_CAPLEN``) is cut to it: the rest of its bytes are skipped.  Timestamps are read as the pcap format
+    says (unsigned fields, full precision) or, with ``libpcap_time``, as libpcap hands them to nPrint: see
+    :meth:`PcapFile.__init__`.
+    """
+
+    def __init__(self, path: Path, order: str, nano: bool, linktype: int, snaplen: int, stats: PcapStats,
+                 libpcap_time: bool = False) -> None:
         self.path, self.stats, self.start = path, stats, 24
         self._u32 = struct.Struct(order + "I").unpack_from
         self._words = np.dtype(order + "u4")
-        self._frac_ns = 1 if nano else 1000
+        self._nano = nano
         self._linktype = linktype
+        self._snap = snaplen if 0 < snaplen <= MAX_CAPLEN else MAX_CAPLEN
+        # libpcap reads the fields as bpf_int32 from a file in the host's byte order, as unsigned when it swaps
+        self._libpcap_time = libpcap_time
+        self._time_dtype = np.dtype(order + ("i4" if libpcap_time and order == _HOST_ORDER else "u4"))
 
     def scan(self, buf: memoryview, pos: int, limit: int, base: int) -> tuple[PacketBatch | None, int, int]:
         """Parse up to ``limit`` records at ``buf[pos:]``; return (piece, next position, bytes needed there)."""
@@ -90,9 +105,17 @@ class _Classic:
         if (caps > MAX_CAPLEN).any():
             i = int(np.argmax(caps > MAX_CAPLEN))
             raise InputError(self.path, f"corrupt record at byte {base + pos[i]}: caplen {caps[i]} > {MAX_CAPLEN}")
-        ts = words[:, 0].astype(np.int64) * 1_000_000_000 + words[:, 1].astype(np.int64) * self._frac_ns
+        caps = np.minimum(caps, self._snap)
         linktype = np.full(len(pos), self._linktype, np.int32)
-        return _make_piece(a, pos + 16, caps, words[:, 3], ts, linktype, self.stats)
+        return _make_piece(a, pos + 16, caps, words[:, 3], self._timestamps(words), linktype, self.stats)
+
+    def _timestamps(self, words: np.ndarray) -> np.ndarray:
+        sec, frac = words[:, :2].view(self._time_dtype).astype(np.int64).T
+        if not self._nano:
+            return sec * 1_000_000_000 + frac * 1000
+        if self._libpcap_time:  # libpcap opened for microseconds: nanoseconds / 1000, rounded toward zero (C)
+            frac = np.sign(frac) * (np.abs(frac) // 1000) * 1000
+        return sec * 1_000_000_000 + frac
 
 
 class PcapFile:
@@ -102,15 +125,21 @@ class PcapFile:
     The input is opened once, here, and read in one pass by :meth:`batches`: a stream is never opened twice or
     sought.  A regular file may be passed over again (it is opened anew); a stream can be read once only.
 
+    ``libpcap_time`` reads classic pcap timestamps as libpcap opened for microseconds hands them to nPrint:
+    seconds and fraction as signed 32-bit fields in a file of the host's byte order (unsigned in a swapped
+    one), nanoseconds cut to microseconds toward zero.  Without it they are read as the format says: unsigned,
+    to the nanosecond.
+
     Attributes: ``path``, ``format`` ("pcap" | "pcapng"), ``byteorder`` ("<" | ">" of the first section),
     ``nanosecond`` (classic only), ``linktype`` and ``snaplen`` (classic header; None for pcapng), ``size``
     (bytes of a regular file; None for a stream), ``stats`` (:class:`PcapStats` of the latest :meth:`batches`
     run).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, libpcap_time: bool = False) -> None:
         self.path = Path(path)
         self.stats = PcapStats()
+        self.libpcap_time = libpcap_time
         self.linktype: int | None
         self.snaplen: int | None
         self.size: int | None
@@ -197,7 +226,7 @@ class PcapFile:
         self.stats = stats = PcapStats()
         if self.format == "pcap":
             parser: _Classic | _PcapNg = _Classic(self.path, self.byteorder, self.nanosecond, self.linktype or 0,
-                                                   stats)
+                                                   self.snaplen or 0, stats, self.libpcap_time)
         else:
             parser = _PcapNg(self.path, stats)
         left = max_packets if max_packets is not None else 1 << 62
