@@ -32,8 +32,9 @@ def rename_target(dest: str | Path) -> Path | None:
     place (it is, or a link leads to, a device, FIFO or socket).
 
     A new path is its own target; so is a regular file that is not a link.  A link resolves to the regular file
-    (or new path) it leads to, checked to be the file ``dest`` opens (``/proc/self/fd/N`` links may name a
-    deleted file: those are written in place).
+    (or new path) it leads to, checked to be the file ``dest`` opens; a link through ``/proc`` (``/dev/stdout``,
+    ``/dev/fd/N``, ``/proc/self/fd/N``) names a file the process has open, which is written in place (whoever
+    reads it through that open file sees the output).
     """
     dest = Path(dest)
     try:
@@ -48,12 +49,27 @@ def rename_target(dest: str | Path) -> Path | None:
         return None
     if not dest.is_symlink():
         return dest
+    if _via_proc(dest):
+        return None
     real = Path(os.path.realpath(dest))
     try:
         same = os.path.samestat(os.stat(real), st)
     except OSError:
         same = False
     return real if same else None
+
+
+def _via_proc(link: Path) -> bool:
+    """Whether following ``link`` passes through ``/proc`` (an open file of the process rather than a path)."""
+    p = link
+    for _ in range(40):  # the kernel's own limit on links followed
+        if Path(os.path.realpath(p.parent)).parts[1:2] == ("proc",):
+            return True
+        if not p.is_symlink():
+            return False
+        target = Path(os.readlink(p))
+        p = target if target.is_absolute() else p.parent / target
+    return False
 
 
 @contextlib.contextmanager

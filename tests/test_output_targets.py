@@ -26,8 +26,8 @@ DNS = REPO / "samples" / "captures" / "dns" / "dns_01.pcap"
 TIMEOUT = 60
 
 
-def _nprint(*args: str, **kw: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "netdiff_lib.cli", "nprint", *args], capture_output=True,
+def _nprint(*args: str, capture: bool = True, **kw: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "netdiff_lib.cli", "nprint", *args], capture_output=capture,
                           cwd=REPO, timeout=TIMEOUT, **kw)
 
 
@@ -82,6 +82,19 @@ def test_nprint_into_proc_self_fd_1_reaches_stdout(tmp_path: Path, expected_csv:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == expected_csv
     assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+
+
+def test_nprint_into_a_link_to_stdout_that_is_a_file(tmp_path: Path, expected_csv: bytes) -> None:
+    """A script's ``-W /dev/stdout`` with stdout a regular file it reads back: the output reaches that open
+    file, not a new file at its path (a link in the test folder stands for /dev/stdout)."""
+    link = tmp_path / "stdout.csv"
+    link.symlink_to("/proc/self/fd/1")
+    with open(tmp_path / "captured", "w+b") as stdout:
+        proc = _nprint("-P", str(DNS), "-4", "-u", "-W", str(link), stdout=stdout, stderr=subprocess.PIPE,
+                       capture=False)
+        stdout.seek(0)
+        assert proc.returncode == 0 and stdout.read() == expected_csv
+    assert link.is_symlink()
 
 
 def test_char_device_stays_a_device(tmp_path: Path) -> None:

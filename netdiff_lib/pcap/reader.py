@@ -179,9 +179,9 @@ class PcapFile:
 
     def close(self) -> None:
         """Close the input if :meth:`batches` has not read it (it closes it itself)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        fh, self._fh = getattr(self, "_fh", None), None
+        if fh is not None:
+            fh.close()
 
     def __del__(self) -> None:
         self.close()
