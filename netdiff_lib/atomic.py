@@ -44,7 +44,7 @@ def rename_target(dest: str | Path) -> Path | None:
     except OSError as exc:
         raise OutputError(dest, os_cause(exc)) from None
     if stat.S_ISDIR(st.st_mode):
-        raise OutputError(dest, "is a folder, not a file")
+        return dest  # the rename fails (IsADirectoryError) and the temporary file goes away
     if not stat.S_ISREG(st.st_mode):
         return None
     if not dest.is_symlink():
