@@ -8,13 +8,14 @@ refuses a folder that already holds a run's results unless the user says ``resum
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from netdiff_lib import storage
-from netdiff_lib.errors import OutputError
+from netdiff_lib.errors import SYMLINK_LOOP, OutputError
 
 
 def check_output_dir(path: str | Path, what: str = "output folder") -> None:
@@ -31,10 +32,20 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> None:
         raise OutputError(path, f"is a file; the {what} must be a folder" if probe == p
                           else f"cannot create the {what}: {probe} is a file")
     if not probe.exists():
-        raise OutputError(path, f"cannot create the {what}: {probe} is a broken link")
+        raise OutputError(path, f"cannot create the {what}: {probe} is a {_link_problem(probe)}")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(path, f"the {what} is not writable" if probe == p
                           else f"cannot create the {what}: {probe} is not writable")
+
+
+def _link_problem(link: Path) -> str:
+    """What is wrong with a link that leads nowhere: a loop, or a target that does not exist."""
+    try:
+        os.stat(link)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return SYMLINK_LOOP
+    return "broken link"
 
 
 def existing_results(uri: str | Path, names: Sequence[str]) -> list[str]:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+#: How a symbolic link loop (ELOOP) is reported: "no such file" would send the user looking for a missing file.
+SYMLINK_LOOP = "symlink loop (too many levels of symbolic links)"
+
+
+def os_cause(exc: OSError, action: str = "cannot write") -> str:
+    """A one-line cause for an OS refusal on a path: ``action (reason)``, or a symlink loop named as such."""
+    if exc.errno == errno.ELOOP:
+        return SYMLINK_LOOP
+    return f"{action} ({exc.strerror or exc})"
 
 
 class NetdiffError(Exception):

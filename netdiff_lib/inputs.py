@@ -6,11 +6,14 @@ Command-line stages take files or folders; :func:`expand` turns them into a sort
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from netdiff_lib.dataset import CAPTURE_SUFFIXES, label_from_name
-from netdiff_lib.errors import InputError
+from netdiff_lib.errors import InputError, os_cause
 from netdiff_lib.schema import NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace, load_trace
 
@@ -24,15 +27,20 @@ def expand(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> list[Path]
     """Files as given, and for each folder every file below it with one of ``suffixes`` (sorted)."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        try:
+            is_dir = stat.S_ISDIR(os.stat(p).st_mode)
+        except OSError as exc:  # missing, a broken link, a symlink loop, no permission
+            if exc.errno != errno.ENOENT:
+                raise InputError(p, os_cause(exc, "cannot read")) from None
+            raise InputError(p, "broken link (its target does not exist)" if p.is_symlink()
+                             else "no such file or folder") from None
+        if is_dir:
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
             if not found:
                 raise InputError(p, f"no input files ({', '.join(suffixes)}) in this folder")
             out.extend(found)
-        elif p.exists():
-            out.append(p)
         else:
-            raise InputError(p, "no such file or folder")
+            out.append(p)
     return out
 
 
@@ -48,7 +56,8 @@ def load_trace_any(
     """Read a trace from an array file, nPrint CSV, NetDiffusion PNG or capture.
 
     The trace is converted to ``layout``; ``None`` keeps the file's own layout (captures: the full
-    NetDiffusion layout, addresses included).  Captures are read in ``capture_mode`` (``CAPTURE_MODES``).
+    NetDiffusion layout, addresses included).  Captures are read in ``capture_mode`` (``CAPTURE_MODES``).  A
+    path without a suffix (``/dev/stdin``, a pipe, a FIFO) is read as a capture, once.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -62,7 +71,7 @@ def load_trace_any(
         from netdiff_lib.image import load_image
 
         trace = Trace(load_image(path, snap), NETDIFFUSION, None, None, str(path))
-    elif suffix in CAPTURE_SUFFIXES:
+    elif suffix in CAPTURE_SUFFIXES or not suffix:  # no suffix: /dev/stdin, <(...) or a FIFO; the magic decides
         from netdiff_lib.nprint.encode import CAPTURE_MODES, encode_pcap
 
         mode, count_read = CAPTURE_MODES[capture_mode]

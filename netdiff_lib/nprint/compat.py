@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,13 +79,14 @@ class NprintJob:
         return np.array([i for i, c in enumerate(names) if not pattern.fullmatch(c)], dtype=np.intp)
 
 
-def _sources(job: NprintJob, notes: list[str]) -> Iterator[tuple[PacketBatch, list[list[str]] | None]]:
+def _sources(job: NprintJob, notes: list[str]) -> Iterable[tuple[PacketBatch, list[list[str]] | None]]:
+    """The job's packets; each input is opened once (a ``-C`` file here, to read its header line)."""
     from netdiff_lib.nprint import sources
 
     if job.csv_in:
-        return sources.csv_source(job.csv_in, notes)
+        return sources.CsvSource(job.csv_in, notes)
     if job.pcap:
-        return sources.pcap_source(job.pcap, job.bpf)
+        return sources.pcap_source(job.pcap, job.bpf, libpcap_time=job.mode == "nprint")
     return sources.live_source(job.device, job.bpf)
 
 
@@ -123,13 +124,11 @@ def _prefixes(job: NprintJob, enc: EncodedBatch, given: list[list[str]] | None, 
     return join_prefix(index_values(enc, job.csv.index), timestamp_prefix(ts, job.csv, prev_us))
 
 
-def _header(job: NprintJob, cols: np.ndarray | None) -> bytes:
-    from netdiff_lib.nprint.sources import csv_header
-
+def _header(job: NprintJob, cols: np.ndarray | None, csv_columns: list[str] | None) -> bytes:
     names = job.layout().columns
     if cols is not None:
         names = [names[i] for i in cols]
-    prefix = csv_header(job.csv_in) if job.csv_in else job.csv.header_prefix()
+    prefix = csv_columns if csv_columns is not None else job.csv.header_prefix()
     return (",".join(prefix + names) + "\n").encode()
 
 
@@ -157,13 +156,14 @@ def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:
     """
     layout, cols = job.layout(), job.columns()
     messages = sys.stdout.buffer if job.out else out
-    out.write(_header(job, cols))
+    prev_us, skipped, notes = 0, Counter(), []
+    source = _sources(job, notes)
+    out.write(_header(job, cols, getattr(source, "columns", None)))
     ip_map = _IpMap(job.ip_file, job.count) if job.ip_file else None
     if ip_map is not None:
         messages.write(b"ip map loaded\n")
     left = job.count if job.count and ip_map is None else None
-    prev_us, skipped, notes = 0, Counter(), []
-    for batch, given in _sources(job, notes):
+    for batch, given in source:
         batch = _limit(batch, left)
         left = None if left is None else left - len(batch)
         enc = encode_batch(batch, layout, job.mode, job.fill)

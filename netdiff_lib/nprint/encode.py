@@ -203,20 +203,24 @@ class _RowBuffer:
 
     The buffer is sized from the file size and the first batch's bytes per packet (pages never written are
     never touched); should the estimate fall short, a further buffer is started and the parts are joined.
+    A stream's size is not known: each further buffer holds as many rows as were seen so far.
     """
 
     MAX_BYTES = 2 << 30  # a larger estimate is split into parts
 
-    def __init__(self, width: int, path: Path, limit: int | None) -> None:
+    def __init__(self, width: int, file_bytes: int | None, limit: int | None) -> None:
         self.width, self.limit, self.parts, self.n, self.buf = width, limit, [], 0, np.empty((0, width), np.int8)
-        self.file_bytes, self.seen_bytes, self.seen_rows = path.stat().st_size, 0, 0
+        self.file_bytes, self.seen_bytes, self.seen_rows = file_bytes, 0, 0
 
     def region(self, batch: PacketBatch) -> np.ndarray:
         k = len(batch)
         self.seen_bytes += int(batch.caplen.sum()) + 16 * k
         self.seen_rows += k
         if self.n + k > len(self.buf):
-            left = max(self.file_bytes - self.seen_bytes, 0) * self.seen_rows // max(self.seen_bytes, 1)
+            if self.file_bytes is None:
+                left = self.seen_rows
+            else:
+                left = max(self.file_bytes - self.seen_bytes, 0) * self.seen_rows // max(self.seen_bytes, 1)
             cap = k + left + left // 16 + 1024
             if self.limit is not None:
                 cap = min(cap, max(self.limit - self.rows, k))
@@ -273,8 +277,8 @@ def skip_counts(enc: EncodedBatch, upto: int | None = None) -> Counter:
 
 
 def encode_pcap(
-    path: str | Path, layout: Layout = NETDIFFUSION, *, max_packets: int | None = None, mode: str = "netdiff",
-    fill: int = -1, label: str | None = None, batch_size: int = 16384, index: int | None = None,
+    path: str | Path | PcapFile, layout: Layout = NETDIFFUSION, *, max_packets: int | None = None,
+    mode: str = "netdiff", fill: int = -1, label: str | None = None, batch_size: int = 16384, index: int | None = None,
     count_read: bool = False,
 ) -> EncodeResult:
     """Encode a whole capture into a :class:`Trace` (first ``max_packets`` rows when given).
@@ -284,9 +288,9 @@ def encode_pcap(
     Skipped packets are counted by reason; a capture that ends mid-record counts one "record cut at end
     of file" (the complete records before it are encoded).
     """
-    pcap = PcapFile(path)
+    pcap = path if isinstance(path, PcapFile) else PcapFile(path)
     ts, skipped, read, idx = [], Counter(), 0, []
-    rows_out = _RowBuffer(layout.width, pcap.path, max_packets)
+    rows_out = _RowBuffer(layout.width, pcap.size, max_packets)
     for enc in iter_encoded(pcap, layout, mode, fill, batch_size, max_packets, count_read, rows_out=rows_out):
         if index is not None:
             idx += index_values(enc, index)[: len(enc.matrix)]
@@ -298,5 +302,5 @@ def encode_pcap(
         skipped[TRUNCATED_TAIL] += 1
     matrix = rows_out.matrix()
     ts_ns = np.concatenate(ts) if ts else np.zeros(0, np.int64)
-    trace = Trace(matrix, layout, ts_ns, label, str(path), idx if index is not None else None)
+    trace = Trace(matrix, layout, ts_ns, label, str(pcap.path), idx if index is not None else None)
     return EncodeResult(trace, read, skipped)

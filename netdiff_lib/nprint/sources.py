@@ -8,9 +8,8 @@ nPrint copies in front of each row.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-from netdiff_lib.errors import InputError
+from netdiff_lib.errors import InputError, os_cause
 from netdiff_lib.nprint.libpcap import BpfFilter, live_batches, make_batch, take
 from netdiff_lib.pcap import PacketBatch, PcapFile
 
@@ -18,12 +17,14 @@ HEX_COLUMN = 2  # nPrint reads the hex packet from the third column of a -C file
 CSV_BATCH = 4096
 
 
-def pcap_source(path: str, expr: str | None, batch_size: int = 16384) -> Iterator[tuple[PacketBatch, None]]:
-    """A capture file's packets, only those the BPF filter ``expr`` accepts when given."""
+def pcap_source(path: str, expr: str | None, batch_size: int = 16384,
+                libpcap_time: bool = True) -> Iterator[tuple[PacketBatch, None]]:
+    """A capture file's packets, only those the BPF filter ``expr`` accepts when given; timestamps as libpcap
+    gives them to nPrint unless ``libpcap_time`` is False (see :class:`PcapFile`)."""
     bpf = BpfFilter(expr) if expr else None
     if bpf is not None:
         bpf.program(1)  # a bad expression fails before any output, as in nPrint
-    for batch in PcapFile(path).batches(batch_size=batch_size):
+    for batch in PcapFile(path, libpcap_time=libpcap_time).batches(batch_size=batch_size):
         yield (batch if bpf is None else take(batch, bpf.matches(batch).nonzero()[0])), None
 
 
@@ -32,13 +33,42 @@ def live_source(device: str | None, expr: str | None) -> Iterator[tuple[PacketBa
         yield batch, None
 
 
-def csv_header(path: str) -> list[str]:
-    """The input columns of a ``-C`` file (its first line), which nPrint writes first in its header."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readline().rstrip("\r\n").split(",")
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror})") from None
+class CsvSource:
+    """Packets of a ``-C`` file, opened once (it may be a pipe): its first line names the input columns, which
+    nPrint writes first in its header; then one packet per line, hex in the third column (link type unset,
+    so nPrint's Ethernet heuristic applies).  A line whose hex does not parse is skipped with nPrint's message,
+    appended to ``notes``."""
+
+    def __init__(self, path: str, notes: list[str]) -> None:
+        self.path, self.notes = path, notes
+        try:
+            self._fh = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by __iter__
+            self.columns = self._fh.readline().rstrip("\r\n").split(",")
+        except OSError as exc:
+            raise InputError(path, os_cause(exc, "cannot read")) from None
+
+    def __iter__(self) -> Iterator[tuple[PacketBatch, list[list[str]]]]:
+        width, notes = len(self.columns), self.notes
+        pkts: list[bytes] = []
+        prefixes: list[list[str]] = []
+        with self._fh as fh:
+            for line in fh:
+                line = line.rstrip("\r\n")
+                tokens = line.split(",")
+                pkt = _hex_packet(tokens[HEX_COLUMN]) if len(tokens) > HEX_COLUMN else None
+                if pkt is None:
+                    if pkts:  # the rows before this line are written before nPrint's message
+                        yield _hex_batch(pkts), prefixes
+                        pkts, prefixes = [], []
+                    notes.append(f"Error parsing line: {line}, skipping\n")
+                    continue
+                pkts.append(pkt)
+                prefixes.append((tokens + [""] * width)[:width])
+                if len(pkts) == CSV_BATCH:
+                    yield _hex_batch(pkts), prefixes
+                    pkts, prefixes = [], []
+        if pkts:
+            yield _hex_batch(pkts), prefixes
 
 
 def _hex_packet(cell: str) -> bytes | None:
@@ -48,29 +78,5 @@ def _hex_packet(cell: str) -> bytes | None:
         return None
 
 
-def csv_source(path: str, notes: list[str]) -> Iterator[tuple[PacketBatch, list[list[str]]]]:
-    """Packets of a ``-C`` file: one per line after the header, hex in the third column (link type unset, so
-    nPrint's Ethernet heuristic applies).  A line whose hex does not parse is skipped with nPrint's message,
-    appended to ``notes``."""
-    width = len(csv_header(path))
-    pkts: list[bytes] = []
-    prefixes: list[list[str]] = []
-    with open(Path(path), encoding="utf-8", errors="replace") as fh:
-        fh.readline()
-        for line in fh:
-            line = line.rstrip("\r\n")
-            tokens = line.split(",")
-            pkt = _hex_packet(tokens[HEX_COLUMN]) if len(tokens) > HEX_COLUMN else None
-            if pkt is None:
-                if pkts:  # the rows before this line are written before nPrint's message
-                    yield make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0), prefixes
-                    pkts, prefixes = [], []
-                notes.append(f"Error parsing line: {line}, skipping\n")
-                continue
-            pkts.append(pkt)
-            prefixes.append((tokens + [""] * width)[:width])
-            if len(pkts) == CSV_BATCH:
-                yield make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0), prefixes
-                pkts, prefixes = [], []
-    if pkts:
-        yield make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0), prefixes
+def _hex_batch(pkts: list[bytes]) -> PacketBatch:
+    return make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0)

@@ -23,19 +23,24 @@ objects, so memory is bounded by the batch size plus one chunk, not by the file.
 A file that ends inside a record (real captures do) ends the stream cleanly after the last complete record
 with ``stats.truncated_tail`` set. Structurally impossible records raise :class:`InputError` with the byte
 offset. Simple Packet Blocks carry no timestamp: their ``ts_ns`` is 0. The classic header's ``thiszone`` is
-ignored, as libpcap does.
+ignored and a record longer than its snap length is cut to it, as libpcap does.
+
+The input is opened once and read in one pass (header included), so a pipe, FIFO or ``/dev/stdin`` works.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from netdiff_lib.errors import InputError
+from netdiff_lib.errors import InputError, os_cause
 from netdiff_lib.pcap.pcapng import _PcapNg
 from netdiff_lib.pcap.records import (
     _BOM_BYTES,
@@ -51,15 +56,30 @@ from netdiff_lib.pcap.records import (
 CHUNK_SIZE = 8 << 20
 _CLASSIC_MAGIC = {0xA1B2C3D4: ("<", False), 0xD4C3B2A1: (">", False), 0xA1B23C4D: ("<", True),
                   0x4D3CB2A1: (">", True)}
-class _Classic:
-    """Record walker for classic pcap (16-byte record headers)."""
+_HOST_ORDER = "<" if sys.byteorder == "little" else ">"
+_HEAD = 28  # bytes read to tell the format: a classic header and the start of a record, or a section header
 
-    def __init__(self, path: Path, order: str, nano: bool, linktype: int, stats: PcapStats) -> None:
+
+class _Classic:
+    """Record walker for classic pcap (16-byte record headers).
+
+    As libpcap does, a record longer than the header's snap length (0 or more than ``MAX_CAPLEN`` read as
+    ``MAX_CAPLEN``) is cut to it: the rest of its bytes are skipped.  Timestamps are read as the pcap format
+    says (unsigned fields, full precision) or, with ``libpcap_time``, as libpcap hands them to nPrint: see
+    :meth:`PcapFile.__init__`.
+    """
+
+    def __init__(self, path: Path, order: str, nano: bool, linktype: int, snaplen: int, stats: PcapStats,
+                 libpcap_time: bool = False) -> None:
         self.path, self.stats, self.start = path, stats, 24
         self._u32 = struct.Struct(order + "I").unpack_from
         self._words = np.dtype(order + "u4")
-        self._frac_ns = 1 if nano else 1000
+        self._nano = nano
         self._linktype = linktype
+        self._snap = snaplen if 0 < snaplen <= MAX_CAPLEN else MAX_CAPLEN
+        # libpcap reads the fields as bpf_int32 from a file in the host's byte order, as unsigned when it swaps
+        self._libpcap_time = libpcap_time
+        self._time_dtype = np.dtype(order + ("i4" if libpcap_time and order == _HOST_ORDER else "u4"))
 
     def scan(self, buf: memoryview, pos: int, limit: int, base: int) -> tuple[PacketBatch | None, int, int]:
         """Parse up to ``limit`` records at ``buf[pos:]``; return (piece, next position, bytes needed there)."""
@@ -85,27 +105,59 @@ class _Classic:
         if (caps > MAX_CAPLEN).any():
             i = int(np.argmax(caps > MAX_CAPLEN))
             raise InputError(self.path, f"corrupt record at byte {base + pos[i]}: caplen {caps[i]} > {MAX_CAPLEN}")
-        ts = words[:, 0].astype(np.int64) * 1_000_000_000 + words[:, 1].astype(np.int64) * self._frac_ns
+        caps = np.minimum(caps, self._snap)
         linktype = np.full(len(pos), self._linktype, np.int32)
-        return _make_piece(a, pos + 16, caps, words[:, 3], ts, linktype, self.stats)
+        return _make_piece(a, pos + 16, caps, words[:, 3], self._timestamps(words), linktype, self.stats)
+
+    def _timestamps(self, words: np.ndarray) -> np.ndarray:
+        sec, frac = words[:, :2].view(self._time_dtype).astype(np.int64).T
+        if not self._nano:
+            return sec * 1_000_000_000 + frac * 1000
+        if self._libpcap_time:  # libpcap opened for microseconds: nanoseconds / 1000, rounded toward zero (C)
+            frac = np.sign(frac) * (np.abs(frac) // 1000) * 1000
+        return sec * 1_000_000_000 + frac
 
 
 class PcapFile:
-    """A classic pcap or pcapng file; the header is checked when the object is made.
+    """A classic pcap or pcapng file, or a stream of one (pipe, FIFO, ``/dev/stdin``); the header is checked when
+    the object is made.
+
+    The input is opened once, here, and read in one pass by :meth:`batches`: a stream is never opened twice or
+    sought.  A regular file may be passed over again (it is opened anew); a stream can be read once only.
+
+    ``libpcap_time`` reads classic pcap timestamps as libpcap opened for microseconds hands them to nPrint:
+    seconds and fraction as signed 32-bit fields in a file of the host's byte order (unsigned in a swapped
+    one), nanoseconds cut to microseconds toward zero.  Without it they are read as the format says: unsigned,
+    to the nanosecond.
 
     Attributes: ``path``, ``format`` ("pcap" | "pcapng"), ``byteorder`` ("<" | ">" of the first section),
-    ``nanosecond`` (classic only), ``linktype`` and ``snaplen`` (classic header; None for pcapng),
-    ``stats`` (:class:`PcapStats` of the latest :meth:`batches` run).
+    ``nanosecond`` (classic only), ``linktype`` and ``snaplen`` (classic header; None for pcapng), ``size``
+    (bytes of a regular file; None for a stream), ``stats`` (:class:`PcapStats` of the latest :meth:`batches`
+    run).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, libpcap_time: bool = False) -> None:
         self.path = Path(path)
         self.stats = PcapStats()
+        self.libpcap_time = libpcap_time
         self.linktype: int | None
         self.snaplen: int | None
+        self.size: int | None
         self.linktype, self.snaplen, self.nanosecond = None, None, False
-        with self._open() as fh:
-            head = fh.read(28)
+        self._fh: BinaryIO | None = None
+        fh = self._open()
+        try:
+            st = os.fstat(fh.fileno())
+            self.size = st.st_size if stat.S_ISREG(st.st_mode) else None
+            head = self._read_head(fh)
+        except BaseException:
+            fh.close()
+            raise
+        self._fh, self._head = fh, head
+
+    def _read_head(self, fh: BinaryIO) -> bytes:
+        """The first bytes of the input, checked: a classic or pcapng header."""
+        head = _read_upto(fh, _HEAD, self.path)
         if not head:
             raise InputError(self.path, "empty file (no pcap header)")
         if len(head) < 4:
@@ -117,12 +169,22 @@ class PcapFile:
             self._pcapng_header(head)
         else:
             raise InputError(self.path, f"not a pcap or pcapng file: magic {head[:4].hex()}{_magic_hint(head)}")
+        return head
 
     def _open(self) -> BinaryIO:
         try:
-            return open(self.path, "rb")
+            return open(self.path, "rb", buffering=0)  # unbuffered: a read returns what a pipe holds, no copy
         except OSError as e:
-            raise InputError(self.path, f"cannot read file: {e.strerror or e}") from e
+            raise InputError(self.path, os_cause(e, "cannot read file")) from None
+
+    def close(self) -> None:
+        """Close the input if :meth:`batches` has not read it (it closes it itself)."""
+        fh, self._fh = getattr(self, "_fh", None), None
+        if fh is not None:
+            fh.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     def _classic_header(self, head: bytes, order: str, nano: bool) -> None:
         if len(head) < 24:
@@ -141,6 +203,22 @@ class PcapFile:
             raise InputError(self.path, f"pcapng section header has a bad byte-order magic {bom.hex()}")
         self.format, self.byteorder = "pcapng", "<" if bom[0] == 0x4D else ">"
 
+    def _take_input(self) -> tuple[BinaryIO, bytes]:
+        """The open input and the bytes already read from it: those of ``__init__`` on the first pass, the file
+        opened anew on a later one (regular files only)."""
+        fh, head = self._fh, self._head
+        self._fh = None
+        if fh is None:
+            if self.size is None:
+                raise InputError(self.path, "a pipe or FIFO can be read only once")
+            fh = self._open()
+            try:
+                head = self._read_head(fh)
+            except BaseException:
+                fh.close()
+                raise
+        return fh, head
+
     def batches(self, batch_size: int = 65536, max_packets: int | None = None) -> Iterator[PacketBatch]:
         """Stream the packets as :class:`PacketBatch` objects of ``batch_size`` packets (the last may be shorter)."""
         if batch_size < 1:
@@ -148,7 +226,7 @@ class PcapFile:
         self.stats = stats = PcapStats()
         if self.format == "pcap":
             parser: _Classic | _PcapNg = _Classic(self.path, self.byteorder, self.nanosecond, self.linktype or 0,
-                                                   stats)
+                                                   self.snaplen or 0, stats, self.libpcap_time)
         else:
             parser = _PcapNg(self.path, stats)
         left = max_packets if max_packets is not None else 1 << 62
@@ -158,9 +236,10 @@ class PcapFile:
         spare: list[np.ndarray] = []
         pinned: list[np.ndarray] = []  # earlier chunks that pieces of the current batch still refer to
         cur_pinned = False  # whether a piece of the current batch refers to the current chunk
-        with self._open() as fh:
-            fh.seek(parser.start)
-            buf, pos, base = _refill(fh, memoryview(b""), 0, CHUNK_SIZE, spare) or memoryview(b""), 0, parser.start
+        fh, head = self._take_input()
+        with fh:
+            rest = memoryview(head)[parser.start:]  # the header's bytes are read already: go on after them
+            buf, pos, base = _refill(fh, rest, 0, CHUNK_SIZE, spare, self.path) or rest, 0, parser.start
             while left > 0:
                 piece, pos, need = parser.scan(buf, pos, min(batch_size - held, left), base)
                 if piece is not None:
@@ -176,7 +255,7 @@ class PcapFile:
                         pinned = []
                         yield batch
                 if need:
-                    more = _refill(fh, buf, pos, need, spare)
+                    more = _refill(fh, buf, pos, need, spare, self.path)
                     if more is None:
                         stats.truncated_tail = pos < len(buf)
                         break
@@ -188,10 +267,23 @@ class PcapFile:
             yield _join(pieces, index)
 
 
-def _refill(fh: BinaryIO, buf: memoryview, pos: int, need: int, spare: list[np.ndarray]) -> memoryview | None:
+def _read_upto(fh: BinaryIO, n: int, path: Path) -> bytes:
+    """``n`` bytes, fewer only at the end of the input (a pipe may hand them over in parts)."""
+    out = b""
+    try:
+        while len(out) < n and (part := fh.read(n - len(out))):
+            out += part
+    except OSError as e:
+        raise InputError(path, os_cause(e, "cannot read file")) from None
+    return out
+
+
+def _refill(fh: BinaryIO, buf: memoryview, pos: int, need: int, spare: list[np.ndarray],
+            path: Path) -> memoryview | None:
     """``buf[pos:]`` followed by the next chunk (at least ``need`` bytes in all if the file has them), or None
-    at the end of the file. The file is read straight into the new buffer (a spare one when one is large
-    enough, else a new uninitialised one): one copy per byte. The result is a view of a whole buffer."""
+    at the end of the file. The chunk is filled (a pipe hands it over in parts) unless the input ends first.
+    The file is read straight into the new buffer (a spare one when one is large enough, else a new
+    uninitialised one): one copy per byte. The result is a view of a whole buffer."""
     rest = len(buf) - pos
     size = rest + max(CHUNK_SIZE, need)
     new = next((b for b in spare if len(b) >= size), None)
@@ -200,7 +292,12 @@ def _refill(fh: BinaryIO, buf: memoryview, pos: int, need: int, spare: list[np.n
     else:
         spare.remove(new)
     new[:rest] = buf[pos:]
-    got = fh.readinto(memoryview(new)[rest:size])
+    view, got = memoryview(new)[rest:size], 0
+    try:
+        while got < len(view) and (n := fh.readinto(view[got:])):  # a pipe hands its data over in parts
+            got += n
+    except OSError as e:
+        raise InputError(path, os_cause(e, "cannot read file")) from None
     if not got:
         spare.append(new)
         return None
