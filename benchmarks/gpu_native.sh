@@ -127,7 +127,7 @@ for SPEC in "${VARIANTS[@]}"; do
   for item in "${KV[@]}"; do [[ -n $item ]] && SET_ARGS+=(--set "$item"); done
   stamp "arm $ARM: train ($CONFIG ${SET_ARGS[*]}, ${BUDGET}s budget, $GPUS GPU)"
   TRAIN_ARGS=(--data "$WORK/split/train" --out "$WORK/model_$ARM" --config "$CONFIG" --time-budget "$BUDGET"
-              --no-progress "${SET_ARGS[@]}")
+              -q "${SET_ARGS[@]}")
   TS=$(date +%s.%N)
   if [[ $GPUS -gt 1 ]]; then
     accelerate launch --multi_gpu --num_processes "$GPUS" --num_machines 1 --mixed_precision bf16 \
@@ -146,7 +146,7 @@ for SPEC in "${VARIANTS[@]}"; do
         stamp "arm $ARM: generate ${TIMES}x the test captures per class (guidance $GUIDANCE, $S steps)"
         # shellcheck disable=SC2086  # GUIDANCE is a list of numbers
         timeout $(( $(left) - 20 )) python3 -m benchmarks.train_native generate-set --model "$WORK/model_$ARM" \
-          --split "$WORK/split/split.json" --times "$TIMES" --guidance $GUIDANCE --steps "$S" \
+          --split "$WORK/split/split.json" --times "$TIMES" --guidance $GUIDANCE --sample-steps "$S" \
           --out "$WORK/synthetic_$SET" --no-pcaps --json "$WORK/generate_$SET.json" || stamp "generation failed"
       done
     fi
@@ -158,7 +158,7 @@ if [[ $GENERATE -eq 1 ]] && (( THROUGHPUT > 0 )) && (( $(left) > 60 )); then
   for S in $THROUGHPUT_STEPS; do
     stamp "arm $LAST: throughput at 1024 packets, guidance $G, $S steps (at most $(( $(left) - 25 ))s)"
     timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \
-      --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --steps "$S" --json "$WORK/throughput_s$S.json" \
+      --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --sample-steps "$S" --json "$WORK/throughput_s$S.json" \
       || stamp "throughput run failed or ran out of time"
   done
   if [[ $COMPILE -eq 1 ]] && (( $(left) > 100 )); then

@@ -8,7 +8,7 @@ Sub-commands (each prints one JSON object and can write it with ``--json``):
   by default), after one warm-up batch of the same shape; optionally through ``torch.compile``; peak GPU memory.
 * ``pcaps``: the pcaps of a ``generated.npz`` (reconstruction on the CPU, same seed as ``generate-set``).
 * ``generate-set``: ``--times`` x the test captures of each class of a ``split.json`` (``netdiff split``), per
-  guidance value, as ``<label>_<n>.pcap`` (reconstructed) plus one compressed array file of the raw generator
+  guidance value, as ``<label>/<label>_<n>.pcap`` (reconstructed) plus one compressed array file of the raw generator
   output; then, in the same process, the eager throughput (saves a model load and CUDA start per run).
 
     python -m benchmarks.train_native train-speed --config tiny --bucket 64 --steps 20
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from netdiff_lib.cli._options import add_sample_steps
 from netdiff_lib.config import DiffusionConfig
 
 
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--seed", type=int, default=0)
     pc.add_argument("--payloads", help="payloads.json (or a model folder holding one) for the payload synthesis")
     for q in (tp, gs):
-        q.add_argument("--steps", type=int, default=DiffusionConfig.sample_steps, help="sampler steps")
+        add_sample_steps(q, "sampler steps", aliases=("--steps",), dest="steps", default=DiffusionConfig.sample_steps)
         q.add_argument("--guidance", type=float, nargs="+", default=[1.0])
         q.add_argument("--packets", type=int, default=1024, help="trace length for the throughput runs")
         q.add_argument("--batch-tokens", type=int, default=131_072, help="packets per sampling batch")

@@ -31,6 +31,8 @@ from netdiff_lib.atomic import atomic_path
 from netdiff_lib.errors import InputError
 
 PREFIX = "ckpt-"
+#: The folder of a model folder that holds its checkpoints.
+FOLDER = "checkpoints"
 LATEST = "latest"
 FORMAT = "netdiff-checkpoint/1"
 
@@ -137,6 +139,11 @@ def _prune_remote(root: str, keep: int) -> None:
     for old in list_checkpoints(root)[:-keep]:
         for uri in st.list_uri(st.join(root, old)):
             remove(uri)
+
+
+def root_of(model_dir: str | Path) -> str:
+    """Where the checkpoints of the model folder (or ``s3://`` URI) ``model_dir`` are."""
+    return f"{str(model_dir).rstrip('/')}/{FOLDER}"
 
 
 def list_checkpoints(root: str | Path) -> list[str]:

@@ -12,6 +12,8 @@ one step (``batch_tokens // bucket``), so short traces pad only to their bucket 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -206,15 +208,38 @@ class Config:
         ``model.port_slots=0``, ``diffusion.guidance=2``); values are parsed as the field's type."""
         out = self
         for item in assignments:
-            key, sep, text = item.partition("=")
-            section, _, name = key.strip().partition(".")
-            part = getattr(out, section, None) if section in ("model", "diffusion", "train") else None
-            kinds = {f.name: f.type for f in fields(part)} if part is not None else {}
-            if not sep or name not in kinds:
-                raise ConfigError(f"bad setting {item!r}: expected model.KEY=VALUE, diffusion.KEY=VALUE or "
-                                  f"train.KEY=VALUE with a known KEY")
-            out = replace(out, **{section: replace(part, **{name: _parse(text.strip(), getattr(part, name), item)})})
+            section, name, part, text = split_setting(out, item, SECTIONS)
+            out = replace(out, **{section: replace(part, **{name: _parse(text, getattr(part, name), item)})})
         return out
+
+
+SECTIONS = ("model", "diffusion", "train")
+
+
+def _closest(word: str, choices: Sequence[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def split_setting(cfg: Any, item: str, sections: Sequence[str]) -> tuple[str, str, Any, str]:
+    """``(section, key, section object, value text)`` of a ``--set section.key=value`` assignment on ``cfg``.  An
+    unknown section or key is an error that lists the sections, or the keys of the section, and the closest match."""
+    key, sep, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot:
+        raise ConfigError(f"bad setting {item!r}: expected SECTION.KEY=VALUE with SECTION one of "
+                          f"{', '.join(sections)}")
+    if section not in sections:
+        raise ConfigError(f"bad setting {item!r}: no section {section!r}{_closest(section, sections)}; expected "
+                          f"SECTION.KEY=VALUE with SECTION one of {', '.join(sections)}")
+    part = getattr(cfg, section)
+    names = [f.name for f in fields(part)]
+    if name not in names:
+        elsewhere = [f"{s}.{name}" for s in sections if name in {f.name for f in fields(getattr(cfg, s))}]
+        hint = f" (did you mean {elsewhere[0]!r}?)" if elsewhere else _closest(name, names)
+        raise ConfigError(f"bad setting {item!r}: {section} has no key {name!r}{hint}; its keys are "
+                          f"{', '.join(names)}")
+    return section, name, part, text.strip()
 
 
 def _parse(text: str, current: Any, item: str) -> Any:
@@ -266,6 +291,24 @@ def tiny() -> Config:
                       ema_decay=0.95, checkpoint_every=50, log_every=10, cpu_threads=1),
         preset="tiny",
     )
+
+
+def default_preset() -> str:
+    """The preset ``netdiff train`` and ``netdiff run`` use without ``--config``: ``base`` where a GPU trains,
+    ``tiny`` on a CPU (``base`` there would take about half a day)."""
+    import torch
+
+    return "base" if torch.cuda.is_available() else "tiny"
+
+
+def cpu_warning(name: str) -> str | None:
+    """A warning for training preset ``name`` on a machine without a GPU (``None`` for ``tiny`` or with a GPU)."""
+    import torch
+
+    if name == "tiny" or torch.cuda.is_available():
+        return None
+    return (f"WARNING: no GPU here: preset {name!r} is sized for a GPU and trains for hours on a CPU; "
+            "--config tiny trains in minutes")
 
 
 def preset(name: str) -> Config:

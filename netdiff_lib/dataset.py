@@ -79,7 +79,7 @@ def discover(uri: str | Path, label_from: str = "auto", labels_csv: str | Path |
         raise InputError(root, f"no captures found (looked for {', '.join(suffixes)} files)")
     mode, csv_uri = _choose_mode(root, label_from, labels_csv, [rel for rel, _ in found])
     if mode == "csv":
-        labels = _csv_labels(csv_uri, [rel for rel, _ in found])
+        labels = _csv_labels(csv_uri, [rel for rel, _ in found], root)
     elif mode == "folder":
         labels = [_folder_label(rel, u) for rel, u in found]
     else:
@@ -118,35 +118,46 @@ def _folder_label(rel: str, uri: str) -> str:
 
 def read_labels_csv(uri: str | Path) -> dict[str, str]:
     """The ``file -> label`` table of a ``labels.csv`` (local path or URI)."""
+    return _read_labels_csv(uri)[0]
+
+
+def _read_labels_csv(uri: str | Path) -> tuple[dict[str, str], dict[str, int]]:
+    """The ``file -> label`` table of a ``labels.csv`` and the line number of each file's row."""
     with storage.open_local(uri) as path:
         text = path.read_text(encoding="utf-8-sig")
-    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
-    header = [cell.strip().lower() for cell in rows[0]] if rows else []
+    reader = csv.reader(io.StringIO(text))
+    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    header = [cell.strip().lower() for cell in rows[0][1]] if rows else []
     if "file" not in header or "label" not in header:
         raise InputError(uri, "expected a header row with the columns file,label")
     fcol, lcol = header.index("file"), header.index("label")
     table: dict[str, str] = {}
-    for number, row in enumerate(rows[1:], start=2):
+    lines: dict[str, int] = {}
+    for number, row in rows[1:]:
         cells = [cell.strip() for cell in row] + [""] * len(header)
         name, label = cells[fcol].replace("\\", "/"), cells[lcol]
         name = name[2:] if name.startswith("./") else name
         if not name or not label:
-            raise InputError(uri, f"row {number}: needs a file and a label")
+            raise InputError(uri, f"line {number}: needs a file and a label")
         if table.setdefault(name, label) != label:
-            raise InputError(uri, f"row {number}: {name!r} has two labels ({table[name]!r} and {label!r})")
-    return table
+            raise InputError(uri, f"line {number}: {name!r} has two labels ({table[name]!r} and {label!r})")
+        lines.setdefault(name, number)
+    return table, lines
 
 
-def _csv_labels(csv_uri: str, rels: list[str]) -> list[str]:
-    table = read_labels_csv(csv_uri)
+def _csv_labels(csv_uri: str, rels: list[str], root: str) -> list[str]:
+    table, lines = _read_labels_csv(csv_uri)
     names = Counter(rel.rsplit("/", 1)[-1] for rel in rels)
     labels, missing = [], []
+    used: set[str] = set()
     for rel in rels:
         name = rel.rsplit("/", 1)[-1]
         if rel in table:
             labels.append(table[rel])
+            used.add(rel)
         elif name in table and names[name] == 1:
             labels.append(table[name])
+            used.add(name)
         elif name in table:
             raise InputError(csv_uri, f"{name!r} names {names[name]} captures: use paths relative to the root")
         else:
@@ -154,6 +165,12 @@ def _csv_labels(csv_uri: str, rels: list[str]) -> list[str]:
     if missing:
         raise InputError(csv_uri, f"no label for {len(missing)} capture(s): {', '.join(missing[:5])}"
                                   + (", ..." if len(missing) > 5 else ""))
+    # a row naming a missing file would drop that capture, and maybe its whole class, without a word
+    absent = sorted((lines[name], name) for name in set(table) - used if not storage.exists(storage.join(root, name)))
+    if absent:
+        line, name = absent[0]
+        more = f" (and {len(absent) - 1} more row(s) naming a missing file)" if len(absent) > 1 else ""
+        raise InputError(csv_uri, f"line {line}: {name!r}: no such file under {root}{more}")
     return labels
 
 

@@ -1,8 +1,8 @@
 """Generated traces -> pcaps: file names ``<label>_<n>`` and reconstruction of every trace, for any backend.
 
 :func:`write_pcaps` hands each :class:`~netdiff_lib.models.base.GeneratedTrace` to reconstruction (its
-inter-arrival times as the packet times) and writes ``<label>_<n>.pcap``; the sampling itself is the
-backend's (:meth:`~netdiff_lib.models.base.TraceGenerator.generate`).
+inter-arrival times as the packet times) and writes ``<label>/<label>_<n>.pcap`` (the layout of a run's
+``pcaps/``); the sampling itself is the backend's (:meth:`~netdiff_lib.models.base.TraceGenerator.generate`).
 """
 
 from __future__ import annotations
@@ -29,23 +29,22 @@ def trace_names(traces: list[GeneratedTrace]) -> list[str]:
 def write_pcaps(traces: list[GeneratedTrace], out_dir: str | Path, layout: Layout, *, arrays: bool = False,
                 seed: int = 0, progress: bool = True, payloads: PayloadProfile | None = None,
                 source: str = SOURCE) -> list[Path]:
-    """Reconstruct every trace into ``out_dir/<label>_<n>.pcap`` (and the raw generated ``.npz`` when ``arrays``);
-    packet times are the traces' inter-arrival times, payloads follow ``payloads`` (a model's profile)."""
+    """Reconstruct every trace into ``out_dir/<label>/<label>_<n>.pcap`` (and the raw generated ``.npz`` beside it
+    when ``arrays``); packet times are the traces' inter-arrival times, payloads follow ``payloads``."""
     from tqdm.auto import tqdm
 
-    from netdiff_lib.repair import RepairConfig, reconstruct
+    from netdiff_lib.repair import RepairConfig, labelled_path, reconstruct
     from netdiff_lib.repair.timing import timestamps
     from netdiff_lib.trace import Trace, save_trace
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (g, name) in enumerate(tqdm(list(zip(traces, trace_names(traces), strict=True)), desc="reconstruct",
                                        unit="pcap", disable=not progress, dynamic_ncols=True)):
         cfg = RepairConfig(seed=seed + i, payloads=payloads)
         rec = reconstruct(g.matrix, layout, iat_us=g.iat_us, label=g.label, source=source, config=cfg)
-        paths.append(rec.write(out / f"{name}.pcap"))
+        paths.append(rec.write(out / labelled_path(g.label, name)))
         if arrays:
-            save_trace(out / f"{name}.npz", Trace(g.matrix, layout, timestamps(len(g.matrix), g.iat_us), g.label,
-                                                  source))
+            ts = timestamps(len(g.matrix), g.iat_us)
+            save_trace(out / labelled_path(g.label, name, ".npz"), Trace(g.matrix, layout, ts, g.label, source))
     return paths

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,41 @@ def base_arguments(pipeline: str, *, output: str, input: str | None = None, mode
     return {"model_uri": model, "output_uri": output}
 
 
+_SEED_MAX = 2**32 - 1  # numpy's seeds
+
+
+def _bad_value(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot work for pipeline parameter ``key`` (``None``: it can, or the key is not checked)."""
+    from netdiff_lib.config import PRESETS
+    from netdiff_lib.models import known_backends
+    from netdiff_lib.models.base import TIMINGS
+    from netdiff_lib.schema import MAX_PACKETS
+
+    at_least = {"traces_per_class": 1, "shards": 1, "gpu_count": 1, "train_steps": 0, "sample_steps": 0, "seed": 0}
+    if key in at_least and (isinstance(value, bool) or not isinstance(value, int) or value < at_least[key]):
+        return f"must be an integer >= {at_least[key]}" + (" (0: the default)" if key.endswith("steps") else "")
+    rules: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "seed": (lambda v: v <= _SEED_MAX, f"must be at most {_SEED_MAX}"),
+        "test_fraction": (lambda v: isinstance(v, int | float) and 0 < v < 1, "must be between 0 and 1"),
+        "max_packets": (lambda v: isinstance(v, int) and 1 <= v <= MAX_PACKETS, f"must be in 1..{MAX_PACKETS}"),
+        "timing": (lambda v: v in TIMINGS, f"must be one of {', '.join(TIMINGS)}"),
+        "config": (lambda v: v in PRESETS, f"must be one of {', '.join(PRESETS)}"),
+        "backend": (lambda v: str(v) in known_backends(), f"must be one of {', '.join(sorted(known_backends()))}"),
+        "input_uri": (bool, "must name the captures"), "output_uri": (bool, "must name a folder or URI"),
+    }
+    ok, rule = rules.get(key, (lambda v: True, ""))
+    return None if ok(value) else rule
+
+
+def check_parameters(params: dict[str, Any]) -> None:
+    """Refuse pipeline parameters that would fail a later step (no traces to generate, no shard, a negative
+    count...) before any step runs: ``netdiff run`` and ``netdiff submit`` check what they are given,
+    ``netdiff compile`` the pipeline's defaults."""
+    bad = [f"{key}={params[key]!r} {why}" for key in sorted(params) if (why := _bad_value(key, params[key]))]
+    if bad:
+        raise ConfigError("bad pipeline parameter(s): " + "; ".join(bad))
+
+
 def pipeline_arguments(name: str, given: dict[str, Any], pairs: list[str] = ()) -> dict[str, Any]:
     """``given`` plus ``KEY=VALUE`` ``pairs`` (values converted to the parameter's type), checked against the
     pipeline's parameters: unknown names and missing required ones are errors. ``None`` values are dropped."""
@@ -71,6 +107,7 @@ def pipeline_arguments(name: str, given: dict[str, Any], pairs: list[str] = ()) 
         raise ConfigError(f"pipeline {name!r}: " + "; ".join(
             ([f"unknown parameter(s) {', '.join(unknown)}"] if unknown else [])
             + ([f"missing {', '.join(missing)}"] if missing else [])))
+    check_parameters(args)
     return args
 
 
@@ -113,6 +150,19 @@ def compile_pipeline(name: str, path: str | Path, *, queue: str = "", kubernetes
                    "kubernetes_manifest_options": KubernetesManifestOptions(include_pipeline_manifest=True)}
     compiler.Compiler().compile(pipeline, str(path), **options)
     return path
+
+
+def compile_to(name: str, path: str | Path, **options: Any) -> Path:
+    """``netdiff compile``: :func:`compile_pipeline` to ``path``, or to ``<path>/<pipeline name>.yaml``
+    (``netdiff.yaml``, ``netdiff-generate.yaml``) when ``path`` is a folder; the pipeline's default parameters
+    are checked first (:func:`check_parameters`)."""
+    pipeline = load_pipeline(name)
+    inputs = pipeline.component_spec.inputs
+    check_parameters({key: spec.default for key, spec in inputs.items() if spec.default is not None})
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{pipeline.name}.yaml"
+    return compile_pipeline(name, path, **options)
 
 
 def disable_caching(path: str | Path) -> None:

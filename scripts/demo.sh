@@ -10,4 +10,4 @@ export VIRTUAL_ENV="$(cd "$VENV" && pwd)" PATH="$(cd "$VENV" && pwd)/bin:$PATH"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 OUT=${OUT:-out/demo}
 rm -rf "$OUT"
-netdiff run --input samples/captures --output "$OUT" --config tiny
+netdiff run --input samples/captures --out "$OUT" --config tiny

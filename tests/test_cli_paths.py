@@ -28,7 +28,7 @@ def _commands(samples: Path, out: Path) -> dict[str, list[str]]:
         "encode": ["encode", str(samples / "dns"), "-o", str(out), "-q"],
         "evaluate": ["evaluate", "--real-train", str(samples), "--real-test", str(samples), "--out", str(out), "-q"],
         "train": ["train", "--data", str(samples), "--out", str(out), "--config", "tiny", "--steps", "1"],
-        "run": ["run", "--input", str(samples), "--output", str(out), "--config", "tiny", "--steps", "1"],
+        "run": ["run", "--input", str(samples), "--out", str(out), "--config", "tiny", "--steps", "1"],
     }
 
 
@@ -95,7 +95,7 @@ def test_bad_capture_inside_run_is_named_as_given(samples_dir: Path, tmp_path: P
     shutil.copytree(samples_dir, data)
     bad = data / "http" / "http_03.pcap"
     bad.write_text("garbage, not a capture\n")
-    assert main(["run", "--input", str(data), "--output", str(tmp_path / "out"), "--config", "tiny"]) == 2
+    assert main(["run", "--input", str(data), "--out", str(tmp_path / "out"), "--config", "tiny"]) == 2
     err = capsys.readouterr().err
     assert f"InputError: {bad}: not a pcap or pcapng file" in err, err[-2000:]
     message = next(line for line in err.splitlines() if line.startswith("netdiff run: error:"))

@@ -74,7 +74,7 @@ def test_csv_labels_by_relative_path_or_unique_name(tmp_path: Path) -> None:
     _touch(tmp_path, *NESTED, "top_1.pcap")
     (tmp_path / "labels.csv").write_text("\ufefffile,label\nAria/Setup-A-1-STA.pcap,speaker\n"
                                          "./Aria/Setup-A-2-STA.pcap,speaker\nHueBridge\\Setup-A-1-STA.pcap,hub\n"
-                                         "Setup-B-1-STA.pcapng, hub \ntop_1.pcap,other\n\nunused.pcap,x\n")
+                                         "Setup-B-1-STA.pcapng, hub \ntop_1.pcap,other\n\n")
     caps = discover(tmp_path)  # auto: labels.csv wins over the mixed layout
     assert Counter(c.label for c in caps) == {"speaker": 2, "hub": 2, "other": 1}
     assert discover(tmp_path, label_from="csv") == caps
@@ -89,7 +89,7 @@ def test_csv_labels_by_relative_path_or_unique_name(tmp_path: Path) -> None:
 def test_csv_errors_name_the_file(tmp_path: Path) -> None:
     _touch(tmp_path, *NESTED)
     csv_path = tmp_path / "labels.csv"
-    bad = {"name,class\na,b\n": "header row", "file,label\nAria/Setup-A-1-STA.pcap,\n": "row 2",
+    bad = {"name,class\na,b\n": "header row", "file,label\nAria/Setup-A-1-STA.pcap,\n": "line 2",
            "file,label\nx.pcap,a\nx.pcap,b\n": "two labels",
            "file,label\nSetup-A-1-STA.pcap,a\n": "names 2 captures",
            "file,label\nAria/Setup-A-1-STA.pcap,a\n": "no label for 3 capture"}
@@ -103,6 +103,19 @@ def test_csv_errors_name_the_file(tmp_path: Path) -> None:
         discover(tmp_path, label_from="csv")
     with pytest.raises(ConfigError, match="labels_csv"):
         discover(tmp_path, label_from="folder", labels_csv=csv_path)
+
+
+def test_csv_row_naming_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    """A row whose file is missing would drop that capture, and here its whole class, without a word: an error
+    naming labels.csv, the line and the file."""
+    _touch(tmp_path, "a_1.pcap", "a_2.pcap", "b_1.pcap")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("file,label\na_1.pcap,alpha\n\na_2.pcap,alpha\nb_1.pcap,beta\nc_1.pcap,gamma\n")
+    with pytest.raises(InputError, match=r"line 6: 'c_1\.pcap': no such file") as info:
+        discover(tmp_path)
+    assert info.value.path == str(csv_path)
+    csv_path.write_text("file,label\na_1.pcap,alpha\na_2.pcap,alpha\nb_1.pcap,beta\n")
+    assert Counter(c.label for c in discover(tmp_path)) == {"alpha": 2, "beta": 1}
 
 
 def test_discovery_errors(tmp_path: Path) -> None:

@@ -97,6 +97,21 @@ def test_cli_evaluate_end_to_end(pcap_sets, tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_cli_evaluate_prints_the_run_summary_table(pcap_sets, tmp_path, capsys):
+    """Not a JSON dump: the evaluation rows of netdiff run's summary, the numbers of report.json."""
+    from netdiff_lib.stages.summary import evaluation_lines
+
+    out = tmp_path / "report"
+    rc = main(["evaluate", "--real-train", str(pcap_sets / "train"), "--real-test", str(pcap_sets / "test"),
+               "--synthetic", str(pcap_sets / "train"), "-o", str(out), "--k-packets", "4", "--no-compliance",
+               "--no-plots"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and not printed.lstrip().startswith("{")
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert printed.splitlines() == [*evaluation_lines(summary), f"report      {out / 'report.html'}"]
+    assert "real-train vs real-test" in printed and "synthetic vs real-test" in printed
+
+
 def test_cli_evaluate_reports_missing_input(tmp_path, capsys):
     rc = main(["evaluate", "--real-train", str(tmp_path / "nope"), "--real-test", str(tmp_path), "--out",
                str(tmp_path / "o"), "--quiet"])

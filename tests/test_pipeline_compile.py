@@ -235,7 +235,7 @@ def test_submit_sends_the_compiled_pipeline_and_arguments(kfp_api: tuple[str, ty
     url, api = kfp_api
     selector = '{"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}'
     rc = main(["submit", "--host", url, "--namespace", "team-a", "--experiment", "netdiff-exp", "--input",
-               "s3://data/captures", "--output", "s3://data/runs/1", "--config", "small", "--param", "gpu_count=8",
+               "s3://data/captures", "--out", "s3://data/runs/1", "--config", "small", "--param", "gpu_count=8",
                "--param", f"gpu_node_selector={selector}", "--kueue-queue", "team-a-gpu", "--run-name", "r1",
                "--no-cache"])
     assert rc == 0
@@ -288,7 +288,7 @@ def test_submit_to_a_closed_port_fails_clearly(capsys: pytest.CaptureFixture) ->
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again when the block ends: nothing listens there
     rc = main(["submit", "--host", f"http://127.0.0.1:{port}", "--namespace", "team-a", "--input", "s3://b/in",
-               "--output", "s3://b/out"])
+               "--out", "s3://b/out"])
     err = capsys.readouterr().err
     assert rc == 2
     assert f"submitting to http://127.0.0.1:{port} failed: cannot connect to the KFP API" in err
@@ -298,7 +298,7 @@ def test_submit_to_a_closed_port_fails_clearly(capsys: pytest.CaptureFixture) ->
 def test_submit_reports_http_errors(kfp_api: tuple[str, type[_KfpApi]], capsys: pytest.CaptureFixture) -> None:
     url, api = kfp_api
     api.status = 403
-    rc = main(["submit", "--host", url, "--namespace", "team-a", "--input", "s3://b/in", "--output", "s3://b/o"])
+    rc = main(["submit", "--host", url, "--namespace", "team-a", "--input", "s3://b/in", "--out", "s3://b/o"])
     err = capsys.readouterr().err
     assert rc == 2 and "HTTP 403" in err and "permission denied" in err and "check --namespace" in err
 
@@ -313,16 +313,16 @@ def test_submit_argument_errors_stop_before_the_network(extra: list[str], messag
                                                         kfp_api: tuple[str, type[_KfpApi]],
                                                         capsys: pytest.CaptureFixture) -> None:
     url, api = kfp_api
-    rc = main(["submit", "--host", url, "--namespace", "ns", "--input", "s3://b/i", "--output", "s3://b/o", *extra])
+    rc = main(["submit", "--host", url, "--namespace", "ns", "--input", "s3://b/i", "--out", "s3://b/o", *extra])
     assert rc == 2 and message in capsys.readouterr().err
     assert api.seen == []
 
 
 def test_submit_needs_the_pipeline_inputs(kfp_api: tuple[str, type[_KfpApi]], capsys: pytest.CaptureFixture) -> None:
     url, api = kfp_api
-    assert main(["submit", "--host", url, "--namespace", "ns", "--output", "s3://b/o"]) == 2
+    assert main(["submit", "--host", url, "--namespace", "ns", "--out", "s3://b/o"]) == 2
     assert "pipeline 'netdiff': missing input_uri" in capsys.readouterr().err
-    assert main(["submit", "--host", url, "--namespace", "ns", "--pipeline", "generate", "--output", "s3://b/o"]) == 2
+    assert main(["submit", "--host", url, "--namespace", "ns", "--pipeline", "generate", "--out", "s3://b/o"]) == 2
     assert "missing model_uri" in capsys.readouterr().err
     assert api.seen == []
 

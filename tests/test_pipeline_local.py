@@ -26,7 +26,7 @@ def local_run(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     out = tmp_path_factory.mktemp("run") / "out"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        rc = main(["run", "--input", str(samples_dir), "--output", str(out), "--config", "tiny", "--steps",
+        rc = main(["run", "--input", str(samples_dir), "--out", str(out), "--config", "tiny", "--steps",
                    str(STEPS), "--traces-per-class", str(PER_CLASS), "--shards", str(SHARDS)])
     return {"rc": rc, "out": out, "stdout": stdout.getvalue(), "work": out / ".kfp"}
 
@@ -97,7 +97,7 @@ def test_kfp_visualizations(local_run: dict) -> None:
 
 def test_generate_pipeline_from_the_trained_model(local_run: dict, tmp_path: Path) -> None:
     out = tmp_path / "gen"
-    rc = main(["run", "--pipeline", "generate", "--model", str(local_run["out"] / "model"), "--output", str(out),
+    rc = main(["run", "--pipeline", "generate", "--model", str(local_run["out"] / "model"), "--out", str(out),
                "--traces-per-class", "1", "--shards", "1"])
     assert rc == 0
     assert sorted(p.parent.name for p in out.glob("pcaps/*/*.pcap")) == LABELS
@@ -107,14 +107,14 @@ def test_generate_pipeline_from_the_trained_model(local_run: dict, tmp_path: Pat
 
 
 def test_missing_input_fails_with_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rc = main(["run", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")])
+    rc = main(["run", "--input", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2
     assert "failed in task 'list-inputs'" in err and "nowhere: no such folder" in err and "run.log" in err
 
 
 def test_run_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["run", "--pipeline", "generate", "--input", "x", "--output", str(tmp_path)]) == 2
+    assert main(["run", "--pipeline", "generate", "--input", "x", "--out", str(tmp_path)]) == 2
     assert "--input and --config are for the netdiff pipeline" in capsys.readouterr().err
-    assert main(["run", "--pipeline", "generate", "--output", str(tmp_path)]) == 2
+    assert main(["run", "--pipeline", "generate", "--out", str(tmp_path)]) == 2
     assert "missing model_uri" in capsys.readouterr().err

@@ -39,7 +39,7 @@ def s3_run(s3_server: S3Server, samples_dir: Path, tmp_path_factory: pytest.Temp
             mp.delenv(var, raising=False)
         for key, value in s3_server.env().items():
             mp.setenv(key, value)
-        rc = main(["run", "--input", f"s3://{bucket}/data/captures", "--output", f"s3://{bucket}/runs/r1",
+        rc = main(["run", "--input", f"s3://{bucket}/data/captures", "--out", f"s3://{bucket}/runs/r1",
                    "--steps", str(STEPS), "--traces-per-class", "1", "--shards", "2", "--work", str(work)])
     keys = sorted(o.object_name for o in s3_server.client().list_objects(bucket, prefix="runs/r1/", recursive=True))
     return {"rc": rc, "bucket": bucket, "work": work, "keys": [k.removeprefix("runs/r1/") for k in keys]}
@@ -83,7 +83,7 @@ def test_training_resumes_from_its_checkpoint_in_the_bucket(s3_run: dict, s3_env
 
 
 def _run_fails(tmp_path: Path, capsys: pytest.CaptureFixture, input_uri: str, output_uri: str) -> str:
-    rc = main(["run", "--input", input_uri, "--output", output_uri, "--work", str(tmp_path), "--steps", "1"])
+    rc = main(["run", "--input", input_uri, "--out", output_uri, "--work", str(tmp_path), "--steps", "1"])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "the pipeline failed in task 'list-inputs'" in err and "Traceback" not in err
@@ -114,7 +114,7 @@ def test_missing_output_bucket_fails_before_any_work(s3_run: dict, s3_env: S3Ser
 def test_rerun_into_a_finished_prefix_is_refused(s3_run: dict, s3_env: S3Server, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
     output = f"s3://{s3_run['bucket']}/runs/r1"
-    rc = main(["run", "--input", f"s3://{s3_run['bucket']}/data/captures", "--output", output, "--work",
+    rc = main(["run", "--input", f"s3://{s3_run['bucket']}/data/captures", "--out", output, "--work",
                str(tmp_path), "--steps", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith(f"netdiff run: error: {output}: already holds results (summary.json, model,")

@@ -69,7 +69,7 @@ def model_dir(tiny_weights: tuple[Path, Path], data_dir: Path, tmp_path_factory:
     """``netdiff train --backend sd15`` on the tiny weights (lr raised so that 4 steps move the LoRA)."""
     out = tmp_path_factory.mktemp("model") / "m"
     rc = main(["train", "--backend", "sd15", "--data", str(data_dir), "--out", str(out), "--config", "tiny",
-               "--weights", str(tiny_weights[0]), "--controlnet", str(tiny_weights[1]), "--no-progress",
+               "--weights", str(tiny_weights[0]), "--controlnet", str(tiny_weights[1]), "-q",
                "--set", "train.unet_lr=0.01", "--set", "train.text_encoder_lr=0.01", "--workers", "1"])
     assert rc == 0
     return out
@@ -235,11 +235,12 @@ def test_canny_conditioning_comes_from_a_real_image_of_the_class(model_dir: Path
 
 def test_generate_writes_valid_pcaps(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "pcaps"
-    rc = main(["generate", "--model", str(model_dir), "--per-class", "2", "-o", str(out), "--no-progress",
+    rc = main(["generate", "--model", str(model_dir), "--per-class", "2", "-o", str(out), "-q",
                "--timing", "empirical", "--device", "cpu"])
     assert rc == 0
-    pcaps = sorted(out.glob("*.pcap"))
-    assert [p.stem for p in pcaps] == [f"{lab}_{i}" for lab in CLASSES for i in range(2)]
+    pcaps = sorted(out.rglob("*.pcap"))
+    assert [p.relative_to(out).as_posix() for p in pcaps] == [f"{lab}/{lab}_{i}.pcap" for lab in CLASSES
+                                                              for i in range(2)]
     reports = validate_pcaps(pcaps)
     assert all(r.ok for r in reports), [r.summary() for r in reports if not r.ok]
 
@@ -327,7 +328,7 @@ def test_pipeline_with_sd15_on_tiny_weights(tiny_weights: tuple[Path, Path], dat
     import json
 
     out = tmp_path / "out"
-    rc = main(["run", "--input", str(data_dir), "--output", str(out), "--config", "tiny", "--backend", "sd15",
+    rc = main(["run", "--input", str(data_dir), "--out", str(out), "--config", "tiny", "--backend", "sd15",
                "--weights", str(tiny_weights[0]), "--controlnet", str(tiny_weights[1]), "--traces-per-class", "1",
                "--shards", "1"])
     assert rc == 0

@@ -95,7 +95,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data: Path, small_s
     cfg = tiny().with_overrides(steps=40, checkpoint_every=2, log_every=1)
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "netdiff_lib.cli", "train", "--data", str(small_data), "--out", str(killed),
-           "--config", "tiny", "--steps", "40", "--checkpoint-every", "2", "--no-progress", "--workers", "1"]
+           "--config", "tiny", "--steps", "40", "--checkpoint-every", "2", "-q", "--workers", "1"]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -180,11 +180,11 @@ def test_cli_train_then_generate_valid_pcaps(small_data: Path, tmp_path: Path) -
     model, out = tmp_path / "model", tmp_path / "pcaps"
     cli = [sys.executable, "-m", "netdiff_lib.cli"]
     subprocess.run([*cli, "train", "--data", str(small_data), "--out", str(model), "--config", "tiny",
-                    "--steps", "30", "--no-progress"], check=True, env=env, timeout=300)
-    subprocess.run([*cli, "generate", "--model", str(model), "--per-class", "2", "-o", str(out), "--steps", "5",
-                    "--seed", "1", "--no-progress"], check=True, env=env, timeout=300)
-    pcaps = sorted(p.name for p in out.glob("*.pcap"))
-    assert pcaps == [f"{c}_{i}.pcap" for c in CLASSES for i in (0, 1)]
+                    "--steps", "30", "-q"], check=True, env=env, timeout=300)
+    subprocess.run([*cli, "generate", "--model", str(model), "--per-class", "2", "-o", str(out), "--sample-steps",
+                    "5", "--seed", "1", "-q"], check=True, env=env, timeout=300)
+    pcaps = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.pcap"))
+    assert pcaps == [f"{c}/{c}_{i}.pcap" for c in CLASSES for i in (0, 1)]  # the layout of netdiff run's pcaps/
     assert all(_pcap_ok(out / p) for p in pcaps)
 
 

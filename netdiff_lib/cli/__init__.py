@@ -28,7 +28,10 @@ def _commands() -> list[ModuleType]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netdiff", description="Synthetic network traffic from diffusion models.")
+    parser = argparse.ArgumentParser(
+        prog="netdiff", description="Synthetic network traffic from diffusion models.",
+        epilog="Every command but nprint (nPrint's own command line) writes its results to -o/--out, turns progress "
+               "output off with -q/--quiet, and takes sampler steps as --sample-steps (--steps: training steps).")
     parser.add_argument("--version", action="version", version=f"netdiff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _commands():
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return nprint_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given (``netdiff train`` repeats it with --resume after Ctrl-C)
     try:
         return int(args._run(args) or 0)
     except NetdiffError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from netdiff_lib.cli._options import add_out, add_quiet
 from netdiff_lib.destination import check_output_dir
 from netdiff_lib.errors import NetdiffError
 
@@ -35,9 +36,9 @@ class Summary:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
+    add_out(p, "output folder", type=Path, metavar="DIR")
     p.add_argument("--keep-going", action="store_true", help="report a bad input file and go on with the rest")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (the summary is still printed)")
+    add_quiet(p, "no progress bar (the summary is still printed)")
 
 
 def run_files(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from netdiff_lib.cli._options import add_out
+
 NAME = "compile"
 HELP = "write a KFP pipeline (netdiff or generate) as YAML for a Kubeflow cluster"
 DESCRIPTION = (
@@ -16,7 +18,8 @@ ORDER = 85
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="YAML file to write")
+    add_out(p, "YAML file to write; an existing folder gets FOLDER/<pipeline>.yaml (netdiff.yaml, "
+               "netdiff-generate.yaml)", aliases=("--output",), metavar="FILE_OR_DIR")
     p.add_argument("--pipeline", default="netdiff", choices=("netdiff", "generate"),
                    help="end-to-end (default) or generate-only from a trained model")
     p.add_argument("--kueue-queue", default="", metavar="NAME",
@@ -26,9 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netdiff_lib.kfp_pipelines import compile_pipeline
+    from netdiff_lib.kfp_pipelines import compile_to
 
-    path = compile_pipeline(args.pipeline, args.output, queue=args.kueue_queue,
-                            kubernetes_manifest=args.kubernetes_manifest)
+    path = compile_to(args.pipeline, args.out, queue=args.kueue_queue, kubernetes_manifest=args.kubernetes_manifest)
     print(f"pipeline {args.pipeline!r} written to {path}", file=sys.stderr)
     return 0

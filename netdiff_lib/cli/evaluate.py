@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
+
+from netdiff_lib.cli._options import add_out, add_quiet
 
 NAME = "evaluate"
 HELP = "compare synthetic with real traffic; write report.json, report.md and report.html"
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-train", required=True, metavar="DIR", help="real captures the generator learned from")
     p.add_argument("--real-test", required=True, metavar="DIR", help="held-out real captures")
     p.add_argument("--synthetic", metavar="DIR", help="generated captures (omit for the real-only floor)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md, report.html")
+    add_out(p, "folder for report.json, report.md, report.html", metavar="DIR")
     p.add_argument("--k-packets", type=int, default=K_PACKETS, metavar="K",
                    help=f"first K packets per trace for classifier features and privacy distance ({K_PACKETS})")
     p.add_argument("--max-packets", type=int, default=MAX_PACKETS, metavar="N",
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compliance-files", type=int, default=MAX_FILES, metavar="N",
                    help=f"validate at most N pcaps per set, a class-stratified sample (0: all; {MAX_FILES})")
     p.add_argument("--no-plots", action="store_true", help="HTML without pictures (faster)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+    add_quiet(p, "no progress bars or summary table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         run_compliance=not args.no_compliance, compliance_files=args.compliance_files or None,
         pictures=not args.no_plots, progress=not args.quiet, class_map=args.class_map,
     )
-    if not args.quiet:
-        print(json.dumps({"summary": result["summary"], "timings_s": result["timings_s"]}, indent=1))
-        print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
+    if not args.quiet:  # the table of netdiff run's summary; every number is in report.json
+        from netdiff_lib.stages.summary import evaluation_lines
+
+        print("\n".join([*evaluation_lines(result["summary"]), f"report      {Path(args.out) / 'report.html'}"]))
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections import Counter
 
+from netdiff_lib.cli._options import add_out, add_quiet
+
 NAME = "split"
 HELP = "split labelled captures into train/test by file (stratified, seeded)"
 DESCRIPTION = (
@@ -20,11 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from netdiff_lib.split import MODES
 
     p.add_argument("input", metavar="INPUT", help="folder or object-store prefix of labelled captures")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_out(p, "output folder", metavar="DIR")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of each label's captures for test")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed")
     p.add_argument("--mode", choices=MODES, default="link", help="materialise as symlinks, copies, or not at all")
-    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    add_quiet(p, "no summary")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from netdiff_lib.cli._options import add_out, add_sample_steps
+
 NAME = "submit"
 HELP = "start a pipeline run on a Kubeflow cluster"
 DESCRIPTION = (
@@ -26,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", metavar="URI", help="s3://bucket/prefix of labelled captures (netdiff pipeline)")
     p.add_argument("--model", metavar="URI", help="generate: the trained model folder or Model artifact; netdiff: "
                                                   "where the model and its checkpoints go (default OUTPUT/model)")
-    p.add_argument("--output", required=True, metavar="URI", help="s3://bucket/prefix for model, pcaps, report")
+    add_out(p, "s3://bucket/prefix for model, pcaps, report", aliases=("--output",), metavar="URI")
     p.add_argument("--config", choices=PRESETS, help="model preset (default: the pipeline's, base)")
+    add_sample_steps(p, "sampler steps (default: the model's; pipeline parameter sample_steps)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="any pipeline parameter")
     p.add_argument("--kueue-queue", default="", metavar="NAME", help="Kueue LocalQueue for the GPU steps")
     p.add_argument("--run-name", help="run name (default: chosen by KFP)")
@@ -39,8 +42,8 @@ def arguments(args: argparse.Namespace) -> dict:
     """The pipeline arguments of a ``netdiff submit`` command line, checked against the pipeline."""
     from netdiff_lib.kfp_pipelines import base_arguments, pipeline_arguments
 
-    given = base_arguments(args.pipeline, output=args.output, input=args.input, model=args.model, config=args.config)
-    return pipeline_arguments(args.pipeline, given, args.param)
+    given = base_arguments(args.pipeline, output=args.out, input=args.input, model=args.model, config=args.config)
+    return pipeline_arguments(args.pipeline, given | {"sample_steps": args.sample_steps}, args.param)
 
 
 def run(args: argparse.Namespace) -> int:

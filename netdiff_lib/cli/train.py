@@ -2,12 +2,17 @@
 
 The captures are encoded once (first ``--max-packets`` packets each) and handed to the backend as
 :class:`~netdiff_lib.models.base.TrainingData`; its config comes from ``backend.config(preset, ...)``.
+Without ``--config`` the preset follows the device (``base`` on a GPU, ``tiny`` on a CPU); Ctrl-C names the last
+checkpoint and the command that resumes from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+from netdiff_lib.cli._options import add_out, add_quiet
 
 NAME = "train"
 HELP = "train a generator on labelled captures (<label>/*.pcap) into a model folder"
@@ -19,9 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from netdiff_lib.schema import MAX_PACKETS
 
     p.add_argument("--data", required=True, help="folder (or s3:// prefix) of <label>/*.pcap captures")
-    p.add_argument("--out", required=True, help="model folder to write (local or s3://)")
+    add_out(p, "model folder to write (local or s3://)", metavar="MODEL_DIR")
     p.add_argument("--backend", default="native", help="generator backend (default: native)")
-    p.add_argument("--config", default="base", choices=PRESETS, help="the backend's preset (default: base)")
+    p.add_argument("--config", choices=PRESETS,
+                   help="the backend's preset (default: base on a GPU, tiny on a CPU; as netdiff run)")
     p.add_argument("--weights", metavar="PATH_OR_URI",
                    help="pretrained weights (sd15: Stable Diffusion 1.5 as a diffusers folder, .safetensors/.ckpt "
                         "file, Hugging Face cache folder or s3:// URI)")
@@ -36,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"packets encoded per capture (default {MAX_PACKETS})")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--workers", type=int, help="processes encoding captures (default: up to 8)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(p, "no progress bar", aliases=("--no-progress",))
 
 
 def settings(args: argparse.Namespace) -> list[str]:
@@ -52,17 +58,44 @@ def pretrained(args: argparse.Namespace) -> dict[str, str]:
     return {role: uri for role, uri in given.items() if uri}
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C left: the last checkpoint under ``--out`` and the command that continues from it."""
+    import shlex
+
+    from netdiff_lib import checkpoint
+
+    root = checkpoint.root_of(args.out)
+    name = checkpoint.latest(root)
+    if name is None:
+        return f"netdiff train: interrupted before the first checkpoint; nothing to resume in {args.out}"
+    given = getattr(args, "argv", None) or sys.argv[1:]
+    command = shlex.join(["netdiff", *given, *([] if "--resume" in given else ["--resume"])])
+    return f"netdiff train: interrupted; last checkpoint {root}/{name}; to continue:\n  {command}"
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _train(args)
+    except KeyboardInterrupt:
+        print(interrupted(args), file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace) -> int:
+    from netdiff_lib.config import cpu_warning, default_preset
     from netdiff_lib.destination import check_output_dir
     from netdiff_lib.encoded import from_captures
     from netdiff_lib.models import get_backend
 
     check_output_dir(args.out, "model folder")  # before the captures are encoded and the model trained
     backend = get_backend(args.backend)
-    cfg = backend.config(args.config, steps=args.steps, seed=args.seed, settings=settings(args),
+    preset = args.config or default_preset()
+    cfg = backend.config(preset, steps=args.steps, seed=args.seed, settings=settings(args),
                          weights=pretrained(args))
+    if warning := cpu_warning(preset):
+        print(warning, file=sys.stderr)
     workers = args.workers or max(1, min(8, os.cpu_count() or 1))
     data = from_captures(args.data, args.max_packets, workers=workers)
-    out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
+    out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.quiet)
     print(f"model written to {out}")
     return 0

@@ -70,6 +70,12 @@ def safe_name(label: str | None, default: str = "trace") -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", label or "").strip("-.") or default
 
 
+def labelled_path(label: str | None, stem: str, suffix: str = ".pcap") -> str:
+    """``<label>/<stem><suffix>``: where a generated trace goes in a folder of pcaps (``netdiff run``'s ``pcaps/``
+    and ``netdiff generate``'s output alike)."""
+    return f"{safe_name(label, 'unlabelled')}/{stem}{suffix}"
+
+
 def output_name(label: str | None, n: int) -> str:
     """``<label>_<n>.pcap`` (label made file-name safe; ``trace`` when there is none)."""
     return f"{safe_name(label)}_{n}.pcap"

@@ -52,7 +52,7 @@ def reconstruct_shard(generated_dir: str | Path, shard: dict[str, Any], out_dir:
     from netdiff_lib.models.base import load_generated
     from netdiff_lib.payloads import FILE_NAME as PAYLOADS_FILE
     from netdiff_lib.payloads import PayloadProfile
-    from netdiff_lib.repair import RepairConfig, reconstruct_batch, safe_name
+    from netdiff_lib.repair import RepairConfig, labelled_path, reconstruct_batch
 
     index, _ = shard_of(shard)
     files = files_under(Path(generated_dir) / shard_name(index), ".npz")
@@ -73,7 +73,7 @@ def reconstruct_shard(generated_dir: str | Path, shard: dict[str, Any], out_dir:
         recs = reconstruct_batch([t.matrix for t in traces], layouts.pop(), iat_us=[t.iat_us for t in traces],
                                  labels=[t.label for t in traces], sources=[SOURCE] * len(traces), config=config)
         for path, trace, rec in zip(paths, traces, recs, strict=True):
-            rel = f"{safe_name(trace.label, 'unlabelled')}/{path.stem}.pcap"
+            rel = labelled_path(trace.label, path.stem)
             rec.write(Path(out_dir, rel))
             report = rec.report
             totals.update({k: getattr(report, k) for k in _REPAIR_SUMS if k != "traces"} | {"traces": 1})

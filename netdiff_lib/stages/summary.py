@@ -68,3 +68,9 @@ def summary_text(summary: dict[str, Any], elapsed_s: float | None = None) -> str
     if report.get("html"):
         lines.append(f"report      {report['html']}")
     return "\n".join(lines)
+
+
+def evaluation_lines(evaluation: dict[str, dict[str, Any]]) -> list[str]:
+    """The evaluation rows of the summary (``netdiff run``'s and ``netdiff evaluate``'s): the headline metrics of
+    real-train vs real-test and of synthetic vs real-test, from a report's ``summary``."""
+    return _evaluation(evaluation)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from netdiff_lib.config import _parse
+from netdiff_lib.config import _parse, split_setting
 from netdiff_lib.errors import ConfigError
 from netdiff_lib.image import SNAP_RULES
 from netdiff_lib.schema import MAX_PACKETS
@@ -174,15 +174,9 @@ class Sd15Config:
         """A copy with ``section.key=value`` assignments applied (``lora.rank=64``, ``train.width=512``)."""
         out = self
         for item in assignments:
-            key, sep, text = item.partition("=")
-            section, _, name = key.strip().partition(".")
-            part = getattr(out, section, None) if section in SECTIONS else None
-            names = {f.name for f in fields(part)} if part is not None else set()
-            if not sep or name not in names:
-                raise ConfigError(f"bad setting {item!r}: expected SECTION.KEY=VALUE with SECTION one of "
-                                  f"{', '.join(SECTIONS)} and a known KEY")
+            section, name, part, text = split_setting(out, item, SECTIONS)
             current = getattr(part, name)
-            value = text.strip() if isinstance(current, str) else _parse(text.strip(), current, item)
+            value = text if isinstance(current, str) else _parse(text, current, item)
             out = replace(out, **{section: replace(part, **{name: value})})
         return out
 
