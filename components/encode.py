@@ -8,10 +8,12 @@ from components._image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def encode(input_uri: str, shard: dict, test_fraction: float, seed: int, max_packets: int, s3_endpoint: str,
-           data: Output[Dataset]):
+           traces: dict, data: Output[Dataset]):
     """``data``: ``nprint/<split>/<label>/<file>.npz`` traces, ``payloads/...`` payload records and
-    ``validation/...`` validator reports, which train and evaluate read instead of the captures."""
+    ``validation/...`` validator reports, which train and evaluate read instead of the captures. ``traces``: how
+    captures become traces and their labels (see ``netdiff_lib.stages.data.encode_shard``)."""
     from netdiff_lib import stages
 
     data.metadata.update(stages.encode_shard(input_uri, data.path, shard, test_fraction=test_fraction, seed=seed,
-                                             max_packets=max_packets, s3_endpoint=s3_endpoint))
+                                             max_packets=max_packets, s3_endpoint=s3_endpoint,
+                                             traces=traces))

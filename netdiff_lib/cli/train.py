@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 NAME = "train"
 HELP = "train a generator on labelled captures (<label>/*.pcap) into a model folder"
@@ -37,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--workers", type=int, help="processes encoding captures (default: up to 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from netdiff_lib.segment.options import add_trace_arguments
+
+    add_trace_arguments(p)
 
 
 def settings(args: argparse.Namespace) -> list[str]:
@@ -56,13 +60,19 @@ def run(args: argparse.Namespace) -> int:
     from netdiff_lib.destination import check_output_dir
     from netdiff_lib.encoded import from_captures
     from netdiff_lib.models import get_backend
+    from netdiff_lib.segment import SegmentStats
+    from netdiff_lib.segment.options import options_from_args
 
     check_output_dir(args.out, "model folder")  # before the captures are encoded and the model trained
+    traces = options_from_args(args)
     backend = get_backend(args.backend)
     cfg = backend.config(args.config, steps=args.steps, seed=args.seed, settings=settings(args),
                          weights=pretrained(args))
     workers = args.workers or max(1, min(8, os.cpu_count() or 1))
-    data = from_captures(args.data, args.max_packets, workers=workers)
+    stats = SegmentStats()
+    data = from_captures(args.data, args.max_packets or None, workers=workers, traces=traces, stats=stats)
+    if not traces.whole_files:
+        print("\n".join(stats.lines()), file=sys.stderr)
     out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
     print(f"model written to {out}")
     return 0
