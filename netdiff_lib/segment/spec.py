@@ -29,7 +29,7 @@ class TraceSpec:
 
     @property
     def text(self) -> str:
-        return f"{self.mode}:{self.window_s:g}" if "window" in self.mode else self.mode
+        return f"{self.mode}:{self.window_s:.15g}" if "window" in self.mode else self.mode
 
     @property
     def window_ns(self) -> int:
