@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                          weights=pretrained(args))
     workers = args.workers or max(1, min(8, os.cpu_count() or 1))
     stats = SegmentStats()
-    data = from_captures(args.data, args.max_packets or None, workers=workers, traces=traces, stats=stats)
+    data = from_captures(args.data, args.max_packets, workers=workers, traces=traces, stats=stats)
     if not traces.whole_files:
         print("\n".join(stats.lines()), file=sys.stderr)
     out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
