@@ -9,8 +9,8 @@ or paths the pods see; "" for none).  ``max_packets`` is decided here once:
 encode keeps that many packets per capture, and train and evaluate read what encode wrote.  ``sample_steps``
 0 and ``guidance`` < 0 mean the model's defaults; ``timing`` is ``generated`` or ``empirical``.  ``traces``
 (``file``, ``flow``, ``host``, ``window:S``, ``host+window:S``), ``flow_timeout``, ``local_net``, ``labels_uri``
-(a label file, see ``netdiff encode --labels``), ``labels_tz``, ``unlabelled`` and ``labels_keep_going`` tell
-encode how captures become traces.
+(label files separated by commas, see ``netdiff encode --labels``), ``labels_tz``, ``unlabelled`` and
+``labels_keep_going`` tell encode how captures become traces.
 Compile with ``netdiff compile``.
 """
 

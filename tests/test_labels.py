@@ -280,3 +280,43 @@ def test_unknown_label_file(tmp_path: Path) -> None:
     odd.write_text("a;b;c\n1;2;3\n")
     with pytest.raises(InputError, match="not a label file netdiff knows"):
         read_labels(odd)
+
+
+def test_several_label_files_are_one_index(cic17: tuple, tmp_path: Path) -> None:
+    """CIC-IDS2017's Friday capture has three CSVs: each --labels file adds its flows."""
+    cap, csv, packets, labels = cic17
+    lines = csv.read_bytes().split(b"\r\n")
+    rows = [ln for ln in lines[1:] if ln and not ln.startswith(b",") and not ln.startswith(b"Flow ID")]
+    first, second = tmp_path / "Friday-a.pcap_ISCX.csv", tmp_path / "Friday-b.pcap_ISCX.csv"
+    first.write_bytes(b"\r\n".join([lines[0], *rows[:2]]))
+    second.write_bytes(b"\r\n".join([lines[0], *rows[2:]]))
+    one, _ = _labelled(cap, first)
+    assert one != _expected(packets, labels)
+    out = tmp_path / "out"
+    assert main(["encode", str(cap), "-o", str(out), "-q", "--traces", "flow", "--labels", str(first),
+                 "--labels", str(second)]) == 0
+    from netdiff_lib.trace import load_trace
+
+    got: Counter = Counter()
+    for f in out.rglob("*.npz"):
+        t = load_trace(f)
+        got[t.label] += len(t)
+    assert got == _expected(packets, labels)
+
+
+def test_pipeline_encode_step_reads_label_files(cic17: tuple, tmp_path: Path) -> None:
+    from netdiff_lib.stages import encode_shard
+    from netdiff_lib.trace import load_trace
+
+    cap, csv, packets, labels = cic17
+    root = tmp_path / "in" / "cic"
+    root.mkdir(parents=True)
+    cap.rename(root / "monday.pcap")
+    summary = encode_shard(str(root.parent), tmp_path / "enc", {"index": 0, "count": 1}, test_fraction=0.5,
+                           seed=0, max_packets=1024,
+                           traces={"traces": "flow", "labels_uri": f"{csv}", "unlabelled": "drop"})
+    got: Counter = Counter()
+    for f in (tmp_path / "enc" / "nprint").rglob("*.npz"):
+        t = load_trace(f)
+        got[t.label] += len(t)
+    assert got == _expected(packets, labels) and sum(summary["traces"]["per_class"].values()) > 3

@@ -86,8 +86,8 @@ def trace_arguments(args: argparse.Namespace) -> dict:
     opts = options_from_args(args)
     opts.index()  # a bad label file fails before the pipeline starts
     return {"traces": opts.spec.text, "flow_timeout": opts.spec.flow_timeout_s, "local_net": args.local_net,
-            "labels_uri": _local(args.labels) or "", "labels_tz": opts.labels_tz, "unlabelled": opts.unlabelled,
-            "labels_keep_going": opts.keep_going}
+            "labels_uri": ",".join(_local(f) for f in opts.labels), "labels_tz": opts.labels_tz,
+            "unlabelled": opts.unlabelled, "labels_keep_going": opts.keep_going}
 
 
 def work_dir(args: argparse.Namespace) -> Path:

@@ -12,6 +12,7 @@ and time. Files ending in ``.gz`` are read compressed.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from netdiff_lib.errors import InputError
 from netdiff_lib.labels import cic, hosts, unsw, zeek
 from netdiff_lib.labels.base import UNLABELLED, LabelIndex, read_lines
 
-__all__ = ["UNLABELLED", "LabelIndex", "detect", "read_labels"]
+__all__ = ["UNLABELLED", "LabelIndex", "detect", "read_label_files", "read_labels"]
 FORMATS = (cic.FORMAT, unsw.FORMAT, zeek.FORMAT, hosts.FORMAT)
 
 
@@ -77,7 +78,25 @@ def read_labels(path: str | Path, tz: str = "auto", keep_going: bool = False) ->
     return index.finish()
 
 
+def read_label_files(paths: Sequence[str | Path], tz: str = "auto", keep_going: bool = False) -> LabelIndex:
+    """Several label files (e.g. CIC-IDS2017's three Friday CSVs, UNSW-NB15's four) as one index."""
+    parts = [read_labels(p, tz, keep_going) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    out = LabelIndex(", ".join(p.source for p in parts), " + ".join(dict.fromkeys(p.format for p in parts)),
+                     keep_going)
+    for part in parts:
+        for mine, theirs in ((out.flows, part.flows), (out.hosts, part.hosts)):
+            for key, rows in theirs.items():
+                mine.setdefault(key, []).extend(rows)
+        out.rows += part.rows
+        out.skipped.update(part.skipped)
+        out.bad.update(part.bad)
+        out.examples += [f"{part.source}: {e}" for e in part.examples]
+    return out.finish()
+
+
 @lru_cache(maxsize=2)
-def cached_labels(path: str, tz: str = "auto", keep_going: bool = False) -> LabelIndex:
-    """:func:`read_labels`, read once per process (encode workers label many captures from one file)."""
-    return read_labels(path, tz, keep_going)
+def cached_labels(paths: tuple[str, ...], tz: str = "auto", keep_going: bool = False) -> LabelIndex:
+    """:func:`read_label_files`, read once per process (encode workers label many captures from one index)."""
+    return read_label_files(paths, tz, keep_going)

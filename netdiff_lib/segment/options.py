@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ class TraceOptions:
     """How captures become traces and where their labels come from (None: the capture's label)."""
 
     spec: TraceSpec = field(default_factory=TraceSpec)
-    labels: str | None = None
+    labels: tuple[str, ...] = ()
     labels_tz: str = "auto"
     unlabelled: str = "drop"
     keep_going: bool = False
@@ -39,17 +40,20 @@ class TraceOptions:
             return None
         from netdiff_lib.labels import cached_labels
 
-        return cached_labels(str(self.labels), self.labels_tz, self.keep_going)
+        return cached_labels(tuple(self.labels), self.labels_tz, self.keep_going)
 
 
 def make_options(traces: str = "file", flow_timeout: float = FLOW_TIMEOUT, local_net: str = "",
-                 labels: str | None = None, labels_tz: str = "auto", unlabelled: str = "drop",
+                 labels: str | Sequence[str] | None = None, labels_tz: str = "auto", unlabelled: str = "drop",
                  keep_going: bool = False) -> TraceOptions:
-    """Check and combine the option values (``local_net``: CIDRs separated by commas)."""
+    """Check and combine the option values (``local_net``: CIDRs separated by commas; ``labels``: a file or
+    several)."""
     if unlabelled not in UNLABELLED_CHOICES:
         raise ConfigError(f"--unlabelled {unlabelled!r}: expected drop or keep")
     nets = tuple(n for n in re.split(r"[,\s]+", local_net or "") if n) or None
-    return TraceOptions(parse_traces(traces, flow_timeout, nets), labels or None, labels_tz or "auto", unlabelled,
+    files = (labels,) if isinstance(labels, str) else tuple(labels or ())
+    return TraceOptions(parse_traces(traces, flow_timeout, nets), tuple(str(f) for f in files if f),
+                        labels_tz or "auto", unlabelled,
                         keep_going)
 
 
@@ -64,9 +68,10 @@ def add_trace_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--local-net", default="", metavar="CIDR[,CIDR...]",
                    help="addresses that count as local hosts for --traces host (default: private, loopback, "
                         "link-local and IPv6 unique local addresses)")
-    g.add_argument("--labels", metavar="FILE",
-                   help="labels per flow or host: CICFlowMeter CSV (CIC-IDS2017/2018), raw UNSW-NB15 CSV, Zeek "
-                        "conn.log with a label column (IoT-23), or a host,start,end,label CSV")
+    g.add_argument("--labels", metavar="FILE", action="append",
+                   help="labels per flow or host, read as one index when repeated: CICFlowMeter CSV "
+                        "(CIC-IDS2017/2018), raw UNSW-NB15 CSV, Zeek conn.log with a label column (IoT-23), or a "
+                        "host,start,end,label CSV")
     g.add_argument("--labels-tz", default="auto", metavar="TZ",
                    help="time zone of label times written without one (default auto: CIC-IDS2017 America/Halifax, "
                         "others UTC), e.g. UTC, -03:00, America/Halifax")

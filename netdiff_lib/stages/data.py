@@ -144,7 +144,8 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
     ``out_dir/validation/....json``; writes ``out_dir/shard.json`` and returns its summary.  The captures
     themselves are not kept: training and evaluation read these files only.
 
-    ``traces`` (the pipeline's ``traces``, ``flow_timeout``, ``local_net``, ``labels_uri``, ``labels_tz``,
+    ``traces`` (the pipeline's ``traces``, ``flow_timeout``, ``local_net``, ``labels_uri`` (label files, separated
+    by commas), ``labels_tz``,
     ``unlabelled`` and ``labels_keep_going``) cuts each capture into traces, written as
     ``nprint/<split>/<trace label>/<file>_<n>.npz``; the split stays by capture."""
     import tempfile
@@ -199,9 +200,9 @@ def shard_trace_options(traces: dict[str, Any] | None, tmp: str) -> TraceOptions
     from netdiff_lib.segment.options import make_options
 
     traces = dict(traces or {})
-    labels_uri = traces.pop("labels_uri", "") or None
-    if labels_uri:
-        traces["labels"] = str(storage.get(labels_uri, Path(tmp, ".labels", labels_uri.rsplit("/", 1)[-1])))
+    uris = [u.strip() for u in str(traces.pop("labels_uri", "") or "").split(",") if u.strip()]
+    traces["labels"] = [str(storage.get(u, Path(tmp, ".labels", str(i), u.rsplit("/", 1)[-1])))
+                        for i, u in enumerate(uris)]
     keep_going = bool(traces.pop("labels_keep_going", False))
     opts = make_options(**traces, keep_going=keep_going)
     return None if opts.whole_files else opts
