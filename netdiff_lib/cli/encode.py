@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     limit = args.max_packets or None
     opts = options_from_args(args)
     if not opts.whole_files:
-        from netdiff_lib.segment.encode import encode_segmented
+        from netdiff_lib.cli._traces import encode_segmented
 
         return encode_segmented(files, layout, limit, opts, args)
 

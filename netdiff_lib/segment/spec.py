@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -87,3 +88,9 @@ class SegmentStats:
         out += [f"  {why}: {n}" for why, n in self.dropped.most_common()]
         return out
 
+
+def safe_name(label: str) -> str:
+    """A label as a folder name: characters other than letters, digits, ``.``, ``-``, ``_`` and ``+`` become
+    ``_`` (``Web Attack \\x96 Brute Force`` -> ``Web_Attack_Brute_Force``)."""
+    name = re.sub(r"[^\w.+-]+", "_", label, flags=re.ASCII).strip("._") or "_"
+    return name

@@ -212,7 +212,7 @@ def _encode_segmented(local: Path, cap: PlannedCapture, opts: TraceOptions, max_
                       out: Path) -> dict[str, Any]:
     from netdiff_lib.schema import NETDIFFUSION
     from netdiff_lib.segment import SegmentStats, segment_capture
-    from netdiff_lib.segment.encode import safe_name
+    from netdiff_lib.segment.spec import safe_name
     from netdiff_lib.trace import save_trace
 
     stats, n = SegmentStats(), 0

@@ -5,7 +5,6 @@ left out, by reason."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -17,15 +16,8 @@ from netdiff_lib.nprint.encode import CAPTURE_MODES
 from netdiff_lib.schema import Layout
 from netdiff_lib.segment.builder import segment_capture
 from netdiff_lib.segment.options import TraceOptions
-from netdiff_lib.segment.spec import SegmentStats
+from netdiff_lib.segment.spec import SegmentStats, safe_name
 from netdiff_lib.trace import Trace, save_trace
-
-
-def safe_name(label: str) -> str:
-    """A label as a folder name: characters other than letters, digits, ``.``, ``-``, ``_`` and ``+`` become
-    ``_`` (``Web Attack \\x96 Brute Force`` -> ``Web_Attack_Brute_Force``)."""
-    name = re.sub(r"[^\w.+-]+", "_", label, flags=re.ASCII).strip("._") or "_"
-    return name
 
 
 def check_mode(mode: str, opts: TraceOptions) -> tuple[str, bool]:
