@@ -86,13 +86,7 @@ def read_label_files(paths: Sequence[str | Path], tz: str = "auto", keep_going: 
     out = LabelIndex(", ".join(p.source for p in parts), " + ".join(dict.fromkeys(p.format for p in parts)),
                      keep_going)
     for part in parts:
-        for mine, theirs in ((out.flows, part.flows), (out.hosts, part.hosts)):
-            for key, rows in theirs.items():
-                mine.setdefault(key, []).extend(rows)
-        out.rows += part.rows
-        out.skipped.update(part.skipped)
-        out.bad.update(part.bad)
-        out.examples += [f"{part.source}: {e}" for e in part.examples]
+        out.merge(part)
     return out.finish()
 
 

@@ -68,5 +68,5 @@ def read_hosts(path: Path, rows: csv.reader, header: list[str], index: LabelInde
             index.fail(line, "bad value: end before start")
             continue
         index.add_host(addr, start, end, label)
-    if not index.hosts and not index.bad:
+    if not len(index.hosts) and not index.bad:
         raise InputError(path, "a host label CSV with no rows")
