@@ -320,3 +320,38 @@ def test_pipeline_encode_step_reads_label_files(cic17: tuple, tmp_path: Path) ->
         t = load_trace(f)
         got[t.label] += len(t)
     assert got == _expected(packets, labels) and sum(summary["traces"]["per_class"].values()) > 3
+
+
+def test_ctu13_binetflow(tmp_path: Path) -> None:
+    cap = tmp_path / "botnet-capture-20110810-neris.pcap"
+    t0 = _ns(datetime(2011, 8, 10, 9, 46, 53, tzinfo=UTC))
+    packets = merge(cap, [("dns/dns_02.pcap", t0), ("icmp/icmp_01.pcap", t0 + 5 * NS),
+                          ("tls/tls_02.pcap", t0 + 9 * NS)])
+    raw = {0: "flow=Background-UDP-Established", 1: "flow=From-Botnet-V42-ICMP", 2: "flow=From-Botnet-V42-TCP-CC6"}
+    rows = ["StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,sTos,dTos,TotPkts,TotBytes,SrcBytes,Label"]
+    for ps in flows(packets).values():
+        p, (first, last) = ps[0], _span(ps)
+        start = datetime.fromtimestamp(first / NS, UTC).strftime("%Y/%m/%d %H:%M:%S.%f")
+        sport, dport = (p.sport, p.dport) if p.proto != 1 else ("0x0008", "0x0000")
+        proto = {6: "tcp", 17: "udp", 1: "icmp"}[p.proto]
+        rows.append(f"{start},{(last - first) / NS:.6f},{proto},{p.src},{sport},   ->,{p.dst},{dport},CON,0,0,"
+                    f"{len(ps)},1,1,{raw[p.part]}")
+    rows.append("2011/08/10 09:47:00.000000,0.1,arp,00:11:22:33:44:55,,   who,ff:ff:ff:ff:ff:ff,,INT,0,0,1,60,60,"
+                "flow=Background")
+    log = tmp_path / "capture20110810.binetflow"
+    log.write_text("\n".join(rows) + "\n")
+    assert detect(log) == "Argus binetflow (CTU-13)"
+    got, _ = _labelled(cap, log)
+    assert got == _expected(packets, {0: "Background", 1: "Botnet", 2: "Botnet-C&C"})
+    assert read_labels(log).skipped["rows of other protocols"] == 1
+
+
+def test_file_and_window_traces_split_by_label(cic17: tuple) -> None:
+    """A trace holds one label: the whole capture gives one trace per label, a window one per label in it."""
+    cap, csv, packets, labels = cic17
+    index = read_labels(csv)
+    whole = list(segment_capture(cap, parse_traces("file"), NETDIFFUSION, max_packets=None, labels=index))
+    assert Counter({t.label: len(t) for t in whole}) == _expected(packets, labels) and len(whole) == 3
+    windows = list(segment_capture(cap, parse_traces("window:3600"), NETDIFFUSION, max_packets=None,
+                                   labels=index))
+    assert sorted(t.label for t in windows) == sorted(labels.values())  # the three parts are hours apart

@@ -188,3 +188,13 @@ def test_run_passes_trace_options_to_the_pipeline(tmp_path: Path) -> None:
     given = arguments(args)
     assert (given["traces"], given["flow_timeout"], given["unlabelled"], given["labels_uri"]) == (
         "window:30", 60.0, "keep", "")
+
+
+def test_csv_output_keeps_source_addresses(tmp_path: Path) -> None:
+    """nPrint CSVs of flow traces carry each packet's source address in the index column, as file mode does."""
+    path = tmp_path / "v6.pcap"
+    packets = merge(path, [("icmp/icmp_02.pcap", T0)])
+    out = tmp_path / "out"
+    assert main(["encode", str(path), "-o", str(out), "-q", "--traces", "flow", "--format", "csv"]) == 0
+    got = sorted(ln.split(",", 1)[0] for f in out.rglob("*.nprint") for ln in f.read_text().splitlines()[1:])
+    assert got == sorted(p.src for p in packets) and "::1" in got

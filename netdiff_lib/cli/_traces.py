@@ -51,7 +51,8 @@ def encode_segmented(files: list[Path], layout: Layout, limit: int | None, opts:
     def work(path: Path, summary: Summary) -> None:
         stats, n = SegmentStats(), 0
         for trace in segment_capture(path, opts.spec, layout, max_packets=limit, label=label_of(path),
-                                     labels=index, unlabelled=opts.unlabelled, mode=parse, stats=stats):
+                                     labels=index, unlabelled=opts.unlabelled, mode=parse, stats=stats,
+                                     index=0 if args.format != "npz" else None):
             n += 1
             name = f"{safe_name(trace.label)}/{path.stem}_{n:05d}"
             write_trace(args.out, name, trace, args.format)

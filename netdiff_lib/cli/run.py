@@ -81,10 +81,12 @@ def arguments(args: argparse.Namespace) -> dict:
 
 def trace_arguments(args: argparse.Namespace) -> dict:
     """The pipeline's trace and label parameters from ``--traces`` and friends (checked here, before the run)."""
+    from netdiff_lib import storage
     from netdiff_lib.segment.options import options_from_args
 
     opts = options_from_args(args)
-    opts.index()  # a bad label file fails before the pipeline starts
+    if not any(storage.is_remote(f) for f in opts.labels):
+        opts.index()  # a bad local label file fails before the pipeline starts
     return {"traces": opts.spec.text, "flow_timeout": opts.spec.flow_timeout_s, "local_net": args.local_net,
             "labels_uri": ",".join(_local(f) for f in opts.labels), "labels_tz": opts.labels_tz,
             "unlabelled": opts.unlabelled, "labels_keep_going": opts.keep_going}

@@ -3,6 +3,7 @@
 * CICFlowMeter CSVs (CIC-IDS2017 ``TrafficLabelling``, CSE-CIC-IDS2018): :mod:`netdiff_lib.labels.cic`;
 * UNSW-NB15's raw ``UNSW-NB15_1..4.csv`` (no header row): :mod:`netdiff_lib.labels.unsw`;
 * Zeek ``conn.log`` with a label column (IoT-23 ``conn.log.labeled``): :mod:`netdiff_lib.labels.zeek`;
+* CTU-13's labelled bidirectional NetFlows (Argus ``.binetflow``): :mod:`netdiff_lib.labels.argus`;
 * a plain ``host,start,end,label`` CSV: :mod:`netdiff_lib.labels.hosts`.
 
 :func:`read_labels` returns a :class:`~netdiff_lib.labels.base.LabelIndex` that labels packets by flow or host
@@ -17,11 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from netdiff_lib.errors import InputError
-from netdiff_lib.labels import cic, hosts, unsw, zeek
+from netdiff_lib.labels import argus, cic, hosts, unsw, zeek
 from netdiff_lib.labels.base import UNLABELLED, LabelIndex, read_lines
 
 __all__ = ["UNLABELLED", "LabelIndex", "detect", "read_label_files", "read_labels"]
-FORMATS = (cic.FORMAT, unsw.FORMAT, zeek.FORMAT, hosts.FORMAT)
+FORMATS = (cic.FORMAT, unsw.FORMAT, zeek.FORMAT, argus.FORMAT, hosts.FORMAT)
 
 
 def _first_line(path: Path) -> str:
@@ -44,11 +45,13 @@ def detect(path: str | Path) -> str:
         return unsw.FORMAT
     if cic.is_cic(row):
         return cic.FORMAT
+    if argus.is_binetflow(row):
+        return argus.FORMAT
     if hosts.is_hosts(row):
         return hosts.FORMAT
     raise InputError(path, f"not a label file netdiff knows (first line {first[:60]!r}): expected a CICFlowMeter "
-                           "CSV, a raw UNSW-NB15 CSV, a Zeek conn.log with a label column, or a host,start,end,"
-                           "label CSV")
+                           "CSV, a raw UNSW-NB15 CSV, a Zeek conn.log with a label column, a CTU-13 binetflow, or a "
+                           "host,start,end,label CSV")
 
 
 def read_labels(path: str | Path, tz: str = "auto", keep_going: bool = False) -> LabelIndex:
@@ -73,6 +76,8 @@ def read_labels(path: str | Path, tz: str = "auto", keep_going: bool = False) ->
         unsw.read_unsw(path, rows, None if unsw.is_header(first) else first, index)
     elif fmt == cic.FORMAT:
         cic.read_cic(path, rows, first, index, tz)
+    elif fmt == argus.FORMAT:
+        argus.read_binetflow(path, rows, first, index, tz)
     else:
         hosts.read_hosts(path, rows, first, index, tz)
     return index.finish()

@@ -37,14 +37,16 @@ class _Open:
     rows: list[np.ndarray] = field(default_factory=list)
     ts: list[np.ndarray] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)  # rows of the current batch
+    index: list[str] = field(default_factory=list)  # nPrint -O values of the rows, when asked for
     n: int = 0
     full: bool = False
 
 
 class _Builder:
     def __init__(self, spec: TraceSpec, layout: Layout, max_packets: int | None, source: str,
-                 labels: LabelIndex | None, label: str | None, unlabelled: str) -> None:
-        self.spec, self.layout, self.max, self.source = spec, layout, max_packets, source
+                 labels: LabelIndex | None, label: str | None, unlabelled: str, index: int | None = None) -> None:
+        self.spec, self.layout, self.max, self.source, self.index = spec, layout, max_packets, source, index
+        self._index_of: tuple[int, list[str]] | None = None  # (id of the batch, its -O values)
         self.labels, self.label, self.unlabelled = labels, label, unlabelled
         self.local = LocalNets(spec.local_nets)
         self.open: dict[tuple, _Open] = {}
@@ -134,7 +136,7 @@ class _Builder:
             self._take(st, enc, enc.batch.ts_ns[enc.keep])
             touched.pop(id(st), None)
             self._emit(st)
-            st.full, st.rows, st.ts = True, [], []
+            st.full, st.rows, st.ts, st.index = True, [], [], []
         return True
 
     # -- trace ends -------------------------------------------------------------------------------------------
@@ -143,7 +145,17 @@ class _Builder:
             idx = np.asarray(st.pending, np.intp)
             st.rows.append(enc.matrix[idx])
             st.ts.append(np.asarray(ts)[idx])
+            if self.index is not None:
+                values = self._index_values(enc)
+                st.index += [values[i] for i in st.pending]
             st.pending = []
+
+    def _index_values(self, enc: EncodedBatch) -> list[str]:
+        if self._index_of is None or self._index_of[0] != id(enc):
+            from netdiff_lib.nprint.index import index_values
+
+            self._index_of = (id(enc), index_values(enc, self.index))
+        return self._index_of[1]
 
     def _end(self, key: tuple, enc: EncodedBatch | None, touched: dict[int, _Open]) -> None:
         st = self.open.pop(key)
@@ -171,8 +183,11 @@ class _Builder:
     def _emit(self, st: _Open) -> None:
         matrix = np.concatenate(st.rows) if st.rows else np.zeros((0, self.layout.width), np.int8)
         ts = np.concatenate(st.ts) if st.ts else np.zeros(0, np.int64)
-        meta = {"traces": self.spec.text, "trace": self._describe(st.seg), "max_packets": self.max}
-        self.done.append(Trace(matrix, self.layout, ts, st.label, self.source, None, meta))
+        meta = {"traces": self.spec.text, "trace": self._describe(st.seg)}
+        if self.max is not None:
+            meta["max_packets"] = self.max
+        index = st.index if self.index is not None else None
+        self.done.append(Trace(matrix, self.layout, ts, st.label, self.source, index, meta))
         self.stats.traces[st.label] += 1
 
     def _describe(self, seg: object) -> str:
@@ -203,15 +218,16 @@ def _endpoint(addr: int, port: int, proto: int) -> str:
 def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_packets: int | None,
                     label: str | None = None, labels: LabelIndex | None = None, unlabelled: str = "drop",
                     mode: str = "netdiff", source: str | None = None, stats: SegmentStats | None = None,
-                    batch_size: int = 16384) -> Iterator[Trace]:
+                    index: int | None = None, batch_size: int = 16384) -> Iterator[Trace]:
     """Cut a capture into traces (see :mod:`netdiff_lib.segment`), yielding each when it ends.
 
     Packets get ``label`` (the capture's), or with ``labels`` the label of their flow or host at their time;
     packets without one are left out (``unlabelled="drop"``) or labelled ``unlabelled`` (``"keep"``). The counts
-    go to ``stats`` when given.
+    go to ``stats`` when given. ``index`` (an nPrint ``-O`` value, e.g. 0 for source addresses) also fills each
+    trace's ``index``.
     """
     pcap = PcapFile(path)
-    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled)
+    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled, index)
     if stats is not None:
         b.stats = stats
     for batch in pcap.batches(batch_size=batch_size):

@@ -70,8 +70,8 @@ def add_trace_arguments(p: argparse.ArgumentParser) -> None:
                         "link-local and IPv6 unique local addresses)")
     g.add_argument("--labels", metavar="FILE", action="append",
                    help="labels per flow or host, read as one index when repeated: CICFlowMeter CSV "
-                        "(CIC-IDS2017/2018), raw UNSW-NB15 CSV, Zeek conn.log with a label column (IoT-23), or a "
-                        "host,start,end,label CSV")
+                        "(CIC-IDS2017/2018), raw UNSW-NB15 CSV, Zeek conn.log with a label column (IoT-23), CTU-13 "
+                        "binetflow, or a host,start,end,label CSV")
     g.add_argument("--labels-tz", default="auto", metavar="TZ",
                    help="time zone of label times written without one (default auto: CIC-IDS2017 America/Halifax, "
                         "others UTC), e.g. UTC, -03:00, America/Halifax")
