@@ -62,9 +62,8 @@ def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component
         with dsl.ParallelFor(listing.outputs["Output"]) as shard:
             enc = encode(input_uri=input_uri, shard=shard, test_fraction=test_fraction, seed=seed,
                          max_packets=max_packets, s3_endpoint=s3_endpoint,
-                         traces={"traces": traces, "flow_timeout": flow_timeout, "local_net": local_net,
-                                 "labels_uri": labels_uri, "labels_tz": labels_tz, "unlabelled": unlabelled,
-                                 "labels_keep_going": labels_keep_going})
+                         traces=traces, flow_timeout=flow_timeout, local_net=local_net, labels_uri=labels_uri,
+                         labels_tz=labels_tz, unlabelled=unlabelled, labels_keep_going=labels_keep_going)
             with_object_store(on_cpu(enc, "medium"), s3_secret)
         trained = train(data=dsl.Collected(enc.outputs["data"]), output_uri=output_uri, model_uri=model_uri,
                         backend=backend, config=config, steps=train_steps, seed=seed, weights=weights,

@@ -198,3 +198,21 @@ def test_csv_output_keeps_source_addresses(tmp_path: Path) -> None:
     assert main(["encode", str(path), "-o", str(out), "-q", "--traces", "flow", "--format", "csv"]) == 0
     got = sorted(ln.split(",", 1)[0] for f in out.rglob("*.nprint") for ln in f.read_text().splitlines()[1:])
     assert got == sorted(p.src for p in packets) and "::1" in got
+
+
+def test_trace_parameters_reach_the_encode_step(tmp_path: Path) -> None:
+    """The pipeline's trace and label parameters, typed, wired into the encode step of the ParallelFor."""
+    import yaml
+
+    from netdiff_lib.kfp_pipelines import compile_pipeline
+
+    spec = next(yaml.safe_load_all(compile_pipeline("netdiff", tmp_path / "p.yaml").read_text()))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    expected = {"traces": ("STRING", "file"), "flow_timeout": ("NUMBER_DOUBLE", 120.0), "local_net": ("STRING", ""),
+                "labels_uri": ("STRING", ""), "labels_tz": ("STRING", "auto"), "unlabelled": ("STRING", "drop"),
+                "labels_keep_going": ("BOOLEAN", False)}
+    assert {k: (params[k]["parameterType"], params[k]["defaultValue"]) for k in expected} == expected
+    dags = [c["dag"] for c in spec["components"].values() if "dag" in c]
+    encode = next(d["tasks"]["encode"] for d in dags if "encode" in d["tasks"])
+    wired = encode["inputs"]["parameters"]
+    assert {k: wired[k]["componentInputParameter"] for k in expected} == {k: f"pipelinechannel--{k}" for k in expected}

@@ -66,7 +66,7 @@ class _Builder:
             return UNLABELLED
         return found
 
-    def _segments(self, keys: PacketKeys | None, i: int, ts: int) -> list[object] | str:
+    def _segments(self, keys: PacketKeys | None, i: int, ts: int, fkey: tuple | None) -> list[object] | str:
         """The segment keys of packet ``i``, or the reason it is in no trace."""
         mode = self.spec.mode
         if mode == "file":
@@ -79,7 +79,7 @@ class _Builder:
             if mode == "window":
                 return [window]
         if mode == "flow":
-            return [flow_key(keys.proto[i], keys.src[i], keys.sport[i], keys.dst[i], keys.dport[i])]
+            return [fkey]
         hosts = [h for h, local in ((keys.src[i], keys.src_local[i]), (keys.dst[i], keys.dst_local[i])) if local]
         if not hosts:
             return NO_LOCAL
@@ -94,13 +94,13 @@ class _Builder:
         touched: dict[int, _Open] = {}
         times = ts.tolist()
         for i, t in enumerate(times):
-            segs = self._segments(keys, i, t)
+            fkey = flow_key(keys.proto[i], keys.src[i], keys.sport[i], keys.dst[i], keys.dport[i]) if keys else None
+            segs = self._segments(keys, i, t, fkey)
             if isinstance(segs, str):
                 self.stats.dropped[segs] += 1
                 continue
             if self.windowed:
                 self._close_windows(segs[0][1] if isinstance(segs[0], tuple) else segs[0], enc, touched)
-            fkey = flow_key(keys.proto[i], keys.src[i], keys.sport[i], keys.dst[i], keys.dport[i]) if keys else None
             placed = False
             for seg in segs:
                 host = seg if self.spec.mode == "host" else seg[0] if self.spec.mode == "host+window" else None
