@@ -216,3 +216,19 @@ def test_trace_parameters_reach_the_encode_step(tmp_path: Path) -> None:
     encode = next(d["tasks"]["encode"] for d in dags if "encode" in d["tasks"])
     wired = encode["inputs"]["parameters"]
     assert {k: wired[k]["componentInputParameter"] for k in expected} == {k: f"pipelinechannel--{k}" for k in expected}
+
+
+def test_traces_come_out_while_the_capture_is_read(tmp_path: Path) -> None:
+    """One pass with bounded state: a flow idle for longer than the timeout is written out (and its state
+    dropped) before the rest of the capture is read."""
+    path = tmp_path / "stream.pcap"
+    packets = merge(path, [("ssh/ssh_01.pcap", T0), ("dns/dns_01.pcap", T0 + 600 * NS),
+                           ("tls/tls_01.pcap", T0 + 1200 * NS)])
+    stats = SegmentStats()
+    seen = []
+    for trace in segment_capture(path, parse_traces("flow"), NETDIFFUSION, max_packets=None, label="x",
+                                 stats=stats, batch_size=8):
+        seen.append((trace.meta["trace"], stats.packets))
+    first_name, read_then = seen[0]
+    assert first_name.startswith("tcp ") and read_then < len(packets) // 2
+    assert stats.packets == len(packets) and len(seen) == len(flows(packets))
