@@ -13,7 +13,7 @@ import pytest
 from long_capture import NS, Packet, flows, merge, rewrite_v4
 
 from netdiff_lib.cli import main
-from netdiff_lib.errors import InputError
+from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.labels import UNLABELLED, detect, read_labels
 from netdiff_lib.schema import NETDIFFUSION
 from netdiff_lib.segment import SegmentStats, parse_traces, segment_capture
@@ -355,3 +355,26 @@ def test_file_and_window_traces_split_by_label(cic17: tuple) -> None:
     windows = list(segment_capture(cap, parse_traces("window:3600"), NETDIFFUSION, max_packets=None,
                                    labels=index))
     assert sorted(t.label for t in windows) == sorted(labels.values())  # the three parts are hours apart
+
+
+@pytest.mark.parametrize(("text", "hours", "resolution_s"), [
+    ("3/7/2017 1:15", (1, 13), 60), ("03/07/2017 01:15:58", (1, 13), 1), ("03/07/2017 01:15:58 PM", (13,), 1),
+    ("03/07/2017 13:15:58", (13,), 1), ("03/07/2017 12:05:00 AM", (0,), 1)])
+def test_cic2017_timestamps(text: str, hours: tuple[int, ...], resolution_s: int) -> None:
+    """Day first; a 12-hour clock without AM/PM gives both hours; 2017's times are ADT."""
+    from netdiff_lib.labels.cic import parse_timestamp
+
+    starts, resolution = parse_timestamp(text)
+    minute, sec = int(text.split(":")[1][:2]), int(text.split(":")[2][:2]) if text.count(":") == 2 else 0
+    assert starts == [_ns(datetime(2017, 7, 3, h, minute, sec, tzinfo=ADT)) for h in hours]
+    assert resolution == resolution_s * NS
+
+
+def test_cic2018_timestamps_are_utc_unless_told() -> None:
+    from netdiff_lib.labels.cic import parse_timestamp
+
+    day = datetime(2018, 2, 14, 8, 31, 1, tzinfo=UTC)
+    assert parse_timestamp("14/02/2018 08:31:01")[0] == parse_timestamp("2018-02-14 08:31:01")[0] == [_ns(day)]
+    assert parse_timestamp("2018-02-14 08:31:01", "-03:00")[0] == [_ns(day) + 3 * 3600 * NS]
+    with pytest.raises(ConfigError, match="--labels-tz 'Mars/Olympus'"):
+        parse_timestamp("2018-02-14 08:31:01", "Mars/Olympus")

@@ -6,7 +6,8 @@ Quirks handled:
 
 * timestamps in several forms, day first: ``3/7/2017 8:55`` (2017: minutes only, 12-hour clock without AM/PM,
   so 1:15 is 13:15), ``03/07/2017 08:55:58 AM``, ``14/02/2018 08:31:01``, ``2018-02-14 08:31:01``; a time in whole
-  minutes matches for the minute after it, and one with no AM/PM and no seconds matches at both hours;
+  minutes matches for the minute after it, and a day-first one with no AM/PM matches at both hours when it has no
+  seconds or is from 2017 (CIC-IDS2017 writes a 12-hour clock);
 * naive local times: 2017's are the lab's time in New Brunswick, Atlantic Daylight Time (UTC-3), which is why
   they lag the captures' UTC times by three hours; others are taken as UTC. ``--labels-tz`` overrides both;
 * blank rows (``,,,,``; 2017's Thursday web attack file has ~288,000), header rows repeated inside 2018's
@@ -74,7 +75,7 @@ def parse_timestamp(text: str, tz: str = "auto") -> tuple[list[int], int]:
             raise ValueError(f"hour {h} with {ampm} in {text!r}")
         h = h % 12 + (12 if ampm.lower() == "pm" else 0)
     hours = [h]
-    if sec is None and ampm is None and m.re is _DMY and 1 <= h <= 12:  # 2017's 12-hour clock without AM/PM
+    if ampm is None and m.re is _DMY and 1 <= h <= 12 and (sec is None or year == "2017"):  # 12-hour clock
         hours.append(h % 12 + 12 if h != 12 else 0)
     where = _zone(tz, int(year))
     try:
