@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 NAME = "train"
 HELP = "train a generator on labelled captures (<label>/*.pcap) into a model folder"
@@ -33,14 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. model.representation=features (repeatable)")
+    from netdiff_lib.segment.options import add_trace_arguments
+
+    add_trace_arguments(p)
     p.add_argument("--max-packets", type=int, default=MAX_PACKETS, metavar="N",
                    help=f"packets encoded per capture (default {MAX_PACKETS})")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--workers", type=int, help="processes encoding captures (default: up to 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from netdiff_lib.segment.options import add_trace_arguments
-
-    add_trace_arguments(p)
 
 
 def settings(args: argparse.Namespace) -> list[str]:
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     stats = SegmentStats()
     data = from_captures(args.data, args.max_packets, workers=workers, traces=traces, stats=stats)
     if not traces.whole_files:
-        print("\n".join(stats.lines()), file=sys.stderr)
+        stats.report()
     out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
     print(f"model written to {out}")
     return 0

@@ -88,6 +88,12 @@ class SegmentStats:
         out += [f"  {why}: {n}" for why, n in self.dropped.most_common()]
         return out
 
+    def report(self) -> None:
+        """Print :meth:`lines` to standard error."""
+        import sys
+
+        print("\n".join(self.lines()), file=sys.stderr)
+
 
 def safe_name(label: str) -> str:
     """A label as a folder name: characters other than letters, digits, ``.``, ``-``, ``_`` and ``+`` become
