@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from netdiff_lib.models.base import TrainingData
 from netdiff_lib.payloads.profile import MAX_SCAN, PayloadProfile, transport_payloads
 from netdiff_lib.schema import NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace, load_trace
+
+if TYPE_CHECKING:
+    from netdiff_lib.segment import SegmentStats
+    from netdiff_lib.segment.options import TraceOptions
 
 NPRINT = "nprint"
 PAYLOADS = "payloads"
@@ -95,31 +99,51 @@ def load_split(dirs: Sequence[str | Path], split: str, *, payloads: bool = True)
                         captures=len(files), payloads=profile)
 
 
-def _encode_one(job: tuple[str, str, Layout, int]) -> tuple[Trace, list[Record]]:
+def capture_traces(path: str | Path, label: str, layout: Layout, max_packets: int | None,
+                   traces: TraceOptions | None = None, stats: SegmentStats | None = None) -> list[Trace]:
+    """A capture's traces: the whole capture (first ``max_packets`` packets), or as ``traces`` cuts it."""
     from netdiff_lib.nprint.encode import encode_pcap
+    from netdiff_lib.segment import segment_capture
+
+    if traces is None or traces.whole_files:
+        return [encode_pcap(path, layout, max_packets=max_packets, label=label).trace]
+    return list(segment_capture(path, traces.spec, layout, max_packets=max_packets, label=label,
+                                labels=traces.index(), unlabelled=traces.unlabelled, stats=stats))
+
+
+def _encode_one(job: tuple[str, str, Layout, int, TraceOptions | None]) -> tuple[list[Trace], list[Record],
+                                                                               SegmentStats]:
+    from netdiff_lib.segment import SegmentStats
     from netdiff_lib.storage import open_local
 
-    uri, label, layout, max_packets = job
+    uri, label, layout, max_packets, traces = job
+    stats = SegmentStats()
     with open_local(uri) as path:
-        return encode_pcap(path, layout, max_packets=max_packets, label=label).trace, scan_payloads(path)
+        return capture_traces(path, label, layout, max_packets, traces, stats), scan_payloads(path), stats
 
 
-def from_captures(uri: str, max_packets: int, *, workers: int = 1, layout: Layout = NETDIFFUSION) -> TrainingData:
-    """Discover the labelled captures under ``uri``, encode each once (first ``max_packets`` packets) and learn
-    the payload profile from the same pass."""
+def from_captures(uri: str, max_packets: int, *, workers: int = 1, layout: Layout = NETDIFFUSION,
+                  traces: TraceOptions | None = None, stats: SegmentStats | None = None) -> TrainingData:
+    """Discover the labelled captures under ``uri``, encode each once (first ``max_packets`` packets, or cut
+    into traces as ``traces`` says; counts into ``stats``) and learn the payload profile from the same pass."""
     from netdiff_lib.dataset import discover
 
     captures = discover(uri)
     if not captures:
         raise InputError(uri, "no captures found (expected <label>/*.pcap)")
-    jobs = [(c.uri, c.label, layout, max_packets) for c in captures]
+    if traces is not None:
+        traces.index()  # a bad label file fails before any capture is read
+    jobs = [(c.uri, c.label, layout, max_packets, traces) for c in captures]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
             done: list[Any] = list(pool.map(_encode_one, jobs, chunksize=4))
     else:
         done = [_encode_one(j) for j in jobs]
-    profile = PayloadProfile.fit_records((c.label, recs) for c, (_, recs) in zip(captures, done, strict=True))
-    traces = [t for t, _ in done if len(t)]
-    if not traces:
+    profile = PayloadProfile.fit_records((c.label, recs) for c, (_, recs, _) in zip(captures, done, strict=True))
+    for _, _, part in done:
+        if stats is not None:
+            stats.update(part)
+    traces_out = [t for ts, _, _ in done for t in ts if len(t)]
+    if not traces_out:
         raise InputError(uri, "no capture held a packet the encoder keeps")
-    return TrainingData(traces, source=str(uri), max_packets=max_packets, captures=len(captures), payloads=profile)
+    return TrainingData(traces_out, source=str(uri), max_packets=max_packets, captures=len(captures), payloads=profile)

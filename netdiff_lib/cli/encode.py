@@ -11,7 +11,9 @@ from netdiff_lib.errors import InputError
 from netdiff_lib.inputs import CAPTURE_SUFFIXES, expand, label_of
 from netdiff_lib.nprint.csvio import CsvOptions, write_nprint_csv
 from netdiff_lib.nprint.encode import CAPTURE_MODES, encode_pcap
+from netdiff_lib.pcap import PcapFile
 from netdiff_lib.schema import MAX_PACKETS, NETDIFFUSION, Layout
+from netdiff_lib.segment.options import add_trace_arguments, options_from_args
 from netdiff_lib.trace import save_trace
 
 NAME = "encode"
@@ -44,12 +46,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--payload", type=int, default=0, help="payload bytes, with a block list in --layout")
     p.add_argument("--max-packets", type=int, default=MAX_PACKETS, help="rows per trace (default 1024; 0 = all)")
     add_mode(p)
+    add_trace_arguments(p)
+
+
+def count_packets(path: Path) -> int:
+    """The packet records of a capture (read, not parsed)."""
+    return sum(len(b) for b in PcapFile(path).batches())
 
 
 def run(args: argparse.Namespace) -> int:
     layout = layout_from_args(args)
     files = expand(args.inputs, CAPTURE_SUFFIXES)
     limit = args.max_packets or None
+    opts = options_from_args(args)
+    if not opts.whole_files:
+        from netdiff_lib.cli._traces import encode_segmented
+
+        return encode_segmented(files, layout, limit, opts, args)
 
     def work(path: Path, summary: Summary) -> None:
         mode, count_read = CAPTURE_MODES[args.mode]
@@ -60,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
             reasons = ", ".join(f"{k}: {v}" for k, v in res.skipped.items()) or "the capture holds no packets"
             raise InputError(path, f"no packet to encode ({res.packets_read} read; {reasons})")
         summary.packets += len(res.trace)
+        if limit is not None and len(res.trace) >= limit:  # say how many packets the cut left out
+            from netdiff_lib.segment.spec import BEYOND
+
+            summary.skipped[BEYOND] += max(count_packets(path) - res.packets_read, 0)
         if args.format in ("npz", "both"):
             save_trace(args.out / f"{path.stem}.npz", res.trace)
         if args.format in ("csv", "both"):

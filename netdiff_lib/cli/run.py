@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                  "temporary folder for an s3:// output)")
     p.add_argument("--cache", action="store_true", help="reuse results of earlier identical steps")
     p.add_argument("--retries", type=int, default=0, help="retries of the GPU steps (default 0 here)")
+    from netdiff_lib.segment.options import add_trace_arguments
+
+    add_trace_arguments(p)
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="OUTPUT holds an earlier run: keep it and continue training its model")
@@ -79,9 +82,23 @@ def arguments(args: argparse.Namespace) -> dict:
     given |= {"traces_per_class": args.traces_per_class, "seed": args.seed, "shards": args.shards,
               "sample_steps": args.sample_steps, "s3_endpoint": ""}  # "": the storage settings of this environment
     if args.pipeline == "netdiff":
+        given |= trace_arguments(args)
         given |= {"backend": args.backend, "train_steps": args.steps, "weights": _local(args.weights),
                   "controlnet": _local(args.controlnet)}
     return pipeline_arguments(args.pipeline, given)
+
+
+def trace_arguments(args: argparse.Namespace) -> dict:
+    """The pipeline's trace and label parameters from ``--traces`` and friends (checked here, before the run)."""
+    from netdiff_lib import storage
+    from netdiff_lib.segment.options import options_from_args
+
+    opts = options_from_args(args)
+    if not any(storage.is_remote(f) for f in opts.labels):
+        opts.index()  # a bad local label file fails before the pipeline starts
+    return {"traces": opts.spec.text, "flow_timeout": opts.spec.flow_timeout_s, "local_net": args.local_net,
+            "labels_uri": ",".join(_local(f) for f in opts.labels), "labels_tz": opts.labels_tz,
+            "unlabelled": opts.unlabelled, "labels_keep_going": opts.keep_going}
 
 
 def work_dir(args: argparse.Namespace) -> Path:

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. model.representation=features (repeatable)")
+    from netdiff_lib.segment.options import add_trace_arguments
+
+    add_trace_arguments(p)
     p.add_argument("--max-packets", type=int, default=MAX_PACKETS, metavar="N",
                    help=f"packets encoded per capture (default {MAX_PACKETS})")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
@@ -86,8 +89,11 @@ def _train(args: argparse.Namespace) -> int:
     from netdiff_lib.destination import check_output_dir
     from netdiff_lib.encoded import from_captures
     from netdiff_lib.models import get_backend
+    from netdiff_lib.segment import SegmentStats
+    from netdiff_lib.segment.options import options_from_args
 
     check_output_dir(args.out, "model folder")  # before the captures are encoded and the model trained
+    traces = options_from_args(args)
     backend = get_backend(args.backend)
     preset = args.config or default_preset()
     cfg = backend.config(preset, steps=args.steps, seed=args.seed, settings=settings(args),
@@ -95,7 +101,10 @@ def _train(args: argparse.Namespace) -> int:
     if warning := cpu_warning(preset):
         print(warning, file=sys.stderr)
     workers = args.workers or max(1, min(8, os.cpu_count() or 1))
-    data = from_captures(args.data, args.max_packets, workers=workers)
+    stats = SegmentStats()
+    data = from_captures(args.data, args.max_packets, workers=workers, traces=traces, stats=stats)
+    if not traces.whole_files:
+        stats.report()
     out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.quiet)
     print(f"model written to {out}")
     return 0

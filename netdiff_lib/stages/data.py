@@ -15,12 +15,15 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netdiff_lib import __version__, storage
 from netdiff_lib.encoded import NPRINT, PAYLOADS, VALIDATION, save_payload_records, scan_payloads
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.stages.common import shard_count, shard_item, shard_of, write_json
+
+if TYPE_CHECKING:
+    from netdiff_lib.segment.options import TraceOptions
 
 MANIFEST_FORMAT = "netdiff-inputs/1"
 
@@ -134,12 +137,17 @@ def validated(plan: InputPlan) -> set[str]:
 
 
 def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, test_fraction: float, seed: int,
-                 max_packets: int, s3_endpoint: str = "") -> dict[str, Any]:
+                 max_packets: int, s3_endpoint: str = "", traces: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fetch one shard's captures and read each once: its nPrint trace (first ``max_packets`` packets) into
     ``out_dir/nprint/<split>/<label>/<file>.npz``, its transport payloads (for the payload profile) into
     ``out_dir/payloads/...`` and, for the evaluation's sample, the validator's report into
     ``out_dir/validation/....json``; writes ``out_dir/shard.json`` and returns its summary.  The captures
-    themselves are not kept: training and evaluation read these files only."""
+    themselves are not kept: training and evaluation read these files only.
+
+    ``traces`` (the pipeline's ``traces``, ``flow_timeout``, ``local_net``, ``labels_uri`` (label files, separated
+    by commas), ``labels_tz``,
+    ``unlabelled`` and ``labels_keep_going``) cuts each capture into traces, written as
+    ``nprint/<split>/<trace label>/<file>_<n>.npz``; the split stays by capture."""
     import tempfile
 
     from netdiff_lib.evaluate.compliance import run_validator
@@ -155,19 +163,24 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
             raise InputError(input_uri, "the captures changed after they were listed (the plan's fingerprint "
                                         "differs): run the pipeline again")
         check = validated(plan)
+        opts = shard_trace_options(traces, tmp)
         for cap in plan.shard(index):
             local = storage.get(cap.uri, Path(tmp, cap.dest))
-            try:
-                result = encode_pcap(local, NETDIFFUSION, max_packets=max_packets, label=cap.label)
-            except InputError as exc:  # name the user's capture, not the fetched copy
-                raise InputError(cap.uri, exc.cause) from None
-            result.trace.source, result.trace.meta["max_packets"] = cap.dest, max_packets
-            save_trace(out / NPRINT / f"{cap.dest}.npz", result.trace)
+            if opts is not None:
+                rows.append(_encode_segmented(local, cap, opts, max_packets, out))
+            else:
+                try:
+                    result = encode_pcap(local, NETDIFFUSION, max_packets=max_packets, label=cap.label)
+                except InputError as exc:  # name the user's capture, not the fetched copy
+                    raise InputError(cap.uri, exc.cause) from None
+                result.trace.source, result.trace.meta["max_packets"] = cap.dest, max_packets
+                save_trace(out / NPRINT / f"{cap.dest}.npz", result.trace)
             save_payload_records(out / PAYLOADS / f"{cap.dest}.npz", scan_payloads(local))
             if cap.dest in check:
                 write_json(out / VALIDATION / f"{cap.dest}.json", run_validator(str(local)))
-            rows.append({"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest,
-                         "packets": len(result.trace), "skipped": dict(result.skipped)})
+            if opts is None:
+                rows.append({"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest,
+                             "packets": len(result.trace), "skipped": dict(result.skipped)})
     skipped: Counter = Counter()
     for row in rows:
         skipped.update(row["skipped"])
@@ -175,5 +188,42 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
                "packets": sum(r["packets"] for r in rows), "skipped_packets": dict(skipped),
                "layout": NETDIFFUSION.describe(), "max_packets": max_packets,
                "classes": dict(sorted(Counter(r["label"] for r in rows).items()))}
+    if opts is not None:
+        summary["traces"] = {"mode": opts.spec.text, "per_class": dict(sum((Counter(r["traces"]) for r in rows),
+                                                                           Counter()))}
     write_json(out / "shard.json", {**summary, "files": rows})
     return summary
+
+
+def shard_trace_options(traces: dict[str, Any] | None, tmp: str) -> TraceOptions | None:
+    """The pipeline's trace parameters as options (None: one trace per capture); the label file is fetched."""
+    from netdiff_lib.segment.options import make_options
+
+    traces = dict(traces or {})
+    uris = [u.strip() for u in str(traces.pop("labels_uri", "") or "").split(",") if u.strip()]
+    traces["labels"] = [str(storage.get(u, Path(tmp, ".labels", str(i), u.rsplit("/", 1)[-1])))
+                        for i, u in enumerate(uris)]
+    keep_going = bool(traces.pop("labels_keep_going", False))
+    opts = make_options(**traces, keep_going=keep_going)
+    return None if opts.whole_files else opts
+
+
+def _encode_segmented(local: Path, cap: PlannedCapture, opts: TraceOptions, max_packets: int,
+                      out: Path) -> dict[str, Any]:
+    from netdiff_lib.schema import NETDIFFUSION
+    from netdiff_lib.segment import SegmentStats, segment_capture
+    from netdiff_lib.segment.spec import safe_name
+    from netdiff_lib.trace import save_trace
+
+    stats, n = SegmentStats(), 0
+    stem = cap.dest.split("/", 2)[2]
+    try:
+        for trace in segment_capture(local, opts.spec, NETDIFFUSION, max_packets=max_packets or None,
+                                     label=cap.label, labels=opts.index(), unlabelled=opts.unlabelled,
+                                     source=cap.dest, stats=stats):
+            n += 1
+            save_trace(out / NPRINT / cap.split / safe_name(trace.label) / f"{stem}_{n:05d}.npz", trace)
+    except InputError as exc:  # name the user's capture, not the fetched copy
+        raise InputError(cap.uri, exc.cause) from None
+    return {"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest, "packets": stats.in_traces,
+            "skipped": dict(stats.dropped), "traces": dict(stats.traces)}

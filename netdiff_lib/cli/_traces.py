@@ -1,0 +1,70 @@
+"""``netdiff encode --traces MODE`` / ``--labels FILE``: each capture cut into traces, each trace a file
+``OUT/<label>/<capture>_<n>.npz`` (and/or ``.nprint``), and a summary of traces per class and of the packets
+left out, by reason."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from netdiff_lib.atomic import atomic_open
+from netdiff_lib.cli._batch import Summary, finish, run_files
+from netdiff_lib.errors import ConfigError, InputError
+from netdiff_lib.inputs import label_of
+from netdiff_lib.nprint.encode import CAPTURE_MODES
+from netdiff_lib.schema import Layout
+from netdiff_lib.segment.builder import segment_capture
+from netdiff_lib.segment.options import TraceOptions
+from netdiff_lib.segment.spec import SegmentStats, safe_name
+from netdiff_lib.trace import Trace, save_trace
+
+
+def check_mode(mode: str, opts: TraceOptions) -> tuple[str, bool]:
+    parse, count_read = CAPTURE_MODES[mode]
+    if count_read and not opts.whole_files:
+        raise ConfigError("--mode netdiffusion reads the first frames of each file: use it with --traces file and "
+                          "no --labels")
+    return parse, count_read
+
+
+def write_trace(out: Path, name: str, trace: Trace, fmt: str) -> None:
+    from netdiff_lib.nprint.csvio import CsvOptions, write_nprint_csv
+
+    if fmt in ("npz", "both"):
+        save_trace(out / f"{name}.npz", trace)
+    if fmt in ("csv", "both"):
+        path = out / f"{name}.nprint"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path) as fh:
+            write_nprint_csv(fh, trace, CsvOptions(relative=True))
+
+
+def encode_segmented(files: list[Path], layout: Layout, limit: int | None, opts: TraceOptions,
+                     args: argparse.Namespace) -> int:
+    parse, _ = check_mode(args.mode, opts)
+    index = opts.index()  # a bad label file fails before any capture is read
+    if index is not None:
+        print(f"labels: {index.describe()}", file=sys.stderr)
+    total = SegmentStats()
+
+    def work(path: Path, summary: Summary) -> None:
+        stats, n = SegmentStats(), 0
+        for trace in segment_capture(path, opts.spec, layout, max_packets=limit, label=label_of(path),
+                                     labels=index, unlabelled=opts.unlabelled, mode=parse, stats=stats,
+                                     index=0 if args.format != "npz" else None):
+            n += 1
+            name = f"{safe_name(trace.label)}/{path.stem}_{n:05d}"
+            write_trace(args.out, name, trace, args.format)
+            summary.outputs.append(name)
+        total.update(stats)
+        summary.packets += stats.in_traces
+        summary.skipped += stats.dropped
+        if not n:
+            reasons = ", ".join(f"{k}: {v}" for k, v in stats.dropped.items()) or "the capture holds no packets"
+            raise InputError(path, f"no trace ({stats.packets} packets read; {reasons})")
+
+    summary = run_files(files, work, args, "encode")
+    for line in total.lines()[: len(total.traces) + 1]:
+        print(line, file=sys.stderr)
+    return finish(summary)
