@@ -21,8 +21,8 @@ from netdiff_lib.config import tiny
 from netdiff_lib.encoded import from_captures
 from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
-from netdiff_lib.schema import MAX_PACKETS
-from netdiff_lib.train import (
+from netdiff_lib.models.native.representation import REPRESENTATIONS
+from netdiff_lib.models.native.train import (
     HORIZON_PROBE,
     HORIZON_REFRESH,
     LoopState,
@@ -31,6 +31,7 @@ from netdiff_lib.train import (
     skip_nonfinite,
     train,
 )
+from netdiff_lib.schema import MAX_PACKETS
 
 torch.set_num_threads(1)
 CLASSES = ("dns", "http", "icmp")
@@ -53,8 +54,8 @@ def small_set(small_data: Path) -> TrainingData:
     return from_captures(str(small_data), MAX_PACKETS)
 
 
-def _cfg(steps: int = 4, representation: str = "tokens"):
-    cfg = tiny().with_settings([f"model.representation={representation}"])
+def _cfg(steps: int = 4, representation: str = "tokens", settings: tuple[str, ...] = ()):
+    cfg = tiny().with_settings([f"model.representation={representation}", *settings])
     return cfg.with_overrides(steps=steps, checkpoint_every=2, log_every=1, warmup_steps=2)
 
 
@@ -63,7 +64,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
             **{f"ema.{k}": v for k, v in load_file(str(folder / "ema.safetensors")).items()}}
 
 
-@pytest.mark.parametrize("representation", ["tokens", "features"])
+@pytest.mark.parametrize("representation", sorted(REPRESENTATIONS))
 def test_resume_after_stop_equals_uninterrupted_run(small_set: TrainingData, tmp_path: Path,
                                                     representation: str) -> None:
     whole, sliced = tmp_path / "whole", tmp_path / "sliced"

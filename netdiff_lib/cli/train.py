@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. model.representation=features (repeatable)")
+                   help="override one config value, e.g. model.port_slots=0 (repeatable)")
     p.add_argument("--max-packets", type=int, default=MAX_PACKETS, metavar="N",
                    help=f"packets encoded per capture (default {MAX_PACKETS})")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
