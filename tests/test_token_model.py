@@ -198,6 +198,29 @@ def test_loss_is_finite_and_trains(traces: list[Trace], tokenizer: FieldTokenize
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])
 
 
+def test_stage_one_loss_scores_only_the_kinds_the_sampler_draws(traces: list[Trace],
+                                                               tokenizer: FieldTokenizer) -> None:
+    """In stage 1 the sampler reads only the kind logits: the fields' targets must not enter the loss there."""
+    rows = [torch.from_numpy(tokenizer.rows(t.matrix[:16], t.iat_us()[:16])) for t in traces[:8]]
+    x0 = torch.stack([torch.nn.functional.pad(r, (0, 0, 0, 16 - len(r))) for r in rows])
+    lengths, labels = torch.tensor([len(r) for r in rows]), torch.zeros(8, dtype=torch.long)
+    net = _net(tokenizer)
+    applicable = torch.from_numpy(tokenizer.applicable())
+    other = x0.clone()  # the same packet kinds and times, other field values
+    sizes = torch.tensor(tokenizer.sizes[1:], dtype=torch.float32)
+    other[..., 1:-1] = torch.floor(torch.rand(other[..., 1:-1].shape, generator=torch.Generator().manual_seed(1))
+                                   * sizes)
+
+    def loss(rows: torch.Tensor, kind_share: float) -> tuple[float, float]:
+        cfg = tiny().with_settings([f"diffusion.kind_share={kind_share}"])
+        total, ce = token_loss(net, net, rows, labels, lengths, cfg, applicable, torch.Generator().manual_seed(0))
+        return float(total.detach()), float(ce)
+
+    stage1 = 1 - 1e-9  # every sample of the batch in stage 1
+    assert loss(x0, stage1) == loss(other, stage1)
+    assert loss(x0, 1e-9)[1] != loss(other, 1e-9)[1]  # stage 2 scores the fields
+
+
 def test_sampler_respects_each_packets_kind(tokenizer: FieldTokenizer) -> None:
     net = _net(tokenizer)
     app = torch.from_numpy(tokenizer.applicable())

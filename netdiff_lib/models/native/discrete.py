@@ -18,7 +18,8 @@ Forward process, over a global time ``t`` in [0, 1]:
 
 So a trace's protocol skeleton (which packets are TCP, UDP, ICMP, IPv4 or IPv6) is generated first, and its
 fields follow, each constrained to the categories its packet's kind allows; the loss is the cross-entropy of
-the masked tokens plus the min-SNR weighted error of the inter-arrival estimate.  Sampling is the ancestral
+the masked tokens the sampler draws at that time (stage 1: the kinds; stage 2: the fields), averaged over
+them, plus the min-SNR weighted error of the inter-arrival estimate (stage 2).  Sampling is the ancestral
 sampler of absorbing diffusion (from ``t`` to ``s`` a masked token is revealed with probability
 ``(t - s) / t``, drawn from the model's categorical, with classifier-free guidance on the logits) and DDIM for
 the inter-arrival time.
@@ -127,12 +128,15 @@ def token_loss(model: nn.Module, raw: TokenDiT, x0: torch.Tensor, labels: torch.
     labels = torch.where(drop, torch.full_like(labels, raw.null_class), labels)
     logits, iat0 = model(x_in, iat_t, t, labels, lengths, padded=padded)
     valid = torch.arange(n, device=dev)[None] < lengths[:, None]
+    # scored: the masked tokens the sampler draws at this time; in stage 1 only the kinds (the field logits
+    # of stage-1 times are never read), in stage 2 the fields
+    scored = masked & valid[..., None]
+    scored[..., 1:] &= ~stage1[:, None, None]
     ce = torch.zeros((b, n), device=dev)
     for j, lf in enumerate(raw.field_logits(logits)):
         ce_j = F.cross_entropy(lf.reshape(b * n, -1), tokens[..., j].reshape(-1), reduction="none").view(b, n)
-        ce = ce + ce_j * masked[..., j]
-    counted = (masked & valid[..., None]).sum().clamp(min=1)
-    ce_loss = (ce * valid).sum() / counted
+        ce = ce + ce_j * scored[..., j]
+    ce_loss = ce.sum() / scored.sum().clamp(min=1)
     weight = torch.clamp(ab / (1 - ab), max=d.min_snr_gamma) * (~stage1)
     iat_err = ((iat0 - iat) ** 2 * valid).sum(dim=1) / lengths.clamp(min=1)
     return ce_loss + d.iat_weight * (iat_err * weight).mean(), ce_loss.detach()
