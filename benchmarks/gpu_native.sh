@@ -10,7 +10,7 @@
 #                                 [--throughput-steps "16 25"] [--gen-steps "16 25"]
 #
 # Each --variant (an ablation arm) trains its own model for the same --budget with `--set` overrides (e.g.
-# `--variant baseline=model.representation=features --variant tokens=`) and generates its own set; without
+# `--variant noslots=model.port_slots=0 --variant slots=`) and generates its own set; without
 # --variant there is one arm, "default". --throughput N times N traces at 1,024 packets for the last arm (once
 # per sampler step count in --throughput-steps). --gen-steps generates each arm's set once per sampler step count
 # (16 is the library's default; another count names the set <arm>s<steps>).

@@ -2,10 +2,12 @@
 
 Sub-commands (each prints one JSON object and can write it with ``--json``):
 
-* ``train-speed``: steps/s and tokens/s of the training step (forward, backward, AdamW, EMA) for a preset at one
-  length bucket, on random features (no data needed); bf16 autocast on CUDA.
-* ``throughput``: traces/s of :func:`netdiff_lib.generate.generate_traces` at a fixed trace length (1,024 packets
-  by default), after one warm-up batch of the same shape; optionally through ``torch.compile``; peak GPU memory.
+* ``train-speed``: steps/s and tokens/s of the training step (the representation's loss, backward, AdamW, EMA)
+  for a preset at one length bucket, on the rows of ``--data`` (default: the bundled sample captures) laid end
+  to end; bf16 autocast on CUDA.
+* ``throughput``: traces/s of :func:`netdiff_lib.models.native.sampler.generate_traces` at a fixed trace length
+  (1,024 packets by default), after one warm-up batch of the same shape; optionally through ``torch.compile``
+  (``--compile [BACKEND]``, inductor by default); peak GPU memory.
 * ``pcaps``: the pcaps of a ``generated.npz`` (reconstruction on the CPU, same seed as ``generate-set``).
 * ``generate-set``: ``--times`` x the test captures of each class of a ``split.json`` (``netdiff split``), per
   guidance value, as ``<label>/<label>_<n>.pcap`` (reconstructed) plus one compressed array file of the raw generator
@@ -34,6 +36,8 @@ import torch
 from netdiff_lib.cli._options import add_sample_steps
 from netdiff_lib.config import DiffusionConfig
 
+SAMPLES = str(Path(__file__).resolve().parents[1] / "samples" / "captures")
+
 
 def _device(name: str | None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -50,30 +54,31 @@ def _sync() -> None:
 
 def train_speed(args: argparse.Namespace) -> dict[str, Any]:
     from netdiff_lib.config import preset
-    from netdiff_lib.models.features import FeatureCodec
-    from netdiff_lib.models.native import PacketDiT, count_parameters
-    from netdiff_lib.train import diffusion_loss, make_optimizer, noise_scheduler
+    from netdiff_lib.encoded import from_captures
+    from netdiff_lib.models.native.data import prepare_data
+    from netdiff_lib.models.native.layers import count_parameters
+    from netdiff_lib.models.native.train import make_optimizer
 
     cfg = preset(args.config)
     dev = _device(args.device)
     bucket = args.bucket or cfg.model.max_packets
     batch = max(1, cfg.train.batch_tokens // bucket)
-    width = FeatureCodec().width
+    prep = prepare_data(cfg, from_captures(args.data, cfg.model.max_packets))
+    rep, n_classes = prep.representation, len(prep.labels)
+    rows = prep.packed.features[:-1]  # every packet's row, the padding row left out
+    x0 = rows[torch.arange(batch * bucket) % len(rows)].view(batch, bucket, -1).to(dev)
     torch.manual_seed(0)
-    net = PacketDiT(cfg.model, width, 8).to(dev)
+    net = rep.network(cfg, n_classes).to(dev)
     opt = make_optimizer(net, cfg)
     ema = [p.detach().clone().float() for p in net.parameters()]
-    noise_sched = noise_scheduler(cfg)
-    noise_sched.alphas_cumprod = noise_sched.alphas_cumprod.to(dev)
-    x0 = torch.rand(batch, bucket, width, device=dev) * 2 - 1
-    labels = torch.randint(0, 8, (batch,), device=dev)
+    labels = torch.randint(0, n_classes, (batch,), device=dev)
     lengths = torch.full((batch,), bucket, device=dev)
     gen = torch.Generator(device=dev).manual_seed(0)
     use_bf16 = dev.type == "cuda"
 
     def step() -> None:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, _ = diffusion_loss(net, x0, labels, lengths, noise_sched, cfg, 8, gen, padded=False)
+            loss, _ = rep.loss(net, net, cfg, x0, labels, lengths, gen, padded=False)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
         opt.step()
@@ -89,7 +94,7 @@ def train_speed(args: argparse.Namespace) -> dict[str, Any]:
         step()
     _sync()
     dt = (time.perf_counter() - t0) / args.steps
-    return {"benchmark": "train-speed", "config": args.config, "device": _name(dev),
+    return {"benchmark": "train-speed", "config": args.config, "representation": rep.name, "device": _name(dev),
             "parameters": count_parameters(net), "bucket": bucket, "batch": batch, "s_per_step": round(dt, 5),
             "steps_per_s": round(1 / dt, 3), "tokens_per_s": round(batch * bucket / dt),
             "peak_gpu_memory_gib": _peak_gib()}
@@ -101,7 +106,7 @@ def _name(dev: torch.device) -> str:
 
 def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.Namespace) -> dict[str, Any]:
     """traces/s at a fixed length, after one warm-up batch of the same shape."""
-    from netdiff_lib.models.sampler import generate_traces
+    from netdiff_lib.models.native.sampler import generate_traces
 
     opts = {"steps": args.steps, "guidance": guidance, "length": args.packets, "progress": False,
             "batch_tokens": args.batch_tokens}
@@ -124,12 +129,12 @@ def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.N
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    from netdiff_lib.models.native import load_model_dir
+    from netdiff_lib.models.native.model import load_model_dir
 
     dev = _device(args.device)
     model = load_model_dir(args.model, device=dev)
     if args.compile:
-        model.net = torch.compile(model.net)
+        model.net = torch.compile(model.net, backend=args.compile)
     return {"runs": [_throughput(model, dev, g, args) for g in args.guidance]}
 
 
@@ -155,8 +160,8 @@ def _save_arrays(path: Path, traces: list[Any], layout: Any) -> None:
 def generate_set(args: argparse.Namespace) -> dict[str, Any]:
     """For each guidance value: generate, save arrays, reconstruct pcaps; then (optionally) eager throughput."""
     from netdiff_lib.generate import write_pcaps
-    from netdiff_lib.models.native import load_model_dir
-    from netdiff_lib.models.sampler import generate_traces
+    from netdiff_lib.models.native.model import load_model_dir
+    from netdiff_lib.models.native.sampler import generate_traces
 
     split = json.loads(Path(args.split).read_text())
     test_counts = Counter(c["label"] for c in split["test"])
@@ -174,10 +179,10 @@ def generate_set(args: argparse.Namespace) -> dict[str, Any]:
         t_gen = time.perf_counter() - t0
         out = Path(args.out) / f"g{g}"
         out.mkdir(parents=True, exist_ok=True)
-        _save_arrays(out / "generated.npz", traces, model.codec.layout)
+        _save_arrays(out / "generated.npz", traces, model.layout)
         t1 = time.perf_counter()
         if not args.no_pcaps:
-            write_pcaps(traces, out / "pcaps", model.codec.layout, seed=args.seed, progress=False)
+            write_pcaps(traces, out / "pcaps", model.layout, seed=args.seed, progress=False)
         result["sets"].append({
             "guidance": g, "device": _name(dev), "traces": len(traces), "steps": args.steps,
             "packets": int(sum(len(t.matrix) for t in traces)), "sampling_s": round(t_gen, 2),
@@ -185,7 +190,7 @@ def generate_set(args: argparse.Namespace) -> dict[str, Any]:
             "peak_gpu_memory_gib": _peak_gib(), "out": str(out)})
         print(json.dumps(result["sets"][-1]), flush=True)
     if args.throughput_traces:
-        args.traces, args.compile = args.throughput_traces, False
+        args.traces, args.compile = args.throughput_traces, None
         for g in args.guidance:
             result["throughput"].append(_throughput(model, dev, g, args))
             print(json.dumps(result["throughput"][-1]), flush=True)
@@ -230,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     ts.add_argument("--bucket", type=int, help="trace length (default: the preset's max_packets)")
     ts.add_argument("--steps", type=int, default=20)
     ts.add_argument("--warmup", type=int, default=3)
+    ts.add_argument("--data", default=SAMPLES, help="labelled captures whose rows the steps train on")
     tp = sub.add_parser("throughput")
     tp.add_argument("--model", required=True)
     tp.add_argument("--traces", type=int, default=256)
-    tp.add_argument("--compile", action="store_true")
+    tp.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                    help="sample through torch.compile (backend: inductor, or e.g. eager)")
     gs = sub.add_parser("generate-set")
     gs.add_argument("--model", required=True)
     gs.add_argument("--split", required=True, help="split.json written by `netdiff split`")

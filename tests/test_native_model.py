@@ -1,38 +1,46 @@
-"""The native network, model folder and sampler: shapes, masking, save -> load, generation, errors."""
+"""The native model folder and sampler through the representation seam: save -> load, generation, errors, old
+folders, compiled networks."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.generate import trace_names
 from netdiff_lib.models import Sampling, backend_of, get_backend
-from netdiff_lib.models.features import FeatureCodec
-from netdiff_lib.models.native import NativeModel, PacketDiT, load_model_dir, save_model_dir
-from netdiff_lib.models.sampler import generate_traces, sampling_scheduler
+from netdiff_lib.models.native.field_tokens import FieldTokens
+from netdiff_lib.models.native.model import NativeModel, load_model_dir, plain_state, save_model_dir
+from netdiff_lib.models.native.representation import REPRESENTATIONS, Representation, representation_class
+from netdiff_lib.models.native.sampler import generate_traces
+from netdiff_lib.nprint.encode import encode_pcap
 
 torch.set_num_threads(1)
 LABELS = ["alpha", "beta", "gamma"]
+REPO = Path(__file__).resolve().parents[1]
 
 
-def features_cfg() -> Config:
-    """The continuous-feature baseline (these tests cover it; tests/test_token_model.py covers tokens)."""
-    return tiny().with_settings(["model.representation=features"])
+@pytest.fixture(scope="module")
+def rep(samples_dir: Path) -> FieldTokens:
+    traces = [encode_pcap(p, max_packets=64).trace for p in sorted(samples_dir.glob("*/*.pcap"))]
+    return FieldTokens.fit(tiny(), traces, [LABELS[i % 3] for i in range(len(traces))])
 
 
-def _net(seed: int = 0) -> PacketDiT:
+def _net(rep: Representation, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    net = PacketDiT(features_cfg().model, FeatureCodec().width, len(LABELS))
+    net = rep.network(tiny(), len(LABELS))
     with torch.no_grad():  # a trained-looking network: the zero-initialised head and adaLN made non-zero
         for p in net.parameters():
             if p.abs().sum() == 0:
-                p.normal_(0, 0.02)
+                p.normal_(0, 0.05)
     return net.eval()
 
 
@@ -42,45 +50,25 @@ def _stats() -> dict:
 
 
 @pytest.fixture()
-def model_dir(tmp_path: Path) -> Path:
-    net = _net()
+def model_dir(rep: FieldTokens, tmp_path: Path) -> Path:
+    net = _net(rep)
     out = tmp_path / "model"
-    save_model_dir(out, net, dict(net.named_parameters()), features_cfg(), FeatureCodec(), LABELS, _stats())
+    save_model_dir(out, dict(net.named_parameters()), tiny(), rep, LABELS, _stats())
     return out
 
 
-def test_initial_prediction_is_the_linear_estimate() -> None:
-    net = PacketDiT(features_cfg().model, 11, 2)
-    x = torch.randn(2, 7, 11)
-    sab = torch.tensor([0.3, 0.9])
-    out = net(x, torch.tensor([10, 900]), torch.tensor([0, 2]), torch.tensor([7, 4]), sab)
-    torch.testing.assert_close(out, sab[:, None, None] * x)
+def test_the_registry_holds_the_model_that_runs() -> None:
+    assert representation_class("tokens") is FieldTokens and set(REPRESENTATIONS) == {"tokens"}
+    assert issubclass(FieldTokens, Representation) and not FieldTokens.__abstractmethods__
 
 
-def test_padding_does_not_leak_into_valid_positions() -> None:
-    net = _net()
-    x = torch.randn(2, 16, net.n_features)
-    lengths = torch.tensor([16, 9])
-    args = (torch.tensor([5, 5]), torch.tensor([0, 1]), lengths, torch.tensor([0.5, 0.5]))
-    a = net(x, *args)
-    x2 = x.clone()
-    x2[1, 9:] = torch.randn(7, net.n_features) * 5
-    b = net(x2, *args)
-    torch.testing.assert_close(a[1, :9], b[1, :9], rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(a[1, 9:], b[1, 9:])
-    # no mask needed (and none used) when every trace fills the rows
-    full = net(x[:1], args[0][:1], args[1][:1], lengths[:1], args[3][:1], padded=False)
-    torch.testing.assert_close(full, a[:1], rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="max_packets"):
-        net(torch.randn(1, 65, net.n_features), *[a[:1] for a in args])
-
-
-def test_save_load_round_trip(model_dir: Path) -> None:
+def test_save_load_round_trip(model_dir: Path, rep: FieldTokens) -> None:
     model = load_model_dir(model_dir)
-    ref = _net()
+    ref = _net(rep)
     for (name, p), (_, q) in zip(model.net.named_parameters(), ref.named_parameters(), strict=True):
         assert torch.equal(p, q), name
-    assert model.labels == LABELS and model.config == features_cfg()
+    assert model.labels == LABELS and model.config == tiny() and model.layout == rep.layout
+    assert isinstance(model.representation, FieldTokens) and model.representation.signature == rep.signature
     assert backend_of(model_dir) == "native"
     again = get_backend("native").load(str(model_dir))
     a = again.generate({"alpha": 2}, Sampling(steps=3, seed=7, progress=False))
@@ -113,13 +101,6 @@ def test_same_seed_same_traces_other_seed_differs(model_dir: Path) -> None:
     assert not np.array_equal(a.matrix, c.matrix)
 
 
-def test_scheduler_is_dpm_solver_with_data_prediction(model_dir: Path) -> None:
-    sched = sampling_scheduler(load_model_dir(model_dir), 25)
-    assert type(sched).__name__ == "DPMSolverMultistepScheduler"
-    assert sched.config.algorithm_type == "dpmsolver++" and sched.config.prediction_type == "sample"
-    assert len(sched.timesteps) == 25
-
-
 def test_bad_requests_and_folders(model_dir: Path, tmp_path: Path) -> None:
     model: NativeModel = load_model_dir(model_dir)
     with pytest.raises(ConfigError, match="not in this model"):
@@ -133,8 +114,66 @@ def test_bad_requests_and_folders(model_dir: Path, tmp_path: Path) -> None:
     (model_dir / "config.json").write_text(json.dumps({**cfg, "backend": "sd15"}))
     with pytest.raises(ConfigError, match="'sd15' model, not a native one"):
         load_model_dir(model_dir)
-    (model_dir / "config.json").write_text(json.dumps({**cfg, "codec_width": 12}))
-    with pytest.raises(InputError, match="features"):
+    (model_dir / "config.json").write_text(json.dumps({**cfg, "codec_width": [3, 4]}))
+    with pytest.raises(InputError, match="network shape"):
         load_model_dir(model_dir)
     with pytest.raises(ConfigError, match="unknown backend 'nope'"):
         get_backend("nope")
+
+
+def test_folders_of_the_first_design_fail_clearly_and_older_token_folders_load(model_dir: Path) -> None:
+    meta = json.loads((model_dir / "config.json").read_text())
+    # token folders written before the first design's config values were removed still load
+    old = {**meta, "config": {**meta["config"], "diffusion": {**meta["config"]["diffusion"],
+                                                                "num_train_timesteps": 1000,
+                                                                "beta_schedule": "squaredcos_cap_v2"}}}
+    (model_dir / "config.json").write_text(json.dumps(old))
+    assert load_model_dir(model_dir).config == tiny()
+    features = {**meta, "config": {**meta["config"], "model": {**meta["config"]["model"],
+                                                               "representation": "features"}}}
+    (model_dir / "config.json").write_text(json.dumps(features))
+    with pytest.raises(ConfigError, match=r"first design .* 425ffc8"):
+        load_model_dir(model_dir)
+    with pytest.raises(ConfigError, match="first design"):
+        tiny().with_settings(["model.representation=features"])
+    for key in ("num_train_timesteps", "beta_schedule"):  # values only the first design read are gone
+        with pytest.raises(ConfigError):
+            tiny().with_settings([f"diffusion.{key}=100"])
+    unversioned = Config.to_dict(tiny())
+    del unversioned["model"]["representation"]  # folders from before tokens were the first design's
+    with pytest.raises(ConfigError, match="first design"):
+        Config.from_dict(unversioned)
+
+
+def test_weights_saved_from_a_compiled_network_load(model_dir: Path, rep: FieldTokens) -> None:
+    """A folder written by a ``train.compile=true`` run before the fix holds ``_orig_mod.`` keys."""
+    net = _net(rep)
+    compiled = torch.compile(net, backend="eager")
+    assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
+    save_file({k: v.contiguous() for k, v in compiled.state_dict().items()}, str(model_dir / "model.safetensors"))
+    model = load_model_dir(model_dir)
+    assert all(torch.equal(model.net.state_dict()[k], v) for k, v in net.state_dict().items())
+    # and the model folder writes plain keys whatever it is given
+    save_model_dir(model_dir, compiled.state_dict(), tiny(), rep, LABELS, _stats())
+    assert set(load_file(str(model_dir / "model.safetensors"))) == set(net.state_dict())
+    assert plain_state({"_orig_mod.a.b": 1, "c": 2}) == {"a.b": 1, "c": 2}
+
+
+def test_a_compiled_network_samples_the_same_traces(model_dir: Path) -> None:
+    model = load_model_dir(model_dir)
+    plain = generate_traces(model, {"alpha": 2}, steps=3, seed=5, progress=False)
+    model.net = torch.compile(model.net, backend="eager")  # what `benchmarks.train_native throughput --compile` does
+    compiled = generate_traces(model, {"alpha": 2}, steps=3, seed=5, progress=False)
+    for a, b in zip(plain, compiled, strict=True):
+        np.testing.assert_array_equal(a.matrix, b.matrix)
+
+
+def test_throughput_benchmark_with_compile_runs(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_native", "throughput", "--model", str(model_dir),
+                           "--compile", "eager", "--packets", "16", "--traces", "3", "--steps", "2",
+                           "--batch-tokens", "64", "--device", "cpu", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["compiled"] == "eager" and run["traces"] == 3 and run["packets"] == 16

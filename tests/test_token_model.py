@@ -11,11 +11,22 @@ import torch
 
 from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError, InputError
-from netdiff_lib.models.discrete import TokenDiT, sample_tokens, schedule, token_loss
-from netdiff_lib.models.native import build_network, fit_codec, load_model_dir, save_model_dir
-from netdiff_lib.models.sampler import generate_traces
-from netdiff_lib.models.tokens import FIELDS, FieldTokenizer, read_fields
-from netdiff_lib.models.vocab import ABSENT, Templates, Vocab, resolve_slots, slot_tokens, template_of, variable_bytes
+from netdiff_lib.models.native.discrete import TokenDiT, sample_tokens, schedule, token_loss
+from netdiff_lib.models.native.field_tokens import FieldTokens
+from netdiff_lib.models.native.model import load_model_dir, save_model_dir
+from netdiff_lib.models.native.sampler import generate_traces
+from netdiff_lib.models.native.tokens import FIELDS, FieldTokenizer, read_fields
+from netdiff_lib.models.native.vocab import (
+    ABSENT,
+    Templates,
+    Vocab,
+    decode_iat,
+    encode_iat,
+    resolve_slots,
+    slot_tokens,
+    template_of,
+    variable_bytes,
+)
 from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.payloads.ports import registered
 from netdiff_lib.trace import Trace
@@ -168,7 +179,7 @@ def test_padding_does_not_leak_into_valid_positions(tokenizer: FieldTokenizer) -
 
 def test_loss_is_finite_and_trains(traces: list[Trace], tokenizer: FieldTokenizer) -> None:
     cfg = tiny()
-    rows = [torch.from_numpy(tokenizer.features(t.matrix[:16], t.iat_us()[:16])) for t in traces[:8]]
+    rows = [torch.from_numpy(tokenizer.rows(t.matrix[:16], t.iat_us()[:16])) for t in traces[:8]]
     x0 = torch.stack([torch.nn.functional.pad(r, (0, 0, 0, 16 - len(r))) for r in rows])
     lengths = torch.tensor([len(r) for r in rows])
     labels = torch.zeros(8, dtype=torch.long)
@@ -185,6 +196,29 @@ def test_loss_is_finite_and_trains(traces: list[Trace], tokenizer: FieldTokenize
         losses.append(float(ce))
         assert torch.isfinite(loss)
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])
+
+
+def test_stage_one_loss_scores_only_the_kinds_the_sampler_draws(traces: list[Trace],
+                                                               tokenizer: FieldTokenizer) -> None:
+    """In stage 1 the sampler reads only the kind logits: the fields' targets must not enter the loss there."""
+    rows = [torch.from_numpy(tokenizer.rows(t.matrix[:16], t.iat_us()[:16])) for t in traces[:8]]
+    x0 = torch.stack([torch.nn.functional.pad(r, (0, 0, 0, 16 - len(r))) for r in rows])
+    lengths, labels = torch.tensor([len(r) for r in rows]), torch.zeros(8, dtype=torch.long)
+    net = _net(tokenizer)
+    applicable = torch.from_numpy(tokenizer.applicable())
+    other = x0.clone()  # the same packet kinds and times, other field values
+    sizes = torch.tensor(tokenizer.sizes[1:], dtype=torch.float32)
+    other[..., 1:-1] = torch.floor(torch.rand(other[..., 1:-1].shape, generator=torch.Generator().manual_seed(1))
+                                   * sizes)
+
+    def loss(rows: torch.Tensor, kind_share: float) -> tuple[float, float]:
+        cfg = tiny().with_settings([f"diffusion.kind_share={kind_share}"])
+        total, ce = token_loss(net, net, rows, labels, lengths, cfg, applicable, torch.Generator().manual_seed(0))
+        return float(total.detach()), float(ce)
+
+    stage1 = 1 - 1e-9  # every sample of the batch in stage 1
+    assert loss(x0, stage1) == loss(other, stage1)
+    assert loss(x0, 1e-9)[1] != loss(other, 1e-9)[1]  # stage 2 scores the fields
 
 
 def test_sampler_respects_each_packets_kind(tokenizer: FieldTokenizer) -> None:
@@ -211,14 +245,15 @@ def test_schedule_spends_a_quarter_on_kinds() -> None:
 def test_model_folder_round_trip_and_generation(traces: list[Trace], tmp_path: Path) -> None:
     cfg = tiny()
     labels = sorted({t.label for t in traces})
-    codec = fit_codec(cfg, [t.matrix for t in traces], [t.label for t in traces])
-    net = build_network(cfg, codec, len(labels))
+    rep = FieldTokens.fit(cfg, traces, [t.label for t in traces])
+    codec = rep.tokenizer
+    net = rep.network(cfg, len(labels))
     assert isinstance(net, TokenDiT)
     stats = {"lengths": {lab: [5, 12, 40] for lab in labels}, "iat_us": {}, "traces": {}, "packets": {}}
-    save_model_dir(tmp_path / "m", net, dict(net.named_parameters()), cfg, codec, labels, stats)
-    assert (tmp_path / "m" / "tokens.json").is_file() and not (tmp_path / "m" / "features.json").exists()
+    save_model_dir(tmp_path / "m", dict(net.named_parameters()), cfg, rep, labels, stats)
+    assert (tmp_path / "m" / "tokens.json").is_file()
     model = load_model_dir(tmp_path / "m")
-    assert model.labels == labels and model.config == cfg and model.codec.sizes == codec.sizes
+    assert model.labels == labels and model.config == cfg and model.representation.tokenizer.sizes == codec.sizes
     out = generate_traces(model, 2, seed=3, progress=False)
     again = generate_traces(model, 2, seed=3, progress=False)
     assert [t.label for t in out] == [lab for lab in labels for _ in range(2)]
@@ -231,13 +266,18 @@ def test_model_folder_round_trip_and_generation(traces: list[Trace], tmp_path: P
 
 
 def test_settings_parse_and_fail_clearly() -> None:
-    cfg = tiny().with_settings(["model.representation=features", "model.port_slots=0", "diffusion.guidance=2",
+    cfg = tiny().with_settings(["model.representation=tokens", "model.port_slots=0", "diffusion.guidance=2",
                                 "train.buckets=8,16,64", "train.compile=true"])
-    assert cfg.model.representation == "features" and cfg.model.port_slots == 0
+    assert cfg.model.representation == "tokens" and cfg.model.port_slots == 0
     assert cfg.diffusion.guidance == 2.0 and cfg.train.buckets == (8, 16, 64) and cfg.train.compile is True
     for bad in ("model.representation=pixels", "model.nope=1", "model.port_slots=two", "guidance=2", "x"):
         with pytest.raises(ConfigError):
             tiny().with_settings([bad])
-    old = tiny().to_dict()
-    del old["model"]["representation"]
-    assert Config.from_dict(old).model.representation == "features"  # model folders from before tokens
+    assert Config.from_dict(tiny().to_dict()) == tiny()
+
+
+def test_inter_arrival_feature_round_trip() -> None:
+    us = np.array([0.0, 1.0, 37.5, 1e3, 2.5e5, 6e8, 1e10, -5.0])
+    y = encode_iat(us)
+    assert y[0] == -1.0 and y[5] == 1.0 and y[6] == 1.0 and y[7] == -1.0 and (np.diff(y[:6]) > 0).all()
+    np.testing.assert_allclose(decode_iat(y)[:6], us[:6], rtol=1e-9, atol=1e-6)

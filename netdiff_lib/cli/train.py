@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. model.representation=features (repeatable)")
+                   help="override one config value, e.g. model.port_slots=0 (repeatable)")
     from netdiff_lib.segment.options import add_trace_arguments
 
     add_trace_arguments(p)

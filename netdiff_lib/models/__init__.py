@@ -19,7 +19,7 @@ from netdiff_lib.models.base import Backend, GeneratedTrace, Sampling, TraceGene
 DEFAULT_BACKEND = "native"
 #: name -> "module:Class"; a new backend adds one line.
 BACKENDS: dict[str, str] = {
-    "native": "netdiff_lib.models.native_backend:NativeBackend",
+    "native": "netdiff_lib.models.native.backend:NativeBackend",
     "sd15": "netdiff_lib.models.sd15.backend:Sd15Backend",
 }
 ENTRY_POINTS = "netdiff.backends"

@@ -1,5 +1,8 @@
 """The model card and loss curve saved beside the weights: what was trained, on what, how, and how it went.
 
+:func:`trace_stats` are the per-class statistics of the training traces every backend saves (trace lengths,
+inter-arrival times and the empirical inter-arrival model).
+
 ``model_card.json`` is for programs (the ``backend`` key tells :func:`netdiff_lib.models.backend_of` which
 backend loads the folder); ``README.md`` says the same for people; ``loss.json`` / ``loss.png`` hold the
 training curve.  Nothing here is needed to generate, so a card can be rewritten at any time.
@@ -10,17 +13,42 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from netdiff_lib import __version__
 from netdiff_lib.atomic import atomic_path
 
+if TYPE_CHECKING:
+    from netdiff_lib.trace import Trace
+
 CARD = "model_card.json"
 README = "README.md"
 LOSS_JSON = "loss.json"
 LOSS_PNG = "loss.png"
+
+
+def trace_stats(traces: list[Trace], labels: list[str]) -> dict[str, Any]:
+    """Per class: the trace lengths (the generator draws from them), inter-arrival statistics (µs) and the
+    empirical inter-arrival model of reconstruction (:class:`netdiff_lib.repair.IatModel`, as a dict)."""
+    from netdiff_lib.repair import IatModel
+
+    lengths: dict[str, list[int]] = {lab: [] for lab in labels}
+    iats: dict[str, list[np.ndarray]] = {lab: [] for lab in labels}
+    for t in traces:
+        lengths[t.label].append(len(t))
+        iats[t.label].append(t.iat_us()[1:])
+    iat_stats = {}
+    for lab in labels:
+        v = np.concatenate(iats[lab]) if iats[lab] else np.zeros(0)
+        q = np.quantile(v, [0.1, 0.5, 0.9, 0.99]).tolist() if len(v) else [0.0] * 4
+        iat_stats[lab] = {"count": len(v), "mean_us": float(v.mean()) if len(v) else 0.0,
+                          "p10_us": q[0], "median_us": q[1], "p90_us": q[2], "p99_us": q[3]}
+    models = {lab: IatModel.fit([t.iat_us() for t in traces if t.label == lab], lab).to_dict() for lab in labels}
+    return {"lengths": lengths, "iat_us": iat_stats, "iat_models": models,
+            "traces": {lab: len(lengths[lab]) for lab in labels},
+            "packets": {lab: int(sum(lengths[lab])) for lab in labels}}
 
 
 def _length_summary(lengths: list[int]) -> dict[str, float]:
@@ -74,8 +102,9 @@ def write_card(out: Path, card: dict[str, Any]) -> None:
         tmp.write_text(render_readme(card))
 
 
-def write_loss_curve(out: Path, history: list[dict[str, float]]) -> None:
-    """``loss.json`` always; ``loss.png`` when matplotlib is installed."""
+def write_loss_curve(out: Path, history: list[dict[str, float]], metrics: dict[str, str] | None = None) -> None:
+    """``loss.json`` always; ``loss.png`` when matplotlib is installed: the loss, and each of ``metrics`` (history
+    key -> label) the history holds."""
     with atomic_path(out / LOSS_JSON) as tmp:
         tmp.write_text(json.dumps(history))
     if not history:
@@ -89,9 +118,10 @@ def write_loss_curve(out: Path, history: list[dict[str, float]]) -> None:
         return
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, [h["loss"] for h in history], label="weighted loss" if "mse" in history[0] else "loss")
-    if "mse" in history[0]:
-        ax.plot(steps, [h["mse"] for h in history], label="x0 MSE", alpha=0.7)
+    ax.plot(steps, [h["loss"] for h in history], label="training loss")
+    for key, label in (metrics or {}).items():
+        if key in history[0]:
+            ax.plot(steps, [h[key] for h in history], label=label, alpha=0.7)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.legend()

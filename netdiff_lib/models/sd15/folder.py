@@ -19,7 +19,7 @@ from netdiff_lib.atomic import write_json
 from netdiff_lib.dataset import ClassMap
 from netdiff_lib.errors import InputError
 from netdiff_lib.models.base import TrainingData
-from netdiff_lib.models.card import CARD, build_card, write_card, write_loss_curve
+from netdiff_lib.models.card import CARD, build_card, trace_stats, write_card, write_loss_curve
 from netdiff_lib.models.sd15 import lora
 from netdiff_lib.models.sd15.config import Sd15Config
 from netdiff_lib.models.sd15.data import netdiffusion_trace, save_controls
@@ -31,8 +31,6 @@ CLASS_MAP = "class_map.json"
 
 def write_model_folder(out: Path, cfg: Sd15Config, data: TrainingData, class_map: ClassMap, unet: Any,
                        text_encoder: Any, training: dict[str, Any], history: list[dict[str, float]]) -> None:
-    from netdiff_lib.models.data import trace_stats
-
     lora.save_diffusers(out, unet, text_encoder, cfg.lora)
     lora.save_kohya(out, unet, text_encoder, cfg.lora, resolution=f"{cfg.train.width},{cfg.train.height}")
     controls = save_controls(data, class_map, out, cfg.generate.controls_per_class)

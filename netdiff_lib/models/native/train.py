@@ -1,26 +1,43 @@
-"""Train the native generator: ``train(cfg, data, out=MODEL_DIR)`` on :class:`~netdiff_lib.models.base.TrainingData`.
+"""The native backend's training loop, generic over the representation: ``train(cfg, data, out=MODEL_DIR)``.
+
+The loop knows the seam (:mod:`~netdiff_lib.models.native.representation`), not the representation: it fits
+the representation and packs the training traces into model rows (:func:`~netdiff_lib.models.native.data.
+prepare_data`), builds the representation's network, and steps: a length-bucketed batch, the representation's
+loss (for ``tokens``: the masked-token cross-entropy of the two-stage discrete diffusion plus the min-SNR
+weighted error of the inter-arrival estimate), backward, gradient clipping, a fused AdamW step, an EMA of the
+weights.  It logs the loss and the representation's ``metric`` (``token_ce``) every ``train.log_every`` steps.
 
 One process or several: under ``accelerate launch [--num_processes N]`` (the pipeline's train stage,
 :mod:`netdiff_lib.stages.launch`) :class:`accelerate.Accelerator` sets up DDP; every rank builds the same data
-and the same batch plan and takes every N-th batch (:mod:`netdiff_lib.models.data`), so the effective batch
-grows with N.
+and the same batch plan and takes every N-th batch (:mod:`~netdiff_lib.models.native.data`), so the effective
+batch grows with N.
 
-Noise comes from diffusers' ``DDPMScheduler`` (``add_noise``); the network predicts the clean sample, and the
-loss is the masked per-token MSE weighted by min-SNR-γ (``min(SNR, γ)`` for x0 prediction).  Every random
-draw of a step (timesteps, noise, class dropout) comes from a generator seeded by ``(seed, step, rank)``, and
-the batch plan by ``(seed, epoch)``, so a run resumed from a checkpoint (model, optimizer, LR schedule, EMA,
-RNG states, data position, loop state) takes exactly the same steps as one never stopped.
+Exact resume: every random draw of a step (the representation's loss draws from it) comes from a generator
+seeded by ``(seed, step, rank)``, and the batch plan by ``(seed, epoch)``, so a run resumed from a checkpoint
+(model, optimizer, LR schedule, EMA, RNG states, data position, loop state) takes exactly the same steps as
+one never stopped.
 
 Stopping: after ``train.steps`` steps or ``train.time_budget_s`` seconds, whichever comes first.  With a time
 budget the cosine LR horizon is estimated from the measured step rate early on and re-estimated every
 ``HORIZON_REFRESH`` steps from the rate since then (the first steps are slower: CUDA start-up and kernel
 selection), and saved in the loop state.
 
-Non-finite steps: a step whose loss or gradient is not finite is skipped (the fused AdamW takes ``found_inf``,
-so no device sync is needed) and counted in the loss curve and the model card; a whole logging window of them
-means training diverged and stops with a :class:`TrainingError`, and a model whose weights are not finite is
-never written.  At the end the EMA weights, config, feature maps, class map, statistics, model card and loss curve
-are written to the model folder (local, or staged locally and uploaded to an ``s3://`` URI).
+Non-finite steps: a step whose gradient is not finite (a NaN/inf loss gives one) is skipped (:func:`skip_nonfinite`:
+the fused AdamW takes ``found_inf``, so no device sync is needed; under fp16 the loss scaler skips it itself) and
+counted in the loss history and the model card; a whole logging window of them means training diverged and
+stops with a :class:`TrainingError`, and a model whose weights are not finite is never written.
+
+``train.compile``: only the forward pass runs through the ``torch.compile`` wrapper; the optimizer, the EMA,
+checkpoints and the model folder see the plain network, so no ``_orig_mod.`` prefix reaches a saved key (and
+one from an older run is removed when loading or resuming).
+
+Evaluation hook: ``train(..., hook=StepHook)`` calls the hook every ``hook.every`` steps on the main process
+with a :class:`~netdiff_lib.models.native.model.NativeModel` of the current EMA weights; the numbers it
+returns go into the loop state's ``evaluations`` (checkpointed; in the model card), and the global random
+states are restored after it, so a hook never changes training (the place for checkpoint selection).
+
+At the end the EMA weights, config, the representation's fitted state, class map, statistics, model card and
+loss curve are written to the model folder (local, or staged locally and uploaded to an ``s3://`` URI).
 """
 
 from __future__ import annotations
@@ -31,7 +48,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -40,13 +57,9 @@ from netdiff_lib import checkpoint
 from netdiff_lib.config import Config
 from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
-from netdiff_lib.models.card import build_card, write_card, write_loss_curve
-from netdiff_lib.models.data import BucketPlan, PackedTraces, trace_stats
-from netdiff_lib.models.discrete import token_loss
-from netdiff_lib.models.features import FeatureCodec
-from netdiff_lib.models.layers import count_parameters
-from netdiff_lib.models.native import build_network, fit_codec, save_model_dir
-from netdiff_lib.models.tokens import FieldTokenizer
+from netdiff_lib.models.native.data import BucketPlan, Prepared, prepare_data
+from netdiff_lib.models.native.layers import count_parameters
+from netdiff_lib.models.native.model import NativeModel, plain_state, write_model_folder
 
 CHECKPOINTS = "checkpoints"
 HORIZON_PROBE = (20, 60)  # steps between which the step rate is measured when a time budget is set
@@ -66,6 +79,7 @@ class LoopState:
     history: list[dict[str, float]] = field(default_factory=list)
     probe_s: float = 0.0
     probe_hi_s: float = 0.0
+    evaluations: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def skipped(self) -> int:
@@ -73,39 +87,13 @@ class LoopState:
         return sum(int(h.get("skipped", 0)) for h in self.history)
 
 
-@dataclass
-class Prepared:
-    """The training data, ready for the loop."""
+class StepHook(Protocol):
+    """Called every ``every`` steps with the step and a model of the current EMA weights; returns numbers to
+    record (e.g. a privacy gate's DCR ratio and membership-inference AUC on held-out traces)."""
 
-    labels: list[str]
-    codec: FeatureCodec | FieldTokenizer
-    packed: PackedTraces
-    stats: dict[str, Any]
-    data_info: dict[str, Any]
-    payloads: Any = None  # a PayloadProfile, saved as payloads.json
+    every: int
 
-
-def prepare_data(cfg: Config, data: TrainingData) -> Prepared:
-    """Cut the traces to the model's ``max_packets``, fit the feature maps, pack the features."""
-    traces = [t.head(cfg.model.max_packets) for t in data.traces]
-    labels = data.labels
-    codec = fit_codec(cfg, [t.matrix for t in traces], [str(t.label) for t in traces])
-    packed = PackedTraces.build(traces, codec, labels)
-    info = {"source": data.source, "fingerprint": data.fingerprint, "captures": data.captures,
-            "traces": len(traces), "packets": int(packed.lengths.sum()), "max_packets": cfg.model.max_packets,
-            "encoded_max_packets": data.max_packets, "representation": cfg.model.representation}
-    if isinstance(codec, FieldTokenizer):
-        info["vocabulary"] = dict(zip(codec.fields, codec.sizes, strict=True))
-        info["exact_token_share"] = codec.coverage
-    return Prepared(labels, codec, packed, trace_stats(traces, labels), info, data.payloads)
-
-
-def noise_scheduler(cfg: Config) -> Any:
-    from diffusers import DDPMScheduler
-
-    d = cfg.diffusion
-    return DDPMScheduler(num_train_timesteps=d.num_train_timesteps, beta_schedule=d.beta_schedule,
-                         prediction_type="sample", clip_sample=False)
+    def __call__(self, step: int, model: NativeModel) -> dict[str, float]: ...
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -118,11 +106,15 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.99), fused=True)
 
 
-def skip_nonfinite(opt: torch.optim.Optimizer, grad_norm: torch.Tensor) -> torch.Tensor:
-    """Make the next ``opt.step()`` a no-op when ``grad_norm`` is not finite (a NaN/inf loss gives one), without
-    a device sync; returns the flag (1.0 = skipped) for counting.  ``opt`` must be a fused AdamW, unwrapped."""
+def skip_nonfinite(opt: torch.optim.Optimizer, grad_norm: torch.Tensor, scaler: Any = None) -> torch.Tensor:
+    """The flag (1.0 = skipped) of a step whose gradient norm is not finite (a NaN/inf loss gives one), without a
+    device sync, and the step skipped: without a loss ``scaler`` the next ``opt.step()`` becomes a no-op through
+    the fused AdamW's ``found_inf`` (``opt`` a fused AdamW, unwrapped); with one (fp16's GradScaler, gradients
+    unscaled before the norm was taken) the scaler skips a step with a non-finite gradient itself and lowers its
+    scale, and the flag still counts it, so fp16 training detects divergence too."""
     bad = (~torch.isfinite(grad_norm.detach().float())).float().reshape(())
-    opt.found_inf = bad  # type: ignore[attr-defined]  # read by the fused kernel, as GradScaler sets it
+    if scaler is None:
+        opt.found_inf = bad  # type: ignore[attr-defined]  # read by the fused kernel, as GradScaler sets it
     return bad
 
 
@@ -143,39 +135,6 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device) -> tor
     return g
 
 
-def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
-                   noise_sched: Any, cfg: Config, null_class: int, gen: torch.Generator,
-                   padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(min-SNR weighted loss, plain x0 MSE) of one batch; padding positions are masked out."""
-    b, n, _ = x0.shape
-    dev = x0.device
-    t = torch.randint(0, cfg.diffusion.num_train_timesteps, (b,), generator=gen, device=dev)
-    noise = torch.randn(x0.shape, generator=gen, device=dev)
-    drop = torch.rand(b, generator=gen, device=dev) < cfg.diffusion.class_dropout
-    labels = torch.where(drop, torch.full_like(labels, null_class), labels)
-    x_t = noise_sched.add_noise(x0, noise, t)
-    ab = noise_sched.alphas_cumprod[t].float()
-    pred = model(x_t, t, labels, lengths, ab.sqrt(), padded=padded)
-    valid = (torch.arange(n, device=dev)[None] < lengths[:, None]).float()
-    err = ((pred - x0) ** 2).mean(dim=-1) * valid
-    weight = torch.clamp(ab / (1 - ab), max=cfg.diffusion.min_snr_gamma)
-    denom = valid.sum()
-    return (err * weight[:, None]).sum() / denom, err.sum().detach() / denom
-
-
-def make_loss(cfg: Config, codec: FeatureCodec | FieldTokenizer, raw: torch.nn.Module, dev: torch.device) -> Any:
-    """``loss(model, x0, labels, lengths, generator, padded) -> (loss, logged error)`` of the representation:
-    masked-token cross-entropy (tokens) or the plain x0 MSE (features) is the logged error."""
-    if isinstance(codec, FieldTokenizer):
-        applicable = torch.from_numpy(codec.applicable()).to(dev)
-        return lambda model, x0, labels, lengths, gen, padded: token_loss(
-            model, raw, x0, labels, lengths, cfg, applicable, gen, padded)
-    noise_sched = noise_scheduler(cfg)
-    noise_sched.alphas_cumprod = noise_sched.alphas_cumprod.to(dev)
-    return lambda model, x0, labels, lengths, gen, padded: diffusion_loss(
-        model, x0, labels, lengths, noise_sched, cfg, raw.null_class, gen, padded)
-
-
 def _staging(out: str) -> tuple[Path, bool]:
     from netdiff_lib import storage
 
@@ -185,7 +144,7 @@ def _staging(out: str) -> tuple[Path, bool]:
 
 
 def _resume(cfg: Config, ckpt_root: str, model: torch.nn.Module, ema: list[torch.Tensor],
-            opt: torch.optim.Optimizer, sched: Any, data_fp: str) -> LoopState | None:
+            opt: torch.optim.Optimizer, sched: Any, data_fp: str, metric: str) -> LoopState | None:
     """Load the latest checkpoint into the objects; None when there is none."""
     if checkpoint.latest(ckpt_root) is None:
         return None
@@ -196,16 +155,20 @@ def _resume(cfg: Config, ckpt_root: str, model: torch.nn.Module, ema: list[torch
                           f"(preset {saved.preset}); resume with the same --config")
     if ck.meta.get("data_fingerprint") != data_fp:
         raise ConfigError(f"checkpoint {ck.name} was trained on other data (fingerprint differs)")
-    model.load_state_dict(ck.model)
-    names = [n for n, _ in model.named_parameters()]
+    model.load_state_dict(plain_state(ck.model))  # plain keys also from a run that saved compiled ones
+    names, saved_ema = [n for n, _ in model.named_parameters()], plain_state(ck.ema)
     for e, n in zip(ema, names, strict=True):
-        e.copy_(ck.ema[n])
+        e.copy_(saved_ema[n])
     opt.load_state_dict(ck.optimizer)
     for group in opt.param_groups:  # a checkpoint from before the fused optimizer carries fused=None
         group["fused"] = True
     sched.load_state_dict(ck.meta["lr_scheduler"])
     checkpoint.set_rng_state(ck.rng)
-    return LoopState(**ck.meta["loop"])
+    loop = LoopState(**ck.meta["loop"])
+    for row in loop.history:  # checkpoints from before the metric was named by its representation
+        if "mse" in row:
+            row[metric] = row.pop("mse")
+    return loop
 
 
 def _save(ckpt_root: str, cfg: Config, state: LoopState, model: torch.nn.Module, ema: list[torch.Tensor],
@@ -223,11 +186,12 @@ def _precision(cfg: Config) -> str:
 
 
 def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, progress: bool = True,
-          until_step: int | None = None) -> str:
+          until_step: int | None = None, hook: StepHook | None = None) -> str:
     """Train on ``data``, write the model folder ``out``; returns ``out``.
 
     ``until_step`` ends this process at that step as if it were stopped there (checkpoint and model folder
     written; the LR schedule still follows the config), so a run can be trained in slices with ``resume``.
+    ``hook``: an evaluation every ``hook.every`` steps (see the module docstring).
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -236,38 +200,35 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     if not torch.cuda.is_available() and tc.cpu_threads:
         torch.set_num_threads(tc.cpu_threads)
     prep = prepare_data(cfg, data)
+    rep = prep.representation
     acc = Accelerator(mixed_precision=_precision(cfg), cpu=not torch.cuda.is_available())
     rank, world, dev = acc.process_index, acc.num_processes, acc.device
     torch.manual_seed(tc.seed)
     fp = prep.data_info["fingerprint"]
     plan = BucketPlan(prep.packed.lengths, tc.buckets, tc.batch_tokens, tc.seed, world)
     packed = prep.packed.to(dev)
-    model = build_network(cfg, prep.codec, len(prep.labels)).to(dev)
-    ema = [p.detach().clone().float() for p in model.parameters()]
-    opt = make_optimizer(model, cfg)
+    net = rep.network(cfg, len(prep.labels)).to(dev)  # the plain network: optimizer, EMA, checkpoints, folder
+    ema = [p.detach().clone().float() for p in net.parameters()]
+    opt = make_optimizer(net, cfg)
     state = LoopState(horizon=tc.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, state, cfg))
     stage, remote = _staging(out)
     ckpt_root = f"{out.rstrip('/')}/{CHECKPOINTS}" if remote else str(stage / CHECKPOINTS)
     if not resume and checkpoint.latest(ckpt_root) is not None:
         raise ConfigError(f"{out} already holds training checkpoints: pass --resume to continue, or use a new folder")
-    if resume and (loaded := _resume(cfg, ckpt_root, model, ema, opt, sched, fp)) is not None:
+    if resume and (loaded := _resume(cfg, ckpt_root, net, ema, opt, sched, fp, rep.metric)) is not None:
         keep_horizon = tc.time_budget_s is not None and loaded.step >= HORIZON_PROBE[1]
         state.__dict__.update({**loaded.__dict__, "horizon": loaded.horizon if keep_horizon else tc.steps})
         acc.print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batch})")
-    if tc.compile:
-        model = torch.compile(model, dynamic=True)
-    model, opt = acc.prepare(model, opt)
-    raw = acc.unwrap_model(model)
-    params = list(raw.parameters())
-    loss_fn = make_loss(cfg, prep.codec, raw, dev)
-    acc.print(f"native model: {count_parameters(raw) / 1e6:.2f}M parameters, {len(prep.labels)} classes, "
-              f"{prep.data_info['traces']} traces / {prep.data_info['packets']} packets, {world} process(es), "
-              f"{plan.batches_per_epoch()} steps per epoch, precision {_precision(cfg)}")
+    model, opt = acc.prepare(torch.compile(net, dynamic=True) if tc.compile else net, opt)  # runs the forward pass
+    params = list(net.parameters())
+    acc.print(f"native model ({rep.name}): {count_parameters(net) / 1e6:.2f}M parameters, {len(prep.labels)} "
+              f"classes, {prep.data_info['traces']} traces / {prep.data_info['packets']} packets, {world} "
+              f"process(es), {plan.batches_per_epoch()} steps per epoch, precision {_precision(cfg)}")
     bar = tqdm(total=state.horizon, initial=state.step, disable=not (progress and acc.is_main_process),
                desc="train", unit="step", dynamic_ncols=True)
     epoch_batches = plan.epoch(state.epoch)
-    window = torch.zeros(4, device=dev)  # loss, error and count of the finite steps; skipped steps
+    window = torch.zeros(4, device=dev)  # loss, metric and count of the finite steps; skipped steps
     t_start, elapsed0 = time.perf_counter(), state.elapsed_s
     stop = min(tc.steps, until_step or tc.steps)
     while state.step < stop and state.step < state.horizon:
@@ -279,46 +240,70 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
         gen = step_generator(tc.seed, state.step, rank, dev)
         model.train()
         with acc.autocast():
-            loss, mse = loss_fn(model, x0, labels, lengths, gen, padded)
+            loss, metric = rep.loss(model, net, cfg, x0, labels, lengths, gen, padded)
         acc.backward(loss)
         norm = acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        bad = skip_nonfinite(opt.optimizer, norm) if acc.scaler is None else torch.zeros((), device=dev)
+        bad = skip_nonfinite(opt.optimizer, norm, acc.scaler)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         decay = min(tc.ema_decay, (1 + state.step) / (10 + state.step))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1.0 - decay)
-            good = torch.stack([loss.detach().float(), mse.float(), torch.ones((), device=dev)])
+            good = torch.stack([loss.detach().float(), metric.float(), torch.ones((), device=dev)])
             window += torch.cat([torch.where(bad > 0, torch.zeros_like(good), good), bad[None]])
         state.step, state.batch = state.step + 1, state.batch + 1
         state.tokens += int(np.minimum(packed.lengths[idx], bucket).sum()) * world
         state.elapsed_s = elapsed0 + time.perf_counter() - t_start
         if state.step % tc.log_every == 0 or state.step in (stop, state.horizon):
-            lw, mw, cnt, skipped = window.tolist()
-            row = {"step": state.step, "loss": lw / max(cnt, 1), "mse": mw / max(cnt, 1),
-                   "lr": float(sched.get_last_lr()[0]), "elapsed_s": round(state.elapsed_s, 2)}
-            state.history.append({**row, "skipped": int(skipped)} if skipped else row)
-            _check_diverged(state, int(cnt), int(skipped), ckpt_root)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", mse=f"{row['mse']:.4f}")
-            window.zero_()
+            _log(state, window, rep.metric, float(sched.get_last_lr()[0]), ckpt_root, bar)
         bar.update(1)
         if tc.time_budget_s is not None:
             _apply_budget(state, cfg, acc, bar)
+        if hook is not None and state.step % hook.every == 0:
+            _evaluate(hook, state, cfg, prep, net, ema, acc)
         if state.step % tc.checkpoint_every == 0 and state.step < min(stop, state.horizon):
             acc.wait_for_everyone()
             if acc.is_main_process:
-                _save(ckpt_root, cfg, state, raw, ema, opt, sched, fp)
+                _save(ckpt_root, cfg, state, net, ema, opt, sched, fp)
     bar.close()
     acc.wait_for_everyone()
     if acc.is_main_process:
-        _save(ckpt_root, cfg, state, raw, ema, opt, sched, fp)
-        _finish(stage, cfg, prep, raw, ema, state, world, _precision(cfg))
+        _save(ckpt_root, cfg, state, net, ema, opt, sched, fp)
+        _finish(stage, cfg, prep, net, ema, state, world, _precision(cfg))
         if remote:
             _upload(stage, out)
     acc.wait_for_everyone()
     acc.end_training()
     return out
+
+
+def _log(state: LoopState, window: torch.Tensor, metric: str, lr: float, ckpt_root: str, bar: Any) -> None:
+    """One row of the loss history from the window's sums (then cleared); stop if the window diverged."""
+    lw, mw, cnt, skipped = window.tolist()
+    row = {"step": state.step, "loss": lw / max(cnt, 1), metric: mw / max(cnt, 1), "lr": lr,
+           "elapsed_s": round(state.elapsed_s, 2)}
+    state.history.append({**row, "skipped": int(skipped)} if skipped else row)
+    _check_diverged(state, int(cnt), int(skipped), ckpt_root)
+    bar.set_postfix({"loss": f"{row['loss']:.4f}", metric: f"{row[metric]:.4f}"})
+    window.zero_()
+
+
+def _evaluate(hook: StepHook, state: LoopState, cfg: Config, prep: Prepared, net: torch.nn.Module,
+              ema: list[torch.Tensor], acc: Any) -> None:
+    """Run ``hook`` on the main process with a model of the EMA weights; keep the global RNG states."""
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        rng = checkpoint.rng_state()
+        names = [n for n, _ in net.named_parameters()]
+        copy = prep.representation.network(cfg, len(prep.labels)).to(acc.device)
+        copy.load_state_dict(dict(zip(names, ema, strict=True)))
+        model = NativeModel(copy.eval(), cfg, prep.representation, prep.labels, prep.stats)
+        with torch.no_grad():
+            result = hook(state.step, model)
+        state.evaluations.append({"step": state.step, **{k: float(v) for k, v in result.items()}})
+        checkpoint.set_rng_state(rng)
+    acc.wait_for_everyone()
 
 
 def _check_diverged(state: LoopState, finite: int, skipped: int, ckpt_root: str) -> None:
@@ -360,37 +345,22 @@ def _apply_budget(state: LoopState, cfg: Config, acc: Any, bar: Any) -> None:
         state.horizon = state.step
 
 
-def _finish(stage: Path, cfg: Config, prep: Prepared, raw: torch.nn.Module, ema: list[torch.Tensor],
+def _finish(stage: Path, cfg: Config, prep: Prepared, net: torch.nn.Module, ema: list[torch.Tensor],
             state: LoopState, world: int, precision: str) -> None:
-    """Write the model folder: EMA weights, config, features, statistics, class map, card, loss curve."""
-    from netdiff_lib.dataset import ClassMap
-
-    names = [n for n, _ in raw.named_parameters()]
-    if bad := [n for n, e in zip(names, ema, strict=True) if not torch.isfinite(e).all()]:
-        raise TrainingError(f"not writing {stage}: the averaged weights of {len(bad)} tensors ({bad[0]}, ...) are "
-                            "not finite")
-    save_model_dir(stage, raw, dict(zip(names, ema, strict=True)), cfg, prep.codec, prep.labels, prep.stats)
-    class_map = ClassMap.from_labels(prep.labels)
-    if list(class_map.labels) != prep.labels:
-        raise ConfigError("class order differs from the class map's")  # both sort: cannot happen
-    class_map.save(stage / "class_map.json")
+    """Write the model folder (:func:`~netdiff_lib.models.native.model.write_model_folder`) with the EMA weights."""
+    metric = prep.representation.metric
     last = state.history[-1] if state.history else {}
     training = {"steps": state.step, "elapsed_s": round(state.elapsed_s, 1), "processes": world,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                "precision": precision, "parameters": count_parameters(raw), "tokens_seen": state.tokens,
+                "precision": precision, "parameters": count_parameters(net), "tokens_seen": state.tokens,
                 "tokens_per_s": round(state.tokens / max(state.elapsed_s, 1e-9)),
-                "final_loss": last.get("loss"), "final_mse": last.get("mse"), "skipped_steps": state.skipped}
+                "final_loss": last.get("loss"), f"final_{metric}": last.get(metric), "skipped_steps": state.skipped}
+    if state.evaluations:
+        training["evaluations"] = state.evaluations
     if torch.cuda.is_available():
         training["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    card = build_card(backend=cfg.backend, config=cfg.to_dict(), data=prep.data_info,
-                      class_map={lab: class_map.type_name(lab) for lab in class_map}, stats=prep.stats,
-                      training=training)
-    write_card(stage, card)
-    write_loss_curve(stage, state.history)
-    if prep.payloads is not None:  # payload structure per class, for reconstruction
-        from netdiff_lib.payloads import FILE_NAME
-
-        prep.payloads.save(stage / FILE_NAME)
+    names = [n for n, _ in net.named_parameters()]
+    write_model_folder(stage, cfg, prep, dict(zip(names, ema, strict=True)), training, state.history)
 
 
 def _upload(stage: Path, out: str) -> None:

@@ -13,6 +13,8 @@ drawn from the escape bins, the same for every packet that names the slot.
 
 Option fields (TCP and IPv4 options) are byte strings: a *template* is the option bytes with their
 per-packet values (TCP timestamps, SACK edges) cleared, and decoding fills those bytes with random values.
+
+The inter-arrival time is no category: :func:`encode_iat` puts it on a log scale in [-1, 1] for the model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ from netdiff_lib.payloads.ports import registered
 
 ABSENT = 0
 TCP_TIMESTAMP, TCP_SACK = 8, 5
+IAT_LOG_MAX = float(np.log1p(600e6))  # 10 minutes between packets maps to +1
+
+
+def encode_iat(iat_us: np.ndarray) -> np.ndarray:
+    """Inter-arrival µs -> [-1, 1] on a log scale (0 µs -> -1, 10 minutes or more -> +1; negative gaps, from
+    out-of-order timestamps, count as 0)."""
+    z = np.log1p(np.maximum(np.asarray(iat_us, np.float64), 0.0))
+    return np.clip(2.0 * z / IAT_LOG_MAX - 1.0, -1.0, 1.0)
+
+
+def decode_iat(y: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`encode_iat` (clipped to [-1, 1] first)."""
+    return np.expm1((np.clip(np.asarray(y, np.float64), -1.0, 1.0) + 1.0) / 2.0 * IAT_LOG_MAX)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Backend ``native``: the packet-sequence diffusion transformer (:mod:`netdiff_lib.models.native`).
 
 Its config is :class:`netdiff_lib.config.Config` (presets ``tiny``, ``small``, ``base``; ``section.key=value``
-settings); training is :func:`netdiff_lib.train.train`, loading :func:`netdiff_lib.models.native.load_model_dir`.
+settings); training is :func:`netdiff_lib.models.native.train.train`, loading
+:func:`netdiff_lib.models.native.model.load_model_dir`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import torch
 from netdiff_lib import config as presets
 from netdiff_lib.config import Config
 from netdiff_lib.models.base import Backend, TrainingData, no_weights
-from netdiff_lib.models.native import NativeModel, load_model_dir
-from netdiff_lib.train import train
+from netdiff_lib.models.native.model import NativeModel, load_model_dir
+from netdiff_lib.models.native.train import train
 
 
 class NativeBackend(Backend):

@@ -1,11 +1,12 @@
 """The token model: masked (absorbing-state) discrete diffusion over header-field tokens, jointly with Gaussian
 diffusion of the inter-arrival time, in two stages.
 
-Representation (:mod:`netdiff_lib.models.tokens`): each packet is one transformer position holding one
+Representation (:mod:`netdiff_lib.models.native.tokens`): each packet is one transformer position holding one
 categorical token per header field plus a continuous log inter-arrival time.  The network (:class:`TokenDiT`)
-embeds a packet as the sum of its fields' token embeddings (one extra ``MASK`` token per field), runs the same
-adaLN-Zero transformer as the continuous model (:mod:`netdiff_lib.models.layers`) and returns per-field
-logits plus a clean-sample estimate of the inter-arrival time.
+embeds a packet as the sum of its fields' token embeddings (one extra ``MASK`` token per field) plus its noisy
+inter-arrival time, runs the adaLN-Zero transformer (:class:`~netdiff_lib.models.native.layers.Trunk`) and
+returns per-field logits plus a clean-sample estimate of the inter-arrival time, through a learned gate on
+the noisy input (``x0 = m + g x_t``, ``g = 2 sigmoid(s) sqrt(alpha_bar)``).
 
 Forward process, over a global time ``t`` in [0, 1]:
 
@@ -17,7 +18,8 @@ Forward process, over a global time ``t`` in [0, 1]:
 
 So a trace's protocol skeleton (which packets are TCP, UDP, ICMP, IPv4 or IPv6) is generated first, and its
 fields follow, each constrained to the categories its packet's kind allows; the loss is the cross-entropy of
-the masked tokens plus the min-SNR weighted error of the inter-arrival estimate.  Sampling is the ancestral
+the masked tokens the sampler draws at that time (stage 1: the kinds; stage 2: the fields), averaged over
+them, plus the min-SNR weighted error of the inter-arrival estimate (stage 2).  Sampling is the ancestral
 sampler of absorbing diffusion (from ``t`` to ``s`` a masked token is revealed with probability
 ``(t - s) / t``, drawn from the model's categorical, with classifier-free guidance on the logits) and DDIM for
 the inter-arrival time.
@@ -35,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from netdiff_lib.config import Config, ModelConfig
-from netdiff_lib.models.layers import Trunk
+from netdiff_lib.models.native.layers import Trunk
+from netdiff_lib.models.native.representation import NoiseSchedule
 
 TIME_SCALE = 1000.0  # the time embedding sees t * TIME_SCALE, the range the sinusoids were made for
 MIN_ALPHA_BAR = 1e-5
@@ -49,6 +52,26 @@ def alpha_bar(t_field: torch.Tensor) -> torch.Tensor:
 def stage_times(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(kind mask rate, field mask rate) at global time ``t``."""
     return (2 * t - 1).clamp(0, 1), (2 * t).clamp(0, 1)
+
+
+class TwoStageSchedule(NoiseSchedule):
+    """Training: a ``kind_share`` of the samples in stage 1 (``t`` uniform in [1/2, 1)), the rest in stage 2
+    ([0, 1/2)); sampling: a ``kind_steps`` share of the steps in stage 1 (:func:`schedule`)."""
+
+    def __init__(self, kind_share: float, kind_steps: float) -> None:
+        self.kind_share, self.kind_steps = kind_share, kind_steps
+
+    @classmethod
+    def of(cls, cfg: Config) -> TwoStageSchedule:
+        return cls(cfg.diffusion.kind_share, cfg.diffusion.kind_steps)
+
+    def train_levels(self, batch: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        stage1 = torch.rand(batch, generator=gen, device=device) < self.kind_share
+        u = torch.rand(batch, generator=gen, device=device)
+        return torch.where(stage1, 0.5 + 0.5 * u, 0.5 * u)
+
+    def grid(self, steps: int) -> list[tuple[float, float]]:
+        return schedule(steps, self.kind_steps)
 
 
 class TokenDiT(Trunk):
@@ -91,9 +114,8 @@ def token_loss(model: nn.Module, raw: TokenDiT, x0: torch.Tensor, labels: torch.
     dev = x0.device
     tokens, iat = x0[..., :-1].long(), x0[..., -1]
     d = cfg.diffusion
-    stage1 = torch.rand(b, generator=gen, device=dev) < d.kind_share
-    u = torch.rand(b, generator=gen, device=dev)
-    t = torch.where(stage1, 0.5 + 0.5 * u, 0.5 * u)
+    t = TwoStageSchedule.of(cfg).train_levels(b, gen, dev)
+    stage1 = t >= 0.5
     t_kind, t_field = stage_times(t)
     rate = torch.cat([t_kind[:, None], t_field[:, None].expand(b, width - 2)], dim=1)[:, None, :]
     masked = torch.rand(tokens.shape, generator=gen, device=dev) < rate
@@ -106,12 +128,15 @@ def token_loss(model: nn.Module, raw: TokenDiT, x0: torch.Tensor, labels: torch.
     labels = torch.where(drop, torch.full_like(labels, raw.null_class), labels)
     logits, iat0 = model(x_in, iat_t, t, labels, lengths, padded=padded)
     valid = torch.arange(n, device=dev)[None] < lengths[:, None]
+    # scored: the masked tokens the sampler draws at this time; in stage 1 only the kinds (the field logits
+    # of stage-1 times are never read), in stage 2 the fields
+    scored = masked & valid[..., None]
+    scored[..., 1:] &= ~stage1[:, None, None]
     ce = torch.zeros((b, n), device=dev)
     for j, lf in enumerate(raw.field_logits(logits)):
         ce_j = F.cross_entropy(lf.reshape(b * n, -1), tokens[..., j].reshape(-1), reduction="none").view(b, n)
-        ce = ce + ce_j * masked[..., j]
-    counted = (masked & valid[..., None]).sum().clamp(min=1)
-    ce_loss = (ce * valid).sum() / counted
+        ce = ce + ce_j * scored[..., j]
+    ce_loss = ce.sum() / scored.sum().clamp(min=1)
     weight = torch.clamp(ab / (1 - ab), max=d.min_snr_gamma) * (~stage1)
     iat_err = ((iat0 - iat) ** 2 * valid).sum(dim=1) / lengths.clamp(min=1)
     return ce_loss + d.iat_weight * (iat_err * weight).mean(), ce_loss.detach()
@@ -143,7 +168,7 @@ def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n:
     lens = torch.cat([lengths, lengths]) if guided else lengths
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     temperature = cfg.diffusion.temperature
-    for t, s in schedule(steps, cfg.diffusion.kind_steps):
+    for t, s in TwoStageSchedule.of(cfg).grid(steps):
         tt = torch.full((len(y),), t, device=dev)
         x_in, i_in = (torch.cat([tokens, tokens]), torch.cat([iat, iat])) if guided else (tokens, iat)
         with autocast:

@@ -1,4 +1,4 @@
-"""Training data for the native model: traces -> one packed feature tensor, and a length-bucketed batch plan.
+"""Training data for the native model: traces -> one packed tensor of model rows, and a length-bucketed batch plan.
 
 Traces average about 290 packets, so padding all of them to 1,024 rows wastes about 3x compute.  Each trace
 goes to the smallest length bucket that holds it; a batch takes traces of one bucket only and as many as fit a
@@ -6,7 +6,7 @@ token budget (``batch_tokens // bucket``), so a step costs about the same whatev
 
 The plan is a pure function of ``(seed, epoch)``: every rank computes the same list of batches and takes every
 ``world``-th one, and the data position saved in a checkpoint is just ``(epoch, next batch)``, which makes
-resuming after a kill exact.  All features live in one tensor on the training device; a batch is one gather.
+resuming after a kill exact.  All rows live in one tensor on the training device; a batch is one gather.
 """
 
 from __future__ import annotations
@@ -17,37 +17,42 @@ from typing import Any
 import numpy as np
 import torch
 
+from netdiff_lib.config import Config
 from netdiff_lib.errors import ConfigError
-from netdiff_lib.models.features import FeatureCodec
-from netdiff_lib.models.tokens import FieldTokenizer
+from netdiff_lib.models.base import TrainingData
+from netdiff_lib.models.card import trace_stats
+from netdiff_lib.models.native.representation import Representation, representation_class
 from netdiff_lib.trace import Trace
 
 
-def trace_stats(traces: list[Trace], labels: list[str]) -> dict[str, Any]:
-    """Per class: the trace lengths (the generator draws from them), inter-arrival statistics (µs) and the
-    empirical inter-arrival model of reconstruction (:class:`netdiff_lib.repair.IatModel`, as a dict)."""
-    from netdiff_lib.repair import IatModel
+@dataclass
+class Prepared:
+    """The training data, ready for the loop: classes, the fitted representation, the packed rows, statistics
+    (saved in the model folder), what the model card says about the data, the payload profile."""
 
-    lengths: dict[str, list[int]] = {lab: [] for lab in labels}
-    iats: dict[str, list[np.ndarray]] = {lab: [] for lab in labels}
-    for t in traces:
-        lengths[t.label].append(len(t))
-        iats[t.label].append(t.iat_us()[1:])
-    iat_stats = {}
-    for lab in labels:
-        v = np.concatenate(iats[lab]) if iats[lab] else np.zeros(0)
-        q = np.quantile(v, [0.1, 0.5, 0.9, 0.99]).tolist() if len(v) else [0.0] * 4
-        iat_stats[lab] = {"count": len(v), "mean_us": float(v.mean()) if len(v) else 0.0,
-                          "p10_us": q[0], "median_us": q[1], "p90_us": q[2], "p99_us": q[3]}
-    models = {lab: IatModel.fit([t.iat_us() for t in traces if t.label == lab], lab).to_dict() for lab in labels}
-    return {"lengths": lengths, "iat_us": iat_stats, "iat_models": models,
-            "traces": {lab: len(lengths[lab]) for lab in labels},
-            "packets": {lab: int(sum(lengths[lab])) for lab in labels}}
+    labels: list[str]
+    representation: Representation
+    packed: PackedTraces
+    stats: dict[str, Any]
+    data_info: dict[str, Any]
+    payloads: Any = None  # a PayloadProfile, saved as payloads.json
+
+
+def prepare_data(cfg: Config, data: TrainingData) -> Prepared:
+    """Cut the traces to the model's ``max_packets``, fit the representation, pack the rows."""
+    traces = [t.head(cfg.model.max_packets) for t in data.traces]
+    labels = data.labels
+    rep = representation_class(cfg.model.representation).fit(cfg, traces, [str(t.label) for t in traces])
+    packed = PackedTraces.build(traces, rep, labels)
+    info = {"source": data.source, "fingerprint": data.fingerprint, "captures": data.captures,
+            "traces": len(traces), "packets": int(packed.lengths.sum()), "max_packets": cfg.model.max_packets,
+            "encoded_max_packets": data.max_packets, "representation": rep.name, **rep.describe()}
+    return Prepared(labels, rep, packed, trace_stats(traces, labels), info, data.payloads)
 
 
 @dataclass
 class PackedTraces:
-    """All training traces' features concatenated: ``features[offsets[i]:offsets[i]+lengths[i]]`` is trace i.
+    """All training traces' rows concatenated: ``features[offsets[i]:offsets[i]+lengths[i]]`` is trace i.
 
     One zero row is appended at the end: padding positions gather it.
     """
@@ -58,13 +63,13 @@ class PackedTraces:
     labels: np.ndarray
 
     @classmethod
-    def build(cls, traces: list[Trace], codec: FeatureCodec | FieldTokenizer, labels: list[str]) -> PackedTraces:
-        """Rows from ``codec.features`` (continuous features, or field tokens and the IAT feature)."""
+    def build(cls, traces: list[Trace], rep: Representation, labels: list[str]) -> PackedTraces:
+        """Rows from the representation's :meth:`~netdiff_lib.models.native.representation.Representation.rows`."""
         index = {lab: i for i, lab in enumerate(labels)}
-        feats = [codec.features(t.matrix, t.iat_us()) for t in traces]
+        feats = [rep.rows(t) for t in traces]
         lengths = np.array([len(f) for f in feats], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        stacked = np.concatenate([*feats, np.zeros((1, codec.width), np.float32)])
+        stacked = np.concatenate([*feats, np.zeros((1, rep.width), np.float32)])
         return cls(torch.from_numpy(stacked), offsets, lengths, np.array([index[t.label] for t in traces]))
 
     def to(self, device: torch.device | str) -> PackedTraces:

@@ -1,4 +1,4 @@
-"""Building blocks shared by the native networks: sinusoidal embeddings and the adaLN-Zero transformer block."""
+"""The transformer every native network is built on: sinusoidal embeddings, adaLN-Zero blocks, :class:`Trunk`."""
 
 from __future__ import annotations
 
@@ -60,9 +60,9 @@ class Block(nn.Module):
 
 
 class Trunk(nn.Module):
-    """What both native networks share: learned positions, the conditioning vector (timestep + trace length +
-    class, one extra "null" class for classifier-free guidance), adaLN-Zero blocks with a key-padding mask and
-    the modulated output head (zero-initialised)."""
+    """What a representation's network builds on: learned positions, the conditioning vector (noise level +
+    trace length + class, one extra "null" class for classifier-free guidance), adaLN-Zero blocks with a
+    key-padding mask and the modulated output head (zero-initialised)."""
 
     def __init__(self, cfg: ModelConfig, n_classes: int, n_out: int) -> None:
         super().__init__()

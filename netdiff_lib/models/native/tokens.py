@@ -1,9 +1,9 @@
 """The token view of a packet: header fields as the categories they are, for discrete diffusion.
 
-The continuous feature map (:mod:`netdiff_lib.models.features`) turns a 16-bit length into one number; a
-regression onto it, snapped afterwards, lands between the modes of real traffic, which repeats exact values.
-Here every packet becomes one categorical token per *field*, with a vocabulary learned from the training
-traces (:mod:`netdiff_lib.models.vocab`), plus its inter-arrival time, which stays continuous:
+A 16-bit length shown as one real number (the first design, continuous features, BENCHMARKS.md) is regressed
+onto and lands between the modes of real traffic, which repeats exact values.  Here every packet becomes one
+categorical token per *field*, with a vocabulary learned from the training traces
+(:mod:`netdiff_lib.models.native.vocab`), plus its inter-arrival time, which stays continuous:
 
 ========== ====================================== ==============================================
 field      read from                               token space
@@ -45,11 +45,12 @@ import numpy as np
 
 from netdiff_lib.atomic import read_json, write_json
 from netdiff_lib.errors import InputError
-from netdiff_lib.models.features import decode_iat, encode_iat
-from netdiff_lib.models.vocab import (
+from netdiff_lib.models.native.vocab import (
     ABSENT,
     Templates,
     Vocab,
+    decode_iat,
+    encode_iat,
     resolve_slots,
     slot_histogram,
     slot_tokens,
@@ -140,7 +141,7 @@ class FieldTokenizer:
     ip_opts: Templates
     layout: Layout = NETDIFFUSION
     coverage: dict[str, float] = field(default_factory=dict)
-    #: Per class ("" = all): where that class's slot ports lie (:func:`~netdiff_lib.models.vocab.slot_histogram`).
+    #: Per class ("" = all): where its slot ports lie (:func:`~netdiff_lib.models.native.vocab.slot_histogram`).
     slot_ranges: dict[str, list[float]] = field(default_factory=dict)
     #: > 0: the inter-arrival time is also a token (one more field, ``iat``: bins of ``1 / IAT_BINS_PER_DECADE``
     #: decade of ``log10(1 + µs)``, drawn uniformly inside its bin when decoded) and decoding takes it from there.
@@ -245,7 +246,7 @@ class FieldTokenizer:
         """Columns of a training row: the field tokens (as floats, exact below 2^24), then the IAT feature."""
         return len(self.fields) + 1
 
-    def features(self, matrix: np.ndarray, iat_us: np.ndarray) -> np.ndarray:
+    def rows(self, matrix: np.ndarray, iat_us: np.ndarray) -> np.ndarray:
         """Training rows of one trace (see :attr:`width`)."""
         tokens, iat = self.encode(matrix, iat_us)
         return np.concatenate([tokens.astype(np.float32), iat[:, None]], axis=1)

@@ -1,0 +1,98 @@
+"""Representation ``tokens``: header fields as categorical tokens, masked discrete diffusion in two stages.
+
+The seam (:class:`~netdiff_lib.models.native.representation.Representation`) over two modules: the tokenizer
+(:mod:`~netdiff_lib.models.native.tokens`: per-field vocabularies fitted on the training traces, rows of field
+tokens plus the log inter-arrival time, decoding back to nPrint rows) and the model
+(:mod:`~netdiff_lib.models.native.discrete`: :class:`~netdiff_lib.models.native.discrete.TokenDiT`, its loss,
+its two-stage schedule and its sampler).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from netdiff_lib.config import Config
+from netdiff_lib.models.native.discrete import TokenDiT, TwoStageSchedule, sample_tokens, token_loss
+from netdiff_lib.models.native.representation import Representation
+from netdiff_lib.models.native.tokens import IAT_TOKEN_BINS, FieldTokenizer
+from netdiff_lib.schema import Layout
+from netdiff_lib.trace import Trace
+
+
+class FieldTokens(Representation):
+    name = "tokens"
+    file = "tokens.json"
+    metric = "token_ce"
+    metric_label = "masked-token cross-entropy"
+
+    def __init__(self, tokenizer: FieldTokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._applicable: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def fit(cls, cfg: Config, traces: list[Trace], labels: list[str]) -> FieldTokens:
+        m = cfg.model
+        return cls(FieldTokenizer.fit([t.matrix for t in traces], labels, max_values=m.vocab_max_values,
+                                      escape_bins=m.escape_bins, port_slots=m.port_slots,
+                                      port_min_traces=m.port_min_traces,
+                                      iat_bins=IAT_TOKEN_BINS if m.iat == "tokens" else 0))
+
+    @property
+    def layout(self) -> Layout:
+        return self.tokenizer.layout
+
+    @property
+    def width(self) -> int:
+        return self.tokenizer.width
+
+    @property
+    def signature(self) -> list[int]:
+        return self.tokenizer.sizes
+
+    def describe(self) -> dict[str, Any]:
+        tok = self.tokenizer
+        return {"vocabulary": dict(zip(tok.fields, tok.sizes, strict=True)), "exact_token_share": tok.coverage}
+
+    def rows(self, trace: Trace) -> np.ndarray:
+        return self.tokenizer.rows(trace.matrix, trace.iat_us())
+
+    def network(self, cfg: Config, n_classes: int) -> TokenDiT:
+        return TokenDiT(cfg.model, self.tokenizer.sizes, n_classes)
+
+    def schedule(self, cfg: Config) -> TwoStageSchedule:
+        return TwoStageSchedule.of(cfg)
+
+    def applicable(self, device: torch.device | str) -> torch.Tensor:
+        """Which fields each packet kind carries, on ``device`` (made once per device)."""
+        key = str(device)
+        if key not in self._applicable:
+            self._applicable[key] = torch.from_numpy(self.tokenizer.applicable()).to(device)
+        return self._applicable[key]
+
+    def loss(self, model: torch.nn.Module, net: torch.nn.Module, cfg: Config, rows: torch.Tensor,
+             labels: torch.Tensor, lengths: torch.Tensor, gen: torch.Generator,
+             padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return token_loss(model, net, rows, labels, lengths, cfg, self.applicable(rows.device), gen, padded)
+
+    def sample(self, net: torch.nn.Module, cfg: Config, labels: torch.Tensor, lengths: torch.Tensor, n: int, *,
+               steps: int, guidance: float, gen: torch.Generator, padded: bool) -> tuple[np.ndarray, np.ndarray]:
+        tokens, iat = sample_tokens(net, labels, lengths, n, steps=steps, guidance=guidance,
+                                    applicable=self.applicable(labels.device), gen=gen, cfg=cfg, padded=padded)
+        keep = (torch.arange(n, device=lengths.device)[None] < lengths[:, None]).ravel().cpu().numpy()
+        return tokens.reshape(-1, tokens.shape[-1]).cpu().numpy()[keep], iat.float().cpu().numpy().ravel()[keep]
+
+    def decode(self, host: tuple[np.ndarray, np.ndarray], lengths: np.ndarray, labels: list[str],
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        rows, iat = host
+        return self.tokenizer.decode(rows, iat, np.repeat(np.arange(len(lengths)), lengths), rng, labels)
+
+    def save(self, path: str | Path) -> None:
+        self.tokenizer.save(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FieldTokens:
+        return cls(FieldTokenizer.load(path))

@@ -1,0 +1,119 @@
+"""The native sampler: trace requests -> length-bucketed batches -> the representation's sampler and decoder.
+
+:func:`generate_traces` draws each requested trace's length from its class's training traces (so padding is
+never generated), groups the requests into the training length buckets and, batch by batch, asks the model's
+representation to sample on the device
+(:meth:`~netdiff_lib.models.native.representation.Representation.sample`: for ``tokens``, the ancestral sampler
+of masked diffusion over the two-stage grid, packet kinds first, with classifier-free guidance on the logits,
+and DDIM for the inter-arrival time) and to decode the batch into nPrint rows and inter-arrival times on a host
+thread (:meth:`~netdiff_lib.models.native.representation.Representation.decode`) while the device samples the
+next batch.  Each batch's generator is seeded by ``(seed, batch number)``, so a seed gives the same traces.
+It never looks inside the network: a compiled one (``torch.compile``) samples the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from netdiff_lib.errors import ConfigError
+from netdiff_lib.models.base import GeneratedTrace
+
+if TYPE_CHECKING:
+    from netdiff_lib.models.native.model import NativeModel
+
+
+def _requests(model: NativeModel, per_class: int | dict[str, int], rng: np.random.Generator,
+              length: int | None) -> list[tuple[str, int]]:
+    counts = {lab: per_class for lab in model.labels} if isinstance(per_class, int) else dict(per_class)
+    unknown = sorted(set(counts) - set(model.labels))
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not in this model (it knows {', '.join(model.labels)})")
+    if any(c < 0 for c in counts.values()):
+        raise ConfigError("trace counts must be >= 0")
+    cap = model.config.model.max_packets
+    out = []
+    for lab in model.labels:
+        k = counts.get(lab, 0)
+        pool = model.length_pool(lab)
+        if length is not None:
+            lens = np.full(k, min(length, cap))
+        elif len(pool):
+            lens = np.minimum(rng.choice(pool, size=k), cap)
+        else:
+            raise ConfigError(f"class {lab} has no training lengths to draw from")
+        out.extend((lab, int(n)) for n in lens)
+    return out
+
+
+def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, steps: int | None = None,
+                    guidance: float | None = None, seed: int = 0, batch_tokens: int | None = None,
+                    length: int | None = None, progress: bool = True,
+                    timings: dict[str, float] | None = None) -> list[GeneratedTrace]:
+    """``per_class`` traces per label (or ``{label: n}``), in label order; ``length`` fixes every trace's
+    length (else drawn from the class's training traces).  ``timings`` (a dict) receives the seconds spent
+    sampling on the device (``device_s``, up to the copy to the host) and decoding on the host (``host_s``,
+    which overlaps the next batch's sampling)."""
+    from tqdm.auto import tqdm
+
+    cfg = model.config
+    steps = steps or cfg.diffusion.sample_steps
+    guidance = cfg.diffusion.guidance if guidance is None else guidance
+    if steps < 1:
+        raise ConfigError("steps must be >= 1")
+    if guidance < 0:
+        raise ConfigError("guidance must be >= 0")
+    budget = batch_tokens or cfg.train.batch_tokens
+    rng = np.random.default_rng(seed)
+    reqs = _requests(model, per_class, rng, length)
+    buckets = np.array(cfg.train.buckets)
+    dev = next(model.net.parameters()).device
+    order = sorted(range(len(reqs)), key=lambda i: (int(buckets[np.searchsorted(buckets, reqs[i][1])]), i))
+    index = {lab: i for i, lab in enumerate(model.labels)}
+    out: list[GeneratedTrace | None] = [None] * len(reqs)
+    bar = tqdm(total=len(reqs), desc="generate", unit="trace", disable=not progress, dynamic_ncols=True)
+    pos, batch_no = 0, 0
+    rep = model.representation
+    clock = timings if timings is not None else {}
+    clock.update(device_s=0.0, host_s=0.0)
+    pending: list[tuple[list[int], np.ndarray, Future]] = []
+    with ThreadPoolExecutor(max_workers=1) as host:
+        while pos < len(order):
+            bucket = int(buckets[np.searchsorted(buckets, reqs[order[pos]][1])])
+            size = max(1, budget // bucket)
+            chunk = [i for i in order[pos : pos + size]
+                     if int(buckets[np.searchsorted(buckets, reqs[i][1])]) == bucket]
+            lens = np.array([reqs[i][1] for i in chunk])
+            state = int(np.random.SeedSequence([seed, batch_no]).generate_state(1)[0])
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(state)
+            labels = torch.tensor([index[reqs[i][0]] for i in chunk], device=dev)
+            t0 = time.perf_counter()
+            arrays = rep.sample(model.net, cfg, labels, torch.from_numpy(lens).to(dev), bucket, steps=steps,
+                                guidance=guidance, gen=gen, padded=bool((lens < bucket).any()))
+            clock["device_s"] += time.perf_counter() - t0
+            names = [reqs[i][0] for i in chunk]
+            pending.append((chunk, lens, host.submit(_timed, clock, rep.decode, arrays, lens, names,
+                                                     np.random.default_rng(state))))
+            pos, batch_no = pos + len(chunk), batch_no + 1
+            bar.update(len(chunk))
+        for chunk, lens, job in pending:
+            matrices, iats = job.result()
+            ends = np.cumsum(lens)[:-1]
+            for i, matrix, iat in zip(chunk, np.split(matrices, ends), np.split(iats, ends), strict=True):
+                iat[0] = 0.0
+                out[i] = GeneratedTrace(matrix, iat, reqs[i][0])
+    bar.close()
+    return [t for t in out if t is not None]
+
+
+def _timed(clock: dict[str, float], fn: Any, *args: Any) -> Any:
+    t0 = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        clock["host_s"] += time.perf_counter() - t0
