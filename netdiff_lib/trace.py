@@ -2,7 +2,8 @@
 
 The compact array file is an ``.npz`` holding the int8 matrix, the column names, the timestamps (ns since
 the epoch), the label and the source file; it is ~1 byte per bit, loads without parsing, and is what every
-netdiff stage passes around.  ``-1`` means "not on the wire", as in nPrint.
+netdiff stage passes around.  ``-1`` means "not on the wire", as in nPrint.  Files from elsewhere are read
+through :class:`ArrayFile`, which checks what they declare before inflating anything and can stream the rows.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class ArrayFile:
                     raise ValueError(f"no {need[:-4]!r} array in it")
             shape, dtype, fh = self._member("header.npy")
             if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_HEADER_BYTES:
-                raise ValueError(f"its header is a {dtype} array of shape {shape}, not JSON text")
+                raise ValueError(f"its header has shape {shape} ({dtype}), not JSON text "
+                                 f"(at most {MAX_HEADER_BYTES} bytes)")
             with fh:
                 header = json.loads(fh.read(shape[0]).decode())
         if not isinstance(header, dict) or header.get("format") != ARRAY_FORMAT:
@@ -143,7 +145,7 @@ class ArrayFile:
             shape, self._dtype, fh = self._member("matrix.npy")
             fh.close()
         if len(shape) != 2 or shape[1] != self.layout.width or self._dtype.kind not in "biu":
-            raise InputError(self.path, f"its matrix is a {self._dtype} array of shape {shape}; the layout needs "
+            raise InputError(self.path, f"its matrix has shape {shape} ({self._dtype}); the layout needs "
                                         f"(packets, {self.layout.width}) integers")
         self.rows = int(shape[0])
         if max_rows is not None and self.rows > max_rows:
@@ -155,7 +157,7 @@ class ArrayFile:
         with self._guard():
             shape, dtype, fh = self._member("ts_ns.npy")
             if shape != (self.rows,) or dtype.kind not in "iu":
-                raise InputError(self.path, f"its timestamps are a {dtype} array of shape {shape}; the matrix "
+                raise InputError(self.path, f"its timestamps have shape {shape} ({dtype}); the matrix "
                                             f"needs one integer per packet row ({self.rows:,})")
             with fh:
                 return _read(fh, dtype, self.rows).astype(np.int64)

@@ -2,7 +2,9 @@
 
 This is the codec's inverse: header bytes exactly as encoded, zero payload, addresses as encoded (zeros
 where the layout has none, as in NetDiffusion images).  For generated data use ``netdiff reconstruct``,
-which also repairs fields so that every packet is valid.
+which also repairs fields so that every packet is valid.  Padding rows (by reconstruction's rule,
+:func:`netdiff_lib.repair.protocols.packet_rows`) and rows without a whole IP header become no packet and are
+counted; an input with no packet is "nothing to write".  Array files are streamed (bounded memory).
 """
 
 from __future__ import annotations
