@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from netdiff_lib.image import matrix_to_rgba
+from netdiff_lib.image import WIDTH, matrix_to_rgba
 from netdiff_lib.nprint import encode_pcap
 from netdiff_lib.nprint.csvio import CsvOptions, write_nprint_csv
 from netdiff_lib.pcap import PcapFile, PcapWriter
@@ -165,6 +165,13 @@ def test_noisy_padding_rows_are_padding(tmp_path: Path, trace: Trace) -> None:
     rec = _cli("reconstruct", img, "-o", tmp_path / "rec", "-q", "--report", tmp_path / "r.json")
     assert rec.returncode == 0, rec.stderr
     assert json.loads((tmp_path / "r.json").read_text())[0]["padding_rows"] == padding  # one rule for both
+
+
+@pytest.mark.parametrize(("mode", "size"), [("RGB", (WIDTH, 5 * 1024)), ("1", (20_000, 20_000))])
+def test_oversized_images_are_refused_before_decoding(tmp_path: Path, mode: str, size: tuple[int, int]) -> None:
+    img = tmp_path / "big_01.png"
+    Image.new(mode, size).save(img)  # too tall for a trace; a decompression bomb (400 M pixels in 60 KB)
+    _refused(_cli("decode", img, "-o", tmp_path / "dec", "-q"), img, "not a NetDiffusion image")
 
 
 def test_padding_rule(trace: Trace) -> None:
