@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
@@ -186,21 +187,55 @@ def test_padding_rule(trace: Trace) -> None:
 
 # ------------------------------------------------------------------------------------ times past 2106
 
-def test_reconstruct_rebases_times_past_2106(tmp_path: Path, trace: Trace) -> None:
-    gaps = np.full(len(trace), S, np.int64)  # 1 s
-    gaps[len(trace) // 2] = 4_190_000_000 * S  # 133 years: from 2024 the last packets would pass 2106
+def _pcapng(path: Path, packets: list[bytes], ts_ns: np.ndarray) -> Path:
+    """A little-endian pcapng (one Ethernet interface, microsecond ticks): 64-bit times, so past 2106 too."""
+    def block(kind: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)) + block(1, struct.pack("<HHI", 1, 0, 0))
+    for data, ts in zip(packets, ts_ns.tolist(), strict=True):
+        ticks = ts // 1000
+        out += block(6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data)) + data)
+    path.write_bytes(out)
+    return path
+
+
+def test_reconstruct_rebases_times_past_2106(tmp_path: Path, samples_dir: Path) -> None:
+    """The array that encode makes of a capture whose times pass 2106: decode refuses it clearly, reconstruct
+    moves the times into the pcap range, keeps every gap and says so."""
+    src = sorted((samples_dir / "dns").glob("*.pcap"))[0]
+    packets = [b.packet(i) for b in PcapFile(src).batches() for i in range(len(b))]
+    gaps = np.full(len(packets), S, np.int64)  # 1 s
+    gaps[len(packets) // 2] = 4_190_000_000 * S  # 133 years: from 2024 the last packets would pass 2106
     ts = 110_000_000 * S + np.cumsum(gaps)  # 1973 .. 2106 + 3 months
     assert ts[-1] >= PCAP_END_NS
-    path = tmp_path / "late_01.npz"
-    save_trace(path, Trace(trace.matrix, trace.layout, ts, "dns", "late.pcap"))
+    enc = _cli("encode", _pcapng(tmp_path / "late_01.pcapng", packets, ts), "-o", tmp_path / "enc", "-q")
+    assert enc.returncode == 0, enc.stderr
+    path = tmp_path / "enc" / "late_01.npz"
     _refused(_cli("decode", path, "-o", tmp_path / "dec", "-q"), path, "outside what a pcap holds")
     proc = _cli("reconstruct", path, "-o", tmp_path / "rec", "-q", "--report", tmp_path / "r.json")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     notes = json.loads((tmp_path / "r.json").read_text())[0]["notes"]
     assert len(notes) == 1 and "moved" in notes[0] and "moved" in proc.stderr
     _, out = _read(tmp_path / "rec" / "late_01.pcap")
-    assert np.abs(np.diff(out) - np.diff(ts)).max() <= 1000  # every gap kept (µs resolution)
+    assert len(out) == len(packets) and np.abs(np.diff(out) - np.diff(ts)).max() <= 1000  # every gap kept
     assert out.max() < PCAP_END_NS
+
+
+@pytest.mark.parametrize("name", ["babel_update_oobr.pcap", "olsr-oobr-1.pcap"])
+def test_tcpdump_captures_with_times_past_2106(tmp_path: Path, shared_dir: Path, name: str) -> None:
+    """tcpdump's own fuzzed test captures: encode keeps their times; reconstruct fits them into a pcap."""
+    found = sorted((shared_dir / "data" / "packets").rglob(name))
+    if not found:
+        pytest.skip(f"{name} is not in the shared data")
+    enc = _cli("encode", found[0], "-o", tmp_path / "enc", "-q")
+    assert enc.returncode == 0, enc.stderr
+    arrays = list((tmp_path / "enc").glob("*.npz"))
+    proc = _cli("reconstruct", *arrays, "-o", tmp_path / "rec", "-q")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    _, ts = _read(tmp_path / "rec" / f"{arrays[0].stem}.pcap")
+    assert len(ts) and ts.max() < PCAP_END_NS
 
 
 def test_times_no_pcap_can_hold_are_refused(tmp_path: Path, trace: Trace) -> None:
