@@ -259,6 +259,12 @@ def _crafted(path: Path, case: str, trace: Trace) -> Path:
     if case == "truncated":
         save_trace(path, trace)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif case == "damaged inside":  # the zip directory intact, the matrix's compressed bytes not
+        rng = np.random.default_rng(2)
+        save_trace(path, Trace(rng.integers(-1, 2, (4096, m.shape[1])).astype(np.int8), trace.layout))
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+        path.write_bytes(bytes(data))
     elif case == "zero rows":
         np.savez_compressed(path, matrix=m[:0], ts_ns=ts[:0], header=_header())
     elif case == "wrong width":
@@ -278,6 +284,7 @@ def _crafted(path: Path, case: str, trace: Trace) -> Path:
 
 CRAFTED = {
     "truncated": "not a complete .npz zip archive",
+    "damaged inside": "not a netdiff array file",
     "zero rows": "nothing to write: the file holds no packet rows",
     "wrong width": "the layout needs (packets, 1088) integers",
     "timestamps of another length": "one integer per packet row",

@@ -137,7 +137,7 @@ def _check_times(trace: Trace, name: str | Path) -> None:
     ts = trace.ts_ns
     if ts is not None and len(ts) and (ts.min() < 0 or ts.max() // 1_000_000_000 >= 1 << 32):
         raise InputError(name, f"timestamps from {ts.min() / 1e9:.6f} s to {ts.max() / 1e9:.6f} s "
-                                               "are outside what a pcap holds (0 .. 2**32 s since the epoch)")
+                               "are outside what a pcap holds (0 .. 2**32 s since the epoch)")
 
 
 def write_trace_pcap(path: str | Path, trace: Trace, zero_timestamps: bool = False) -> int:
