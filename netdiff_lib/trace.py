@@ -137,7 +137,7 @@ class ArrayFile:
             raise InputError(self.path, f"unknown array format {found!r}, expected {ARRAY_FORMAT}")
         try:
             self.layout = Layout.from_dict(header["layout"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(self.path, f"not a netdiff array file (bad layout: {exc})") from None
         self.label, self.source = header.get("label"), header.get("source")
         self.meta = header.get("meta") or {}
