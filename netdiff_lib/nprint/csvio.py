@@ -189,8 +189,11 @@ def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
         raise InputError(path, f"cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise InputError(path, "the header line is not text: not an nPrint CSV") from None
+    if header == [""]:
+        raise InputError(path, "an empty file, not an nPrint CSV (no header line)" if not lines
+                         else "the first line is empty: no nPrint header line")
     first = _first_field(header)
-    if first == len(header) and header != [""]:
+    if first == len(header):
         raise InputError(path, "no nPrint bit columns in the header line")
     try:
         layout = Layout.from_columns(header[first:])
