@@ -45,6 +45,9 @@ FEATURES: tuple[str, ...] = (
     *(f"{d}_{s}" for d in ("bidirectional", "src2dst", "dst2src") for s in _STATS),
 )
 COLUMNS: tuple[str, ...] = (*FEATURES, "application_name")
+#: Per-flow values the nfstream plugin adds (:mod:`netdiff_lib.evaluate.nfmeter`).
+EXTRA = ("first_syn", "first_ack", "iats")
+RECORDS_FORMAT = "netdiff-flows/1"
 #: Flow variables compared as distributions with real-test.
 VARIABLES = ("flows_per_trace", "packets_per_flow", "bytes_per_flow", "duration_ms", "iat_ms", "tcp_state",
              "application")
@@ -77,6 +80,29 @@ def first_packets(path: str, n: int, workdir: Path) -> str:
     return str(out)
 
 
+def save_flow_records(path: str | Path, records: list[dict[str, Any]]) -> Path:
+    """Write one pcap's flow records (:meth:`FlowMeter.records`) as JSON, column-wise, atomically."""
+    from netdiff_lib.atomic import write_json
+    from netdiff_lib.evaluate.nfmeter import VERSION
+
+    names = [*COLUMNS, *EXTRA]
+    write_json(path, {"format": RECORDS_FORMAT, "tool": VERSION, "columns": names,
+                      "rows": [[r[c] for c in names] for r in records]})
+    return Path(path)
+
+
+def load_flow_records(path: str | Path) -> list[dict[str, Any]]:
+    """Read a file written by :func:`save_flow_records`."""
+    from netdiff_lib.atomic import read_json
+    from netdiff_lib.errors import InputError
+
+    doc = read_json(path)
+    if not isinstance(doc, dict) or doc.get("format") != RECORDS_FORMAT or set(doc.get("columns", [])) != {
+            *COLUMNS, *EXTRA}:
+        raise InputError(path, f"not a {RECORDS_FORMAT} file of this netdiff version")
+    return [dict(zip(doc["columns"], row, strict=True)) for row in doc["rows"]]
+
+
 class FlowMeter:
     """nfstream once per pcap (cached by path), flow tables per set."""
 
@@ -98,19 +124,21 @@ class FlowMeter:
                 self._cache[path] = str(getattr(exc, "cause", exc))
         return self._cache[path]
 
-    def table(self, files: Sequence[tuple[str, str]], progress: Callable | None = None) -> tuple[Any, list[dict]]:
+    def table(self, files: Sequence[tuple[str, str]], progress: Callable | None = None,
+              known: dict[str, list[dict[str, Any]]] | None = None) -> tuple[Any, list[dict]]:
         """All flows of a set's pcaps as a DataFrame (plus ``trace``: index into ``files``, and ``label``), and the
-        pcaps nfstream could not read (``{"file", "cause"}``)."""
+        pcaps nfstream could not read (``{"file", "cause"}``); ``known``: records metered earlier, by file."""
         import pandas as pd
 
         rows, failed = [], []
         for i, (path, label) in enumerate(progress(files) if progress else files):
-            got = self.records(path)
+            got = (known or {}).get(path)
+            got = self.records(path) if got is None else got
             if isinstance(got, str):
                 failed.append({"file": path, "cause": got})
                 continue
             rows += [r | {"trace": i, "label": label} for r in got]
-        df = pd.DataFrame(rows, columns=[*COLUMNS, "first_syn", "first_ack", "iats", "trace", "label"])
+        df = pd.DataFrame(rows, columns=[*COLUMNS, *EXTRA, "trace", "label"])
         return df, failed
 
 
@@ -247,7 +275,8 @@ def flow_section(sets: dict[str, TraceSet], rows: dict[str, str], meter: FlowMet
     reason = unavailable() if meter is not None else NOT_INSTALLED
     if reason:
         return {"available": False, "reason": reason}, {}
-    missing = [n for n, s in sets.items() if not s.files]
+    missing = [n for n, s in sets.items()
+               if not s.files or not all(f in s.flows or Path(f).is_file() for f, _ in s.files)]
     if "real_test" in missing:
         return {"available": False, "reason": "not measured: the real-test traces have no pcaps"}, {}
     from netdiff_lib.evaluate.nfmeter import VERSION
@@ -256,7 +285,7 @@ def flow_section(sets: dict[str, TraceSet], rows: dict[str, str], meter: FlowMet
     for name, s in sets.items():
         if name not in missing:
             progress = bar(f"flows {name}", len(s.files)) if bar else None
-            frames[name], failed[name] = meter.table(s.files, progress)
+            frames[name], failed[name] = meter.table(s.files, progress, s.flows)
             labels[name] = [lab for _, lab in s.files]
     classes = sorted(set(labels["real_test"]))
     tables = {n: variable_table(df, labels[n]) for n, df in frames.items()}

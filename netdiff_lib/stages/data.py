@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from netdiff_lib import __version__, storage
-from netdiff_lib.encoded import NPRINT, PAYLOADS, VALIDATION, save_payload_records, scan_payloads
+from netdiff_lib.encoded import FLOWS, NPRINT, PAYLOADS, VALIDATION, save_payload_records, scan_payloads
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.stages.common import shard_count, shard_item, shard_of, write_json
 
@@ -137,12 +137,14 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
                  max_packets: int, s3_endpoint: str = "") -> dict[str, Any]:
     """Fetch one shard's captures and read each once: its nPrint trace (first ``max_packets`` packets) into
     ``out_dir/nprint/<split>/<label>/<file>.npz``, its transport payloads (for the payload profile) into
-    ``out_dir/payloads/...`` and, for the evaluation's sample, the validator's report into
-    ``out_dir/validation/....json``; writes ``out_dir/shard.json`` and returns its summary.  The captures
-    themselves are not kept: training and evaluation read these files only."""
+    ``out_dir/payloads/...``, its flows (nfstream, when installed) into ``out_dir/flows/....json`` and, for the
+    evaluation's sample, the validator's report into ``out_dir/validation/....json``; writes
+    ``out_dir/shard.json`` and returns its summary.  The captures themselves are not kept: training and
+    evaluation read these files only."""
     import tempfile
 
     from netdiff_lib.evaluate.compliance import run_validator
+    from netdiff_lib.evaluate.flows import FlowMeter, save_flow_records, unavailable
     from netdiff_lib.nprint.encode import encode_pcap
     from netdiff_lib.schema import NETDIFFUSION
     from netdiff_lib.trace import save_trace
@@ -155,6 +157,7 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
             raise InputError(input_uri, "the captures changed after they were listed (the plan's fingerprint "
                                         "differs): run the pipeline again")
         check = validated(plan)
+        meter = FlowMeter(Path(tmp), max_packets) if unavailable() is None else None
         for cap in plan.shard(index):
             local = storage.get(cap.uri, Path(tmp, cap.dest))
             try:
@@ -166,6 +169,9 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
             save_payload_records(out / PAYLOADS / f"{cap.dest}.npz", scan_payloads(local))
             if cap.dest in check:
                 write_json(out / VALIDATION / f"{cap.dest}.json", run_validator(str(local)))
+            flows = meter.records(str(local)) if meter is not None else "nfstream not installed"
+            if not isinstance(flows, str):  # else the evaluation reports flows as not measured
+                save_flow_records(out / FLOWS / f"{cap.dest}.json", flows)
             rows.append({"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest,
                          "packets": len(result.trace), "skipped": dict(result.skipped)})
     skipped: Counter = Counter()
