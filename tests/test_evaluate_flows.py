@@ -127,7 +127,7 @@ def test_unreadable_pcap_is_reported_not_fatal(tmp_path):
     good = str(sorted((SAMPLES / "http").glob("*.pcap"))[0])
     df, failed = FlowMeter(tmp_path, 1024).table([(str(bad), "x"), (good, "http")])
     assert [f["file"] for f in failed] == [str(bad)] and failed[0]["cause"]
-    assert len(df) and set(df["label"]) == {"http"} and set(df["trace"]) == {1}
+    assert len(df) and set(df["label"]) == {"http"} and set(df["trace"]) == {0}
 
 
 def test_flow_records_round_trip(sets, tmp_path):

@@ -126,18 +126,20 @@ class FlowMeter:
 
     def table(self, files: Sequence[tuple[str, str]], progress: Callable | None = None,
               known: dict[str, list[dict[str, Any]]] | None = None) -> tuple[Any, list[dict]]:
-        """All flows of a set's pcaps as a DataFrame (plus ``trace``: index into ``files``, and ``label``), and the
-        pcaps nfstream could not read (``{"file", "cause"}``); ``known``: records metered earlier, by file."""
+        """All flows of a set's pcaps as a DataFrame (plus ``trace``: index among the pcaps nfstream read, and
+        ``label``), and the pcaps it could not read (``{"file", "cause"}``); ``known``: records metered earlier,
+        by file."""
         import pandas as pd
 
-        rows, failed = [], []
-        for i, (path, label) in enumerate(progress(files) if progress else files):
+        rows, failed, read = [], [], 0
+        for path, label in progress(files) if progress else files:
             got = (known or {}).get(path)
             got = self.records(path) if got is None else got
             if isinstance(got, str):
                 failed.append({"file": path, "cause": got})
                 continue
-            rows += [r | {"trace": i, "label": label} for r in got]
+            rows += [r | {"trace": read, "label": label} for r in got]
+            read += 1
         df = pd.DataFrame(rows, columns=[*COLUMNS, *EXTRA, "trace", "label"])
         return df, failed
 
@@ -269,10 +271,11 @@ def distances(real: FieldTable, other: FieldTable, classes: list[str]) -> dict[s
     return out
 
 
-def flow_section(sets: dict[str, TraceSet], rows: dict[str, str], meter: FlowMeter | None, seed: int = 0,
+def flow_section(sets: dict[str, TraceSet], rows: dict[str, str], meter: FlowMeter, seed: int = 0,
                  bar: Callable | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The report's ``flows`` section and the flow tables by set name (for the pictures)."""
-    reason = unavailable() if meter is not None else NOT_INSTALLED
+    """The report's ``flows`` section and the flow tables by set name (for the pictures); ``rows`` maps report
+    rows to the set compared with real-test (``{"reference": "real_train", "synthetic": "synthetic"}``)."""
+    reason = unavailable()
     if reason:
         return {"available": False, "reason": reason}, {}
     missing = [n for n, s in sets.items()
@@ -286,7 +289,8 @@ def flow_section(sets: dict[str, TraceSet], rows: dict[str, str], meter: FlowMet
         if name not in missing:
             progress = bar(f"flows {name}", len(s.files)) if bar else None
             frames[name], failed[name] = meter.table(s.files, progress, s.flows)
-            labels[name] = [lab for _, lab in s.files]
+            unread = {f["file"] for f in failed[name]}
+            labels[name] = [lab for f, lab in s.files if f not in unread]
     classes = sorted(set(labels["real_test"]))
     tables = {n: variable_table(df, labels[n]) for n, df in frames.items()}
     measured = {row: src for row, src in rows.items() if src in frames}
