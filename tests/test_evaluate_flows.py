@@ -21,7 +21,7 @@ from netdiff_lib.evaluate.flows import (  # noqa: E402
     save_flow_records,
 )
 from netdiff_lib.evaluate.report import flow_headline, flow_tables, markdown  # noqa: E402
-from netdiff_lib.evaluate.sources import in_memory, load_trace_set  # noqa: E402
+from netdiff_lib.evaluate.sources import TraceSet, in_memory, load_trace_set  # noqa: E402
 from netdiff_lib.stages.summary import summary_text  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "captures"
@@ -128,6 +128,9 @@ def test_unreadable_pcap_is_reported_not_fatal(tmp_path):
     df, failed = FlowMeter(tmp_path, 1024).table([(str(bad), "x"), (good, "http")])
     assert [f["file"] for f in failed] == [str(bad)] and failed[0]["cause"]
     assert len(df) and set(df["label"]) == {"http"} and set(df["trace"]) == {0}
+    both = TraceSet("real_test", [], files=[(str(bad), "http"), (good, "http")])
+    flows, _ = flow_section({"real_train": both, "real_test": both}, {"reference": "real_train"}, FlowMeter(tmp_path))
+    assert flows["sets"]["real_test"]["all"]["traces"] == 1 and len(flows["sets"]["real_test"]["failed"]) == 1
 
 
 def test_flow_records_round_trip(sets, tmp_path):
