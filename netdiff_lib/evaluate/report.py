@@ -131,7 +131,9 @@ def tables(result: dict) -> list[Table]:
                  [[ROW_TITLES.get(r, r), *(result["summary"][r].get(k) for k, _ in HEADLINE)] for r in rows],
                  "JSD/TVD/HD: mean over fields of the per-class distances; lower is closer. DCR ratio >= 1: "
                  "no closer to the training data than fresh real traces. MIA AUC: membership-inference attack "
-                 "(distance to the closest generated trace) on real-train vs real-test traces; 0.5 = no signal.")]
+                 "(distance to the closest generated trace) on real-train vs real-test traces; 0.5 = no signal."
+                 " Flow figures (nfstream): the row's set pooled over classes; flow JSD: mean over the flow "
+                 "variables, macro; flow RF F1 ratio: TSTR/TRTR on flows.")]
     cover = result.get("class_coverage", {})
     out.append(Table(
         "Inputs", ["set", "source", "traces", "packets", "classes", "unreadable", "empty", "classes not in it",
