@@ -13,13 +13,8 @@ import pytest
 pytest.importorskip("nfstream")
 scapy_all = pytest.importorskip("scapy.all")
 
-from netdiff_lib.evaluate.flows import (  # noqa: E402
-    NOT_INSTALLED,
-    FlowMeter,
-    flow_section,
-    load_flow_records,
-    save_flow_records,
-)
+from netdiff_lib.evaluate.flowrecords import load_flow_records, save_flow_records  # noqa: E402
+from netdiff_lib.evaluate.flows import NOT_INSTALLED, FlowMeter, flow_section  # noqa: E402
 from netdiff_lib.evaluate.report import flow_headline, flow_tables, markdown  # noqa: E402
 from netdiff_lib.evaluate.sources import TraceSet, in_memory, load_trace_set  # noqa: E402
 from netdiff_lib.stages.summary import summary_text  # noqa: E402

@@ -30,24 +30,13 @@ import numpy as np
 
 from netdiff_lib.evaluate.fidelity import field_fidelity, nanmean
 from netdiff_lib.evaluate.fields import FieldTable, log_keys, packets_keys
+from netdiff_lib.evaluate.flowrecords import COLUMNS, EXTRA, FEATURES
 from netdiff_lib.evaluate.sources import TraceSet
 
 IDLE_TIMEOUT_S = 120
 ACTIVE_TIMEOUT_S = 3600
 N_DISSECTIONS = 20
 NOT_INSTALLED = "not measured: install netdiff[eval] (nfstream)"
-_STATS = ("min_ps", "mean_ps", "stddev_ps", "max_ps", "min_piat_ms", "mean_piat_ms", "stddev_piat_ms",
-          "max_piat_ms", *(f"{f}_packets" for f in ("syn", "cwr", "ece", "urg", "ack", "psh", "rst", "fin")))
-#: Classifier features: nfstream's statistical flow features and the ports (identifiers and timestamps dropped).
-FEATURES: tuple[str, ...] = (
-    "src_port", "dst_port", "protocol", "ip_version",
-    *(f"{d}_{s}" for d in ("bidirectional", "src2dst", "dst2src") for s in ("duration_ms", "packets", "bytes")),
-    *(f"{d}_{s}" for d in ("bidirectional", "src2dst", "dst2src") for s in _STATS),
-)
-COLUMNS: tuple[str, ...] = (*FEATURES, "application_name")
-#: Per-flow values the nfstream plugin adds (:mod:`netdiff_lib.evaluate.nfmeter`).
-EXTRA = ("first_syn", "first_ack", "iats")
-RECORDS_FORMAT = "netdiff-flows/1"
 #: Flow variables compared as distributions with real-test.
 VARIABLES = ("flows_per_trace", "packets_per_flow", "bytes_per_flow", "duration_ms", "iat_ms", "tcp_state",
              "application")
@@ -78,29 +67,6 @@ def first_packets(path: str, n: int, workdir: Path) -> str:
             w.write_many([b.packet(i) for i in range(k)], b.ts_ns[:k], b.wirelen[:k])
             left -= k
     return str(out)
-
-
-def save_flow_records(path: str | Path, records: list[dict[str, Any]]) -> Path:
-    """Write one pcap's flow records (:meth:`FlowMeter.records`) as JSON, column-wise, atomically."""
-    from netdiff_lib.atomic import write_json
-    from netdiff_lib.evaluate.nfmeter import VERSION
-
-    names = [*COLUMNS, *EXTRA]
-    write_json(path, {"format": RECORDS_FORMAT, "tool": VERSION, "columns": names,
-                      "rows": [[r[c] for c in names] for r in records]})
-    return Path(path)
-
-
-def load_flow_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read a file written by :func:`save_flow_records`."""
-    from netdiff_lib.atomic import read_json
-    from netdiff_lib.errors import InputError
-
-    doc = read_json(path)
-    if not isinstance(doc, dict) or doc.get("format") != RECORDS_FORMAT or set(doc.get("columns", [])) != {
-            *COLUMNS, *EXTRA}:
-        raise InputError(path, f"not a {RECORDS_FORMAT} file of this netdiff version")
-    return [dict(zip(doc["columns"], row, strict=True)) for row in doc["rows"]]
 
 
 class FlowMeter:

@@ -108,7 +108,7 @@ def encoded_trace_set(name: str, dirs: Sequence[str | Path], split: str) -> Trac
     again)."""
     from netdiff_lib.atomic import read_json
     from netdiff_lib.encoded import FLOWS, VALIDATION, encoded_files
-    from netdiff_lib.evaluate.flows import load_flow_records
+    from netdiff_lib.evaluate.flowrecords import load_flow_records
     from netdiff_lib.trace import load_trace
 
     found = encoded_files(dirs, split)

@@ -144,7 +144,8 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
     import tempfile
 
     from netdiff_lib.evaluate.compliance import run_validator
-    from netdiff_lib.evaluate.flows import FlowMeter, save_flow_records, unavailable
+    from netdiff_lib.evaluate.flowrecords import save_flow_records
+    from netdiff_lib.evaluate.flows import FlowMeter, unavailable
     from netdiff_lib.nprint.encode import encode_pcap
     from netdiff_lib.schema import NETDIFFUSION
     from netdiff_lib.trace import save_trace
