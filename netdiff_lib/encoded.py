@@ -3,7 +3,7 @@
 The pipeline's encode step writes, per capture, ``nprint/<split>/<label>/<file>.npz`` (the trace,
 :func:`netdiff_lib.trace.save_trace`), ``payloads/<split>/<label>/<file>.npz`` (the transport payloads the
 payload profile learns from, :func:`save_payload_records`) and ``flows/<split>/<label>/<file>.json`` (its
-nfstream flows, :func:`netdiff_lib.evaluate.flows.save_flow_records`); training and evaluation read these and
+nfstream flows, :func:`netdiff_lib.evaluate.flowrecords.save_flow_records`); training and evaluation read these and
 never the captures again.  :func:`from_captures` does the same in one process, for ``netdiff train --data CAPTURES``.
 """
 

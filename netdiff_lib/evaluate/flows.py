@@ -16,6 +16,9 @@ of flows per master protocol).  The :data:`VARIABLES` are binned like header fie
 (:func:`netdiff_lib.evaluate.fidelity.field_fidelity`).  Flow TSTR/TRTR: a random forest on
 :data:`FEATURES` (nfstream's statistical features and the ports; addresses, MACs, ids, timestamps and nDPI's
 output left out) fitted on the flows of synthetic / real-train, scored on real-test flows (macro-F1 over flows).
+
+The fields' ``packets_per_flow`` (:mod:`netdiff_lib.evaluate.fields`) stays as it is: it reads the nPrint
+traces (port pairs, no addresses), so it is measured where no pcap is at hand; this section meters the pcaps.
 """
 
 from __future__ import annotations
