@@ -3,9 +3,9 @@
 nfstream (nDPI inside; the ``eval`` extra) meters every pcap of a set once (:class:`FlowMeter`): bidirectional
 5-tuple flows, idle timeout :data:`IDLE_TIMEOUT_S` (nfstream's default; a pause that long ends a flow), active
 timeout :data:`ACTIVE_TIMEOUT_S` (longer than any capture here, so no flow is cut), nDPI's first
-:data:`N_DISSECTIONS` packets per flow, one meter process.  Like the rest of the evaluation it reads the first
-``max_packets`` packets of a capture.  A set without pcaps (traces in memory) and a missing nfstream leave the
-section "not measured" instead of failing.
+:data:`N_DISSECTIONS` packets per flow, one meter process.  Like the rest of the evaluation it reads the start
+of a capture: its first ``max_packets`` frames (the traces keep the first ``max_packets`` IP packets).  A set
+without pcaps (traces in memory) and a missing nfstream leave the section "not measured" instead of failing.
 
 Per set, pooled and per class (:func:`set_stats`): TCP/UDP flows per trace; packets, bytes, duration and
 inter-arrival times (ms, nfstream's clock) inside TCP/UDP flows; the share of one-packet flows; TCP

@@ -214,7 +214,7 @@ def flow_tables(flows: dict | None) -> list[Table]:
     out = [Table(
         f"Flows ({flows['tool']}; pooled)", ["set", *(h for _, h in FLOW_SET_COLUMNS), "unreadable"],
         [[n, *(s["all"][k] for k, _ in FLOW_SET_COLUMNS), len(s["failed"])] for n, s in sets.items()],
-        f"Bidirectional 5-tuple flows, idle timeout {cfg['idle_timeout_s']} s, first {cfg['max_packets']} packets "
+        f"Bidirectional 5-tuple flows, idle timeout {cfg['idle_timeout_s']} s, first {cfg['max_packets']} frames "
         "per pcap. Sizes and times: TCP/UDP flows (times in ms, nfstream's clock). Handshake: the first packet a "
         "SYN, then a SYN from the responder and an ACK from the initiator; mid-stream: the first packet has no "
         "SYN; closed: a FIN or RST seen. Not measured: " + (", ".join(flows["not_measured"]) or "none") + ".")]
