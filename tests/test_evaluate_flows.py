@@ -144,7 +144,7 @@ def test_sets_without_pcaps_are_not_measured(sets):
     bare.files = []  # traces without their pcaps
     flows, frames = flow_section({"real_train": load["real_train"], "real_test": bare}, {"reference": "real_train"},
                                  FlowMeter(work))
-    assert not flows["available"] and "no pcaps" in flows["reason"] and frames == {}
+    assert not flows["available"] and "no pcaps or flow records" in flows["reason"] and frames == {}
     assert flow_tables(flows)[0].rows == [[flows["reason"]]]
 
 
@@ -159,3 +159,36 @@ def test_without_nfstream_the_report_says_so(tmp_path):
     assert report["flows"] == {"available": False, "reason": NOT_INSTALLED}
     assert "flow_one_packet_share" not in report["summary"]["reference"]
     assert NOT_INSTALLED in markdown(report)
+
+
+def test_encoded_sets_use_the_flow_records_of_encode(tmp_path):
+    """The pipeline's evaluation reads encode's flow records (the captures are gone); a capture without records
+    counts as unreadable, and encode outputs without any records leave the section "not measured"."""
+    import shutil
+
+    from netdiff_lib import stages
+    from netdiff_lib.evaluate.sources import encoded_trace_set
+
+    captures = tmp_path / "captures"
+    for label in ("dns", "http"):
+        (captures / label).mkdir(parents=True)
+        for pcap in sorted((SAMPLES / label).glob("*.pcap"))[:3]:
+            shutil.copy(pcap, captures / label / pcap.name)
+    items, _ = stages.list_inputs(str(captures), tmp_path / "manifest.json", shards=1, test_fraction=0.2, seed=0)
+    enc = tmp_path / "enc"
+    stages.encode_shard(str(captures), enc, items[0], test_fraction=0.2, seed=0, max_packets=1024)
+    shutil.rmtree(captures)
+    records = sorted((enc / "flows" / "test").rglob("*.json"))
+    assert len(records) == 2 and len(list((enc / "flows" / "train").rglob("*.json"))) == 4
+    records[0].unlink()
+    sets = {name: encoded_trace_set(name, [enc], split) for name, split in (("real_train", "train"),
+                                                                            ("real_test", "test"))}
+    flows, _ = flow_section(sets, {"reference": "real_train"}, FlowMeter(tmp_path))
+    test = flows["sets"]["real_test"]
+    assert flows["available"] and test["all"]["traces"] == 1 and len(test["failed"]) == 1
+    assert flows["sets"]["real_train"]["all"]["traces"] == 4 and not flows["sets"]["real_train"]["failed"]
+    shutil.rmtree(enc / "flows")
+    sets = {name: encoded_trace_set(name, [enc], split) for name, split in (("real_train", "train"),
+                                                                            ("real_test", "test"))}
+    assert flow_section(sets, {"reference": "real_train"}, FlowMeter(tmp_path))[0] == {
+        "available": False, "reason": "not measured: no pcaps or flow records of the real-test traces"}
