@@ -102,8 +102,12 @@ def test_report_tables_and_run_summary(section):
     assert titles[0].startswith("Flows (nfstream")
     assert "Application mix (nDPI master protocol, share of flows)" in titles
     summary = {"evaluation": {row: flow_headline(flows, row) for row in ROWS}, "pcaps": {}}
-    text = summary_text(summary)
-    assert "1-pkt flows" in text and "100.0%" in text  # the synthetic row's one-packet share
+    block = summary_text(summary).split("\nflows", 1)[1].splitlines()
+    assert "1-pkt flows" in block[0] and "flow F1 ratio" in block[0]
+    lines = {" ".join(line.split()[:3]): line.split()[3:] for line in block[1:3]}
+    assert lines["synthetic vs real-test"][:2] == ["100.0%", "0.0%"]  # one-packet flows, handshakes
+    ref = lines["real-train vs real-test"]
+    assert ref[:2] == ["0.0%", "100.0%"] and ref[-1] == "1.00"  # ... and the flow F1 ratio
 
 
 def test_first_packets_only(sets):
