@@ -196,3 +196,15 @@ def test_encoded_sets_use_the_flow_records_of_encode(tmp_path):
                                                                             ("real_test", "test"))}
     assert flow_section(sets, {"reference": "real_train"}, FlowMeter(tmp_path))[0] == {
         "available": False, "reason": "not measured: no pcaps or flow records of the real-test traces"}
+
+
+def test_only_real_test_measured(sets):
+    """Real-test metered, real-train without pcaps: the set's figures, no row to compare, no failure."""
+    load, work, _ = sets
+    bare = in_memory("real_train", load["real_train"].traces)
+    bare.files = []
+    flows, _ = flow_section({"real_train": bare, "real_test": load["real_test"]}, {"reference": "real_train"},
+                            FlowMeter(work))
+    assert flows["available"] and flows["rows"] == {} and flows["not_measured"] == ["real_train"]
+    assert flow_headline(flows, "reference") == {}
+    assert flow_tables(flows)[0].title.startswith("Flows (nfstream")

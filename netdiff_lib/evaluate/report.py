@@ -218,7 +218,7 @@ def flow_tables(flows: dict | None) -> list[Table]:
         "per pcap. Sizes and times: TCP/UDP flows (times in ms, nfstream's clock). Handshake: the first packet a "
         "SYN, then a SYN from the responder and an ACK from the initiator; mid-stream: the first packet has no "
         "SYN; closed: a FIN or RST seen. Not measured: " + (", ".join(flows["not_measured"]) or "none") + ".")]
-    variables = [v for v in flows["distances"][next(iter(rows))] if v != "mean"]
+    variables = [v for v in next(iter(flows["distances"].values()), {}) if v != "mean"]
     out.append(Table(
         "Flow distances vs real-test (JSD/TVD, macro over classes / pooled)",
         ["variable", *(f"{r} {k} {sc}" for r in rows for k in ("JSD", "TVD") for sc in ("macro", "all"))],
