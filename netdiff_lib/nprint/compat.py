@@ -42,6 +42,8 @@ from netdiff_lib.nprint.verbose import describe
 from netdiff_lib.pcap import PacketBatch
 from netdiff_lib.schema import Layout
 
+NPRINT_SNAPLEN = 65535  # -N: nPrint's pcap_open_dead(..., 65535)
+
 
 @dataclass
 class NprintJob:
@@ -120,7 +122,7 @@ def _prefixes(job: NprintJob, enc: EncodedBatch, given: list[list[str]] | None, 
     if given is not None:
         return [",".join(given[i]) for i in enc.keep.tolist()]
     ts = enc.batch.ts_ns[enc.keep]
-    return join_prefix(index_values(enc, job.csv.index), timestamp_prefix(ts, job.csv, prev_us))
+    return join_prefix(index_values(enc, job.csv.index), timestamp_prefix(ts, job.csv, prev_us, job.mode == "nprint"))
 
 
 def _header(job: NprintJob, cols: np.ndarray | None) -> bytes:
@@ -199,7 +201,7 @@ def run_job(job: NprintJob, stdout: IO[bytes] | None = None) -> int:
             print("nprint infile option requires outfile for writing reversed pcap", file=sys.stderr)
             return 1
         trace = read_nprint_csv(job.nprint_in)
-        write_trace_pcap(job.out, trace, zero_timestamps=True)
+        write_trace_pcap(job.out, trace, zero_timestamps=True, snaplen=NPRINT_SNAPLEN)
         return 0
     with ExitStack() as stack:
         if job.out:

@@ -142,10 +142,12 @@ def write_rows(
         out.write(b"".join(parts))
 
 
-def timestamp_prefix(ts_ns: np.ndarray, opts: CsvOptions, prev_us: int = 0) -> list[str]:
+def timestamp_prefix(ts_ns: np.ndarray, opts: CsvOptions, prev_us: int = 0, nprint: bool = False) -> list[str]:
     """The ``rts`` and ``tv_sec,tv_usec`` values, with nPrint's quirks (µs precision; ``prev.tv_sec == 0``).
 
-    ``prev_us`` is the timestamp of the previous written row (0 before the first), for streaming.
+    ``prev_us`` is the timestamp of the previous written row (0 before the first), for streaming.  With
+    ``nprint`` an ``rts`` of exactly -1 (time one microsecond backwards) is left out of the row, as nPrint
+    1.2.1 does: it uses -1 as "no relative timestamp" and tests the value, not the option.
     """
     if not (opts.relative or opts.absolute):
         return [""] * len(ts_ns)
@@ -158,7 +160,11 @@ def timestamp_prefix(ts_ns: np.ndarray, opts: CsvOptions, prev_us: int = 0) -> l
         cols.append(rts.astype(str))
     if opts.absolute:
         cols += [sec.astype(str), usec.astype(str)]
-    return [",".join(t) for t in zip(*cols, strict=True)]
+    rows = [",".join(t) for t in zip(*cols, strict=True)]
+    if nprint and opts.relative:
+        for i in np.flatnonzero(rts == -1).tolist():
+            rows[i] = rows[i].partition(",")[2]
+    return rows
 
 
 def join_prefix(index: list[str], ts: list[str]) -> list[str]:
@@ -199,8 +205,9 @@ def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
     prefix_names = header[:first]
     matrix = np.empty((len(lines), layout.width), np.int8)
     prefixes: list[list[str]] = []
+    rts_at = prefix_names.index("rts") if "rts" in prefix_names else None
     for r, line in enumerate(lines):
-        parts = line.split(b",", first) if first else [line]
+        parts = _split_prefix(line, first, rts_at, len(header))
         prefixes.append([p.decode() for p in parts[:first]])
         row = _cells(path, r + 2, parts[-1].split(b",")) if layout.width else np.zeros(0)
         if row.shape != (layout.width,):
@@ -212,6 +219,18 @@ def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
         raise InputError(path, "the timestamp columns (rts, tv_sec, tv_usec) do not all hold numbers") from None
     index = [p[0] for p in prefixes] if prefix_names and prefix_names[0] in INDEX_NAMES.values() else None
     return Trace(matrix, layout, ts_ns, label, str(path), index)
+
+
+def _split_prefix(line: bytes, first: int, rts_at: int | None, columns: int) -> list[bytes]:
+    """A row as its ``first`` prefix cells and the rest.  nPrint leaves a row's ``rts`` out when it is -1 (one
+    microsecond backwards); such a row, one cell short, gets its -1 back."""
+    if not first:
+        return [line]
+    if rts_at is not None and line.count(b",") == columns - 2:
+        parts = line.split(b",", first - 1)
+        parts.insert(rts_at, b"-1")
+        return parts
+    return line.split(b",", first)
 
 
 def _cells(path: Path, line: int, cells: list[bytes]) -> np.ndarray:
