@@ -25,7 +25,6 @@ from typing import IO
 
 import numpy as np
 
-from netdiff_lib.atomic import atomic_open
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.nprint.csvio import (
     CsvOptions,
@@ -34,11 +33,9 @@ from netdiff_lib.nprint.csvio import (
     timestamp_prefix,
     write_rows,
 )
-from netdiff_lib.nprint.decode import write_trace_pcap
 from netdiff_lib.nprint.encode import EncodedBatch, encode_batch, skip_counts
 from netdiff_lib.nprint.index import index_values
 from netdiff_lib.nprint.locate import KEPT
-from netdiff_lib.nprint.verbose import describe
 from netdiff_lib.pcap import PacketBatch
 from netdiff_lib.schema import Layout
 
@@ -176,6 +173,8 @@ def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:
         if ip_map is not None:
             enc = _subset(enc, ip_map.select(enc))
         if job.verbose:
+            from netdiff_lib.nprint.verbose import describe
+
             sys.stderr.write("".join(describe(enc, r) for r in range(len(enc.keep))))
         messages.write("".join(notes).encode())
         notes.clear()
@@ -200,11 +199,15 @@ def run_job(job: NprintJob, stdout: IO[bytes] | None = None) -> int:
         if not job.out:
             print("nprint infile option requires outfile for writing reversed pcap", file=sys.stderr)
             return 1
+        from netdiff_lib.nprint.decode import write_trace_pcap
+
         trace = read_nprint_csv(job.nprint_in)
         write_trace_pcap(job.out, trace, zero_timestamps=True, snaplen=NPRINT_SNAPLEN)
         return 0
     with ExitStack() as stack:
         if job.out:
+            from netdiff_lib.atomic import atomic_open
+
             Path(job.out).parent.mkdir(parents=True, exist_ok=True)
             fh = stack.enter_context(atomic_open(job.out, "wb"))
         else:

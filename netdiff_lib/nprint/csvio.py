@@ -7,18 +7,19 @@ row's last comma becomes the newline.  Only the index/timestamp prefix of a row 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from netdiff_lib.errors import InputError
 from netdiff_lib.schema import BLOCK_ORDER, PAYLOAD_PREFIX, Layout
-from netdiff_lib.trace import Trace
+
+if TYPE_CHECKING:
+    from netdiff_lib.trace import Trace
 
 #: nPrint's ``-O`` index columns: option value -> header name.
 INDEX_NAMES = {0: "src_ip", 1: "dst_ip", 2: "src_prt", 3: "dst_prt", 4: "flow", 5: "tx_mac"}
@@ -69,8 +70,8 @@ def _byte_slots(fill: int) -> tuple[np.ndarray, int]:
     fill_text = f"{fill}," * 8
     width = max(16, len(fill_text))
     table = np.zeros((257, width), np.uint8)
-    for v in range(256):
-        table[v, :16] = np.frombuffer("".join(f"{(v >> (7 - k)) & 1}," for k in range(8)).encode(), np.uint8)
+    table[:256, 0:16:2] = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1) + ord("0")  # MSB first
+    table[:256, 1:16:2] = ord(",")
     table[256, : len(fill_text)] = np.frombuffer(fill_text.encode(), np.uint8)
     return table.view(np.uint64), len(fill_text)
 
@@ -174,7 +175,11 @@ def join_prefix(index: list[str], ts: list[str]) -> list[str]:
 @lru_cache(maxsize=65536)
 def ip_text(raw: bytes) -> str:
     """Dotted IPv4 or compressed IPv6 text, as ``inet_ntoa``/``inet_ntop`` print them."""
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    if len(raw) == 4:
+        return "%d.%d.%d.%d" % tuple(raw)  # noqa: UP031 - inet_ntoa's text, without importing socket (3 ms)
+    import socket
+
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 def _first_field(columns: list[str]) -> int:
@@ -186,6 +191,8 @@ def _first_field(columns: list[str]) -> int:
 
 def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
     """Read an nPrint CSV (nPrint's own, netdiff's, or NetDiffusion's with or without a pandas index)."""
+    from netdiff_lib.trace import Trace
+
     path = Path(path)
     try:
         with open(path, "rb") as fh:

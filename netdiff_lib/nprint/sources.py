@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from netdiff_lib.errors import InputError
-from netdiff_lib.nprint.libpcap import BpfFilter, live_batches, make_batch, take
 from netdiff_lib.pcap import PacketBatch, PcapFile
 
 HEX_COLUMN = 2  # nPrint reads the hex packet from the third column of a -C file
@@ -20,14 +19,21 @@ CSV_BATCH = 4096
 
 def pcap_source(path: str, expr: str | None, batch_size: int = 16384) -> Iterator[tuple[PacketBatch, None]]:
     """A capture file's packets, only those the BPF filter ``expr`` accepts when given."""
-    bpf = BpfFilter(expr) if expr else None
-    if bpf is not None:
-        bpf.program(1)  # a bad expression fails before any output, as in nPrint
+    if not expr:
+        for batch in PcapFile(path).batches(batch_size=batch_size):
+            yield batch, None
+        return
+    from netdiff_lib.nprint.libpcap import BpfFilter, take  # libpcap (ctypes) only for a filter
+
+    bpf = BpfFilter(expr)
+    bpf.program(1)  # a bad expression fails before any output, as in nPrint
     for batch in PcapFile(path).batches(batch_size=batch_size):
-        yield (batch if bpf is None else take(batch, bpf.matches(batch).nonzero()[0])), None
+        yield take(batch, bpf.matches(batch).nonzero()[0]), None
 
 
 def live_source(device: str | None, expr: str | None) -> Iterator[tuple[PacketBatch, None]]:
+    from netdiff_lib.nprint.libpcap import live_batches
+
     for batch in live_batches(device, expr):
         yield batch, None
 
@@ -52,6 +58,8 @@ def csv_source(path: str, notes: list[str]) -> Iterator[tuple[PacketBatch, list[
     """Packets of a ``-C`` file: one per line after the header, hex in the third column (link type unset, so
     nPrint's Ethernet heuristic applies).  A line whose hex does not parse is skipped with nPrint's message,
     appended to ``notes``."""
+    from netdiff_lib.nprint.libpcap import make_batch
+
     width = len(csv_header(path))
     pkts: list[bytes] = []
     prefixes: list[list[str]] = []
