@@ -237,7 +237,7 @@ LEAN = CODEC_ONLY + r"|argparse|pkgutil|socket|netdiff_lib\.nprint\.(libpcap|dec
     (["nprint", "--version"], LEAN),
     (["nprint", "-P", str(DNS), "-4", "-t", "-u", "-i", "-R"], LEAN),  # a real capture, start to finish
     (["nprint", "-P", str(DNS), "-4", "-6", "-t", "-u", "-i", "-p", "16", "-O", "4", "-A"], LEAN),
-    (["nprint", "-P", str(DNS), "-4", "-u", "-f", "udp", "-V"], CODEC_ONLY),
+    (["nprint", "-P", str(DNS), "-4", "-u", "-f", "ip", "-V"], CODEC_ONLY),
     (["--help"], HEAVY),
     (["train", "--help"], HEAVY),
 ])

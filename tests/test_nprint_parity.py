@@ -78,6 +78,34 @@ def test_real_capture_with_a_one_microsecond_step_back(tmp_path: Path) -> None:
     assert all(len(ln.split(",")) == len(rel[0].split(",")) for i, ln in enumerate(rel) if i not in short)
 
 
+def _ipv6_udp(payload: bytes) -> bytes:
+    src, dst = bytes(15) + b"\x01", bytes(15) + b"\x02"
+    udp = struct.pack(">HHHH", 5353, 53, 8 + len(payload), 0) + payload
+    return struct.pack(">IHBB", 6 << 28, len(udp), 17, 64) + src + dst + udp
+
+
+def test_nprint_to_pcap_prints_v6_and_skips_rows_without_ip(
+    tmp_path: Path, capfdbinary: pytest.CaptureFixture
+) -> None:
+    batch = next(PcapFile(DNS).batches())
+    v4 = [batch.packet(i)[14:] for i in range(3)]  # the DNS sample's IPv4 packets without their Ethernet header
+    pcap, csv, back = tmp_path / "mixed.pcap", tmp_path / "mixed.csv", tmp_path / "back.pcap"
+    with PcapWriter(pcap, linktype=101) as w:  # raw IP
+        for i, pkt in enumerate([v4[0], _ipv6_udp(b"six"), v4[1], _ipv6_udp(b"again"), v4[2]]):
+            w.write(pkt, ts_ns=T0 + i * 1000)
+    assert main(["-P", str(pcap), "-4", "-6", "-t", "-u", "-p", "64", "-W", str(csv)]) == 0
+    lines = csv.read_text().splitlines()
+    index, _, bits = lines[3].partition(",")
+    lines.insert(3, index + "," + ",".join(["-1"] * len(bits.split(","))))  # a row with no IP header at all
+    csv.write_text("\n".join(lines) + "\n")
+    capfdbinary.readouterr()
+    assert main(["-N", str(csv), "-W", str(back)]) == 0
+    assert capfdbinary.readouterr().out == b"v6\n" * 2  # nPrint's printf("v6\n") per IPv6 packet
+    got = next(PcapFile(back).batches())
+    want = [v4[0], _ipv6_udp(b"six"), v4[1], _ipv6_udp(b"again"), v4[2]]  # the row without IP gave no packet
+    assert [got.packet(i) for i in range(len(got))] == want
+
+
 def test_nprint_to_pcap_writes_nprints_snap_length(tmp_path: Path) -> None:
     csv, pcap = tmp_path / "in.csv", tmp_path / "back.pcap"
     assert main(["-P", str(DNS), "-4", "-u", "-p", "600", "-W", str(csv)]) == 0

@@ -36,7 +36,7 @@ from netdiff_lib.nprint.csvio import (
 from netdiff_lib.nprint.encode import EncodedBatch, encode_batch, skip_counts
 from netdiff_lib.nprint.index import index_values
 from netdiff_lib.nprint.locate import KEPT
-from netdiff_lib.pcap import PacketBatch
+from netdiff_lib.pcap import PacketBatch, PcapWriter
 from netdiff_lib.schema import Layout
 
 NPRINT_SNAPLEN = 65535  # -N: nPrint's pcap_open_dead(..., 65535)
@@ -190,6 +190,23 @@ def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:
     return skipped
 
 
+def nprint_to_pcap(csv: str, out: str) -> None:
+    """``-N CSV -W OUT``: nPrint's reverse conversion.  As nPrint, a row whose first IP byte is not version 4
+    or 6 gives no packet, each IPv6 packet prints ``v6`` on stdout, timestamps are 0 and the snap length is
+    65,535; bytes the CSV does not carry are zero (nPrint: uninitialised memory)."""
+    from netdiff_lib.nprint.decode import ip_versions, pack_matrix
+
+    trace = read_nprint_csv(csv)
+    packed = pack_matrix(trace.matrix, trace.layout)
+    versions = ip_versions(packed)
+    keep = np.flatnonzero((versions == 4) | (versions == 6)).tolist()
+    packets = packed.packets()
+    sys.stdout.write("v6\n" * int((versions == 6).sum()))
+    sys.stdout.flush()
+    with PcapWriter(out, linktype=packed.linktype, snaplen=NPRINT_SNAPLEN) as w:
+        w.write_many([packets[i] for i in keep], np.zeros(len(keep), np.int64))
+
+
 def run_job(job: NprintJob, stdout: IO[bytes] | None = None) -> int:
     """Run a drop-in job; returns nPrint's exit status."""
     if sum(map(bool, (job.pcap, job.csv_in, job.nprint_in))) > 1:
@@ -199,10 +216,7 @@ def run_job(job: NprintJob, stdout: IO[bytes] | None = None) -> int:
         if not job.out:
             print("nprint infile option requires outfile for writing reversed pcap", file=sys.stderr)
             return 1
-        from netdiff_lib.nprint.decode import write_trace_pcap
-
-        trace = read_nprint_csv(job.nprint_in)
-        write_trace_pcap(job.out, trace, zero_timestamps=True, snaplen=NPRINT_SNAPLEN)
+        nprint_to_pcap(job.nprint_in, job.out)
         return 0
     with ExitStack() as stack:
         if job.out:

@@ -110,18 +110,27 @@ def pack_matrix(matrix: np.ndarray, layout: Layout, ethernet: bool | None = None
     return Packed(data, offsets, length.astype(np.int64), LINKTYPE_ETHERNET if eth else LINKTYPE_RAW)
 
 
+def ip_versions(packed: Packed) -> np.ndarray:
+    """The version nibble of each packet's first IP byte (after the Ethernet header when framed); 0 if none."""
+    l2 = 14 if packed.linktype == LINKTYPE_ETHERNET else 0
+    has = packed.lengths > l2
+    versions = np.zeros(len(packed), np.uint8)
+    versions[has] = packed.data[packed.offsets[has] + l2] >> 4
+    return versions
+
+
 def decode_matrix(matrix: np.ndarray, layout: Layout) -> list[bytes]:
     """Rows -> packets (raw IP, or Ethernet frames when the layout has the eth block)."""
     return pack_matrix(matrix, layout).packets()
 
 
-def write_trace_pcap(path: str | Path, trace: Trace, zero_timestamps: bool = False, snaplen: int = 262144) -> int:
+def write_trace_pcap(path: str | Path, trace: Trace, zero_timestamps: bool = False) -> int:
     """Write a trace as a pcap (atomically); timestamps from the trace unless absent or ``zero_timestamps``."""
     packed = pack_matrix(trace.matrix, trace.layout)
     ts = trace.ts_ns if trace.ts_ns is not None and not zero_timestamps else np.zeros(len(trace), np.int64)
     if len(ts) and (ts.min() < 0 or ts.max() // 1_000_000_000 >= 1 << 32):
         raise InputError(trace.source or path, f"timestamps from {ts.min() / 1e9:.6f} s to {ts.max() / 1e9:.6f} s "
                                                "are outside what a pcap holds (0 .. 2**32 s since the epoch)")
-    with PcapWriter(path, linktype=packed.linktype, snaplen=snaplen) as w:
+    with PcapWriter(path, linktype=packed.linktype) as w:
         w.write_many(packed.packets(), ts)
     return len(packed)
