@@ -13,7 +13,8 @@ slows all of them alike):
 - the floors of any Python/numpy command: ``python -c pass``, ``python -c "import numpy"``, and
   ``tcpdump -r CAPTURE -nn`` (a C program reading the capture, as nPrint does) when installed.
 
-Ratios are against the baseline measured in this run.  The capture is built from the bundled samples
+Ratios are against the baseline measured in this run; CPU seconds (user + system of the child) are given
+beside wall seconds, as a busy machine inflates them less.  The capture is built from the bundled samples
 (``samples/captures``: their packets in order, re-timed 1 ms apart), so the benchmark runs on a clone; when
 the real nprint is present the two outputs are compared byte for byte first.  Each command runs ``--runs``
 times in a fresh process (after one warm-up round), stdout to /dev/null, with Python's bytecode cache (as
@@ -31,6 +32,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -75,17 +77,22 @@ def find_nprint(given: str | None) -> str | None:
 
 
 def alternate(cmds: dict[str, list[str]], runs: int, env: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Best and median wall seconds of each command: one warm-up round, then ``runs`` rounds, each command once
-    per round in turn (so load on the machine falls on all of them alike)."""
+    """Best and median wall seconds, and median CPU seconds (user + system, which a busy machine inflates less),
+    of each command: one warm-up round, then ``runs`` rounds, each command once per round in turn (so load on
+    the machine falls on all of them alike)."""
     times: dict[str, list[float]] = {name: [] for name in cmds}
+    cpu: dict[str, list[float]] = {name: [] for name in cmds}
     for k in range(runs + 1):
         for name, cmd in cmds.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env, cwd=REPO)
             if k:
                 times[name].append(time.perf_counter() - t)
-    return {name: {"best_s": round(min(t), 4), "median_s": round(statistics.median(t), 4)}
-            for name, t in times.items()}
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return {name: {"best_s": round(min(t), 4), "median_s": round(statistics.median(t), 4),
+                   "cpu_median_s": round(statistics.median(cpu[name]), 4)} for name, t in times.items()}
 
 
 def same_output(a: list[str], b: list[str], env: dict[str, str]) -> bool:
@@ -173,6 +180,7 @@ def main() -> None:
         "x_nprint": round(ours / ref, 2) if ref else "not measured",
         "over_nprint_s": round(ours - ref, 4) if ref else "not measured",
         "over_numpy_floor_s": round(ours - results[NUMPY]["median_s"], 4),
+        "cpu_over_numpy_floor_s": round(results[NETDIFF]["cpu_median_s"] - results[NUMPY]["cpu_median_s"], 4),
     }
     text = json.dumps(report, indent=2)
     print(text)
