@@ -63,14 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     pcaps = sorted((REPO / "samples" / "captures").glob("*/*.pcap"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "netdiff_lib")], check=True)
-    tools = {"netdiff nprint": ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "netdiff_lib.cli", "nprint"]}
+    # -P: the working directory does not go first on sys.path, so PYTHONPATH says which checkout runs
+    tools = {"netdiff nprint": ["env", f"PYTHONPATH={REPO}", sys.executable, "-P", "-m", "netdiff_lib.cli", "nprint"]}
     nprint = find_nprint(args.nprint)
     if nprint:
         tools["nprint (real)"] = [nprint]
     if args.compare_tree:
         tree = args.compare_tree.resolve()
-        tools[f"netdiff nprint ({tree})"] = ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "netdiff_lib.cli",
-                                             "nprint"]
+        tools[f"netdiff nprint ({tree})"] = ["env", f"PYTHONPATH={tree}", sys.executable, "-P", "-m",
+                                             "netdiff_lib.cli", "nprint"]
     rounds: dict[str, list[tuple[float, float, int]]] = {name: [] for name in tools}
     for k in range(args.rounds + 1):  # round 0 warms the page cache
         for name, cmd in tools.items():

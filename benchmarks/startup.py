@@ -136,7 +136,8 @@ def commands(py: str, cap: Path, nprint: str | None, other: Path | None = None) 
         cmds[NPRINT] = [nprint, "-P", str(cap), *FLAGS]
     cmds[NETDIFF] = ours
     if other:
-        cmds[f"{NETDIFF} ({other})"] = ["env", f"PYTHONPATH={other}", *ours]
+        # -P: not the working directory (this checkout) first on sys.path, so PYTHONPATH picks the tree
+        cmds[f"{NETDIFF} ({other})"] = ["env", f"PYTHONPATH={other}", py, "-P", *ours[1:]]
     cmds[NETDIFF + " -R"] = [*ours, "-R"]
     script = Path(py).parent / "netdiff"
     if script.is_file():  # the console script of this interpreter's environment (a venv's, say)
