@@ -128,6 +128,15 @@ def pack_matrix(matrix: np.ndarray, layout: Layout, ethernet: bool | None = None
     return Packed(data, offsets, length.astype(np.int64), LINKTYPE_ETHERNET if eth else LINKTYPE_RAW)
 
 
+def ip_versions(packed: Packed) -> np.ndarray:
+    """The version nibble of each packet's first IP byte (after the Ethernet header when framed); 0 if none."""
+    l2 = 14 if packed.linktype == LINKTYPE_ETHERNET else 0
+    has = packed.lengths > l2
+    versions = np.zeros(len(packed), np.uint8)
+    versions[has] = packed.data[packed.offsets[has] + l2] >> 4
+    return versions
+
+
 def decode_matrix(matrix: np.ndarray, layout: Layout) -> list[bytes]:
     """Rows -> packets (raw IP, or Ethernet frames when the layout has the eth block)."""
     return pack_matrix(matrix, layout).packets()
