@@ -75,14 +75,18 @@ def model_summary(model_dir: str | Path, model_uri: str) -> dict[str, Any]:
 
 def train_model(data_dirs: list[str], model_dir: str | Path, *, model_uri: str, output_uri: str = "",
                 backend: str, config: str, steps: int, seed: int, weights: dict[str, str] | None = None,
-                s3_endpoint: str = "", processes: int | None = None) -> dict[str, Any]:
+                s3_endpoint: str = "", processes: int | None = None, privacy: str = "") -> dict[str, Any]:
     """Train on the train split of the encode outputs ``data_dirs`` into ``model_uri`` (empty:
     ``<output_uri>/model``), resuming from its checkpoints; copy the finished folder to ``model_dir``.
-    ``steps`` 0 means the preset's; ``weights``: pretrained weights by role (empty values: none)."""
+    ``steps`` 0 means the preset's; ``weights``: pretrained weights by role (empty values: none); ``privacy``:
+    ``on``/``off`` (the privacy gate; "": the preset's)."""
+    from netdiff_lib.models.base import privacy_settings
+
     model_uri = model_uri or (storage.join(output_uri, MODEL_DIR) if output_uri else "")
     if not model_uri:
         raise ConfigError("training needs a model URI or an output URI (for the model folder and its checkpoints)")
     job = TrainJob(tuple(str(d) for d in data_dirs), model_uri, backend, config, steps=steps or None, seed=seed,
+                   settings=tuple(privacy_settings(get_backend(backend), privacy)),
                    weights={k: v for k, v in (weights or {}).items() if v}, s3_endpoint=s3_endpoint)
     n = cuda_devices() if processes is None else processes
     if not get_backend(backend).distributed:

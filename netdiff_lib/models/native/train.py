@@ -224,6 +224,10 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     if holdout is not None:
         prep.data_info["holdout"] = holdout.describe()
         hook = PrivacyGate(cfg, prep, holdout, dev)
+        acc.print(f"privacy gate on: {len(holdout.held)} traces held out ({cfg.privacy.holdout:.0%} of each class's "
+                  f"captures), DCR ratio and membership AUC every {cfg.privacy.every} steps; --privacy off: none")
+    else:
+        acc.print("privacy gate off: trained on every trace, no DCR/membership check (--privacy on: the gate)")
     best: list[torch.Tensor] = []  # the EMA weights of the chosen gate-holding evaluation
     torch.manual_seed(tc.seed)
     fp = prep.data_info["fingerprint"]
