@@ -102,7 +102,8 @@ def _gate_lines(gate: dict[str, Any] | None) -> list[str]:
         return []
     lines = ["", "## Privacy gate", "",
              f"Holds when the DCR ratio is >= {gate['dcr_min']} and the membership AUC <= {gate['mia_max']}, against "
-             f"{gate['holdout'].get('traces', 0)} held-out traces; chosen: step {gate['chosen_step']} ({gate['rule']}).",
+             f"{gate['holdout'].get('traces', 0)} held-out traces; chosen: step {gate['chosen_step']} "
+             f"({gate['rule']}).",
              "", "| step | DCR ratio | MIA AUC | held-out loss | holds |", "| --- | --- | --- | --- | --- |"]
     for ev in gate["evaluations"]:
         mark = " (chosen)" if ev["step"] == gate["chosen_step"] else ""
