@@ -107,9 +107,17 @@ def test_choice_is_the_lowest_held_out_loss_among_gate_holding_evaluations() -> 
     assert choose(evals[5:], cfg) == 0  # the limits themselves hold
 
 
-def test_gated_run_keeps_the_chosen_evaluation_and_records_every_one(data: TrainingData, tmp_path: Path) -> None:
-    out = tmp_path / "model"
+@pytest.fixture(scope="module")
+def gated(data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder trained with the gate on (limits that every evaluation holds: the choice is by loss)."""
+    out = tmp_path_factory.mktemp("gated") / "model"
     train(_cfg(12, "privacy.dcr_min=0", "privacy.mia_max=1"), data, str(out), progress=False)
+    return out
+
+
+def test_gated_run_keeps_the_chosen_evaluation_and_records_every_one(data: TrainingData, gated: Path,
+                                                                     tmp_path: Path) -> None:
+    out = gated
     card = _card(out)
     gate, training = card["training"]["privacy_gate"], card["training"]
     evals = gate["evaluations"]
@@ -200,7 +208,7 @@ def test_sd15_has_no_privacy_gate() -> None:
     except ConfigError:
         pytest.skip("sd15 extras not installed")
     assert privacy_settings(backend, "off") == [] and privacy_settings(backend, None) == []
-    with pytest.raises(ConfigError, match="sd15.*no privacy gate"):
+    with pytest.raises(ConfigError, match=r"sd15.*no privacy gate"):
         privacy_settings(backend, "on")
 
 
@@ -211,3 +219,23 @@ def test_run_summary_says_which_mode_made_the_traces() -> None:
     assert "gate on: step 4000 chosen, DCR ratio 1.07, membership AUC 0.55 on 62 held-out" in text
     assert "gate off:" in summary_text({"model": {"backend": "native", "privacy": "off"}, "pcaps": {}})
     assert "backend sd15 has no gate" in summary_text({"model": {"backend": "sd15"}, "pcaps": {}})
+
+
+def test_report_says_which_model_and_privacy_mode_made_the_traces(data_dir: Path, gated: Path,
+                                                                   tmp_path: Path) -> None:
+    """generate -> reconstruct carry ``generator.json`` from the model card to the report's Generator tables."""
+    from netdiff_lib.evaluate import evaluate
+    from netdiff_lib.stages.common import GENERATOR, read_json, shard_item
+    from netdiff_lib.stages.model import generate_shards
+    from netdiff_lib.stages.outputs import reconstruct_shard
+
+    generate_shards(gated, tmp_path / "gen", per_class=1, seed=0, shards=1, device="cpu")
+    reconstruct_shard(tmp_path / "gen", shard_item(0, 1), tmp_path / "pcaps")
+    made_by = read_json(tmp_path / "pcaps" / GENERATOR)
+    card = _card(gated)["training"]
+    assert made_by["privacy"] == "on" and made_by["privacy_step"] == card["privacy_step"]
+    assert made_by["privacy_gate"]["evaluations"] == card["privacy_gate"]["evaluations"]
+    evaluate(str(data_dir), str(data_dir), str(tmp_path / "pcaps"), tmp_path / "report", run_compliance=False,
+             pictures=False, progress=False, generator=made_by)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Generator" in md and "privacy gate" in md.lower() and f"| {card['privacy_step']} " in md

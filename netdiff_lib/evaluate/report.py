@@ -95,6 +95,7 @@ def tables(result: dict) -> list[Table]:
                  "JSD/TVD/HD: mean over fields of the per-class distances; lower is closer. DCR ratio >= 1: "
                  "no closer to the training data than fresh real traces. MIA AUC: membership-inference attack "
                  "(distance to the closest generated trace) on real-train vs real-test traces; 0.5 = no signal.")]
+    out += generator_tables(result)
     cover = result.get("class_coverage", {})
     out.append(Table(
         "Inputs", ["set", "source", "traces", "packets", "classes", "unreadable", "empty", "classes not in it",
@@ -152,6 +153,31 @@ def _application_tables(app: dict) -> list[Table]:
     mix = Table("Application-protocol mix (share of packets)", ["protocol", *sets],
                 [[p, *(s["protocol_mix"].get(p, 0.0) for s in sets.values())] for p in protos[:30]])
     return [head, mix]
+
+
+def generator_tables(result: dict) -> list[Table]:
+    """Which model made the synthetic traces and in which privacy mode, with the privacy gate's history (when the
+    run said: the pipeline's ``generator.json``)."""
+    gen = result.get("generator")
+    if not gen:
+        return []
+    on = gen.get("privacy") == "on"
+    mode = ("on: the model folder holds the checkpoint chosen among those that held the privacy gate on captures "
+            "kept out of training" if on else "off: the model was not checked against held-out captures")
+    head = Table("Generator", ["backend", "preset", "privacy gate", "chosen step", "DCR ratio", "MIA AUC",
+                               "held-out traces"],
+                 [[gen.get("backend"), gen.get("preset"), mode, gen.get("privacy_step"), gen.get("privacy_dcr_ratio"),
+                   gen.get("privacy_mia_auc"), gen.get("privacy_heldout_traces")]])
+    gate = gen.get("privacy_gate") or {}
+    if not gate.get("evaluations"):
+        return [head]
+    history = Table(f"Privacy gate during training (holds: DCR ratio >= {gate.get('dcr_min')}, MIA AUC <= "
+                    f"{gate.get('mia_max')}; measured on raw samples against the held-out captures)",
+                    ["step", "DCR ratio", "MIA AUC", "held-out loss", "holds", "chosen"],
+                    [[e.get("step"), e.get("dcr_ratio"), e.get("mia_auc"), e.get("heldout_loss"),
+                      "yes" if e.get("gate") else "no", "yes" if e.get("step") == gate.get("chosen_step") else ""]
+                     for e in gate["evaluations"]])
+    return [head, history]
 
 
 def _compliance_row(row: str, c: dict) -> list:
