@@ -29,6 +29,7 @@ run refuses before training, naming ``--privacy off``.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ import torch
 
 from netdiff_lib.atomic import atomic_path
 from netdiff_lib.config import Config, PrivacyConfig
-from netdiff_lib.errors import ConfigError
+from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
 from netdiff_lib.trace import Trace
 
@@ -98,6 +99,29 @@ def split_holdout(traces: list[Trace], cfg: PrivacyConfig, seed: int) -> Holdout
             "the DCR ratio and membership AUC. Add captures, raise --set privacy.holdout=..., or train with "
             "--privacy off (no gate: the model card and report say so)")
     return out
+
+
+def holdout_of(cfg: Config, data: TrainingData, hook: Any) -> Holdout | None:
+    """The gate's split of ``data`` (None with ``privacy.mode=off``); the gate is the run's only hook."""
+    if cfg.privacy.mode == "off":
+        return None
+    if hook is not None:
+        raise ConfigError("train(hook=...) with privacy.mode=on: the privacy gate is the run's hook")
+    return split_holdout(data.traces, cfg.privacy, cfg.train.seed)
+
+
+def gate_entries(cfg: Config, evaluations: list[dict[str, float]], holdout: Holdout, kept: bool, final: bool,
+                 ckpt_root: str) -> dict[str, Any] | None:
+    """The card entries of the gate's choice (``kept``: its weights are at hand); None (no model folder) at the
+    end of a slice (``until_step``, not ``final``) without a gate-holding evaluation; TrainingError at the end of
+    the run without one."""
+    chosen = choose(evaluations, cfg.privacy)
+    if chosen is not None and kept:
+        return card(evaluations, chosen, cfg.privacy, holdout.describe())
+    if final:
+        raise TrainingError(f"{failure(evaluations, cfg.privacy)} (checkpoints in {ckpt_root})")
+    print("no evaluation has held the privacy gate yet: no model folder written", file=sys.stderr)
+    return None
 
 
 def holds(ev: dict[str, float], cfg: PrivacyConfig) -> bool:

@@ -66,7 +66,7 @@ from netdiff_lib.models.base import TrainingData
 from netdiff_lib.models.native.data import BucketPlan, Prepared, prepare_data
 from netdiff_lib.models.native.layers import count_parameters
 from netdiff_lib.models.native.model import NativeModel, plain_state, write_model_folder
-from netdiff_lib.models.native.privacy import Holdout, PrivacyGate, choose, split_holdout
+from netdiff_lib.models.native.privacy import PrivacyGate, choose, gate_entries, holdout_of
 
 BEST = "gate_best."  # checkpoint key prefix of the kept (gate-holding) EMA weights
 
@@ -216,7 +216,7 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     tc = cfg.train
     if not torch.cuda.is_available() and tc.cpu_threads:
         torch.set_num_threads(tc.cpu_threads)
-    holdout = _holdout(cfg, data, hook)
+    holdout = holdout_of(cfg, data, hook)
     prep = prepare_data(cfg, data if holdout is None else holdout.training_data(data))
     rep = prep.representation
     acc = Accelerator(mixed_precision=_precision(cfg), cpu=not torch.cuda.is_available())
@@ -298,7 +298,8 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     acc.wait_for_everyone()
     if acc.is_main_process:
         _save(ckpt_root, cfg, state, net, ema, opt, sched, fp, best)
-        gated = _gate(cfg, state, holdout, best, ckpt_root, acc) if holdout is not None else {"privacy": "off"}
+        gated = {"privacy": "off"} if holdout is None else gate_entries(
+            cfg, state.evaluations, holdout, bool(best), state.step >= min(tc.steps, state.horizon), ckpt_root)
         if gated is not None:
             _finish(stage, cfg, prep, net, best or ema, state, world, _precision(cfg), gated)
         if remote:
@@ -334,30 +335,6 @@ def _evaluate(hook: StepHook, state: LoopState, cfg: Config, prep: Prepared, net
         state.evaluations.append({"step": state.step, **{k: float(v) for k, v in result.items()}})
         checkpoint.set_rng_state(rng)
     acc.wait_for_everyone()
-
-
-def _holdout(cfg: Config, data: TrainingData, hook: StepHook | None) -> Holdout | None:
-    """The privacy gate's split of the captures (None with ``privacy.mode=off``)."""
-    if cfg.privacy.mode == "off":
-        return None
-    if hook is not None:
-        raise ConfigError("train(hook=...) with privacy.mode=on: the privacy gate is the run's hook")
-    return split_holdout(data.traces, cfg.privacy, cfg.train.seed)
-
-
-def _gate(cfg: Config, state: LoopState, holdout: Holdout, best: list[torch.Tensor], ckpt_root: str,
-          acc: Any) -> dict[str, Any] | None:
-    """The card entries of the gate's choice; None (no model folder) at the end of a slice (``until_step``)
-    without a gate-holding evaluation; TrainingError at the end of the run without one."""
-    from netdiff_lib.models.native.privacy import card, failure
-
-    chosen = choose(state.evaluations, cfg.privacy)
-    if chosen is not None and best:
-        return card(state.evaluations, chosen, cfg.privacy, holdout.describe())
-    if state.step >= min(cfg.train.steps, state.horizon):
-        raise TrainingError(f"{failure(state.evaluations, cfg.privacy)} (checkpoints in {ckpt_root})")
-    acc.print(f"stopped at step {state.step}: no evaluation has held the privacy gate yet, no model folder written")
-    return None
 
 
 def _check_diverged(state: LoopState, finite: int, skipped: int, ckpt_root: str) -> None:
