@@ -136,7 +136,7 @@ def evaluate(
     k_packets: int = K_PACKETS, max_packets: int = MAX_PACKETS, seed: int = 0, near_copy: float | None = NEAR_COPY,
     run_compliance: bool = True, compliance_files: int | None = MAX_FILES, pictures: bool = True,
     progress: bool = True, layout: Layout = NETDIFFUSION, class_map: str | Path | None = None,
-    names: dict[str, str] | None = None,
+    names: dict[str, str] | None = None, generator: dict | None = None,
 ) -> dict:
     """Evaluate ``synthetic`` (if given) and the real-train reference against ``real_test``; see module doc.
 
@@ -145,7 +145,8 @@ def evaluate(
     (None: the 5th percentile of the real-test DCRs); ``compliance_files``: pcaps validated per set at most
     (a class-stratified sample; None for all); ``class_map``: a ``class_map.json`` that turns synthetic ``type-N``
     labels into real labels; ``names``: what the report calls a set's source (``real_train``, ``real_test``,
-    ``synthetic``) instead of its path, for callers that stage the sets in temporary folders.
+    ``synthetic``) instead of its path, for callers that stage the sets in temporary folders; ``generator``: what
+    made the synthetic traces (the pipeline's ``generator.json``: backend, preset, privacy mode and gate history).
     Returns the report dict; with ``out_dir`` also writes ``report.json``, ``report.md`` and ``report.html``.
     """
     clock, bar = _Clock(), _bar(progress)
@@ -172,6 +173,8 @@ def evaluate(
         result["flows"], flows = flow_section(sets, rows, FlowMeter(Path(work), max_packets), seed, bar)
         clock.stage("flows", start)
     result["summary"] = {row: headline(result, row) for row in rows}
+    if generator:
+        result["generator"] = generator
     if out_dir is not None:
         start = time.perf_counter()
         pics = None

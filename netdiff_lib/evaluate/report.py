@@ -120,6 +120,7 @@ def tables(result: dict) -> list[Table]:
                  "(distance to the closest generated trace) on real-train vs real-test traces; 0.5 = no signal."
                  " Flow figures (nfstream): the row's set pooled over classes; flow JSD: mean over the flow "
                  "variables, macro; flow RF F1 ratio: TSTR/TRTR on flows.")]
+    out += generator_tables(result)
     cover = result.get("class_coverage", {})
     out.append(Table(
         "Inputs", ["set", "source", "traces", "packets", "classes", "unreadable", "empty", "classes not in it",
@@ -232,6 +233,31 @@ def flow_tables(flows: dict | None) -> list[Table]:
     out.append(Table("Application mix (nDPI master protocol, share of flows)", ["application", *sets],
                      [[a, *(s["application_mix"].get(a, 0.0) for s in sets.values())] for a in apps[:20]]))
     return out
+
+
+def generator_tables(result: dict) -> list[Table]:
+    """Which model made the synthetic traces and in which privacy mode, with the privacy gate's history (when the
+    run said: the pipeline's ``generator.json``)."""
+    gen = result.get("generator")
+    if not gen:
+        return []
+    on = gen.get("privacy") == "on"
+    mode = ("on: the model folder holds the checkpoint chosen among those that held the privacy gate on captures "
+            "kept out of training" if on else "off: the model was not checked against held-out captures")
+    head = Table("Generator", ["backend", "preset", "privacy gate", "chosen step", "DCR ratio", "MIA AUC",
+                               "held-out traces"],
+                 [[gen.get("backend"), gen.get("preset"), mode, gen.get("privacy_step"), gen.get("privacy_dcr_ratio"),
+                   gen.get("privacy_mia_auc"), gen.get("privacy_heldout_traces")]])
+    gate = gen.get("privacy_gate") or {}
+    if not gate.get("evaluations"):
+        return [head]
+    history = Table(f"Privacy gate during training (holds: DCR ratio >= {gate.get('dcr_min')}, MIA AUC <= "
+                    f"{gate.get('mia_max')}; measured on raw samples against the held-out captures)",
+                    ["step", "DCR ratio", "MIA AUC", "held-out loss", "holds", "chosen"],
+                    [[e.get("step"), e.get("dcr_ratio"), e.get("mia_auc"), e.get("heldout_loss"),
+                      "yes" if e.get("gate") else "no", "yes" if e.get("step") == gate.get("chosen_step") else ""]
+                     for e in gate["evaluations"]])
+    return [head, history]
 
 
 def _compliance_row(row: str, c: dict) -> list:

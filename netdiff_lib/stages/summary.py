@@ -49,6 +49,17 @@ def _evaluation(evaluation: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def privacy_line(model: dict[str, Any]) -> str:
+    """Which privacy mode made the traces: the gate's choice (from the model card's scalars), or off."""
+    if model.get("privacy") != "on":
+        why = "" if model.get("backend") == "native" else f" (backend {model.get('backend')} has no gate)"
+        return f"privacy     gate off{why}: the model was not checked against held-out captures"
+    return (f"privacy     gate on: step {model.get('privacy_step')} chosen, DCR ratio "
+            f"{_fmt(model.get('privacy_dcr_ratio'), '{:.2f}')}, membership AUC "
+            f"{_fmt(model.get('privacy_mia_auc'), '{:.2f}')} on {model.get('privacy_heldout_traces')} held-out "
+            "traces (every evaluation: model card)")
+
+
 def summary_text(summary: dict[str, Any], elapsed_s: float | None = None) -> str:
     """At most about 15 lines: inputs, model, generated pcaps, repair, headline metrics, where things are."""
     lines = []
@@ -68,6 +79,7 @@ def summary_text(summary: dict[str, Any], elapsed_s: float | None = None) -> str
         lines.append(f"model       {model.get('model_uri')}: {model.get('backend')} {model.get('preset')}, "
                      f"{model.get('steps', '?')} steps, final loss {loss}, {model.get('elapsed_s', '?')} s on "
                      f"{model.get('device', '?')}")
+        lines.append(privacy_line(model))
     pcaps = summary.get("pcaps") or {}
     per_class = ", ".join(f"{k} {v}" for k, v in (pcaps.get("classes") or {}).items())
     lines.append(f"pcaps       {pcaps.get('count', 0)} in {pcaps.get('uri')} ({per_class})")
