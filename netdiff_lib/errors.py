@@ -37,6 +37,10 @@ class TrainingError(NetdiffError):
     """Training cannot go on or its result is unusable (it diverged: the loss or the weights are not finite)."""
 
 
+class GenerationError(NetdiffError):
+    """A generator produced nothing usable (e.g. no generated trace holds a packet)."""
+
+
 class OutputError(NetdiffError):
     """An output path that cannot be written (a file where a folder should be, no permission, results already
     there): carries the path as the user gave it and a one-line cause."""

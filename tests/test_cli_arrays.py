@@ -343,3 +343,23 @@ def test_huge_matrix_memory_stays_bounded(tmp_path: Path, huge: Path, inputs: di
     rc, err, peak = _peak_rss("reconstruct", huge, "-o", tmp_path / "rec", "-q")
     assert rc == 2 and f"{huge}: 200,000 packet rows, more than the 65,536" in err, err
     assert peak - base < inflated // 4 and not (tmp_path / "rec" / "huge_01.pcap").exists()
+
+
+def test_generated_traces_without_a_packet_are_named_not_written(tmp_path: Path, trace: Trace) -> None:
+    """A generated trace whose rows are all padding gives no empty pcap: it is named, and when no trace at all
+    holds a packet the generator's output is refused (a tiny random sd15 model paints such images)."""
+    from netdiff_lib.errors import GenerationError
+    from netdiff_lib.generate import write_pcaps
+    from netdiff_lib.models.base import GeneratedTrace
+
+    pad = np.full((8, WIDTH), -1, np.int8)
+    good = GeneratedTrace(trace.matrix[:20], np.zeros(20), "dns")
+    blank = GeneratedTrace(pad, np.zeros(8), "dns")
+    empty: list[str] = []
+    paths = write_pcaps([blank, good, blank], tmp_path / "out", NETDIFFUSION, progress=False, empty=empty)
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in paths] == ["dns/dns_1.pcap"]
+    assert empty == ["dns/dns_0.pcap", "dns/dns_2.pcap"]
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == ["dns_1.pcap"]
+    with pytest.raises(GenerationError, match="none of the 2 generated traces holds a packet"):
+        write_pcaps([blank, blank], tmp_path / "none", NETDIFFUSION, progress=False)
+    assert not any(p.is_file() for p in (tmp_path / "none").rglob("*"))

@@ -217,8 +217,8 @@ def test_run_summary_says_which_mode_made_the_traces() -> None:
           "privacy_mia_auc": 0.55, "privacy_heldout_traces": 62}
     text = summary_text({"model": on, "pcaps": {}})
     assert "gate on: step 4000 chosen, DCR ratio 1.07, membership AUC 0.55 on 62 held-out" in text
-    assert "gate off:" in summary_text({"model": {"backend": "native", "privacy": "off"}, "pcaps": {}})
-    assert "backend sd15 has no gate" in summary_text({"model": {"backend": "sd15"}, "pcaps": {}})
+    assert "; privacy gate off" in summary_text({"model": {"backend": "native", "privacy": "off"}, "pcaps": {}})
+    assert "gate off (backend sd15 has none)" in summary_text({"model": {"backend": "sd15"}, "pcaps": {}})
 
 
 def test_report_says_which_model_and_privacy_mode_made_the_traces(data_dir: Path, gated: Path,

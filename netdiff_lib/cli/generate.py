@@ -55,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     traces = model.generate(per_class, sampling)
     t1 = time.perf_counter()
+    empty: list[str] = []
     paths = write_pcaps(traces, args.out, model.layout, arrays=args.arrays, seed=args.seed,
                         progress=not args.quiet, payloads=load_payloads(args.model),
-                        source=f"netdiff-{backend}")
+                        source=f"netdiff-{backend}", empty=empty)
     t2 = time.perf_counter()
     print(f"{len(paths)} pcaps in {args.out} (sampling {t1 - t0:.1f} s, reconstruction {t2 - t1:.1f} s)")
+    if empty:
+        print(f"{len(empty)} of {len(traces)} generated traces held no packet (every row padding) and were not "
+              f"written: {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
     return 0

@@ -94,9 +94,8 @@ def offload_note(rates: dict, what: str = "packets") -> str | None:
     if not only or not failed or not math.isfinite(only) or only < failed / 2:
         return None
     return (f"{only:.1%} of {what} fail only on checksums left to the network card (checksum offload): they were "
-            "captured on the sending host (loopback, or a card that computes checksums), so tshark flags them "
-            "although the traffic is valid; they are not counted as invalid. "
-            f"{max(failed - only, 0.0):.1%} fail for another reason.")
+            f"captured on the sending host; valid, not counted as invalid ({max(failed - only, 0.0):.1%} fail for "
+            "another reason).")
 
 
 def mix_jsd(p: dict[str, float], q: dict[str, float]) -> float:

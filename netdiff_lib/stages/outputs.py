@@ -35,7 +35,8 @@ SOURCE = "netdiff-generated"
 RECONSTRUCT_BATCH = 256
 REPORT_FILES = ("report.html", "report.md", "report.json")
 SUMMARY_FORMAT = "netdiff-run/1"
-_REPAIR_SUMS = ("traces", "rows", "packets", "padding_rows", "flows", "tcp_sessions", "bits", "bits_changed")
+_REPAIR_SUMS = ("traces", "rows", "packets", "padding_rows", "flows", "tcp_sessions", "bits", "bits_changed",
+                "empty_traces")  # empty_traces: generated traces with no packet (every row padding), not written
 
 
 class MetricsLike(Protocol):
@@ -75,9 +76,12 @@ def reconstruct_shard(generated_dir: str | Path, shard: dict[str, Any], out_dir:
                                  labels=[t.label for t in traces], sources=[SOURCE] * len(traces), config=config)
         for path, trace, rec in zip(paths, traces, recs, strict=True):
             rel = labelled_path(trace.label, path.stem)
+            if not len(rec):  # every row padding: counted, no empty pcap
+                totals["empty_traces"] += 1
+                continue
             rec.write(Path(out_dir, rel))
             report = rec.report
-            totals.update({k: getattr(report, k) for k in _REPAIR_SUMS if k != "traces"} | {"traces": 1})
+            totals.update({k: getattr(report, k) for k in _REPAIR_SUMS[1:-1]} | {"traces": 1})
             protocols.update(report.protocols)
             rows.append({"file": rel, "label": trace.label, "packets": report.packets,
                          "changed_fraction": round(report.changed_fraction, 6)})

@@ -50,10 +50,11 @@ def _evaluation(evaluation: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def privacy_line(model: dict[str, Any]) -> str:
-    """Which privacy mode made the traces: the gate's choice (from the model card's scalars), or off."""
+    """Which privacy mode made the traces: with the gate on, its choice (from the model card's scalars) as a line
+    of its own; off, a few words that end the model line."""
     if model.get("privacy") != "on":
-        why = "" if model.get("backend") == "native" else f" (backend {model.get('backend')} has no gate)"
-        return f"privacy     gate off{why}: the model was not checked against held-out captures"
+        why = "" if model.get("backend") == "native" else f" (backend {model.get('backend')} has none)"
+        return f"privacy gate off{why}"
     return (f"privacy     gate on: step {model.get('privacy_step')} chosen, DCR ratio "
             f"{_fmt(model.get('privacy_dcr_ratio'), '{:.2f}')}, membership AUC "
             f"{_fmt(model.get('privacy_mia_auc'), '{:.2f}')} on {model.get('privacy_heldout_traces')} held-out "
@@ -76,17 +77,21 @@ def summary_text(summary: dict[str, Any], elapsed_s: float | None = None) -> str
     model = summary.get("model") or {}
     if model.get("backend"):
         loss = _fmt(model.get("final_loss"), "{:.4f}")
+        gated = model.get("privacy") == "on"
         lines.append(f"model       {model.get('model_uri')}: {model.get('backend')} {model.get('preset')}, "
                      f"{model.get('steps', '?')} steps, final loss {loss}, {model.get('elapsed_s', '?')} s on "
-                     f"{model.get('device', '?')}")
-        lines.append(privacy_line(model))
+                     f"{model.get('device', '?')}" + ("" if gated else f"; {privacy_line(model)}"))
+        if gated:
+            lines.append(privacy_line(model))
     pcaps = summary.get("pcaps") or {}
     per_class = ", ".join(f"{k} {v}" for k, v in (pcaps.get("classes") or {}).items())
     lines.append(f"pcaps       {pcaps.get('count', 0)} in {pcaps.get('uri')} ({per_class})")
     repair = summary.get("repair") or {}
     if repair.get("traces"):
         lines.append(f"repair      {repair['packets']} packets in {repair['flows']} flows; "
-                     f"{repair['changed_fraction']:.1%} of generated bits changed by reconstruction")
+                     f"{repair['changed_fraction']:.1%} of generated bits changed by reconstruction"
+                     + (f"; {repair['empty_traces']} generated traces held no packet (not written)"
+                        if repair.get("empty_traces") else ""))
     if summary.get("evaluation"):
         lines += _evaluation(summary["evaluation"])
     report = summary.get("report") or {}
