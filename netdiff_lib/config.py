@@ -150,6 +150,24 @@ class TrainConfig:
             raise ConfigError("train.checkpoint_every, keep_checkpoints and log_every must be >= 1")
 
 
+COMPILE_CHOICES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """How the sampler runs the network (not part of what a checkpoint must match: change it at any time)."""
+
+    #: ``torch.compile`` the network for sampling: ``auto`` = on for CUDA, off for the CPU (compiling there
+    #: takes longer than it saves); a failed compilation falls back to eager sampling with a warning.
+    compile: str = "auto"
+    #: the ``torch.compile`` backend (``inductor``; ``aot_eager`` / ``eager`` check the path without code generation)
+    compile_backend: str = "inductor"
+
+    def __post_init__(self) -> None:
+        if self.compile not in COMPILE_CHOICES:
+            raise ConfigError(f"generate.compile must be one of {', '.join(COMPILE_CHOICES)}, not {self.compile!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a native training run needs; ``backend`` records which backend the weights belong to."""
@@ -157,6 +175,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     preset: str = "base"
     backend: str = "native"
 
@@ -184,6 +203,7 @@ class Config:
                 model=ModelConfig(**model),
                 diffusion=DiffusionConfig(**diffusion),
                 train=TrainConfig(**train),
+                generate=GenerateConfig(**d.get("generate", {})),
                 preset=d.get("preset", "custom"),
                 backend=d.get("backend", "native"),
             )
@@ -210,7 +230,7 @@ class Config:
         return out
 
 
-SECTIONS = ("model", "diffusion", "train")
+SECTIONS = ("model", "diffusion", "train", "generate")
 
 
 def _closest(word: str, choices: Sequence[str]) -> str:
