@@ -128,7 +128,7 @@ def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.N
     dt = time.perf_counter() - t0
     if keep is not None:
         keep.append(traces)
-    compiled = wanted(compile or model.config.generate.compile, dev)
+    compiled = wanted(compile or model.config.generate.compile, dev, args.traces * args.packets)
     return {"benchmark": "throughput", "device": _name(dev), "packets": len(traces[0].matrix),
             "traces": len(traces), "steps": args.steps, "guidance": guidance,
             "compiled": model.config.generate.compile_backend if compiled else False,

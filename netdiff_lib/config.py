@@ -157,8 +157,10 @@ COMPILE_CHOICES = ("auto", "on", "off")
 class GenerateConfig:
     """How the sampler runs the network (not part of what a checkpoint must match: change it at any time)."""
 
-    #: ``torch.compile`` the network for sampling: ``auto`` = on for CUDA, off for the CPU (compiling there
-    #: takes longer than it saves); a failed compilation falls back to eager sampling with a warning.
+    #: ``torch.compile`` the network for sampling: ``auto`` = on for CUDA when a request is large enough to pay
+    #: the compilation back (:data:`netdiff_lib.models.native.compiled.AUTO_MIN_PACKETS`), off for the CPU
+    #: (compiling there takes longer than it saves); a failed compilation falls back to eager sampling with a
+    #: warning.
     compile: str = "auto"
     #: the ``torch.compile`` backend (``inductor``; ``aot_eager`` / ``eager`` check the path without code generation)
     compile_backend: str = "inductor"

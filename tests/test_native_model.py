@@ -203,6 +203,7 @@ def test_compiled_sampling_draws_the_same_traces_as_eager(model_dir: Path) -> No
 def test_compile_is_on_for_cuda_by_default_and_off_for_the_cpu(model_dir: Path) -> None:
     assert tiny().generate.compile == "auto"
     assert wanted("auto", "cuda") and not wanted("auto", "cpu") and wanted("on", "cpu") and not wanted("off", "cuda")
+    assert not wanted("auto", "cuda", packets=1000) and wanted("on", "cuda", packets=1000)  # too small to pay back
     model = load_model_dir(model_dir)  # on the CPU: auto samples eagerly
     assert sampling_networks(model) == [model.net]
     with pytest.raises(ConfigError, match=r"generate\.compile must be one of"):

@@ -1,7 +1,10 @@
 """Compiled sampling: the network the sampler runs, through ``torch.compile`` where that is wanted.
 
-``generate.compile`` (:class:`~netdiff_lib.config.GenerateConfig`): ``auto`` compiles on CUDA and not on the
-CPU, ``on`` always, ``off`` never.  The wrapper is made once per loaded model and backend and kept on the model,
+``generate.compile`` (:class:`~netdiff_lib.config.GenerateConfig`): ``auto`` compiles on CUDA for a request of
+at least :data:`AUTO_MIN_PACKETS` packets and never on the CPU, ``on`` always, ``off`` never.  Compiling costs
+20-45 s on an H100 (inductor, every graph; less with its on-disk cache warm) and then saves about 40 % of the
+sampling time (BENCHMARKS.md), so it pays back from several million packets on: below that ``auto`` samples
+eagerly.  The wrapper is made once per loaded model and backend and kept on the model,
 so every batch of every call reuses its compiled graphs.  Shapes: the sampler's batches vary in size (the last
 batch of a length bucket is short) and in length (one bucket each), so the network is compiled with dynamic
 shapes: one graph serves every batch size and bucket (one more for unpadded batches, whose attention has no
@@ -27,21 +30,26 @@ if TYPE_CHECKING:
     from netdiff_lib.models.native.model import NativeModel
 
 T = TypeVar("T")
+#: ``auto`` compiles for requests of at least this many packets (about 8,000 traces of 1,024 packets: eager
+#: sampling of those takes ~50 s on an H100, compiled ~30 s plus the compilation)
+AUTO_MIN_PACKETS = 8_000_000
 _CACHE = "_compiled_nets"  # attribute of the NativeModel: {(id(net), backend): compiled wrapper}
 
 
-def wanted(setting: str, device: torch.device | str) -> bool:
-    """Whether ``generate.compile`` = ``setting`` compiles on ``device``."""
-    return setting == "on" or (setting == "auto" and torch.device(device).type == "cuda")
+def wanted(setting: str, device: torch.device | str, packets: int = AUTO_MIN_PACKETS) -> bool:
+    """Whether ``generate.compile`` = ``setting`` compiles on ``device`` for a request of ``packets`` packets."""
+    auto = torch.device(device).type == "cuda" and packets >= AUTO_MIN_PACKETS
+    return setting == "on" or (setting == "auto" and auto)
 
 
-def sampling_networks(model: NativeModel, setting: str | None = None) -> list[torch.nn.Module]:
-    """The networks to sample with, in order of preference: the compiled wrapper (when ``setting``, default
-    the model's ``generate.compile``, asks for it on the model's device), then the plain network."""
+def sampling_networks(model: NativeModel, setting: str | None = None,
+                      packets: int = AUTO_MIN_PACKETS) -> list[torch.nn.Module]:
+    """The networks to sample ``packets`` packets with, in order of preference: the compiled wrapper (when
+    ``setting``, default the model's ``generate.compile``, asks for it), then the plain network."""
     gen_cfg = model.config.generate
     setting = setting or gen_cfg.compile
     dev = next(model.net.parameters()).device
-    if not wanted(setting, dev):
+    if not wanted(setting, dev, packets):
         return [model.net]
     cache: dict[tuple[int, str], torch.nn.Module] = model.__dict__.setdefault(_CACHE, {})
     key = (id(model.net), gen_cfg.compile_backend)

@@ -9,7 +9,7 @@ and DDIM for the inter-arrival time) and to decode the batch into nPrint rows an
 thread (:meth:`~netdiff_lib.models.native.representation.Representation.decode`) while the device samples the
 next batch (the run's last batch is cut in two, 3/4 then 1/4, so that only a small batch is decoded after
 sampling ends).  Each batch's generator is seeded by ``(seed, batch number)``, so a seed gives the same traces.
-It never looks inside the network: on CUDA it samples through ``torch.compile`` by default
+It never looks inside the network: on CUDA a large request samples through ``torch.compile`` by default
 (``generate.compile``, :mod:`~netdiff_lib.models.native.compiled`; eager again, with a warning, when compiling
 fails), drawing the same random numbers as eager sampling.
 """
@@ -88,7 +88,7 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
     clock = timings if timings is not None else {}
     clock.update(device_s=0.0, host_s=0.0)
     pending: list[tuple[list[int], np.ndarray, Future]] = []
-    nets = sampling_networks(model, compile)
+    nets = sampling_networks(model, compile, sum(n for _, n in reqs))
     with ThreadPoolExecutor(max_workers=1) as host:
         while pos < len(order):
             bucket = int(buckets[np.searchsorted(buckets, reqs[order[pos]][1])])
