@@ -2,7 +2,8 @@
 # The native generator's real run on a GPU machine, end to end, in ONE command that fits the device's 10-minute
 # limit (default budget 300 s; optional phases are skipped as DEADLINE, 570 s after the start, nears): install ->
 # split 80/20 by capture (stratified, seed 0) -> train for a fixed time -> generate 5x the test captures per class
-# (pcaps + raw arrays) -> throughput at 1,024 packets (eager, then torch.compile) -> pack the results under $OUT.
+# (pcaps + raw arrays) -> throughput at 1,024 packets (eager and torch.compile side by side in one run;
+# --no-compile: eager only) -> pack the results under $OUT.
 #
 #   bash benchmarks/gpu_native.sh [DATA_DIR] [--gpus N] [--budget SECONDS] [--config base|small|tiny]
 #                                 [--guidance "1.0 1.5"] [--times 5] [--skip-generate] [--no-compile]
@@ -17,7 +18,7 @@
 #
 # DATA_DIR defaults to shared/data/iot-sentinel (under the repo root). When diffusers is not importable, the
 # wheels in ./wheels (diffusers) are installed into a temporary folder; netdiff runs from this checkout.
-# --gpus 2 trains through `accelerate launch --multi_gpu --num_processes 2` (the scaling figure).
+# --gpus 2 trains with `netdiff train --gpus 2`, one process per GPU (the scaling figure; default 1).
 #
 # Results (at most 8 files, as the device returns): results.json (timings, memory, throughput), log.txt,
 # split.json, model_meta.tar.gz (per arm: card, loss curve, config, codec; no weights), and per arm and guidance
@@ -129,12 +130,7 @@ for SPEC in "${VARIANTS[@]}"; do
   TRAIN_ARGS=(--data "$WORK/split/train" --out "$WORK/model_$ARM" --config "$CONFIG" --time-budget "$BUDGET"
               -q "${SET_ARGS[@]}")
   TS=$(date +%s.%N)
-  if [[ $GPUS -gt 1 ]]; then
-    accelerate launch --multi_gpu --num_processes "$GPUS" --num_machines 1 --mixed_precision bf16 \
-      --dynamo_backend no -m netdiff_lib.cli train "${TRAIN_ARGS[@]}"
-  else
-    python3 -m netdiff_lib.cli train "${TRAIN_ARGS[@]}"
-  fi
+  python3 -m netdiff_lib.cli train "${TRAIN_ARGS[@]}" --gpus "$GPUS"  # N > 1: one process per GPU (DDP)
   python3 -c "import json,sys; json.dump({'wall_s': round($(date +%s.%N) - $TS, 1), 'gpus': $GPUS, 'budget_s': $BUDGET}, open('$WORK/train_wall_$ARM.json','w'))"
   stamp "trained: $(python3 -c "import json; t=json.load(open('$WORK/model_$ARM/model_card.json'))['training']; print(t)")"
   if [[ $GENERATE -eq 1 ]]; then
@@ -155,16 +151,11 @@ done
 
 G=${GUIDANCE%% *}
 if [[ $GENERATE -eq 1 ]] && (( THROUGHPUT > 0 )) && (( $(left) > 60 )); then
+  MODE=(--compile); [[ $COMPILE -eq 1 ]] || MODE=(--eager)
   for S in $THROUGHPUT_STEPS; do
-    stamp "arm $LAST: throughput at 1024 packets, guidance $G, $S steps (at most $(( $(left) - 25 ))s)"
+    stamp "arm $LAST: throughput at 1024 packets, guidance $G, $S steps, ${MODE[*]} (at most $(( $(left) - 25 ))s)"
     timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \
-      --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --sample-steps "$S" --json "$WORK/throughput_s$S.json" \
-      || stamp "throughput run failed or ran out of time"
+      --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --sample-steps "$S" "${MODE[@]}" \
+      --json "$WORK/throughput_s$S.json" || stamp "throughput run failed or ran out of time"
   done
-  if [[ $COMPILE -eq 1 ]] && (( $(left) > 100 )); then
-    stamp "throughput at 1024 packets, guidance $G, torch.compile (at most $(( $(left) - 25 ))s)"
-    timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \
-      --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --compile --json "$WORK/throughput_compiled.json" \
-      || stamp "compiled throughput run failed or ran out of time"
-  fi
 fi

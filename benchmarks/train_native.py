@@ -6,12 +6,14 @@ Sub-commands (each prints one JSON object and can write it with ``--json``):
   for a preset at one length bucket, on the rows of ``--data`` (default: the bundled sample captures) laid end
   to end; bf16 autocast on CUDA.
 * ``throughput``: traces/s of :func:`netdiff_lib.models.native.sampler.generate_traces` at a fixed trace length
-  (1,024 packets by default), after one warm-up batch of the same shape; optionally through ``torch.compile``
-  (``--compile [BACKEND]``, inductor by default); peak GPU memory.
+  (1,024 packets by default), after one warm-up batch of the same shape (which compiles), as the model samples
+  by default (``generate.compile``: compiled on CUDA), or with ``--compile [BACKEND]`` (inductor by default)
+  eager and compiled side by side in one run, with the speed-up and the share of identical traces; peak GPU memory.
 * ``pcaps``: the pcaps of a ``generated.npz`` (reconstruction on the CPU, same seed as ``generate-set``).
 * ``generate-set``: ``--times`` x the test captures of each class of a ``split.json`` (``netdiff split``), per
   guidance value, as ``<label>/<label>_<n>.pcap`` (reconstructed) plus one compressed array file of the raw generator
-  output; then, in the same process, the eager throughput (saves a model load and CUDA start per run).
+  output; then, in the same process, the throughput as the model samples by default (saves a model load and
+  CUDA start per run).
 
     python -m benchmarks.train_native train-speed --config tiny --bucket 64 --steps 20
     python -m benchmarks.train_native throughput --model MODEL --packets 1024 --traces 256 --guidance 1.0 1.5
@@ -104,12 +106,15 @@ def _name(dev: torch.device) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
-def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.Namespace) -> dict[str, Any]:
-    """traces/s at a fixed length, after one warm-up batch of the same shape."""
+def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.Namespace,
+                compile: str | None = None, keep: list[Any] | None = None) -> dict[str, Any]:
+    """traces/s at a fixed length, after one warm-up batch of the same shape (which compiles, when compiling);
+    ``compile``: ``on``/``off``, or None for the model's ``generate.compile``; ``keep`` receives the traces."""
+    from netdiff_lib.models.native.compiled import wanted
     from netdiff_lib.models.native.sampler import generate_traces
 
     opts = {"steps": args.steps, "guidance": guidance, "length": args.packets, "progress": False,
-            "batch_tokens": args.batch_tokens}
+            "batch_tokens": args.batch_tokens, "compile": compile}
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -121,21 +126,42 @@ def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.N
     traces = generate_traces(model, _spread(model.labels, args.traces), seed=1, timings=clock, **opts)
     _sync()
     dt = time.perf_counter() - t0
+    if keep is not None:
+        keep.append(traces)
+    compiled = wanted(compile or model.config.generate.compile, dev, args.traces * args.packets)
     return {"benchmark": "throughput", "device": _name(dev), "packets": len(traces[0].matrix),
-            "traces": len(traces), "steps": args.steps, "guidance": guidance, "compiled": args.compile,
+            "traces": len(traces), "steps": args.steps, "guidance": guidance,
+            "compiled": model.config.generate.compile_backend if compiled else False,
             "batch_tokens": args.batch_tokens, "warmup_s": round(warm, 2), "seconds": round(dt, 3),
             "traces_per_s": round(len(traces) / dt, 2), "peak_gpu_memory_gib": _peak_gib(),
             "device_s": round(clock["device_s"], 3), "host_decode_s": round(clock["host_s"], 3)}
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """The model's default sampling, or with ``--compile [BACKEND]`` eager and compiled side by side (same
+    model, same seeds: ``same_traces`` is the share of traces the two give identically)."""
+    from dataclasses import replace
+
     from netdiff_lib.models.native.model import load_model_dir
 
     dev = _device(args.device)
     model = load_model_dir(args.model, device=dev)
-    if args.compile:
-        model.net = torch.compile(model.net, backend=args.compile)
-    return {"runs": [_throughput(model, dev, g, args) for g in args.guidance]}
+    if not args.compile:
+        mode = "off" if args.eager else None
+        return {"runs": [_throughput(model, dev, g, args, mode) for g in args.guidance]}
+    model.config = replace(model.config, generate=replace(model.config.generate, compile_backend=args.compile))
+    runs, pairs = [], []
+    for g in args.guidance:
+        eager: list[Any] = []
+        compiled: list[Any] = []
+        runs.append(_throughput(model, dev, g, args, "off", eager))
+        print(json.dumps(runs[-1]), flush=True)
+        runs.append(_throughput(model, dev, g, args, "on", compiled))
+        print(json.dumps(runs[-1]), flush=True)
+        same = sum(np.array_equal(a.matrix, b.matrix) for a, b in zip(eager[0], compiled[0], strict=True))
+        pairs.append({"guidance": g, "speedup": round(runs[-1]["traces_per_s"] / runs[-2]["traces_per_s"], 3),
+                      "same_traces": round(same / len(eager[0]), 4)})
+    return {"runs": runs, "compiled_vs_eager": pairs}
 
 
 def _spread(labels: list[str], n: int) -> dict[str, int]:
@@ -190,7 +216,7 @@ def generate_set(args: argparse.Namespace) -> dict[str, Any]:
             "peak_gpu_memory_gib": _peak_gib(), "out": str(out)})
         print(json.dumps(result["sets"][-1]), flush=True)
     if args.throughput_traces:
-        args.traces, args.compile = args.throughput_traces, None
+        args.traces = args.throughput_traces
         for g in args.guidance:
             result["throughput"].append(_throughput(model, dev, g, args))
             print(json.dumps(result["throughput"][-1]), flush=True)
@@ -240,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--model", required=True)
     tp.add_argument("--traces", type=int, default=256)
     tp.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
-                    help="sample through torch.compile (backend: inductor, or e.g. eager)")
+                    help="time eager and torch.compile sampling side by side (backend: inductor, or e.g. "
+                         "aot_eager); without it, the model's default (generate.compile: compiled on CUDA)")
+    tp.add_argument("--eager", action="store_true", help="eager sampling only (generate.compile=off)")
     gs = sub.add_parser("generate-set")
     gs.add_argument("--model", required=True)
     gs.add_argument("--split", required=True, help="split.json written by `netdiff split`")

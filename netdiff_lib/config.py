@@ -180,6 +180,26 @@ class PrivacyConfig:
             raise ConfigError("privacy.dcr_min must be >= 0 and privacy.mia_max in [0, 1]")
 
 
+COMPILE_CHOICES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """How the sampler runs the network (not part of what a checkpoint must match: change it at any time)."""
+
+    #: ``torch.compile`` the network for sampling: ``auto`` = on for CUDA when a request is large enough to pay
+    #: the compilation back (:data:`netdiff_lib.models.native.compiled.AUTO_MIN_PACKETS`), off for the CPU
+    #: (compiling there takes longer than it saves); a failed compilation falls back to eager sampling with a
+    #: warning.
+    compile: str = "auto"
+    #: the ``torch.compile`` backend (``inductor``; ``aot_eager`` / ``eager`` check the path without code generation)
+    compile_backend: str = "inductor"
+
+    def __post_init__(self) -> None:
+        if self.compile not in COMPILE_CHOICES:
+            raise ConfigError(f"generate.compile must be one of {', '.join(COMPILE_CHOICES)}, not {self.compile!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a native training run needs; ``backend`` records which backend the weights belong to."""
@@ -188,6 +208,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     preset: str = "base"
     backend: str = "native"
 
@@ -216,6 +237,7 @@ class Config:
                 diffusion=DiffusionConfig(**diffusion),
                 train=TrainConfig(**train),
                 privacy=PrivacyConfig(**d.get("privacy", {"mode": "off"})),  # no gate before it existed
+                generate=GenerateConfig(**d.get("generate", {})),
                 preset=d.get("preset", "custom"),
                 backend=d.get("backend", "native"),
             )
@@ -242,7 +264,7 @@ class Config:
         return out
 
 
-SECTIONS = ("model", "diffusion", "train", "privacy")
+SECTIONS = ("model", "diffusion", "train", "privacy", "generate")
 
 
 def _closest(word: str, choices: Sequence[str]) -> str:

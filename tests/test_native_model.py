@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.generate import trace_names
 from netdiff_lib.models import Sampling, backend_of, get_backend
+from netdiff_lib.models.native.compiled import sampling_networks, wanted
 from netdiff_lib.models.native.field_tokens import FieldTokens
 from netdiff_lib.models.native.model import NativeModel, load_model_dir, plain_state, save_model_dir
 from netdiff_lib.models.native.representation import REPRESENTATIONS, Representation, representation_class
@@ -162,7 +164,7 @@ def test_weights_saved_from_a_compiled_network_load(model_dir: Path, rep: FieldT
 def test_a_compiled_network_samples_the_same_traces(model_dir: Path) -> None:
     model = load_model_dir(model_dir)
     plain = generate_traces(model, {"alpha": 2}, steps=3, seed=5, progress=False)
-    model.net = torch.compile(model.net, backend="eager")  # what `benchmarks.train_native throughput --compile` does
+    model.net = torch.compile(model.net, backend="eager")  # a network compiled by its user
     compiled = generate_traces(model, {"alpha": 2}, steps=3, seed=5, progress=False)
     for a, b in zip(plain, compiled, strict=True):
         np.testing.assert_array_equal(a.matrix, b.matrix)
@@ -175,5 +177,52 @@ def test_throughput_benchmark_with_compile_runs(model_dir: Path, tmp_path: Path)
                            "--batch-tokens", "64", "--device", "cpu", "--json", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    run = json.loads(out.read_text())["runs"][0]
-    assert run["compiled"] == "eager" and run["traces"] == 3 and run["packets"] == 16
+    result = json.loads(out.read_text())
+    eager, compiled = result["runs"]  # side by side in one run
+    assert eager["compiled"] is False and compiled["compiled"] == "eager"
+    assert eager["traces"] == compiled["traces"] == 3 and compiled["packets"] == 16
+    assert result["compiled_vs_eager"][0]["same_traces"] == 1.0  # the eager backend computes the same numbers
+
+
+def _with_generate(model: NativeModel, **settings: str) -> NativeModel:
+    model.config = replace(model.config, generate=replace(model.config.generate, **settings))
+    return model
+
+
+def test_compiled_sampling_draws_the_same_traces_as_eager(model_dir: Path) -> None:
+    model = _with_generate(load_model_dir(model_dir), compile="on", compile_backend="aot_eager")
+    requests = {"alpha": 3, "beta": 2, "gamma": 2}  # several buckets, padded and short batches
+    eager = generate_traces(model, requests, steps=3, seed=4, progress=False, compile="off", batch_tokens=64)
+    compiled = generate_traces(model, requests, steps=3, seed=4, progress=False, batch_tokens=64)
+    assert sampling_networks(model)[0] is not model.net  # it did sample through the compiled wrapper
+    for a, b in zip(eager, compiled, strict=True):
+        np.testing.assert_array_equal(a.matrix, b.matrix)
+        np.testing.assert_allclose(a.iat_us, b.iat_us, rtol=1e-5)
+
+
+def test_compile_is_on_for_cuda_by_default_and_off_for_the_cpu(model_dir: Path) -> None:
+    assert tiny().generate.compile == "auto"
+    assert wanted("auto", "cuda") and not wanted("auto", "cpu") and wanted("on", "cpu") and not wanted("off", "cuda")
+    assert not wanted("auto", "cuda", packets=1000) and wanted("on", "cuda", packets=1000)  # too small to pay back
+    model = load_model_dir(model_dir)  # on the CPU: auto samples eagerly
+    assert sampling_networks(model) == [model.net]
+    with pytest.raises(ConfigError, match=r"generate\.compile must be one of"):
+        tiny().with_settings(["generate.compile=yes"])
+    assert tiny().with_settings(["generate.compile=off"]).generate.compile == "off"
+
+
+def test_a_failing_compilation_falls_back_to_eager_with_a_warning(model_dir: Path) -> None:
+    from torch._dynamo import register_backend
+
+    @register_backend(name="netdiff_test_broken")
+    def broken(gm: torch.fx.GraphModule, example_inputs: list) -> None:
+        raise RuntimeError("this backend cannot compile")
+
+    model = load_model_dir(model_dir)
+    eager = generate_traces(model, {"alpha": 2}, steps=2, seed=1, progress=False)
+    _with_generate(model, compile="on", compile_backend="netdiff_test_broken")
+    with pytest.warns(RuntimeWarning, match="compiled sampling .*netdiff_test_broken.* failed.*sampling eagerly"):
+        fallback = generate_traces(model, {"alpha": 2}, steps=2, seed=1, progress=False)
+    for a, b in zip(eager, fallback, strict=True):
+        np.testing.assert_array_equal(a.matrix, b.matrix)
+    assert sampling_networks(model) == [model.net]  # and it is not tried again

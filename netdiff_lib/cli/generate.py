@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="PATH_OR_URI",
                    help="sd15: base weights to use instead of those the model folder names (same model elsewhere)")
     p.add_argument("--controlnet", metavar="PATH_OR_URI", help="sd15: ControlNet weights, likewise")
+    p.add_argument("--compile", choices=("auto", "on", "off"),
+                   help="native: sample through torch.compile (default: the model's generate.compile; auto: on GPUs)")
     p.add_argument("--arrays", action="store_true", help="also write <label>/<label>_<n>.npz trace arrays")
     add_quiet(p, aliases=("--no-progress",))
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     model = get_backend(backend).load(args.model, device=device, weights=pretrained(args))
     per_class = {lab: args.per_class for lab in (args.labels or model.labels)}
     sampling = Sampling(steps=args.sample_steps, guidance=args.guidance, timing=args.timing, seed=args.seed,
-                        progress=not args.quiet)
+                        progress=not args.quiet, compile=args.compile)
     t0 = time.perf_counter()
     traces = model.generate(per_class, sampling)
     t1 = time.perf_counter()

@@ -4,6 +4,12 @@ The captures are encoded once (first ``--max-packets`` packets each) and handed 
 :class:`~netdiff_lib.models.base.TrainingData`; its config comes from ``backend.config(preset, ...)``.
 Without ``--config`` the preset follows the device (``base`` on a GPU, ``tiny`` on a CPU); Ctrl-C names the last
 checkpoint and the command that resumes from it.
+
+Several GPUs: ``--gpus N|all`` (default: every GPU of the machine) trains data-parallel in one process per GPU
+(:func:`netdiff_lib.stages.launch.launch`, the pipeline's train stage's launcher); the captures are encoded
+once, here.  The hidden ``--cpu-processes N`` does the same with N processes on the CPU (DDP over gloo), so the
+launch path can be tested without GPUs.  Inside a launcher's process (``torch.distributed.run``, ``accelerate
+launch``) this command trains as that process's rank and launches nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"packets encoded per capture (default {MAX_PACKETS})")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--workers", type=int, help="processes encoding captures (default: up to 8)")
+    p.add_argument("--gpus", metavar="N|all",
+                   help="train on N GPUs of this machine, one process each (default: all of them)")
+    p.add_argument("--cpu-processes", type=int, default=0, help=argparse.SUPPRESS)  # DDP over gloo, for tests
     add_quiet(p, "no progress bar", aliases=("--no-progress",))
 
 
@@ -100,6 +109,7 @@ def _train(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "model folder")  # before the captures are encoded and the model trained
     traces = options_from_args(args)
     backend = get_backend(args.backend)
+    processes = _processes(args, backend.distributed)  # a bad --gpus fails before the captures are encoded
     preset = args.config or default_preset()
     extra = privacy_settings(backend, args.privacy)
     cfg = backend.config(preset, steps=args.steps, seed=args.seed, settings=[*settings(args), *extra],
@@ -111,6 +121,33 @@ def _train(args: argparse.Namespace) -> int:
     data = from_captures(args.data, args.max_packets, workers=workers, traces=traces, stats=stats)
     if not traces.whole_files:
         stats.report()
-    out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.quiet)
+    if processes > 1:
+        from netdiff_lib.stages.launch import TrainJob, launch
+
+        job = TrainJob((), args.out, args.backend, preset, steps=args.steps, seed=args.seed,
+                       settings=(*settings(args), *extra), weights=pretrained(args), progress=not args.quiet,
+                       resume=args.resume)
+        launch(job, processes, data=data, cpu=args.cpu_processes > 1)
+        out = args.out
+    else:
+        out = backend.train(data, args.out, cfg, resume=args.resume, progress=not args.quiet)
     print(f"model written to {out}")
     return 0
+
+
+def _processes(args: argparse.Namespace, distributed: bool) -> int:
+    """How many training processes to launch (1: train here): ``--gpus``, else every GPU of the machine."""
+    from netdiff_lib.errors import ConfigError
+    from netdiff_lib.stages.launch import cuda_devices, launched
+
+    available = cuda_devices()
+    if args.gpus not in (None, "all") and not (args.gpus.isdigit() and int(args.gpus) >= 1):
+        raise ConfigError(f"--gpus must be a number >= 1 or 'all', not {args.gpus!r}")
+    wanted = available if args.gpus in (None, "all") else int(args.gpus)
+    if args.gpus not in (None, "all") and wanted > max(available, 1):
+        raise ConfigError(f"--gpus {wanted}: this machine has {available} GPU(s)")
+    if args.cpu_processes:
+        wanted = args.cpu_processes
+    if launched() or not distributed:
+        return 1  # a rank of a launch already, or a backend that trains in one process
+    return max(1, wanted)

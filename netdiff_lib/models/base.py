@@ -54,13 +54,16 @@ class GeneratedTrace:
 @dataclass(frozen=True)
 class Sampling:
     """How to sample: ``steps`` and ``guidance`` (None: the model's defaults), ``timing`` (``generated``: the
-    model's inter-arrival times; ``empirical``: drawn from each class's training gaps), ``seed``, ``progress``."""
+    model's inter-arrival times; ``empirical``: drawn from each class's training gaps), ``seed``, ``progress``;
+    ``compile`` (``auto``/``on``/``off``; None: the model's) whether the network runs compiled, where the backend
+    can (native: ``generate.compile``)."""
 
     steps: int | None = None
     guidance: float | None = None
     timing: str = "generated"
     seed: int = 0
     progress: bool = True
+    compile: str | None = None
 
     def __post_init__(self) -> None:
         if self.timing not in TIMINGS:
@@ -69,6 +72,8 @@ class Sampling:
             raise ConfigError(f"sampler steps must be >= 1, not {self.steps}")
         if self.guidance is not None and self.guidance < 0:
             raise ConfigError(f"guidance must be >= 0, not {self.guidance}")
+        if self.compile not in (None, "auto", "on", "off"):
+            raise ConfigError(f"compile must be auto, on or off, not {self.compile!r}")
 
 
 @dataclass
@@ -119,8 +124,8 @@ class Backend(ABC):
     """Make a config, train a model folder from nPrint traces, load one back."""
 
     name: ClassVar[str]
-    #: True when :meth:`train` runs as one of several processes under ``accelerate launch`` (data parallel);
-    #: otherwise the train stage runs it in one process whatever the GPU count.
+    #: True when :meth:`train` can run as one of several data-parallel processes (one per GPU, started by
+    #: :func:`netdiff_lib.stages.launch.launch`); otherwise it runs in one process whatever the GPU count.
     distributed: ClassVar[bool] = False
     #: True when training holds the privacy gate (``--privacy on|off``, config section ``privacy``); a backend
     #: without one trains with it off and refuses ``--privacy on``.

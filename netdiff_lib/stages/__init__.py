@@ -11,7 +11,7 @@ list_inputs        discover the labelled captures under the input URI, split the
                    file), deal them to shards; write the manifest; return one item per shard
 encode_shard       fetch one shard's captures, check them and nPrint-encode them (``captures/`` + ``nprint/``)
 train_model        train on the train split of all shards; checkpoints at a stable URI, so a retried or
-                   re-run training resumes; every GPU of the pod through ``accelerate launch``
+                   re-run training resumes; every GPU of the pod, one process each (``stages.launch``)
 import_model       copy a trained model folder from a URI (object store or local) into a Model artifact
 generate_shards    sample N traces per class from a model; raw traces as ``.npz``, dealt to shards
 reconstruct_shard  repair one shard of generated traces into pcaps ``<label>/<label>_<n>.pcap``

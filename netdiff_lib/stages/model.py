@@ -6,52 +6,29 @@ captures) and writes its model folder and checkpoints to a stable URI (``model_u
 finds the latest checkpoint there and resumes.  The finished folder, less its checkpoints, is then copied into
 the task's Model artifact.
 
-With more than one CUDA device the stage runs the same :class:`~netdiff_lib.stages.launch.TrainJob` under
-``accelerate launch --multi_gpu --num_processes <devices>``; otherwise it runs it in this process.
+With more than one CUDA device the stage runs the same :class:`~netdiff_lib.stages.launch.TrainJob` in one
+process per device (:func:`~netdiff_lib.stages.launch.launch`, as ``netdiff train --gpus`` does); otherwise it
+runs it in this process.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from netdiff_lib import storage
 from netdiff_lib.atomic import write_json
-from netdiff_lib.errors import ConfigError, InputError, NetdiffError
+from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.generate import trace_names
 from netdiff_lib.models import Sampling, backend_of, get_backend
 from netdiff_lib.models.base import save_generated
 from netdiff_lib.payloads import FILE_NAME as PAYLOADS_FILE
 from netdiff_lib.stages.common import GENERATOR, read_json, shard_count, shard_item, shard_name
-from netdiff_lib.stages.launch import TrainJob, run_job
 
 CHECKPOINTS = "checkpoints"
 MODEL_DIR = "model"  # the model folder under the output URI
 CARD = "model_card.json"
-
-
-def cuda_devices() -> int:
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def _train_launched(job: TrainJob, processes: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="netdiff-job-") as tmp:
-        path = job.save(Path(tmp, "job.json"))
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-               str(processes), "--num_machines", "1", "--dynamo_backend", "no", "-m", "netdiff_lib.stages.launch",
-               str(path)]
-        print("running:", " ".join(cmd), flush=True)
-        rc = subprocess.run(cmd, check=False).returncode
-    if rc != 0:
-        raise NetdiffError(f"training with {processes} processes failed (exit status {rc}; see the log above)")
 
 
 def copy_model(src: str, dest: str | Path) -> list[Path]:
@@ -92,6 +69,7 @@ def train_model(data_dirs: list[str], model_dir: str | Path, *, model_uri: str, 
     ``steps`` 0 means the preset's; ``weights``: pretrained weights by role (empty values: none); ``privacy``:
     ``on``/``off`` (the privacy gate; "": the preset's)."""
     from netdiff_lib.models.base import privacy_settings
+    from netdiff_lib.stages.launch import TrainJob, cuda_devices, launch, run_job  # launch runs it as __main__
 
     model_uri = model_uri or (storage.join(output_uri, MODEL_DIR) if output_uri else "")
     if not model_uri:
@@ -104,7 +82,7 @@ def train_model(data_dirs: list[str], model_dir: str | Path, *, model_uri: str, 
         n = min(n, 1)  # this backend trains in one process (one GPU)
     try:
         if n > 1:
-            _train_launched(job, n)
+            launch(job, n)
         else:
             run_job(job)
     except ConfigError as exc:
@@ -140,6 +118,8 @@ def generate_shards(model_dir: str | Path, out_dir: str | Path, *, per_class: in
     sampling = Sampling(steps=steps or None, guidance=None if guidance < 0 else guidance, timing=timing, seed=seed,
                         progress=False)
     backend = backend_of(model_dir)
+    from netdiff_lib.stages.launch import cuda_devices
+
     device = device or ("cuda" if cuda_devices() else "cpu")
     model = get_backend(backend).load(str(model_dir), device=device)
     traces = model.generate(per_class, sampling)

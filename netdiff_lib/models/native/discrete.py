@@ -199,22 +199,28 @@ def _fields_step(net: TokenDiT, tokens: torch.Tensor, parts: list[torch.Tensor],
     if tf <= 0:
         return tokens
     p = (tf - sf) / tf
-    for j in range(1, len(net.sizes)):
-        _draw(tokens[..., j], _reveal(masked[..., j] & app[..., j], p, gen), parts[j], temperature, gen,
-              never_absent=True)
+    # every field's reveals at once, grouped by field: two device syncs per step instead of one per field
+    todo = _reveal((masked & app)[..., 1:].permute(2, 0, 1), p, gen)  # (fields - 1, B, N)
+    counts = todo.sum(dim=(1, 2)).tolist()
+    _, rows, cols = todo.nonzero(as_tuple=True)
+    start = 0
+    for j, k in enumerate(counts, start=1):
+        if k:
+            b, n = rows[start : start + k], cols[start : start + k]
+            lg = parts[j][b, n].float()
+            lg[:, 0] = float("-inf")  # a field the packet's kind carries is never absent
+            tokens[b, n, j] = _gumbel_pick(lg, temperature, gen)
+        start += k
     return tokens
 
 
 def _draw(target: torch.Tensor, todo: torch.Tensor, logits: torch.Tensor, temperature: float,
-          gen: torch.Generator, never_absent: bool = False) -> None:
+          gen: torch.Generator) -> None:
     """Write a categorical draw from ``logits`` into ``target`` where ``todo`` (only those rows are sampled)."""
     idx = todo.nonzero(as_tuple=True)
     if not len(idx[0]):
         return
-    lg = logits[idx].float()
-    if never_absent:  # a field the packet's kind carries is never absent
-        lg[:, 0] = float("-inf")
-    target[idx] = _gumbel_pick(lg, temperature, gen)
+    target[idx] = _gumbel_pick(logits[idx].float(), temperature, gen)
 
 
 def _reveal(masked: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:

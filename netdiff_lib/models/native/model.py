@@ -78,7 +78,7 @@ class NativeModel(TraceGenerator):
         the device and host seconds (:func:`netdiff_lib.models.native.sampler.generate_traces`)."""
         s = sampling or Sampling()
         traces = generate_traces(self, per_class, steps=s.steps, guidance=s.guidance, seed=s.seed,
-                                 progress=s.progress, length=length, timings=timings)
+                                 progress=s.progress, length=length, compile=s.compile, timings=timings)
         return empirical_times(traces, self.empirical_models(), s.seed) if s.timing == "empirical" else traces
 
 

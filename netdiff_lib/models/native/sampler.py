@@ -7,14 +7,18 @@ representation to sample on the device
 of masked diffusion over the two-stage grid, packet kinds first, with classifier-free guidance on the logits,
 and DDIM for the inter-arrival time) and to decode the batch into nPrint rows and inter-arrival times on a host
 thread (:meth:`~netdiff_lib.models.native.representation.Representation.decode`) while the device samples the
-next batch.  Each batch's generator is seeded by ``(seed, batch number)``, so a seed gives the same traces.
-It never looks inside the network: a compiled one (``torch.compile``) samples the same way.
+next batch (the run's last batch is cut in two, 3/4 then 1/4, so that only a small batch is decoded after
+sampling ends).  Each batch's generator is seeded by ``(seed, batch number)``, so a seed gives the same traces.
+It never looks inside the network: on CUDA a large request samples through ``torch.compile`` by default
+(``generate.compile``, :mod:`~netdiff_lib.models.native.compiled`; eager again, with a warning, when compiling
+fails), drawing the same random numbers as eager sampling.
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,13 +56,16 @@ def _requests(model: NativeModel, per_class: int | dict[str, int], rng: np.rando
 
 def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, steps: int | None = None,
                     guidance: float | None = None, seed: int = 0, batch_tokens: int | None = None,
-                    length: int | None = None, progress: bool = True,
+                    length: int | None = None, progress: bool = True, compile: str | None = None,
                     timings: dict[str, float] | None = None) -> list[GeneratedTrace]:
     """``per_class`` traces per label (or ``{label: n}``), in label order; ``length`` fixes every trace's
-    length (else drawn from the class's training traces).  ``timings`` (a dict) receives the seconds spent
+    length (else drawn from the class's training traces); ``compile`` (``auto``/``on``/``off``) overrides the
+    model's ``generate.compile``.  ``timings`` (a dict) receives the seconds spent
     sampling on the device (``device_s``, up to the copy to the host) and decoding on the host (``host_s``,
     which overlaps the next batch's sampling)."""
     from tqdm.auto import tqdm
+
+    from netdiff_lib.models.native.compiled import run_with_fallback, sampling_networks
 
     cfg = model.config
     steps = steps or cfg.diffusion.sample_steps
@@ -81,20 +88,22 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
     clock = timings if timings is not None else {}
     clock.update(device_s=0.0, host_s=0.0)
     pending: list[tuple[list[int], np.ndarray, Future]] = []
+    nets = sampling_networks(model, compile, sum(n for _, n in reqs))
     with ThreadPoolExecutor(max_workers=1) as host:
         while pos < len(order):
             bucket = int(buckets[np.searchsorted(buckets, reqs[order[pos]][1])])
             size = max(1, budget // bucket)
             chunk = [i for i in order[pos : pos + size]
                      if int(buckets[np.searchsorted(buckets, reqs[i][1])]) == bucket]
+            if batch_no and pos + len(chunk) == len(order) and len(chunk) > max(3, size // 4):
+                chunk = chunk[: len(chunk) * 3 // 4]  # the last batch in two, so most of its decoding overlaps
             lens = np.array([reqs[i][1] for i in chunk])
             state = int(np.random.SeedSequence([seed, batch_no]).generate_state(1)[0])
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(state)
             labels = torch.tensor([index[reqs[i][0]] for i in chunk], device=dev)
+            run = partial(_sample_batch, model, state, labels, torch.from_numpy(lens).to(dev), bucket,
+                          steps=steps, guidance=guidance, padded=bool((lens < bucket).any()))
             t0 = time.perf_counter()
-            arrays = rep.sample(model.net, cfg, labels, torch.from_numpy(lens).to(dev), bucket, steps=steps,
-                                guidance=guidance, gen=gen, padded=bool((lens < bucket).any()))
+            arrays, nets = run_with_fallback(model, nets, run)
             clock["device_s"] += time.perf_counter() - t0
             names = [reqs[i][0] for i in chunk]
             pending.append((chunk, lens, host.submit(_timed, clock, rep.decode, arrays, lens, names,
@@ -109,6 +118,15 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
                 out[i] = GeneratedTrace(matrix, iat, reqs[i][0])
     bar.close()
     return [t for t in out if t is not None]
+
+
+def _sample_batch(model: NativeModel, state: int, labels: torch.Tensor, lengths: torch.Tensor, bucket: int,
+                  net: torch.nn.Module, **opts: Any) -> Any:
+    """One batch through ``net``; its generator seeded afresh from ``state`` (a failed compiled attempt is
+    repeated eagerly with the same draws)."""
+    gen = torch.Generator(device=labels.device)
+    gen.manual_seed(state)
+    return model.representation.sample(net, model.config, labels, lengths, bucket, gen=gen, **opts)
 
 
 def _timed(clock: dict[str, float], fn: Any, *args: Any) -> Any:
