@@ -5,24 +5,31 @@ onto and lands between the modes of real traffic, which repeats exact values.  H
 categorical token per *field*, with a vocabulary learned from the training traces
 (:mod:`netdiff_lib.models.native.vocab`), plus its inter-arrival time, which stays continuous:
 
-========== ====================================== ==============================================
-field      read from                               token space
-========== ====================================== ==============================================
-kind       IP version, protocol, transport block   the (version, protocol, transport) triples seen
-ip_len     IPv4 total length / IPv6 length + 40    frequent values + escape bins
-ttl, tos   IPv4 TTL, TOS / IPv6 hop limit, class   frequent values + escape bins
-ip_df      IPv4 don't-fragment bit                 0 / 1
-ip_id      IPv4 identification                     frequent values (0 ...) + escape bins
-ip_opts    IPv4 option bytes                       templates
-v6_flow    IPv6 flow label                         frequent values + escape bins
-sport      TCP / UDP source port                   service ports + per-trace slots
-dport      TCP / UDP destination port              service ports + per-trace slots
-tcp_flags  the nine TCP flag bits                  the combinations seen
-tcp_win    TCP window                              frequent values + escape bins
-tcp_urp    TCP urgent pointer                      frequent values + escape bins
-tcp_opts   TCP option bytes                        templates (timestamps, SACK edges cleared)
-icmp       ICMP type and code                      frequent values + escape bins
-========== ====================================== ==============================================
+=========== ====================================== ==============================================
+field       read from                               token space
+=========== ====================================== ==============================================
+kind        IP version, protocol, transport block   the (version, protocol, transport) triples seen
+ip_len      IPv4 total length / IPv6 length + 40    frequent values + escape bins
+ttl, tos    IPv4 TTL, TOS / IPv6 hop limit, class   frequent values + escape bins
+ip_df       IPv4 don't-fragment bit                 0 / 1
+ip_id       IPv4 identification                     frequent values (0 ...) + escape bins
+ip_opts     IPv4 option bytes                       templates
+v6_flow     IPv6 flow label                         frequent values + escape bins
+sport       TCP / UDP source port                   service ports + per-trace slots (``ports``)
+dport       TCP / UDP destination port              service ports + per-trace slots (``ports``)
+conv        TCP / UDP conversation and direction    index and role in the trace (``conv``)
+server_port the conversation's responder port       service ports + "ephemeral" (``conv``)
+client_port the conversation's initiator port       service ports + "ephemeral" (``conv``)
+tcp_flags   the nine TCP flag bits                  the combinations seen
+tcp_win     TCP window                              frequent values + escape bins
+tcp_urp     TCP urgent pointer                      frequent values + escape bins
+tcp_opts    TCP option bytes                        templates (timestamps, SACK edges cleared)
+icmp        ICMP type and code                      frequent values + escape bins
+=========== ====================================== ==============================================
+
+``model.endpoints`` picks the port fields: ``ports`` (the first design: two port fields) or ``conv`` (a flow is
+one object: the packet's conversation and direction, plus the conversation's two ports, voted per conversation
+when decoding; :mod:`~netdiff_lib.models.native.endpoints`, which also holds ``model.tcp_state``).
 
 With ``model.iat=tokens`` the inter-arrival time is also one more field, ``iat``: bins of 1/20 decade of
 ``log10(1 + µs)`` (a categorical can put its mass on the few delays a device repeats, where one Gaussian
