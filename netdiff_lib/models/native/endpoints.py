@@ -37,6 +37,8 @@ pure SYN, the responder's first a SYN-ACK, and no other packet of the flow has S
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from netdiff_lib.models.native.vocab import Vocab, resolve_slots, slot_histogram
@@ -186,3 +188,23 @@ def slot_ranges(ports_by_trace: list[np.ndarray], labels: list[str], service: np
     ranges = {"": slot_histogram(pooled) if len(pooled) else [1.0] * 64}
     ranges.update({lab: slot_histogram(v) for lab, v in out.items() if lab and len(v)})
     return ranges
+
+
+def trace_ports(parsed: list[Any], port_rows: np.ndarray) -> list[np.ndarray]:
+    """Per trace (``parsed``: :class:`~netdiff_lib.models.native.tokens.Fields`): the source and destination ports
+    of its TCP/UDP packets (``port_rows``: all traces' rows)."""
+    out, start = [], 0
+    for p in parsed:
+        rows = port_rows[start : start + len(p.l3)]
+        start += len(p.l3)
+        out.append(np.concatenate([p.values["sport"][rows], p.values["dport"][rows]]))
+    return out
+
+
+def fit_open_rates(parsed: list[Any], labels: list[str]) -> dict[str, float]:
+    """Per class: the share of TCP flows of the training traces that open with SYN (:func:`open_rates`)."""
+    cat = {k: np.concatenate([getattr(p, k) for p in parsed]) for k in ("l3", "l4")}
+    vals = {k: np.concatenate([p.values[k] for p in parsed]) for k in ("sport", "dport", "tcp_flags")}
+    trace_of = np.repeat(np.arange(len(parsed)), [len(p.l3) for p in parsed])
+    return open_rates(trace_of, cat["l3"], cat["l4"], vals["sport"], vals["dport"], vals["tcp_flags"],
+                       (cat["l3"] != 0) & (cat["l4"] == 1), labels)

@@ -219,7 +219,7 @@ class FieldTokenizer:
         for f, bits in VALUE_FIELDS.items():
             vals = np.concatenate([p.values[f] for p in parsed])[app[:, tok.col(f)]]
             tok.vocabs[f] = Vocab.fit(vals, bits, max_values=max_values, n_bins=escape_bins)
-        by_trace = _trace_ports(parsed, app[:, tok.col("conv" if conv else "sport")])
+        by_trace = endpoints.trace_ports(parsed, app[:, tok.col("conv" if conv else "sport")])
         ports = np.concatenate(by_trace) if by_trace else np.zeros(0, np.int64)
         uniq, counts = np.unique(np.concatenate([np.unique(p) for p in by_trace] or [ports]), return_counts=True)
         service = Vocab.fit(uniq, 16, keep=counts >= port_min_traces, max_values=max_values)
@@ -228,7 +228,7 @@ class FieldTokenizer:
         vocab = Vocab(16, service.values, bins, 1 if conv else port_slots)
         tok.vocabs.update({f: vocab for f in (CONV_PORTS if conv else PORT_FIELDS)})
         tok.slot_ranges = endpoints.slot_ranges(by_trace, labels, np.asarray(vocab.values))
-        tok.tcp_open = _open_rates(parsed, labels) if tcp_state == "enforce" else {}
+        tok.tcp_open = endpoints.fit_open_rates(parsed, labels) if tcp_state == "enforce" else {}
         tcp_rows, ip_rows = app[:, tok.col("tcp_opts")], app[:, tok.col("ip_opts")]
         tcp_all = [t for p in parsed for t in p.tcp_opts]
         ip_all = [t for p in parsed for t in p.ip_opts]
@@ -398,25 +398,6 @@ class FieldTokenizer:
             return cls.from_dict(data)
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(path, f"not a tokenizer file ({exc})") from None
-
-
-def _trace_ports(parsed: list[Fields], port_rows: np.ndarray) -> list[np.ndarray]:
-    """Per trace: the source and destination ports of its TCP/UDP packets (``port_rows``: all traces' rows)."""
-    out, start = [], 0
-    for p in parsed:
-        rows = port_rows[start : start + len(p.l3)]
-        start += len(p.l3)
-        out.append(np.concatenate([p.values["sport"][rows], p.values["dport"][rows]]))
-    return out
-
-
-def _open_rates(parsed: list[Fields], labels: list[str]) -> dict[str, float]:
-    """Per class: the share of TCP flows of the training traces that open with SYN (endpoints.open_rates)."""
-    cat = {k: np.concatenate([getattr(p, k) for p in parsed]) for k in ("l3", "l4")}
-    vals = {k: np.concatenate([p.values[k] for p in parsed]) for k in ("sport", "dport", "tcp_flags")}
-    trace_of = np.repeat(np.arange(len(parsed)), [len(p.l3) for p in parsed])
-    return endpoints.open_rates(trace_of, cat["l3"], cat["l4"], vals["sport"], vals["dport"], vals["tcp_flags"],
-                                (cat["l3"] != 0) & (cat["l4"] == 1), labels)
 
 
 class _Blocks:
