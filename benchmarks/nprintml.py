@@ -6,7 +6,10 @@ nprintML pipeline (Net, Label, Learn) on the project's sample captures with ``--
 every nPrint file it saved with nPrint 1.2.1's fingerprints (``tests/data/nprint-samples-cases.tsv``, flag set
 ``-4 -t -u -c 50 -O 2``)::
 
-    python3 -m benchmarks.nprintml [--captures N] [--limit SECONDS] [--seed N]
+    python3 -m benchmarks.nprintml [--captures N] [--limit SECONDS] [--seed N] [--nprint PATH]
+
+With the real nPrint binary (``--nprint PATH``, ``$NPRINT`` or ``nprint`` on PATH) the same run is repeated
+with it as nprintML's ``nprint``, side by side; where there is none, the report says "not measured".
 
 nprintML is run as a small data set calls for: all 50 captures (10 a class: its 30 % test split must hold
 every class and AutoGluon drops a class with fewer than 2 training rows), ``--compress`` (nprintML drops the
@@ -79,11 +82,17 @@ def expected_hashes() -> dict[str, str]:
     return {pcap: sha for pcap, flags, _rows, sha in rows if flags == FLAGS}
 
 
-def write_wrapper(folder: Path, log: Path | None = None) -> None:
-    """``nprint`` = ``python -m netdiff_lib.cli nprint`` from this checkout (``log``: start times, one a line)."""
+def write_wrapper(folder: Path, log: Path | None = None, binary: str | None = None) -> None:
+    """``nprint`` = ``python -m netdiff_lib.cli nprint`` from this checkout, or the real ``binary`` when given
+    (``log``: start times, one a line).  netdiff_lib is byte-compiled first, as a pip install does: without
+    its bytecode cache (``PYTHONDONTWRITEBYTECODE=1`` and no ``__pycache__``) every call would compile it."""
     wrapper = folder / "nprint"
     stamp = f'date +%s.%N >> "{log}"\n' if log else ""
-    run = f'PYTHONPATH="{REPO}" exec "{sys.executable}" -m netdiff_lib.cli nprint "$@"\n'
+    if binary:
+        run = f'exec "{binary}" "$@"\n'
+    else:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "netdiff_lib")], check=True)
+        run = f'PYTHONPATH="{REPO}" exec "{sys.executable}" -m netdiff_lib.cli nprint "$@"\n'
     wrapper.write_text(f"#!/bin/sh\n{stamp}{run}")
     wrapper.chmod(0o755)
 
@@ -98,11 +107,13 @@ def read_timing(meta: Path) -> dict[str, float]:
             for m in re.finditer(r"^(\w+) = \[ *([\d.]+),", section, re.MULTILINE)}
 
 
-def run(nprintml: Path, work: Path, captures: int, limit: int, seed: int | None = SEED) -> dict:
-    """Run nprintML on the first ``captures`` sample captures of each class; report what it did."""
+def run(nprintml: Path, work: Path, captures: int, limit: int, seed: int | None = SEED,
+        binary: str | None = None) -> dict:
+    """Run nprintML on the first ``captures`` sample captures of each class (with the real nprint ``binary``
+    when given, else ``netdiff nprint``); report what it did."""
     (work / "bin").mkdir(parents=True, exist_ok=True)
     starts = work / "nprint-starts.txt"
-    write_wrapper(work / "bin", starts)
+    write_wrapper(work / "bin", starts, binary)
     samples = REPO / "samples" / "captures"
     pcaps = [p for d in sorted(samples.iterdir()) if d.is_dir() for p in sorted(d.glob("*.pcap"))[:captures]]
     labels = work / "labels.csv"
@@ -141,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=300, help="nprintML's --limit for the Learn step (seconds)")
     p.add_argument("--seed", type=int, default=SEED,
                    help=f"numpy's global seed for nprintML's train/test split (default {SEED}; -1: unseeded)")
+    p.add_argument("--nprint", default=os.environ.get("NPRINT") or shutil.which("nprint"),
+                   help="the real nprint binary, run the same way after netdiff nprint (default: $NPRINT, else "
+                        "nprint on PATH; absent: not measured)")
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=f"nprintML's environment (default {DEFAULT_VENV})")
     args = p.parse_args(argv)
     python = find_python38()
@@ -149,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     nprintml = ensure_venv(python, args.venv)
     with tempfile.TemporaryDirectory(prefix="nprintml-") as tmp:
-        report = run(nprintml, Path(tmp), args.captures, args.limit, None if args.seed < 0 else args.seed)
+        seed = None if args.seed < 0 else args.seed
+        report = run(nprintml, Path(tmp) / "netdiff", args.captures, args.limit, seed)
+        report["real_nprint"] = run(nprintml, Path(tmp) / "nprint", args.captures, args.limit, seed, args.nprint) \
+            if args.nprint else "not found: not measured"
     print(json.dumps(report, indent=2))
     ok = report["identical"] == report["nprint_files"] == report["captures"] and report["nprintml_status"] == 0
     return 0 if ok else 1

@@ -1,9 +1,10 @@
 """Encoded data sets: labelled captures as nPrint traces plus their payload records, read once.
 
 The pipeline's encode step writes, per capture, ``nprint/<split>/<label>/<file>.npz`` (the trace,
-:func:`netdiff_lib.trace.save_trace`) and ``payloads/<split>/<label>/<file>.npz`` (the transport payloads the
-payload profile learns from, :func:`save_payload_records`); training and evaluation read these and never the
-captures again.  :func:`from_captures` does the same in one process, for ``netdiff train --data CAPTURES``.
+:func:`netdiff_lib.trace.save_trace`), ``payloads/<split>/<label>/<file>.npz`` (the transport payloads the
+payload profile learns from, :func:`save_payload_records`) and ``flows/<split>/<label>/<file>.json`` (its
+nfstream flows, :func:`netdiff_lib.evaluate.flowrecords.save_flow_records`); training and evaluation read these and
+never the captures again.  :func:`from_captures` does the same in one process, for ``netdiff train --data CAPTURES``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 NPRINT = "nprint"
 PAYLOADS = "payloads"
 VALIDATION = "validation"
+FLOWS = "flows"
 RECORDS_FORMAT = "netdiff-payload-records/1"
 Record = tuple[str, int, int, bytes]
 

@@ -24,6 +24,8 @@ from netdiff_lib.schema import MAX_PACKETS, NETDIFFUSION
 WIDTH, HEIGHT = NETDIFFUSION.width, MAX_PACKETS
 COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.int32)  # index = value + 1
 SNAP_RULES = ("nearest", "netdiffusion")
+#: Tallest image read back (rows): snapping takes some 60 bytes a pixel, and NetDiffusion's images have 1,024.
+MAX_IMAGE_ROWS = 4 * HEIGHT
 
 
 def matrix_to_rgba(matrix: np.ndarray, rows: int = HEIGHT) -> np.ndarray:
@@ -82,10 +84,16 @@ def save_image(path: str | Path, matrix: np.ndarray) -> None:
 
 
 def load_image(path: str | Path, rule: str = "nearest", trim: bool = True) -> np.ndarray:
+    """An image file's matrix; its size is checked before its pixels are decoded (at most
+    :data:`MAX_IMAGE_ROWS` rows, 1,088 or 1,089 columns)."""
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if width not in (WIDTH, WIDTH + 1) or height > MAX_IMAGE_ROWS:
+                raise InputError(path, f"not a NetDiffusion image: {width}x{height} pixels, expected {WIDTH} wide "
+                                       f"and at most {MAX_IMAGE_ROWS:,} rows ({HEIGHT:,} in NetDiffusion's images)")
             return image_to_matrix(img, rule, trim)
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(path, f"not a NetDiffusion image ({exc})") from None

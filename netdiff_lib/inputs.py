@@ -9,13 +9,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from netdiff_lib.dataset import CAPTURE_SUFFIXES, label_from_name
 from netdiff_lib.errors import InputError, os_cause
 from netdiff_lib.schema import NETDIFFUSION, Layout
-from netdiff_lib.trace import Trace, load_trace
+from netdiff_lib.trace import ArrayFile, Trace, load_trace
 
 ARRAY_SUFFIXES = (".npz",)
 CSV_SUFFIXES = (".nprint", ".csv")
@@ -51,18 +51,20 @@ def label_of(path: Path) -> str:
 
 def load_trace_any(
     path: str | Path, layout: Layout | None = NETDIFFUSION, *, max_packets: int | None = None, snap: str = "nearest",
-    capture_mode: str = "netdiff",
+    capture_mode: str = "netdiff", max_rows: int | None = None,
 ) -> Trace:
     """Read a trace from an array file, nPrint CSV, NetDiffusion PNG or capture.
 
     The trace is converted to ``layout``; ``None`` keeps the file's own layout (captures: the full
-    NetDiffusion layout, addresses included).  Captures are read in ``capture_mode`` (``CAPTURE_MODES``).  A
-    path without a suffix (``/dev/stdin``, a pipe, a FIFO) is read as a capture, once.
+    NetDiffusion layout, addresses included).  Captures are read in ``capture_mode`` (``CAPTURE_MODES``); one
+    that gives no packet is refused as ``encode`` refuses it.  A path without a suffix (``/dev/stdin``, a pipe,
+    a FIFO) is read as a capture, once.  Only the first ``max_packets`` rows are read; an array file of more
+    than ``max_rows`` rows is refused before it is read.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in ARRAY_SUFFIXES:
-        trace = load_trace(path)
+        trace = load_trace(path, max_rows, limit=max_packets)
     elif suffix in CSV_SUFFIXES:
         from netdiff_lib.nprint.csvio import read_nprint_csv
 
@@ -76,7 +78,7 @@ def load_trace_any(
 
         mode, count_read = CAPTURE_MODES[capture_mode]
         return encode_pcap(path, layout or NETDIFFUSION.full, max_packets=max_packets, label=label_of(path),
-                           mode=mode, count_read=count_read).trace
+                           mode=mode, count_read=count_read).require_packets(path)
     else:
         raise InputError(path, f"unknown input type {suffix!r} (expected capture, .npz, .nprint/.csv or .png)")
     if trace.label is None:
@@ -90,3 +92,16 @@ def load_trace_any(
         trace = Trace(trace.matrix[:max_packets], trace.layout,
                       None if trace.ts_ns is None else trace.ts_ns[:max_packets], trace.label, trace.source)
     return trace
+
+
+def trace_chunks(path: str | Path, snap: str = "nearest") -> Iterator[Trace]:
+    """A matrix input in its own layout as traces of consecutive rows: an array file streamed
+    (``trace.CHUNK_ROWS`` rows at a time, so memory stays bounded however many rows it holds), other inputs
+    whole."""
+    if Path(path).suffix.lower() not in ARRAY_SUFFIXES:
+        yield load_trace_any(path, None, snap=snap)
+        return
+    with ArrayFile(path) as f:
+        for start, rows in f.chunks():
+            ts = None if f.ts_ns is None else f.ts_ns[start:start + len(rows)]
+            yield Trace(rows, f.layout, ts, f.label, f.source, None, f.meta)

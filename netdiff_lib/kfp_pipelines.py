@@ -70,6 +70,7 @@ def _bad_value(key: str, value: Any) -> str | None:
         "test_fraction": (lambda v: isinstance(v, int | float) and 0 < v < 1, "must be between 0 and 1"),
         "max_packets": (lambda v: isinstance(v, int) and 1 <= v <= MAX_PACKETS, f"must be in 1..{MAX_PACKETS}"),
         "timing": (lambda v: v in TIMINGS, f"must be one of {', '.join(TIMINGS)}"),
+        "privacy": (lambda v: v in ("", "on", "off"), "must be on, off or \"\" (the preset's)"),
         "config": (lambda v: v in PRESETS, f"must be one of {', '.join(PRESETS)}"),
         "backend": (lambda v: str(v) in known_backends(), f"must be one of {', '.join(sorted(known_backends()))}"),
         "input_uri": (bool, "must name the captures"), "output_uri": (bool, "must name a folder or URI"),

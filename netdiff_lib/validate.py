@@ -19,7 +19,8 @@ application dissectors run (a malformed DHCP message, a DNS expert error).  The 
 packet's top protocol (the last of ``frame.protocols``), counted per file in ``protocols``.
 
 A packet can fail in several ways; ``failed`` counts packets with at least one failure (application ones
-included).  A file passes when no packet fails (:attr:`FileReport.ok`).
+included).  A file passes when it holds a packet and no packet fails (:attr:`FileReport.ok`,
+:meth:`FileReport.passes`): an empty capture fails.
 
 Checksum offload: a capture taken on the sending host (loopback, or a card that computes checksums) holds TCP
 and UDP checksums that the hardware fills in later; Linux leaves the pseudo-header sum in the field.  Packets
@@ -88,7 +89,8 @@ class FileReport:
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        """No packet failed, and there was a packet: an empty capture is not a valid one."""
+        return self.passes("strict")
 
     def failures(self, checksums: str = "strict") -> int:
         """Failing packets under a checksum policy (:data:`CHECKSUM_POLICIES`, module docstring)."""
@@ -115,7 +117,13 @@ class FileReport:
             if len(self.problems) < MAX_PROBLEMS:
                 self.problems.append(Problem(frame, kind, detail))
 
+    def passes(self, checksums: str = "strict") -> bool:
+        """The file passes under a checksum policy: it holds a packet and none fails."""
+        return self.packets > 0 and not self.failures(checksums)
+
     def summary(self, checksums: str = "strict") -> str:
+        if not self.packets:
+            return f"{self.path}: FAILED ({self.tool}): no packets"
         state = "ok" if not self.failures(checksums) else "FAILED"
         apart = self.failed - self.failures(checksums)
         why = "checksum offload" if checksums == "offload" else "not judged: --checksums off"

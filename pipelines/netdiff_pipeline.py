@@ -5,7 +5,8 @@
 Object-store steps get their credentials from the Secret ``s3_secret``; ``train_steps`` 0 and
 ``model_uri`` "" mean the preset's steps and ``<output_uri>/model``; ``weights`` / ``controlnet`` are the
 pretrained weights a backend starts from (``sd15``: Stable Diffusion 1.5 and ControlNet canny, ``s3://`` URIs
-or paths the pods see; "" for none).  ``max_packets`` is decided here once:
+or paths the pods see; "" for none); ``privacy`` is the native backend's privacy gate, ``on`` or ``off`` ("": the
+preset's: on, except ``tiny``).  ``max_packets`` is decided here once:
 encode keeps that many packets per capture, and train and evaluate read what encode wrote.  ``sample_steps``
 0 and ``guidance`` < 0 mean the model's defaults; ``timing`` is ``generated`` or ``empirical``.  ``traces``
 (``file``, ``flow``, ``host``, ``window:S``, ``host+window:S``), ``flow_timeout``, ``local_net``, ``labels_uri``
@@ -52,7 +53,7 @@ def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component
                 sample_steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE, timing: str = TIMING,
                 model_uri: str = "", weights: str = "", controlnet: str = "",
                 traces: str = "file", flow_timeout: float = FLOW_TIMEOUT, local_net: str = "", labels_uri: str = "",
-                labels_tz: str = "auto", unlabelled: str = "drop", labels_keep_going: bool = False,
+                labels_tz: str = "auto", unlabelled: str = "drop", labels_keep_going: bool = False, privacy: str = "",
                 gpu_type: str = GPU_RESOURCE, gpu_count: int = 1, gpu_node_selector: dict = GPU_NODE_SELECTOR,
                 gpu_toleration: dict = GPU_TOLERATION, s3_secret: str = S3_SECRET, s3_endpoint: str = S3_ENDPOINT):
         gpu = {"type": gpu_type, "node_selector": gpu_node_selector, "toleration": gpu_toleration}
@@ -67,7 +68,7 @@ def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component
             with_object_store(on_cpu(enc, "medium"), s3_secret)
         trained = train(data=dsl.Collected(enc.outputs["data"]), output_uri=output_uri, model_uri=model_uri,
                         backend=backend, config=config, steps=train_steps, seed=seed, weights=weights,
-                        controlnet=controlnet, s3_endpoint=s3_endpoint)
+                        controlnet=controlnet, s3_endpoint=s3_endpoint, privacy=privacy)
         on_gpu(trained, gpu_type, gpu_count, gpu_node_selector, gpu_toleration, queue=queue, retries=gpu_retries)
         with_object_store(trained, s3_secret)
         sampling = {"traces_per_class": traces_per_class, "seed": seed, "shards": shards,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -95,6 +96,13 @@ def test_cli_evaluate_end_to_end(pcap_sets, tmp_path, capsys):
     assert all("available" in c for c in doc["compliance"].values())
     assert (out / "report.md").is_file() and (out / "report.html").stat().st_size > 10_000
     assert capsys.readouterr().out == ""
+    if importlib.util.find_spec("nfstream"):  # flows measured: cam packets each have a port pair of their own
+        assert doc["flows"]["available"], doc["flows"]
+        cam = doc["flows"]["sets"]["real_test"]["per_class"]["cam"]
+        assert cam["one_packet_share"] == 1.0 and cam["midstream_share"] == 1.0
+        assert doc["flows"]["sets"]["real_test"]["per_class"]["plug"]["flows_per_trace"] == 1.0
+        assert doc["summary"]["synthetic"]["flow_rf_ratio"] == 1.0  # synthetic = real-train
+        assert "flow CDFs" in (out / "report.html").read_text()
 
 
 def test_cli_evaluate_prints_the_run_summary_table(pcap_sets, tmp_path, capsys):

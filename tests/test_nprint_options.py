@@ -228,12 +228,16 @@ def test_live_capture_on_loopback(capfdbinary: pytest.CaptureFixture) -> None:
 HEAVY = r"torch|kfp|diffusers|accelerate|pandas|sklearn|scipy|matplotlib|minio"
 # The drop-in (called once per capture by nprintML and scripts) loads only the codec: numpy and the stdlib.
 CODEC_ONLY = HEAVY + r"|PIL|tqdm|netdiff_lib\.(image|repair|evaluate|models|stages|payloads|dataset|kfp_\w+)"
+# ... and of those, only what its options need: no argparse or command discovery, no libpcap (ctypes) without
+# -f/-d, no decoder without -N, no socket for IPv4 addresses.
+LEAN = CODEC_ONLY + r"|argparse|pkgutil|socket|netdiff_lib\.nprint\.(libpcap|decode|verbose)"
 
 
 @pytest.mark.parametrize(("argv", "forbidden"), [
-    (["nprint", "--version"], CODEC_ONLY),
-    (["nprint", "-P", str(DNS), "-4", "-t", "-u", "-i", "-R"], CODEC_ONLY),  # a real capture, start to finish
-    (["nprint", "-P", str(DNS), "-4", "-6", "-t", "-u", "-i", "-p", "16", "-O", "4", "-A"], CODEC_ONLY),
+    (["nprint", "--version"], LEAN),
+    (["nprint", "-P", str(DNS), "-4", "-t", "-u", "-i", "-R"], LEAN),  # a real capture, start to finish
+    (["nprint", "-P", str(DNS), "-4", "-6", "-t", "-u", "-i", "-p", "16", "-O", "4", "-A"], LEAN),
+    (["nprint", "-P", str(DNS), "-4", "-u", "-f", "ip", "-V"], CODEC_ONLY),
     (["--help"], HEAVY),
     (["train", "--help"], HEAVY),
 ])

@@ -5,6 +5,7 @@ train, generate, reconstruct and evaluate can only succeed on what encode wrote.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -47,6 +48,11 @@ def test_no_capture_is_read_after_encode(samples_dir: Path, tmp_path: Path) -> N
     reference = report["compliance"]["reference"]  # the validator's reports made by encode
     assert reference["available"] and reference["all"]["files"] == 2 and not reference["errors"]
     assert reference["all"]["checksum_only"] == reference["all"]["failed"]  # loopback: offloaded checksums only
+    if importlib.util.find_spec("nfstream"):  # encode metered the captures' flows
+        assert report["flows"]["available"], report["flows"]
+        real = report["flows"]["sets"]["real_test"]
+        assert real["all"]["traces"] == 2 and not real["failed"] and real["all"]["tcp_udp_flows"] > 0
+        assert result["summary"]["reference"]["flow_one_packet_share"] == 0.0  # dig's replies join their queries
     assert {k: v["uri"] for k, v in report["inputs"].items()} == {  # the user's folder, no temporary one
         "real_train": f"train split of {captures}", "real_test": f"test split of {captures}",
         "synthetic": "the run's reconstructed pcaps"}

@@ -4,6 +4,7 @@ with the tiny model and a few training steps; then the generate-only pipeline fr
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -78,6 +79,8 @@ def test_split_and_shards_cover_every_capture_once(local_run: dict, samples_dir:
                      for p in (d / "nprint").rglob("*.npz"))
     assert encoded == sorted(c["dest"] for c in inputs["captures"])
     assert sum(len(list((d / "payloads").rglob("*.npz"))) for d in dirs) == 50
+    if importlib.util.find_spec("nfstream"):  # each capture's flows, for the evaluation's flow section
+        assert sum(len(list((d / "flows").rglob("*.json"))) for d in dirs) == 50
     assert not [p for d in dirs for p in d.rglob("*.pcap")]  # the captures stay behind: train and evaluate read these
 
 
@@ -87,6 +90,9 @@ def test_kfp_visualizations(local_run: dict) -> None:
     metrics = arts["metrics"]["metadata"]
     assert {"synthetic_rf_macro_f1", "reference_rf_macro_f1", "synthetic_fidelity_jsd_macro"} <= set(metrics)
     assert all(isinstance(v, float) for v in metrics.values())
+    if importlib.util.find_spec("nfstream"):
+        assert {"reference_flow_one_packet_share", "synthetic_flow_one_packet_share", "synthetic_flow_rf_ratio",
+                "synthetic_flow_handshake_share", "synthetic_flows_per_trace"} <= set(metrics)
     matrix = arts["confusion"]["metadata"]["confusionMatrix"]
     assert [a["displayName"] for a in matrix["annotationSpecs"]] == LABELS
     assert sum(sum(r["row"]) for r in matrix["rows"]) == 10  # every real-test trace classified once

@@ -6,17 +6,21 @@ Each sub-command is a module in this package that defines ``NAME``, ``HELP``, ``
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import pkgutil
 import sys
-from types import ModuleType
+from typing import TYPE_CHECKING
 
 from netdiff_lib import __version__
 from netdiff_lib.errors import NetdiffError
 
+if TYPE_CHECKING:  # argparse and the command modules load only when needed: `netdiff nprint` skips them
+    import argparse
+    from types import ModuleType
+
 
 def _commands() -> list[ModuleType]:
+    import importlib
+    import pkgutil
+
     mods = []
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_"):
@@ -28,6 +32,8 @@ def _commands() -> list[ModuleType]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="netdiff", description="Synthetic network traffic from diffusion models.",
         epilog="Every command but nprint (nPrint's own command line) writes its results to -o/--out, turns progress "

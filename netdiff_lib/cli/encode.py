@@ -7,7 +7,6 @@ from pathlib import Path
 
 from netdiff_lib.atomic import atomic_open
 from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
-from netdiff_lib.errors import InputError
 from netdiff_lib.inputs import CAPTURE_SUFFIXES, expand, label_of
 from netdiff_lib.nprint.csvio import CsvOptions, write_nprint_csv
 from netdiff_lib.nprint.encode import CAPTURE_MODES, encode_pcap
@@ -69,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
         res = encode_pcap(path, layout, max_packets=limit, mode=mode, label=label_of(path), index=0,
                           count_read=count_read)
         summary.skipped += res.skipped
-        if not len(res.trace):
-            reasons = ", ".join(f"{k}: {v}" for k, v in res.skipped.items()) or "the capture holds no packets"
-            raise InputError(path, f"no packet to encode ({res.packets_read} read; {reasons})")
+        res.require_packets(path)
         summary.packets += len(res.trace)
         if limit is not None and len(res.trace) >= limit:  # say how many packets the cut left out
             from netdiff_lib.segment.spec import BEYOND

@@ -15,6 +15,8 @@ DESCRIPTION = (
     "test-on-real classifier scores, distances to the closest training trace and validator results, per class "
     "and macro-averaged, beside the same numbers for real-train vs real-test (the floor). Without --synthetic "
     "only the floor is reported."
+    " Flow figures (flows per trace, flow sizes and durations, TCP handshakes, nDPI application mix, a flow "
+    "classifier) come from nfstream, part of netdiff[eval]."
 )
 ORDER = 70
 

@@ -7,13 +7,16 @@ imports only the codec, so start-up stays short (clients such as nprintML run on
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from netdiff_lib.nprint import helptext
 from netdiff_lib.nprint.options import VERSION, atoi, int8, parse, usage_error
 from netdiff_lib.schema import BLOCK_FLAGS
+
+if TYPE_CHECKING:
+    import argparse
 
 NAME = "nprint"
 HELP = "drop-in for the nPrint binary (same options, same bytes; netdiff nprint --help)"
@@ -39,7 +42,7 @@ _SETTERS: dict[str, Callable[[dict, str], None]] = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("args", nargs=argparse.REMAINDER, help="nPrint's options (netdiff nprint --help)")
+    p.add_argument("args", nargs="...", help="nPrint's options (netdiff nprint --help)")  # "...": REMAINDER
 
 
 def run(args: argparse.Namespace) -> int:

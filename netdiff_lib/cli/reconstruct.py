@@ -11,8 +11,11 @@ Payloads are synthesised per service (``--payloads``: the profile a model learne
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
+
+from tqdm import tqdm
 
 from netdiff_lib.atomic import read_json, write_json
 from netdiff_lib.cli._batch import Summary, add_common, finish, run_files
@@ -20,7 +23,7 @@ from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.image import SNAP_RULES
 from netdiff_lib.inputs import MATRIX_SUFFIXES, expand, load_trace_any
 from netdiff_lib.payloads import PayloadProfile
-from netdiff_lib.repair import AddressPlan, IatModel, RepairConfig, reconstruct_trace
+from netdiff_lib.repair import MAX_TRACE_ROWS, AddressPlan, IatModel, RepairConfig, reconstruct_trace
 from netdiff_lib.repair.pipeline import LINKS
 
 NAME = "reconstruct"
@@ -98,12 +101,14 @@ def run(args: argparse.Namespace) -> int:
     reports: list[dict] = []
 
     def work(path: Path, summary: Summary) -> None:
-        trace = load_trace_any(path, None, snap=args.snap)
+        trace = load_trace_any(path, None, snap=args.snap, max_rows=MAX_TRACE_ROWS)
         if args.label:
             trace.label = args.label
         model = models.get(trace.label, models.get(None))
         cfg = RepairConfig(**{**base.__dict__, "iat_model": model})
-        rec = reconstruct_trace(trace, cfg)
+        rec = reconstruct_trace(trace, cfg, name=path)
+        for note in rec.report.notes:
+            tqdm.write(f"{path}: {note}", file=sys.stderr)
         out = rec.write(args.out / f"{path.stem}.pcap")
         summary.packets += len(rec)
         summary.skipped["padding rows"] += rec.report.padding_rows

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="PATH_OR_URI", help="pretrained weights (backend sd15: Stable Diffusion 1.5)")
     p.add_argument("--controlnet", metavar="PATH_OR_URI", help="ControlNet weights (backend sd15: canny)")
     p.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's)")
+    p.add_argument("--privacy", choices=("on", "off"), help="the privacy gate, as netdiff train --privacy "
+                                                            "(default: the preset's; pipeline parameter privacy)")
     add_sample_steps(p, "sampler steps (default: the model's)", default=0)
     add_quiet(p, "no line per finished or running step (the summary is still printed)")
     p.add_argument("--traces-per-class", type=int, default=TRACES_PER_CLASS, metavar="N",
@@ -82,8 +84,14 @@ def arguments(args: argparse.Namespace) -> dict:
     given |= {"traces_per_class": args.traces_per_class, "seed": args.seed, "shards": args.shards,
               "sample_steps": args.sample_steps, "s3_endpoint": ""}  # "": the storage settings of this environment
     if args.pipeline == "netdiff":
+        from netdiff_lib.models import get_backend
+        from netdiff_lib.models.base import privacy_settings
+
+        if args.privacy:  # --privacy on with sd15: refused here, before the pipeline runs
+            privacy_settings(get_backend(args.backend), args.privacy)
         given |= trace_arguments(args)
-        given |= {"backend": args.backend, "train_steps": args.steps, "weights": _local(args.weights),
+        given |= {"backend": args.backend, "train_steps": args.steps, "privacy": args.privacy,
+                  "weights": _local(args.weights),
                   "controlnet": _local(args.controlnet)}
     return pipeline_arguments(args.pipeline, given)
 

@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out(p, "s3://bucket/prefix for model, pcaps, report", aliases=("--output",), metavar="URI")
     p.add_argument("--config", choices=PRESETS, help="model preset (default: the pipeline's, base)")
     add_sample_steps(p, "sampler steps (default: the model's; pipeline parameter sample_steps)")
+    p.add_argument("--privacy", choices=("on", "off"), help="the privacy gate, as netdiff train --privacy "
+                                                            "(default: the preset's; pipeline parameter privacy)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="any pipeline parameter")
     p.add_argument("--kueue-queue", default="", metavar="NAME", help="Kueue LocalQueue for the GPU steps")
     p.add_argument("--run-name", help="run name (default: chosen by KFP)")
@@ -40,9 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def arguments(args: argparse.Namespace) -> dict:
     """The pipeline arguments of a ``netdiff submit`` command line, checked against the pipeline."""
+    from netdiff_lib.errors import ConfigError
     from netdiff_lib.kfp_pipelines import base_arguments, pipeline_arguments
 
     given = base_arguments(args.pipeline, output=args.out, input=args.input, model=args.model, config=args.config)
+    if args.privacy and args.pipeline != "netdiff":
+        raise ConfigError(f"--privacy is for the netdiff pipeline (training), not {args.pipeline!r}")
+    given |= {"privacy": args.privacy} if args.privacy else {}
     return pipeline_arguments(args.pipeline, given | {"sample_steps": args.sample_steps}, args.param)
 
 

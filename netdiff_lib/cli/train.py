@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
+    p.add_argument("--privacy", choices=("on", "off"),
+                   help="hold out part of the captures and keep only a checkpoint that passes the privacy gate "
+                        "(DCR ratio >= 1, membership AUC <= 0.6; native backend; default: the preset's, on except "
+                        "for tiny); off: no gate")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. model.port_slots=0 (repeatable)")
     from netdiff_lib.segment.options import add_trace_arguments
@@ -89,6 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     from netdiff_lib.destination import check_output_dir
     from netdiff_lib.encoded import from_captures
     from netdiff_lib.models import get_backend
+    from netdiff_lib.models.base import privacy_settings
     from netdiff_lib.segment import SegmentStats
     from netdiff_lib.segment.options import options_from_args
 
@@ -96,7 +101,8 @@ def _train(args: argparse.Namespace) -> int:
     traces = options_from_args(args)
     backend = get_backend(args.backend)
     preset = args.config or default_preset()
-    cfg = backend.config(preset, steps=args.steps, seed=args.seed, settings=settings(args),
+    extra = privacy_settings(backend, args.privacy)
+    cfg = backend.config(preset, steps=args.steps, seed=args.seed, settings=[*settings(args), *extra],
                          weights=pretrained(args))
     if warning := cpu_warning(preset):
         print(warning, file=sys.stderr)

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(rep.summary(args.checksums))
         for prob in rep.problems[:args.problems] if rep.failures(args.checksums) else ():
             print(f"  frame {prob.frame}: {prob.kind}: {prob.detail}")
-    bad = sum(bool(r.failures(args.checksums)) for r in reports)
+    bad = sum(not r.passes(args.checksums) for r in reports)
     if len(reports) > 1:
         print(f"{len(reports)} files, {bad} failed, {sum(r.packets for r in reports)} packets, "
               f"{sum(r.failures(args.checksums) for r in reports)} failed packets")

@@ -8,6 +8,9 @@ optionally, ``synthetic``.  Every report has two rows measured the same way:
 * ``synthetic``: synthetic against real-test (fidelity, classifiers trained on synthetic and tested on
   real-test, synthetic traces' distance to the closest real-train trace, validator on the synthetic pcaps).
 
+The ``flows`` section meters the sets' pcaps with nfstream (:mod:`netdiff_lib.evaluate.flows`): flow shapes,
+TCP completeness, the nDPI application mix and a flow-level classifier, with the same two rows.
+
 Each pcap is encoded once; all metrics read the same in-memory traces.  Results are a JSON-ready dict (see
 ``report.json``), and with ``out_dir`` also ``report.md`` and a self-contained ``report.html``.
 """
@@ -28,6 +31,7 @@ from netdiff_lib.dataset import ClassMap
 from netdiff_lib.evaluate.compliance import MAX_FILES, application_section, compliance
 from netdiff_lib.evaluate.fidelity import fidelity
 from netdiff_lib.evaluate.fields import FieldTable, extract_fields, field_names
+from netdiff_lib.evaluate.flows import FlowMeter, flow_section
 from netdiff_lib.evaluate.privacy import NEAR_COPY, dcr, membership_auc, privacy_summary
 from netdiff_lib.evaluate.report import headline, kfp_metrics, write_report
 from netdiff_lib.evaluate.sources import TraceCache, TraceSet, relabel
@@ -132,7 +136,7 @@ def evaluate(
     k_packets: int = K_PACKETS, max_packets: int = MAX_PACKETS, seed: int = 0, near_copy: float | None = NEAR_COPY,
     run_compliance: bool = True, compliance_files: int | None = MAX_FILES, pictures: bool = True,
     progress: bool = True, layout: Layout = NETDIFFUSION, class_map: str | Path | None = None,
-    names: dict[str, str] | None = None,
+    names: dict[str, str] | None = None, generator: dict | None = None,
 ) -> dict:
     """Evaluate ``synthetic`` (if given) and the real-train reference against ``real_test``; see module doc.
 
@@ -141,7 +145,8 @@ def evaluate(
     (None: the 5th percentile of the real-test DCRs); ``compliance_files``: pcaps validated per set at most
     (a class-stratified sample; None for all); ``class_map``: a ``class_map.json`` that turns synthetic ``type-N``
     labels into real labels; ``names``: what the report calls a set's source (``real_train``, ``real_test``,
-    ``synthetic``) instead of its path, for callers that stage the sets in temporary folders.
+    ``synthetic``) instead of its path, for callers that stage the sets in temporary folders; ``generator``: what
+    made the synthetic traces (the pipeline's ``generator.json``: backend, preset, privacy mode and gate history).
     Returns the report dict; with ``out_dir`` also writes ``report.json``, ``report.md`` and ``report.html``.
     """
     clock, bar = _Clock(), _bar(progress)
@@ -164,7 +169,12 @@ def evaluate(
         tables = {name: extract_fields(s.traces, layout, bar(f"fields {name}")) for name, s in sets.items()}
         clock.stage("fields", start)
         dcrs = _metrics(result, sets, rows, tables, opts, clock, bar)
+        start = time.perf_counter()
+        result["flows"], flows = flow_section(sets, rows, FlowMeter(Path(work), max_packets), seed, bar)
+        clock.stage("flows", start)
     result["summary"] = {row: headline(result, row) for row in rows}
+    if generator:
+        result["generator"] = generator
     if out_dir is not None:
         start = time.perf_counter()
         pics = None
@@ -174,7 +184,8 @@ def evaluate(
             order = [n for n in ("real_test", "real_train", "synthetic") if n in sets]
             pics = build_pictures({n.replace("_", "-"): sets[n].traces for n in order},
                                   {n.replace("_", "-"): tables[n] for n in order}, result, dcrs,
-                                  field_names(tables["real_test"]))
+                                  field_names(tables["real_test"]),
+                                  {n.replace("_", "-"): flows[n] for n in order if n in flows})
         clock.stage("report", start)
         result["timings_s"] = clock.total()
         write_report(result, out_dir, pics)

@@ -193,10 +193,15 @@ def protocol_mix(presence: dict[str, np.ndarray], n: int) -> np.ndarray:
     return l3 * len(L4_NAMES) + l4
 
 
+def log_keys(values: np.ndarray) -> np.ndarray:
+    """0.1-decade bins of ``log10(1 + x)`` (negative values count as 0): times, whatever their unit."""
+    x = np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
+    return np.floor(IAT_BINS_PER_DECADE * np.log10(1.0 + x)).astype(np.int64)
+
+
 def iat_keys(iat_us: np.ndarray) -> np.ndarray:
     """0.1-decade bin of ``log10(1 + iat_us)`` for every packet but the first."""
-    iat = np.clip(np.asarray(iat_us, dtype=np.float64)[1:], 0.0, None)
-    return np.floor(IAT_BINS_PER_DECADE * np.log10(1.0 + iat)).astype(np.int64)
+    return log_keys(np.asarray(iat_us)[1:])
 
 
 def packets_keys(counts: np.ndarray) -> np.ndarray:

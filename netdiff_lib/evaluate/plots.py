@@ -1,4 +1,5 @@
-"""The report's pictures, as PNG bytes: trace images side by side, field histograms, confusion matrices, DCRs.
+"""The report's pictures, as PNG bytes: trace images side by side, field histograms, confusion matrices, DCRs,
+flow CDFs.
 
 Everything renders off-screen (matplotlib's Agg backend) and returns bytes, so the HTML report can embed the
 pictures and no file is left behind.  Trace images use :func:`netdiff_lib.image.matrix_to_image` (the
@@ -120,6 +121,31 @@ def dcr_png(dcrs: Mapping[str, np.ndarray], near_copy: float) -> bytes:
     return _png(fig)
 
 
+def flow_cdfs(frames: Mapping[str, object]) -> bytes:
+    """Empirical CDFs of TCP/UDP flow sizes, durations and in-flow inter-arrival times, one line per set."""
+    from netdiff_lib.evaluate.flows import shapes
+
+    samples = {name: shapes(df) for name, df in frames.items()}
+    panels = list(next(iter(samples.values())))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.0), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=True):
+        for i, (name, vals) in enumerate(samples.items()):
+            x = np.sort(vals[panel])
+            if x.size:
+                ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", color=COLOURS[i % 4],
+                        label=f"{name} (median {np.median(x):.4g})")
+        if "(ms)" in panel:  # times can be 0 ms
+            ax.set_xscale("symlog", linthresh=1)
+        else:
+            ax.set_xscale("log")
+        ax.set_title(panel, fontsize=9)
+        ax.set_ylabel("share of flows" if "in flow" not in panel else "share of gaps", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _first_by_class(traces: Sequence, classes: Sequence[str]) -> dict[str, object]:
     first: dict[str, object] = {}
     for t in traces:
@@ -149,8 +175,10 @@ def image_table(sets: Mapping[str, Sequence], classes: Sequence[str], scale: flo
 
 
 def build_pictures(sets: Mapping[str, Sequence], tables: Mapping[str, FieldTable], result: dict,
-                   dcrs: Mapping[str, np.ndarray], names: Sequence[str]) -> Pictures:
-    """All pictures of the report: ``sets``/``tables`` map set names (real-test first) to traces/field tables."""
+                   dcrs: Mapping[str, np.ndarray], names: Sequence[str],
+                   flows: Mapping[str, object] | None = None) -> Pictures:
+    """All pictures of the report: ``sets``/``tables``/``flows`` map set names (real-test first) to traces/field
+    tables/flow tables (:mod:`netdiff_lib.evaluate.flows`)."""
     pics = Pictures()
     pics.images = image_table(sets, result["classes"])
     pics.histograms = field_histograms(tables, names)
@@ -161,4 +189,6 @@ def build_pictures(sets: Mapping[str, Sequence], tables: Mapping[str, FieldTable
                 pics.confusion[title] = confusion_png(res["confusion"]["labels"], res["confusion"]["matrix"], title)
     near = next(iter(result["privacy"].values()))["near_copy"]
     pics.dcr = dcr_png(dcrs, near)
+    if flows:
+        pics.flows = flow_cdfs(flows)
     return pics

@@ -30,7 +30,14 @@ HEADLINE = (
     ("dcr_median_ratio", "DCR ratio"), ("exact_copy_rate", "exact copies"), ("near_copy_rate", "near copies"),
     ("membership_auc", "MIA AUC"), ("invalid_rate", "invalid/pkt"), ("offload_rate", "checksum offload/pkt"),
     ("pass_rate", "files passing"),
+    *(("flow_one_packet_share", "1-pkt flows"), ("flow_handshake_share", "TCP handshake"),
+      ("flow_packets_median", "pkts/flow median"), ("flow_duration_ms_median", "flow ms median"),
+      ("flows_per_trace", "flows/trace"), ("flow_jsd_macro", "flow JSD"), ("flow_rf_ratio", "flow RF F1 ratio")),
 )
+#: Headline keys of the flow section (:mod:`netdiff_lib.evaluate.flows`) -> key of the set's pooled figures.
+FLOW_HEADLINE = {"flow_one_packet_share": "one_packet_share", "flow_handshake_share": "handshake_share",
+                 "flow_syn_open_share": "syn_open_share", "flow_packets_median": "packets_median",
+                 "flow_duration_ms_median": "duration_ms_median", "flows_per_trace": "flows_per_trace"}
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Pictures:
     histograms: bytes | None = None
     confusion: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
     dcr: bytes | None = None
+    flows: bytes | None = None  # flow CDFs
 
 
 def json_safe(obj: object) -> object:
@@ -84,7 +92,22 @@ def headline(result: dict, row: str) -> dict[str, float | None]:
     jsd = result.get("application", {}).get("mix_jsd", {}).get(row)
     if jsd is not None:
         out["app_protocol_mix_jsd"] = jsd
+    out |= flow_headline(result.get("flows", {}), row)
     return json_safe(out)
+
+
+def flow_headline(flows: dict, row: str) -> dict[str, float | None]:
+    """The flow section's headline numbers of one row: the row's set's pooled figures, the mean flow-variable
+    JSD and nDPI-mix JSD against real-test, the flow random forest's macro-F1 and its ratio to the reference's."""
+    src = flows.get("rows", {}).get(row) if flows.get("available") else None
+    if src is None:
+        return {}
+    pooled = flows["sets"][src]["all"]
+    dist, util = flows["distances"][row], flows["utility"]
+    f1, ref = util[row].get("macro_f1"), util.get("reference", {}).get("macro_f1")
+    return {**{k: pooled[v] for k, v in FLOW_HEADLINE.items()},
+            "flow_jsd_macro": dist["mean"]["macro"]["jsd"], "flow_app_jsd": dist["application"]["all"]["jsd"],
+            "flow_rf_macro_f1": f1, "flow_rf_ratio": f1 / ref if f1 is not None and ref else None}
 
 
 def tables(result: dict) -> list[Table]:
@@ -94,7 +117,10 @@ def tables(result: dict) -> list[Table]:
                  [[ROW_TITLES.get(r, r), *(result["summary"][r].get(k) for k, _ in HEADLINE)] for r in rows],
                  "JSD/TVD/HD: mean over fields of the per-class distances; lower is closer. DCR ratio >= 1: "
                  "no closer to the training data than fresh real traces. MIA AUC: membership-inference attack "
-                 "(distance to the closest generated trace) on real-train vs real-test traces; 0.5 = no signal.")]
+                 "(distance to the closest generated trace) on real-train vs real-test traces; 0.5 = no signal."
+                 " Flow figures (nfstream): the row's set pooled over classes; flow JSD: mean over the flow "
+                 "variables, macro; flow RF F1 ratio: TSTR/TRTR on flows.")]
+    out += generator_tables(result)
     cover = result.get("class_coverage", {})
     out.append(Table(
         "Inputs", ["set", "source", "traces", "packets", "classes", "unreadable", "empty", "classes not in it",
@@ -130,6 +156,7 @@ def tables(result: dict) -> list[Table]:
     app = result.get("application")
     if app:
         out += _application_tables(app)
+    out += flow_tables(result.get("flows"))
     out.append(Table("Timings (s)", ["stage", "seconds"], [[k, v] for k, v in result["timings_s"].items()]))
     return out
 
@@ -152,6 +179,85 @@ def _application_tables(app: dict) -> list[Table]:
     mix = Table("Application-protocol mix (share of packets)", ["protocol", *sets],
                 [[p, *(s["protocol_mix"].get(p, 0.0) for s in sets.values())] for p in protos[:30]])
     return [head, mix]
+
+
+FLOW_SET_COLUMNS = (
+    ("traces", "pcaps"), ("tcp_udp_flows", "TCP/UDP flows"), ("flows_per_trace", "flows/trace"),
+    ("one_packet_share", "1-pkt flows"), ("packets_median", "pkts median"), ("bytes_median", "bytes median"),
+    ("duration_ms_median", "ms median"), ("iat_ms_median", "IAT ms median"), ("tcp_flows", "TCP flows"),
+    ("syn_open_share", "open with SYN"), ("handshake_share", "handshake"), ("midstream_share", "mid-stream"),
+    ("closed_share", "closed"), ("fin_share", "FIN"), ("rst_share", "RST"),
+)
+FLOW_CLASS_COLUMNS = (("flows_per_trace", "flows/trace"), ("one_packet_share", "1-pkt"),
+                      ("packets_median", "pkts median"), ("handshake_share", "handshake"))
+
+
+def flow_tables(flows: dict | None) -> list[Table]:
+    """The flow section: figures per set, distances and classifier per row, per class, nDPI application mix."""
+    if not flows:
+        return []
+    if not flows.get("available"):
+        return [Table("Flows (nfstream)", ["status"], [[flows.get("reason")]])]
+    sets, rows = flows["sets"], flows["rows"]
+    cfg = flows["config"]
+    out = [Table(
+        f"Flows ({flows['tool']}; pooled)", ["set", *(h for _, h in FLOW_SET_COLUMNS), "unreadable"],
+        [[n, *(s["all"][k] for k, _ in FLOW_SET_COLUMNS), len(s["failed"])] for n, s in sets.items()],
+        f"Bidirectional 5-tuple flows, idle timeout {cfg['idle_timeout_s']} s, first {cfg['max_packets']} frames "
+        "per pcap. Sizes and times: TCP/UDP flows (times in ms, nfstream's clock). Handshake: the first packet a "
+        "SYN, then a SYN from the responder and an ACK from the initiator; mid-stream: the first packet has no "
+        "SYN; closed: a FIN or RST seen. Not measured: " + (", ".join(flows["not_measured"]) or "none") + ".")]
+    variables = [v for v in next(iter(flows["distances"].values()), {}) if v != "mean"]
+    out.append(Table(
+        "Flow distances vs real-test (JSD/TVD, macro over classes / pooled)",
+        ["variable", *(f"{r} {k} {sc}" for r in rows for k in ("JSD", "TVD") for sc in ("macro", "all"))],
+        [[v, *(flows["distances"][r][v][sc][k] for r in rows for k in ("jsd", "tvd") for sc in ("macro", "all"))]
+         for v in [*variables, "mean"]],
+        "flows_per_trace, packets/bytes per flow: quarter-octave bins; duration, iat: 0.1-decade bins of "
+        "log10(1 + ms); tcp_state: opening/closing of TCP flows; application: nDPI master protocol per flow."))
+    util = flows["utility"]
+    ref = util.get("reference", {}).get("macro_f1")
+    out.append(Table(
+        "Flow classifier (random forest on nfstream's flow features, tested on real-test flows)",
+        ["row", "train flows", "test flows", "accuracy", "macro-F1", "ratio to real-train (TSTR/TRTR)"],
+        [[ROW_TITLES.get(r, r), u.get("train_flows"), u.get("test_flows"), u.get("accuracy"), u.get("macro_f1"),
+          u["macro_f1"] / ref if ref and u.get("macro_f1") is not None else None] for r, u in util.items()],
+        f"{len(cfg['features'])} features: ports, IP protocol and version, and per direction duration, packets, "
+        "bytes, packet-size and inter-arrival statistics, TCP flag counts (no addresses, MACs, ids, timestamps)."))
+    classes = sorted({c for s in sets.values() for c in s["per_class"]})
+    out.append(Table("Flows per class", ["class", *(f"{n} {h}" for n in sets for _, h in FLOW_CLASS_COLUMNS)],
+                     [[c, *(sets[n]["per_class"].get(c, {}).get(k) for n in sets for k, _ in FLOW_CLASS_COLUMNS)]
+                      for c in classes]))
+    apps = sorted({a for s in sets.values() for a in s["application_mix"]},
+                  key=lambda a: -max(s["application_mix"].get(a, 0.0) for s in sets.values()))
+    out.append(Table("Application mix (nDPI master protocol, share of flows)", ["application", *sets],
+                     [[a, *(s["application_mix"].get(a, 0.0) for s in sets.values())] for a in apps[:20]]))
+    return out
+
+
+def generator_tables(result: dict) -> list[Table]:
+    """Which model made the synthetic traces and in which privacy mode, with the privacy gate's history (when the
+    run said: the pipeline's ``generator.json``)."""
+    gen = result.get("generator")
+    if not gen:
+        return []
+    on = gen.get("privacy") == "on"
+    mode = ("on: the model folder holds the checkpoint chosen among those that held the privacy gate on captures "
+            "kept out of training" if on else "off: the model was not checked against held-out captures")
+    head = Table("Generator", ["backend", "preset", "privacy gate", "chosen step", "DCR ratio", "MIA AUC",
+                               "held-out traces"],
+                 [[gen.get("backend"), gen.get("preset"), mode, gen.get("privacy_step"), gen.get("privacy_dcr_ratio"),
+                   gen.get("privacy_mia_auc"), gen.get("privacy_heldout_traces")]])
+    gate = gen.get("privacy_gate") or {}
+    if not gate.get("evaluations"):
+        return [head]
+    history = Table(f"Privacy gate during training (holds: DCR ratio >= {gate.get('dcr_min')}, MIA AUC <= "
+                    f"{gate.get('mia_max')}; measured on raw samples against the held-out captures)",
+                    ["step", "DCR ratio", "MIA AUC", "held-out loss", "holds", "chosen"],
+                    [[e.get("step"), e.get("dcr_ratio"), e.get("mia_auc"), e.get("heldout_loss"),
+                      "yes" if e.get("gate") else "no", "yes" if e.get("step") == gate.get("chosen_step") else ""]
+                     for e in gate["evaluations"]])
+    return [head, history]
 
 
 def _compliance_row(row: str, c: dict) -> list:
@@ -215,6 +321,8 @@ def _html_pictures(p: Pictures) -> str:
                      + "".join(_img(png, title) for title, png in p.confusion.items()))
     if p.dcr:
         parts.append("<h2>Distance to the closest training record</h2>" + _img(p.dcr, "DCR histograms"))
+    if p.flows:
+        parts.append("<h2>Flows (nfstream): TCP/UDP flow sizes and times</h2>" + _img(p.flows, "flow CDFs"))
     return "".join(parts)
 
 

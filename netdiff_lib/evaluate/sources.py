@@ -35,6 +35,7 @@ class TraceSet:
     files: list[tuple[str, str]] = field(default_factory=list)  # (local pcap path, label) per kept trace
     failed: list[dict] = field(default_factory=list)  # {"uri", "cause"} per capture that could not be read
     reports: dict[str, dict] = field(default_factory=dict)  # validator reports made earlier, by file
+    flows: dict[str, list[dict]] = field(default_factory=dict)  # flow records metered earlier, by file
     empty: int = 0
     skipped: Counter = field(default_factory=Counter)
 
@@ -102,10 +103,12 @@ def in_memory(name: str, traces: Sequence[Trace], layout: Layout = NETDIFFUSION)
 
 
 def encoded_trace_set(name: str, dirs: Sequence[str | Path], split: str) -> TraceSet:
-    """The ``split`` of the pipeline's encode outputs ``dirs`` (:mod:`netdiff_lib.encoded`): the traces, and
-    the validator reports the encode step made for the compliance sample (no capture is read again)."""
+    """The ``split`` of the pipeline's encode outputs ``dirs`` (:mod:`netdiff_lib.encoded`): the traces, the
+    validator reports the encode step made for the compliance sample and its flow records (no capture is read
+    again)."""
     from netdiff_lib.atomic import read_json
-    from netdiff_lib.encoded import VALIDATION, encoded_files
+    from netdiff_lib.encoded import FLOWS, VALIDATION, encoded_files
+    from netdiff_lib.evaluate.flowrecords import load_flow_records
     from netdiff_lib.trace import load_trace
 
     found = encoded_files(dirs, split)
@@ -116,6 +119,9 @@ def encoded_trace_set(name: str, dirs: Sequence[str | Path], split: str) -> Trac
         root = Path(d) / VALIDATION / split
         for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
             out.reports[f"{split}/{path.relative_to(root).as_posix().removesuffix('.json')}"] = read_json(path)
+        root = Path(d) / FLOWS / split
+        for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+            out.flows[f"{split}/{path.relative_to(root).as_posix().removesuffix('.json')}"] = load_flow_records(path)
     for rel, path in found:
         trace = load_trace(path)
         if len(trace) == 0:

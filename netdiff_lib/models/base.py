@@ -122,6 +122,9 @@ class Backend(ABC):
     #: True when :meth:`train` runs as one of several processes under ``accelerate launch`` (data parallel);
     #: otherwise the train stage runs it in one process whatever the GPU count.
     distributed: ClassVar[bool] = False
+    #: True when training holds the privacy gate (``--privacy on|off``, config section ``privacy``); a backend
+    #: without one trains with it off and refuses ``--privacy on``.
+    privacy_gate: ClassVar[bool] = False
 
     @abstractmethod
     def config(self, preset: str, *, steps: int | None = None, seed: int | None = None,
@@ -141,6 +144,25 @@ class Backend(ABC):
     def load(self, model_dir: str, device: str = "cpu", weights: Mapping[str, str] | None = None) -> TraceGenerator:
         """Load a model folder written by :meth:`train`; ``weights`` (roles as in :meth:`config`) replace the
         pretrained weights the folder names (another copy of the same weights, e.g. on another machine)."""
+
+
+PRIVACY_MODES = ("on", "off")
+
+
+def privacy_settings(backend: Backend, mode: str | None) -> list[str]:
+    """``--privacy MODE`` as config settings of ``backend`` (``None`` or "": the preset's); ConfigError for ``on``
+    with a backend that has no privacy gate."""
+    if not mode:
+        return []
+    if mode not in PRIVACY_MODES:
+        raise ConfigError(f"--privacy must be 'on' or 'off', not {mode!r}")
+    if not backend.privacy_gate:
+        if mode == "on":
+            raise ConfigError(f"--privacy on: backend {backend.name!r} has no privacy gate (it trains on every "
+                              "capture and its model is not checked against held-out ones; the gate is the native "
+                              "backend's); leave --privacy out or pass --privacy off")
+        return []
+    return [f"privacy.mode={mode}"]
 
 
 def no_weights(backend: str, weights: Mapping[str, str] | None) -> None:

@@ -90,9 +90,26 @@ def render_readme(card: dict[str, Any]) -> str:
         lines.append(f"| {lab} | {cid} | {ln.get('traces', 0)} | {ln.get('mean', 0):.1f} "
                      f"| {iat.get('median_us', 0):.1f} |")
     lines += ["", "## Training", ""]
-    lines += [f"- {k}: {v}" for k, v in t.items()]
+    lines += [f"- {k}: {v}" for k, v in t.items() if k != "privacy_gate"]
+    lines += _gate_lines(t.get("privacy_gate"))
     lines += ["", "Generate with `netdiff generate --model <this folder> --per-class N -o OUTDIR`.", ""]
     return "\n".join(lines)
+
+
+def _gate_lines(gate: dict[str, Any] | None) -> list[str]:
+    """The privacy gate's evaluations as a table (``privacy.png`` plots them)."""
+    if not gate:
+        return []
+    lines = ["", "## Privacy gate", "",
+             f"Holds when the DCR ratio is >= {gate['dcr_min']} and the membership AUC <= {gate['mia_max']}, against "
+             f"{gate['holdout'].get('traces', 0)} held-out traces; chosen: step {gate['chosen_step']} "
+             f"({gate['rule']}).",
+             "", "| step | DCR ratio | MIA AUC | held-out loss | holds |", "| --- | --- | --- | --- | --- |"]
+    for ev in gate["evaluations"]:
+        mark = " (chosen)" if ev["step"] == gate["chosen_step"] else ""
+        lines.append(f"| {ev['step']} | {ev['dcr_ratio']:.3f} | {ev['mia_auc']:.3f} | {ev['heldout_loss']:.4f} "
+                     f"| {'yes' if ev['gate'] else 'no'}{mark} |")
+    return lines
 
 
 def write_card(out: Path, card: dict[str, Any]) -> None:

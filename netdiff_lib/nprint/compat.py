@@ -25,7 +25,6 @@ from typing import IO
 
 import numpy as np
 
-from netdiff_lib.atomic import atomic_open
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.nprint.csvio import (
     CsvOptions,
@@ -34,13 +33,13 @@ from netdiff_lib.nprint.csvio import (
     timestamp_prefix,
     write_rows,
 )
-from netdiff_lib.nprint.decode import write_trace_pcap
 from netdiff_lib.nprint.encode import EncodedBatch, encode_batch, skip_counts
 from netdiff_lib.nprint.index import index_values
 from netdiff_lib.nprint.locate import KEPT
-from netdiff_lib.nprint.verbose import describe
-from netdiff_lib.pcap import PacketBatch
+from netdiff_lib.pcap import PacketBatch, PcapWriter
 from netdiff_lib.schema import Layout
+
+NPRINT_SNAPLEN = 65535  # -N: nPrint's pcap_open_dead(..., 65535)
 
 
 @dataclass
@@ -121,7 +120,7 @@ def _prefixes(job: NprintJob, enc: EncodedBatch, given: list[list[str]] | None, 
     if given is not None:
         return [",".join(given[i]) for i in enc.keep.tolist()]
     ts = enc.batch.ts_ns[enc.keep]
-    return join_prefix(index_values(enc, job.csv.index), timestamp_prefix(ts, job.csv, prev_us))
+    return join_prefix(index_values(enc, job.csv.index), timestamp_prefix(ts, job.csv, prev_us, job.mode == "nprint"))
 
 
 def _header(job: NprintJob, cols: np.ndarray | None, csv_columns: list[str] | None) -> bytes:
@@ -174,6 +173,8 @@ def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:
         if ip_map is not None:
             enc = _subset(enc, ip_map.select(enc))
         if job.verbose:
+            from netdiff_lib.nprint.verbose import describe
+
             sys.stderr.write("".join(describe(enc, r) for r in range(len(enc.keep))))
         messages.write("".join(notes).encode())
         notes.clear()
@@ -189,6 +190,23 @@ def write_csv(job: NprintJob, out: IO[bytes]) -> Counter:
     return skipped
 
 
+def nprint_to_pcap(csv: str, out: str) -> None:
+    """``-N CSV -W OUT``: nPrint's reverse conversion.  As nPrint, a row whose first IP byte is not version 4
+    or 6 gives no packet, each IPv6 packet prints ``v6`` on stdout, timestamps are 0 and the snap length is
+    65,535; bytes the CSV does not carry are zero (nPrint: uninitialised memory)."""
+    from netdiff_lib.nprint.decode import ip_versions, pack_matrix
+
+    trace = read_nprint_csv(csv)
+    packed = pack_matrix(trace.matrix, trace.layout)
+    versions = ip_versions(packed)
+    keep = np.flatnonzero((versions == 4) | (versions == 6)).tolist()
+    packets = packed.packets()
+    sys.stdout.write("v6\n" * int((versions == 6).sum()))
+    sys.stdout.flush()
+    with PcapWriter(out, linktype=packed.linktype, snaplen=NPRINT_SNAPLEN) as w:
+        w.write_many([packets[i] for i in keep], np.zeros(len(keep), np.int64))
+
+
 def run_job(job: NprintJob, stdout: IO[bytes] | None = None) -> int:
     """Run a drop-in job; returns nPrint's exit status."""
     if sum(map(bool, (job.pcap, job.csv_in, job.nprint_in))) > 1:
@@ -198,11 +216,12 @@ def run_job(job: NprintJob, stdout: IO[bytes] | None = None) -> int:
         if not job.out:
             print("nprint infile option requires outfile for writing reversed pcap", file=sys.stderr)
             return 1
-        trace = read_nprint_csv(job.nprint_in)
-        write_trace_pcap(job.out, trace, zero_timestamps=True)
+        nprint_to_pcap(job.nprint_in, job.out)
         return 0
     with ExitStack() as stack:
         if job.out:
+            from netdiff_lib.atomic import atomic_open
+
             Path(job.out).parent.mkdir(parents=True, exist_ok=True)
             fh = stack.enter_context(atomic_open(job.out, "wb"))
         else:

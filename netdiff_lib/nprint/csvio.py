@@ -7,18 +7,19 @@ row's last comma becomes the newline.  Only the index/timestamp prefix of a row 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from netdiff_lib.errors import InputError
 from netdiff_lib.schema import BLOCK_ORDER, PAYLOAD_PREFIX, Layout
-from netdiff_lib.trace import Trace
+
+if TYPE_CHECKING:
+    from netdiff_lib.trace import Trace
 
 #: nPrint's ``-O`` index columns: option value -> header name.
 INDEX_NAMES = {0: "src_ip", 1: "dst_ip", 2: "src_prt", 3: "dst_prt", 4: "flow", 5: "tx_mac"}
@@ -69,8 +70,8 @@ def _byte_slots(fill: int) -> tuple[np.ndarray, int]:
     fill_text = f"{fill}," * 8
     width = max(16, len(fill_text))
     table = np.zeros((257, width), np.uint8)
-    for v in range(256):
-        table[v, :16] = np.frombuffer("".join(f"{(v >> (7 - k)) & 1}," for k in range(8)).encode(), np.uint8)
+    table[:256, 0:16:2] = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1) + ord("0")  # MSB first
+    table[:256, 1:16:2] = ord(",")
     table[256, : len(fill_text)] = np.frombuffer(fill_text.encode(), np.uint8)
     return table.view(np.uint64), len(fill_text)
 
@@ -142,10 +143,12 @@ def write_rows(
         out.write(b"".join(parts))
 
 
-def timestamp_prefix(ts_ns: np.ndarray, opts: CsvOptions, prev_us: int = 0) -> list[str]:
+def timestamp_prefix(ts_ns: np.ndarray, opts: CsvOptions, prev_us: int = 0, nprint: bool = False) -> list[str]:
     """The ``rts`` and ``tv_sec,tv_usec`` values, with nPrint's quirks (µs precision; ``prev.tv_sec == 0``).
 
-    ``prev_us`` is the timestamp of the previous written row (0 before the first), for streaming.
+    ``prev_us`` is the timestamp of the previous written row (0 before the first), for streaming.  With
+    ``nprint`` an ``rts`` of exactly -1 (time one microsecond backwards) is left out of the row, as nPrint
+    1.2.1 does: it uses -1 as "no relative timestamp" and tests the value, not the option.
     """
     if not (opts.relative or opts.absolute):
         return [""] * len(ts_ns)
@@ -158,7 +161,11 @@ def timestamp_prefix(ts_ns: np.ndarray, opts: CsvOptions, prev_us: int = 0) -> l
         cols.append(rts.astype(str))
     if opts.absolute:
         cols += [sec.astype(str), usec.astype(str)]
-    return [",".join(t) for t in zip(*cols, strict=True)]
+    rows = [",".join(t) for t in zip(*cols, strict=True)]
+    if nprint and opts.relative:
+        for i in np.flatnonzero(rts == -1).tolist():
+            rows[i] = rows[i].partition(",")[2]
+    return rows
 
 
 def join_prefix(index: list[str], ts: list[str]) -> list[str]:
@@ -168,7 +175,11 @@ def join_prefix(index: list[str], ts: list[str]) -> list[str]:
 @lru_cache(maxsize=65536)
 def ip_text(raw: bytes) -> str:
     """Dotted IPv4 or compressed IPv6 text, as ``inet_ntoa``/``inet_ntop`` print them."""
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    if len(raw) == 4:
+        return "%d.%d.%d.%d" % tuple(raw)  # noqa: UP031 - inet_ntoa's text, without importing socket (3 ms)
+    import socket
+
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 def _first_field(columns: list[str]) -> int:
@@ -180,6 +191,8 @@ def _first_field(columns: list[str]) -> int:
 
 def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
     """Read an nPrint CSV (nPrint's own, netdiff's, or NetDiffusion's with or without a pandas index)."""
+    from netdiff_lib.trace import Trace
+
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -189,8 +202,11 @@ def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
         raise InputError(path, f"cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise InputError(path, "the header line is not text: not an nPrint CSV") from None
+    if header == [""]:
+        raise InputError(path, "an empty file, not an nPrint CSV (no header line)" if not lines
+                         else "the first line is empty: no nPrint header line")
     first = _first_field(header)
-    if first == len(header) and header != [""]:
+    if first == len(header):
         raise InputError(path, "no nPrint bit columns in the header line")
     try:
         layout = Layout.from_columns(header[first:])
@@ -199,8 +215,9 @@ def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
     prefix_names = header[:first]
     matrix = np.empty((len(lines), layout.width), np.int8)
     prefixes: list[list[str]] = []
+    rts_at = prefix_names.index("rts") if "rts" in prefix_names else None
     for r, line in enumerate(lines):
-        parts = line.split(b",", first) if first else [line]
+        parts = _split_prefix(line, first, rts_at, len(header))
         prefixes.append([p.decode() for p in parts[:first]])
         row = _cells(path, r + 2, parts[-1].split(b",")) if layout.width else np.zeros(0)
         if row.shape != (layout.width,):
@@ -212,6 +229,18 @@ def read_nprint_csv(path: str | Path, label: str | None = None) -> Trace:
         raise InputError(path, "the timestamp columns (rts, tv_sec, tv_usec) do not all hold numbers") from None
     index = [p[0] for p in prefixes] if prefix_names and prefix_names[0] in INDEX_NAMES.values() else None
     return Trace(matrix, layout, ts_ns, label, str(path), index)
+
+
+def _split_prefix(line: bytes, first: int, rts_at: int | None, columns: int) -> list[bytes]:
+    """A row as its ``first`` prefix cells and the rest.  nPrint leaves a row's ``rts`` out when it is -1 (one
+    microsecond backwards); such a row, one cell short, gets its -1 back."""
+    if not first:
+        return [line]
+    if rts_at is not None and line.count(b",") == columns - 2:
+        parts = line.split(b",", first - 1)
+        parts.insert(rts_at, b"-1")
+        return parts
+    return line.split(b",", first)
 
 
 def _cells(path: Path, line: int, cells: list[bytes]) -> np.ndarray:

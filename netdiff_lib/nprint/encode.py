@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netdiff_lib.errors import InputError
 from netdiff_lib.nprint.index import index_values
 from netdiff_lib.nprint.locate import (
     KEPT,
@@ -61,6 +62,13 @@ class EncodeResult:
     packets_read: int = 0
     skipped: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+
+    def require_packets(self, path: str | Path) -> Trace:
+        """The trace; a capture that gave no row is an :class:`InputError` saying why (what was skipped)."""
+        if not len(self.trace):
+            reasons = ", ".join(f"{k}: {v}" for k, v in self.skipped.items()) or "the capture holds no packets"
+            raise InputError(path, f"no packet to encode ({self.packets_read} read; {reasons})")
+        return self.trace
 
 
 @lru_cache(maxsize=64)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from netdiff_lib.errors import InputError, os_cause
-from netdiff_lib.nprint.libpcap import BpfFilter, live_batches, make_batch, take
 from netdiff_lib.pcap import PacketBatch, PcapFile
 
 HEX_COLUMN = 2  # nPrint reads the hex packet from the third column of a -C file
@@ -21,14 +20,21 @@ def pcap_source(path: str, expr: str | None, batch_size: int = 16384,
                 libpcap_time: bool = True) -> Iterator[tuple[PacketBatch, None]]:
     """A capture file's packets, only those the BPF filter ``expr`` accepts when given; timestamps as libpcap
     gives them to nPrint unless ``libpcap_time`` is False (see :class:`PcapFile`)."""
-    bpf = BpfFilter(expr) if expr else None
-    if bpf is not None:
-        bpf.program(1)  # a bad expression fails before any output, as in nPrint
+    if not expr:
+        for batch in PcapFile(path, libpcap_time=libpcap_time).batches(batch_size=batch_size):
+            yield batch, None
+        return
+    from netdiff_lib.nprint.libpcap import BpfFilter, take  # libpcap (ctypes) only for a filter
+
+    bpf = BpfFilter(expr)
+    bpf.program(1)  # a bad expression fails before any output, as in nPrint
     for batch in PcapFile(path, libpcap_time=libpcap_time).batches(batch_size=batch_size):
-        yield (batch if bpf is None else take(batch, bpf.matches(batch).nonzero()[0])), None
+        yield take(batch, bpf.matches(batch).nonzero()[0]), None
 
 
 def live_source(device: str | None, expr: str | None) -> Iterator[tuple[PacketBatch, None]]:
+    from netdiff_lib.nprint.libpcap import live_batches
+
     for batch in live_batches(device, expr):
         yield batch, None
 
@@ -79,4 +85,6 @@ def _hex_packet(cell: str) -> bytes | None:
 
 
 def _hex_batch(pkts: list[bytes]) -> PacketBatch:
+    from netdiff_lib.nprint.libpcap import make_batch
+
     return make_batch(pkts, [0] * len(pkts), [len(p) for p in pkts], 0)

@@ -28,14 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
+from netdiff_lib.errors import ConfigError, InputError
+from netdiff_lib.nprint.decode import nothing_to_write
 from netdiff_lib.repair.addresses import AddressPlan
 from netdiff_lib.repair.batch import Reconstruction, reconstruct, reconstruct_batch
 from netdiff_lib.repair.pipeline import RepairConfig
+from netdiff_lib.repair.protocols import check_layout
 from netdiff_lib.repair.report import RepairReport
-from netdiff_lib.repair.timing import IatModel
+from netdiff_lib.repair.timing import IatModel, TimeRangeError
 from netdiff_lib.trace import Trace
 
+#: Most rows of one trace that reconstruction takes from a file (it holds a whole trace in memory, a few KB a
+#: row): 64 times the traces the model makes (``--max-packets``, 1,024 by default).
+MAX_TRACE_ROWS = 65_536
+
 __all__ = [
+    "MAX_TRACE_ROWS",
     "AddressPlan",
     "IatModel",
     "Reconstruction",
@@ -56,12 +64,30 @@ def _has_times(trace: Trace) -> bool:
 
 
 def reconstruct_trace(trace: Trace, config: RepairConfig | None = None,
-                      iat_us: np.ndarray | None = None) -> Reconstruction:
-    """Reconstruct a :class:`Trace`; its own inter-arrival times are used when it has real timestamps."""
+                      iat_us: np.ndarray | None = None, name: str | Path | None = None) -> Reconstruction:
+    """Reconstruct a :class:`Trace`; its own inter-arrival times are used when it has real timestamps.
+
+    With ``name`` (the input file), what makes a trace unusable is an :class:`InputError` naming it: a layout
+    without network and transport blocks, packet times that no start fits into a pcap, or no packet to write
+    (no rows, or every row padding), or more than :data:`MAX_TRACE_ROWS` rows.
+    """
     if iat_us is None and _has_times(trace):
         iat_us = trace.iat_us()
-    return reconstruct(trace.matrix, trace.layout, iat_us=iat_us, label=trace.label, source=trace.source,
-                       config=config)
+    if name is not None and len(trace) > MAX_TRACE_ROWS:
+        raise InputError(name, f"{len(trace):,} packet rows, more than the {MAX_TRACE_ROWS:,} reconstruction takes "
+                               "per trace (cut it into shorter traces)")
+    if name is None:
+        return reconstruct(trace.matrix, trace.layout, iat_us=iat_us, label=trace.label, source=trace.source,
+                           config=config)
+    try:
+        check_layout(trace.layout)
+        rec = reconstruct(trace.matrix, trace.layout, iat_us=iat_us, label=trace.label, source=trace.source,
+                          config=config)
+    except (ConfigError, TimeRangeError) as exc:
+        raise InputError(name, str(exc)) from None
+    if not len(rec):
+        raise InputError(name, nothing_to_write(rec.report.rows, rec.report.padding_rows))
+    return rec
 
 
 def safe_name(label: str | None, default: str = "trace") -> str:

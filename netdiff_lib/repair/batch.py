@@ -23,7 +23,7 @@ from netdiff_lib.repair.emit import Frames
 from netdiff_lib.repair.headers import packed, to_matrix
 from netdiff_lib.repair.pipeline import RepairConfig
 from netdiff_lib.repair.report import RepairReport, changed_bytes, changed_fields
-from netdiff_lib.repair.timing import timestamps
+from netdiff_lib.repair.timing import fit_pcap_range, timestamps
 from netdiff_lib.schema import NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace
 
@@ -126,7 +126,12 @@ def reconstruct_batch(matrices: Sequence[np.ndarray], layout: Layout = NETDIFFUS
         lo, hi = int(bounds[i]), int(bounds[i + 1])
         kept = rows[lo:hi] - offsets[i]
         ts = timestamps(int(sizes[i]), iats[i], cfg.iat_model, pipeline.start_time(cfg), cfg.seed + i)[kept]
+        ts, shift = fit_pcap_range(ts)
         report = _report(w, diff, lo, hi, layout, labs[i], srcs[i], int(sizes[i]), int(flows[i]), int(sessions[i]))
+        if shift:
+            report.notes.append(f"packet times moved by {shift // 10**9:+,} s into the pcap range (1970 .. 2106), "
+                                f"inter-arrival times kept: the first packet is at {ts[0] // 10**9:,} s "
+                                "since the epoch")
         if pay is not None:
             report.payload_adjusted = int(pay.adjusted[lo:hi].sum())
             report.payload_services = synth.counts(pay.slice(lo, hi), w.payload[lo:hi])

@@ -39,7 +39,8 @@ class Decision:
 def check_layout(layout: Layout) -> None:
     """Reconstruction needs a network block and a transport block."""
     if not any(b in layout.blocks for b in L3_BLOCKS) or not any(b in layout.blocks for b in L4_BLOCKS):
-        raise ConfigError(f"reconstruction needs an ipv4/ipv6 block and a tcp/udp/icmp block, not {layout.describe()}")
+        raise ConfigError("reconstruction needs an ipv4/ipv6 block and a tcp/udp/icmp block, not "
+                          f"{layout.describe() or 'a layout without header blocks'}")
 
 
 def _argmax(scores: list[np.ndarray]) -> np.ndarray:
@@ -73,6 +74,18 @@ def decide(h: HeaderBytes) -> Decision:
     l4 = _argmax(l4_scores)
     coverage = _chosen_coverage(is6, l4, net_cov, l4_cov)
     return Decision(coverage >= MIN_COVERAGE, np.where(is6, 6, 4).astype(np.int64), l4, coverage)
+
+
+def packet_rows(matrix: np.ndarray, layout: Layout) -> np.ndarray:
+    """Which rows are packets, by the padding rule of :func:`decide` (the chosen network and transport fixed
+    headers have at least half their bits on the wire), so that decoding and reconstruction agree on padding:
+    a padding row that a noisy or colour-processed image speckled with a few 0/1 cells stays padding.  Layouts
+    without a network and a transport block: rows with any bit on the wire."""
+    matrix = np.asarray(matrix)
+    has_net = any(b in layout.blocks for b in L3_BLOCKS)
+    if not len(matrix) or not has_net or not any(b in layout.blocks for b in L4_BLOCKS):
+        return (matrix != -1).any(axis=1)
+    return decide(HeaderBytes(matrix, layout)).keep
 
 
 def _chosen_coverage(is6: np.ndarray, l4: np.ndarray, net_cov: dict[str, np.ndarray],

@@ -43,6 +43,8 @@ class RepairReport:
     #: Packets whose payload length changed so that a valid message fits; packets with payload per service.
     payload_adjusted: int = 0
     payload_services: dict[str, int] = field(default_factory=dict)
+    #: What else reconstruction had to do to the trace (e.g. move its packet times into the pcap range).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changed_fraction(self) -> float:
@@ -79,7 +81,7 @@ class RepairReport:
         return (f"{self.packets} packets ({protos}), {self.flows} flows, {self.padding_rows} padding rows; "
                 f"{100 * self.changed_fraction:.2f}% of bits changed, "
                 f"{100 * self.kept_fraction():.2f}% of non-address non-checksum bits kept, "
-                f"{self.payload_adjusted} payload lengths adjusted")
+                f"{self.payload_adjusted} payload lengths adjusted" + "".join(f"; {n}" for n in self.notes))
 
 
 def column_counts(mask: np.ndarray, max_value: int = 1) -> np.ndarray:

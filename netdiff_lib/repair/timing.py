@@ -8,6 +8,9 @@ one decade either side) stands in when neither generated times nor a fitted mode
 
 Timestamps are ``start + cumsum(gaps)``: gaps are clipped to >= 0 (NaN counts as 0), so time never runs
 backwards; the first packet is at ``start`` (default 2024-01-01 00:00:00 UTC, so outputs are reproducible).
+A pcap holds times from 1970 to 2106 (0 .. 2**32 s): :func:`fit_pcap_range` moves times that would pass
+either end into it by whole seconds, keeping every gap (a trace whose own times run past 2106 from the
+start, as some fuzzed test captures' do); gaps that add up to more than the range are a :class:`TimeRangeError`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ BINS = 64
 LOW_US, HIGH_US = 1.0, 1e8
 DEFAULT_START_NS = 1_704_067_200 * 1_000_000_000
 FORMAT = "netdiff-iat/1"
+NS = 1_000_000_000
+#: The first time (ns since the epoch) past what a classic pcap holds, and the longest span of times that fits.
+PCAP_END_NS = (1 << 32) * NS
+MAX_SPAN_NS = PCAP_END_NS - NS
+
+
+class TimeRangeError(ValueError):
+    """Packet times that no start can fit into a pcap's range."""
 
 
 @dataclass
@@ -110,7 +121,26 @@ def timestamps(n: int, iat_us: np.ndarray | None = None, model: IatModel | None 
             raise ValueError(f"need {n} inter-arrival times, got {gaps.shape}")
     else:
         gaps = (model or IatModel.default()).sample(n, np.random.default_rng(seed))
-    ns = np.round(gaps * 1000.0).astype(np.int64)
     if n:
-        ns[0] = 0
-    return int(start_ns) + np.cumsum(ns)
+        gaps[0] = 0.0
+    span = float(gaps.sum()) * 1000.0
+    if span > MAX_SPAN_NS:
+        raise TimeRangeError(f"its packet times span {span / NS:,.0f} s, more than a pcap holds "
+                             f"({MAX_SPAN_NS // NS:,} s, 1970 .. 2106)")
+    return int(start_ns) + np.cumsum(np.round(gaps * 1000.0).astype(np.int64))
+
+
+def fit_pcap_range(ts_ns: np.ndarray) -> tuple[np.ndarray, int]:
+    """Times moved by whole seconds into the pcap range when they pass it, gaps kept; returns (times, shift ns).
+
+    The shift is the smallest that fits: times past 2106 end just before it, times before 1970 start at it.
+    """
+    ts = np.asarray(ts_ns, np.int64)
+    if not len(ts) or (ts.min() >= 0 and ts.max() < PCAP_END_NS):
+        return ts, 0
+    lo, hi = int(ts.min()), int(ts.max())
+    if hi - lo > MAX_SPAN_NS:
+        raise TimeRangeError(f"its packet times span {(hi - lo) / NS:,.0f} s, more than a pcap holds "
+                             f"({MAX_SPAN_NS // NS:,} s, 1970 .. 2106)")
+    shift = -(-(hi - PCAP_END_NS + 1) // NS) * -NS if hi >= PCAP_END_NS else -(lo // NS) * NS
+    return ts + shift, shift

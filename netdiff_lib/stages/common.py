@@ -13,6 +13,7 @@ from netdiff_lib.errors import ConfigError, InputError
 # Pipeline defaults (the pipelines take them from here).
 SHARDS = 4
 TRACES_PER_CLASS = 20
+GENERATOR = "generator.json"  # beside generated traces and their pcaps: which model, which privacy mode
 TEST_FRACTION = 0.2  # as netdiff_lib.dataset.split_captures
 
 

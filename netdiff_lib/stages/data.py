@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netdiff_lib import __version__, storage
-from netdiff_lib.encoded import NPRINT, PAYLOADS, VALIDATION, save_payload_records, scan_payloads
+from netdiff_lib.encoded import FLOWS, NPRINT, PAYLOADS, VALIDATION, save_payload_records, scan_payloads
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.stages.common import shard_count, shard_item, shard_of, write_json
 
@@ -140,7 +140,8 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
                  max_packets: int, s3_endpoint: str = "", traces: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fetch one shard's captures and read each once: its nPrint trace (first ``max_packets`` packets) into
     ``out_dir/nprint/<split>/<label>/<file>.npz``, its transport payloads (for the payload profile) into
-    ``out_dir/payloads/...`` and, for the evaluation's sample, the validator's report into
+    ``out_dir/payloads/...``, its flows (nfstream, when installed; whole captures only) into
+    ``out_dir/flows/....json`` and, for the evaluation's sample, the validator's report into
     ``out_dir/validation/....json``; writes ``out_dir/shard.json`` and returns its summary.  The captures
     themselves are not kept: training and evaluation read these files only.
 
@@ -151,6 +152,8 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
     import tempfile
 
     from netdiff_lib.evaluate.compliance import run_validator
+    from netdiff_lib.evaluate.flowrecords import save_flow_records
+    from netdiff_lib.evaluate.flows import FlowMeter, unavailable
     from netdiff_lib.nprint.encode import encode_pcap
     from netdiff_lib.schema import NETDIFFUSION
     from netdiff_lib.trace import save_trace
@@ -164,6 +167,7 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
                                         "differs): run the pipeline again")
         check = validated(plan)
         opts = shard_trace_options(traces, tmp)
+        meter = FlowMeter(Path(tmp), max_packets) if opts is None and unavailable() is None else None
         for cap in plan.shard(index):
             local = storage.get(cap.uri, Path(tmp, cap.dest))
             if opts is not None:
@@ -178,6 +182,9 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
             save_payload_records(out / PAYLOADS / f"{cap.dest}.npz", scan_payloads(local))
             if cap.dest in check:
                 write_json(out / VALIDATION / f"{cap.dest}.json", run_validator(str(local)))
+            flows = meter.records(str(local)) if meter is not None else None
+            if isinstance(flows, list):  # else the evaluation counts the capture as one nfstream could not read
+                save_flow_records(out / FLOWS / f"{cap.dest}.json", flows)
             if opts is None:
                 rows.append({"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest,
                              "packets": len(result.trace), "skipped": dict(result.skipped)})

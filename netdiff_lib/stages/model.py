@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from netdiff_lib import storage
+from netdiff_lib.atomic import write_json
 from netdiff_lib.errors import ConfigError, InputError, NetdiffError
 from netdiff_lib.generate import trace_names
 from netdiff_lib.models import Sampling, backend_of, get_backend
 from netdiff_lib.models.base import save_generated
 from netdiff_lib.payloads import FILE_NAME as PAYLOADS_FILE
-from netdiff_lib.stages.common import read_json, shard_count, shard_item, shard_name
+from netdiff_lib.stages.common import GENERATOR, read_json, shard_count, shard_item, shard_name
 from netdiff_lib.stages.launch import TrainJob, run_job
 
 CHECKPOINTS = "checkpoints"
@@ -73,16 +74,30 @@ def model_summary(model_dir: str | Path, model_uri: str) -> dict[str, Any]:
             "data_fingerprint": card.get("data", {}).get("fingerprint"), **training}
 
 
+def generator_info(model_dir: str | Path) -> dict[str, Any]:
+    """What the report says about the model that made the traces: backend, preset, privacy mode and the privacy
+    gate's history (from the model card)."""
+    card = read_json(Path(model_dir) / CARD)
+    training = card.get("training", {})
+    info = {"backend": card.get("backend"), "preset": card.get("config", {}).get("preset"),
+            "privacy": training.get("privacy", "off")}
+    return info | {k: v for k, v in training.items() if k.startswith("privacy_")}
+
+
 def train_model(data_dirs: list[str], model_dir: str | Path, *, model_uri: str, output_uri: str = "",
                 backend: str, config: str, steps: int, seed: int, weights: dict[str, str] | None = None,
-                s3_endpoint: str = "", processes: int | None = None) -> dict[str, Any]:
+                s3_endpoint: str = "", processes: int | None = None, privacy: str = "") -> dict[str, Any]:
     """Train on the train split of the encode outputs ``data_dirs`` into ``model_uri`` (empty:
     ``<output_uri>/model``), resuming from its checkpoints; copy the finished folder to ``model_dir``.
-    ``steps`` 0 means the preset's; ``weights``: pretrained weights by role (empty values: none)."""
+    ``steps`` 0 means the preset's; ``weights``: pretrained weights by role (empty values: none); ``privacy``:
+    ``on``/``off`` (the privacy gate; "": the preset's)."""
+    from netdiff_lib.models.base import privacy_settings
+
     model_uri = model_uri or (storage.join(output_uri, MODEL_DIR) if output_uri else "")
     if not model_uri:
         raise ConfigError("training needs a model URI or an output URI (for the model folder and its checkpoints)")
     job = TrainJob(tuple(str(d) for d in data_dirs), model_uri, backend, config, steps=steps or None, seed=seed,
+                   settings=tuple(privacy_settings(get_backend(backend), privacy)),
                    weights={k: v for k, v in (weights or {}).items() if v}, s3_endpoint=s3_endpoint)
     n = cuda_devices() if processes is None else processes
     if not get_backend(backend).distributed:
@@ -134,6 +149,8 @@ def generate_shards(model_dir: str | Path, out_dir: str | Path, *, per_class: in
     profile = Path(model_dir, PAYLOADS_FILE)
     if profile.is_file():  # reconstruction synthesises payloads as the training captures showed them
         shutil.copyfile(profile, Path(out_dir, PAYLOADS_FILE))
+    if Path(model_dir, CARD).is_file():  # the report says which model (and privacy mode) made the traces
+        write_json(Path(out_dir, GENERATOR), generator_info(model_dir))
     counts: dict[str, int] = {}
     for g in traces:
         counts[g.label] = counts.get(g.label, 0) + 1

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from netdiff_lib import __version__, storage
 from netdiff_lib.errors import InputError
 from netdiff_lib.stages.common import (
+    GENERATOR,
     files_under,
     link_files,
     read_json,
@@ -83,6 +84,8 @@ def reconstruct_shard(generated_dir: str | Path, shard: dict[str, Any], out_dir:
     summary = {**{k: int(totals[k]) for k in _REPAIR_SUMS}, "protocols": dict(sorted(protocols.items())),
                "shard": index}
     write_json(Path(out_dir, REPAIR_FILE), {**summary, "files": rows})
+    if Path(generated_dir, GENERATOR).is_file():  # on to the report: which model made these pcaps
+        write_json(Path(out_dir, GENERATOR), read_json(Path(generated_dir, GENERATOR)))
     return summary
 
 
@@ -128,7 +131,9 @@ def evaluate_run(data_dirs: list[str], synthetic_dirs: list[str], report_dir: st
         root = _input_root(data_dirs)
         names = {"real_train": f"train split of {root}", "real_test": f"test split of {root}",
                  "synthetic": "the run's reconstructed pcaps"}
-        result = evaluate(train, test, str(synthetic), report_dir, seed=seed, progress=True, names=names)
+        made_by = [Path(d, GENERATOR) for d in synthetic_dirs if Path(d, GENERATOR).is_file()]
+        result = evaluate(train, test, str(synthetic), report_dir, seed=seed, progress=True, names=names,
+                          generator=read_json(made_by[0]) if made_by else None)
     for name, value in kfp_metrics(result)["metrics"].items():
         if metrics is not None:
             metrics.log_metric(name, value)

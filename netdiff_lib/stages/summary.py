@@ -12,6 +12,12 @@ COLUMNS = (
     ("dcr_median_ratio", "DCR ratio", "{:.2f}"), ("exact_copy_rate", "copies", "{:.1%}"),
     ("invalid_rate", "invalid", "{:.1%}"), ("offload_rate", "offload", "{:.1%}"),
 )
+#: The flow figures (nfstream), a second block under the first.
+FLOW_COLUMNS = (
+    ("flow_one_packet_share", "1-pkt flows", "{:.1%}"), ("flow_handshake_share", "handshake", "{:.1%}"),
+    ("flow_packets_median", "pkts/flow", "{:.0f}"), ("flow_duration_ms_median", "flow ms", "{:.0f}"),
+    ("flows_per_trace", "flows/trace", "{:.1f}"), ("flow_rf_ratio", "flow F1 ratio", "{:.2f}"),
+)
 ROWS = (("reference", "real-train vs real-test"), ("synthetic", "synthetic vs real-test"))
 
 
@@ -21,12 +27,19 @@ def _fmt(value: Any, pattern: str) -> str:
     return pattern.format(value)
 
 
-def _evaluation(evaluation: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["evaluation  " + " " * 24 + "".join(f"{title:>11}" for _, title, _ in COLUMNS)]
+def _block(evaluation: dict[str, dict[str, Any]], name: str, columns: tuple, width: int = 11) -> list[str]:
+    lines = [f"{name:<12}" + " " * 24 + "".join(f"{title:>{width}}" for _, title, _ in columns)]
     for row, title in ROWS:
         if row in evaluation:
-            values = "".join(f"{_fmt(evaluation[row].get(k), f):>11}" for k, _, f in COLUMNS)
+            values = "".join(f"{_fmt(evaluation[row].get(k), f):>{width}}" for k, _, f in columns)
             lines.append(f"  {title:<34}{values}")
+    return lines
+
+
+def _evaluation(evaluation: dict[str, dict[str, Any]]) -> list[str]:
+    lines = _block(evaluation, "evaluation", COLUMNS)
+    if any(k in evaluation.get(row, {}) for k, _, _ in FLOW_COLUMNS for row, _ in ROWS):
+        lines += _block(evaluation, "flows", FLOW_COLUMNS, 14)
     from netdiff_lib.evaluate.compliance import offload_note  # deferred: netdiff_lib.evaluate loads scikit-learn
 
     for row, what in (("reference", "the real-test packets"), ("synthetic", "the synthetic packets")):
@@ -34,6 +47,17 @@ def _evaluation(evaluation: dict[str, dict[str, Any]]) -> list[str]:
         if note:
             lines += textwrap.wrap(f"note: {note}", 110, initial_indent="  ", subsequent_indent="        ")
     return lines
+
+
+def privacy_line(model: dict[str, Any]) -> str:
+    """Which privacy mode made the traces: the gate's choice (from the model card's scalars), or off."""
+    if model.get("privacy") != "on":
+        why = "" if model.get("backend") == "native" else f" (backend {model.get('backend')} has no gate)"
+        return f"privacy     gate off{why}: the model was not checked against held-out captures"
+    return (f"privacy     gate on: step {model.get('privacy_step')} chosen, DCR ratio "
+            f"{_fmt(model.get('privacy_dcr_ratio'), '{:.2f}')}, membership AUC "
+            f"{_fmt(model.get('privacy_mia_auc'), '{:.2f}')} on {model.get('privacy_heldout_traces')} held-out "
+            "traces (every evaluation: model card)")
 
 
 def summary_text(summary: dict[str, Any], elapsed_s: float | None = None) -> str:
@@ -55,6 +79,7 @@ def summary_text(summary: dict[str, Any], elapsed_s: float | None = None) -> str
         lines.append(f"model       {model.get('model_uri')}: {model.get('backend')} {model.get('preset')}, "
                      f"{model.get('steps', '?')} steps, final loss {loss}, {model.get('elapsed_s', '?')} s on "
                      f"{model.get('device', '?')}")
+        lines.append(privacy_line(model))
     pcaps = summary.get("pcaps") or {}
     per_class = ", ".join(f"{k} {v}" for k, v in (pcaps.get("classes") or {}).items())
     lines.append(f"pcaps       {pcaps.get('count', 0)} in {pcaps.get('uri')} ({per_class})")

@@ -21,6 +21,7 @@ from netdiff_lib.models.native.train import train
 class NativeBackend(Backend):
     name = "native"
     distributed = True
+    privacy_gate = True
 
     def config(self, preset: str, *, steps: int | None = None, seed: int | None = None,
                settings: Sequence[str] = (), weights: Mapping[str, str] | None = None) -> Config:

@@ -34,7 +34,13 @@ one from an older run is removed when loading or resuming).
 Evaluation hook: ``train(..., hook=StepHook)`` calls the hook every ``hook.every`` steps on the main process
 with a :class:`~netdiff_lib.models.native.model.NativeModel` of the current EMA weights; the numbers it
 returns go into the loop state's ``evaluations`` (checkpointed; in the model card), and the global random
-states are restored after it, so a hook never changes training (the place for checkpoint selection).
+states are restored after it, so a hook never changes training.  The hook also runs at the run's last step.
+
+Privacy gate (``privacy.mode=on``, :mod:`~netdiff_lib.models.native.privacy`): part of the captures is held out
+before anything is fitted, and the gate is the hook.  After each evaluation the best gate-holding one is chosen
+again; when it is the new one its EMA weights are kept (and saved in every checkpoint, beside the EMA, under the
+prefix ``gate_best.``, so a resumed run keeps the same choice).  The model folder gets the chosen weights; when
+no evaluation held the gate, none is written (TrainingError).
 
 At the end the EMA weights, config, the representation's fitted state, class map, statistics, model card and
 loss curve are written to the model folder (local, or staged locally and uploaded to an ``s3://`` URI).
@@ -60,6 +66,9 @@ from netdiff_lib.models.base import TrainingData
 from netdiff_lib.models.native.data import BucketPlan, Prepared, prepare_data
 from netdiff_lib.models.native.layers import count_parameters
 from netdiff_lib.models.native.model import NativeModel, plain_state, write_model_folder
+from netdiff_lib.models.native.privacy import PrivacyGate, choose, gate_entries, holdout_of
+
+BEST = "gate_best."  # checkpoint key prefix of the kept (gate-holding) EMA weights
 
 CHECKPOINTS = "checkpoints"
 HORIZON_PROBE = (20, 60)  # steps between which the step rate is measured when a time budget is set
@@ -144,8 +153,9 @@ def _staging(out: str) -> tuple[Path, bool]:
 
 
 def _resume(cfg: Config, ckpt_root: str, model: torch.nn.Module, ema: list[torch.Tensor],
-            opt: torch.optim.Optimizer, sched: Any, data_fp: str, metric: str) -> LoopState | None:
-    """Load the latest checkpoint into the objects; None when there is none."""
+            opt: torch.optim.Optimizer, sched: Any, data_fp: str, metric: str,
+            best: list[torch.Tensor]) -> LoopState | None:
+    """Load the latest checkpoint into the objects (the kept gate weights into ``best``); None when there is none."""
     if checkpoint.latest(ckpt_root) is None:
         return None
     ck = checkpoint.load(ckpt_root)
@@ -153,12 +163,17 @@ def _resume(cfg: Config, ckpt_root: str, model: torch.nn.Module, ema: list[torch
     if saved.model != cfg.model or saved.diffusion != cfg.diffusion:
         raise ConfigError(f"checkpoint {ck.name} was trained with another model/diffusion config "
                           f"(preset {saved.preset}); resume with the same --config")
+    if (saved.privacy.mode, saved.privacy.holdout) != (cfg.privacy.mode, cfg.privacy.holdout):
+        raise ConfigError(f"checkpoint {ck.name} was trained with --privacy {saved.privacy.mode} (holdout "
+                          f"{saved.privacy.holdout}), on other traces; resume with the same privacy settings")
     if ck.meta.get("data_fingerprint") != data_fp:
         raise ConfigError(f"checkpoint {ck.name} was trained on other data (fingerprint differs)")
     model.load_state_dict(plain_state(ck.model))  # plain keys also from a run that saved compiled ones
     names, saved_ema = [n for n, _ in model.named_parameters()], plain_state(ck.ema)
     for e, n in zip(ema, names, strict=True):
         e.copy_(saved_ema[n])
+    if BEST + names[0] in saved_ema:
+        best[:] = [saved_ema[BEST + n].to(ema[0].device) for n in names]
     opt.load_state_dict(ck.optimizer)
     for group in opt.param_groups:  # a checkpoint from before the fused optimizer carries fused=None
         group["fused"] = True
@@ -172,11 +187,12 @@ def _resume(cfg: Config, ckpt_root: str, model: torch.nn.Module, ema: list[torch
 
 
 def _save(ckpt_root: str, cfg: Config, state: LoopState, model: torch.nn.Module, ema: list[torch.Tensor],
-          opt: torch.optim.Optimizer, sched: Any, data_fp: str) -> None:
+          opt: torch.optim.Optimizer, sched: Any, data_fp: str, best: list[torch.Tensor]) -> None:
     names = [n for n, _ in model.named_parameters()]
+    kept = {BEST + n: b for n, b in zip(names, best, strict=True)} if best else {}
     meta = {"backend": cfg.backend, "config": cfg.to_dict(), "loop": asdict(state), "data_fingerprint": data_fp,
             "data_position": {"epoch": state.epoch, "batch": state.batch}, "lr_scheduler": sched.state_dict()}
-    checkpoint.save(ckpt_root, state.step, meta, model.state_dict(), dict(zip(names, ema, strict=True)),
+    checkpoint.save(ckpt_root, state.step, meta, model.state_dict(), dict(zip(names, ema, strict=True)) | kept,
                     opt.state_dict(), keep=cfg.train.keep_checkpoints)
 
 
@@ -191,7 +207,8 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
 
     ``until_step`` ends this process at that step as if it were stopped there (checkpoint and model folder
     written; the LR schedule still follows the config), so a run can be trained in slices with ``resume``.
-    ``hook``: an evaluation every ``hook.every`` steps (see the module docstring).
+    ``hook``: an evaluation every ``hook.every`` steps and at the last (see the module docstring); with
+    ``privacy.mode=on`` the privacy gate is the hook.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -199,10 +216,19 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     tc = cfg.train
     if not torch.cuda.is_available() and tc.cpu_threads:
         torch.set_num_threads(tc.cpu_threads)
-    prep = prepare_data(cfg, data)
+    holdout = holdout_of(cfg, data, hook)
+    prep = prepare_data(cfg, data if holdout is None else holdout.training_data(data))
     rep = prep.representation
     acc = Accelerator(mixed_precision=_precision(cfg), cpu=not torch.cuda.is_available())
     rank, world, dev = acc.process_index, acc.num_processes, acc.device
+    if holdout is not None:
+        prep.data_info["holdout"] = holdout.describe()
+        hook = PrivacyGate(cfg, prep, holdout, dev)
+        acc.print(f"privacy gate on: {len(holdout.held)} traces held out ({cfg.privacy.holdout:.0%} of each class's "
+                  f"captures), DCR ratio and membership AUC every {cfg.privacy.every} steps; --privacy off: none")
+    else:
+        acc.print("privacy gate off: trained on every trace, no DCR/membership check (--privacy on: the gate)")
+    best: list[torch.Tensor] = []  # the EMA weights of the chosen gate-holding evaluation
     torch.manual_seed(tc.seed)
     fp = prep.data_info["fingerprint"]
     plan = BucketPlan(prep.packed.lengths, tc.buckets, tc.batch_tokens, tc.seed, world)
@@ -216,7 +242,7 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     ckpt_root = f"{out.rstrip('/')}/{CHECKPOINTS}" if remote else str(stage / CHECKPOINTS)
     if not resume and checkpoint.latest(ckpt_root) is not None:
         raise ConfigError(f"{out} already holds training checkpoints: pass --resume to continue, or use a new folder")
-    if resume and (loaded := _resume(cfg, ckpt_root, net, ema, opt, sched, fp, rep.metric)) is not None:
+    if resume and (loaded := _resume(cfg, ckpt_root, net, ema, opt, sched, fp, rep.metric, best)) is not None:
         keep_horizon = tc.time_budget_s is not None and loaded.step >= HORIZON_PROBE[1]
         state.__dict__.update({**loaded.__dict__, "horizon": loaded.horizon if keep_horizon else tc.steps})
         acc.print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batch})")
@@ -260,17 +286,22 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
         bar.update(1)
         if tc.time_budget_s is not None:
             _apply_budget(state, cfg, acc, bar)
-        if hook is not None and state.step % hook.every == 0:
+        if hook is not None and (state.step % hook.every == 0 or state.step == min(tc.steps, state.horizon)):
             _evaluate(hook, state, cfg, prep, net, ema, acc)
+            if holdout is not None and choose(state.evaluations, cfg.privacy) == len(state.evaluations) - 1:
+                best[:] = [e.detach().clone() for e in ema]  # the new choice (main process only)
         if state.step % tc.checkpoint_every == 0 and state.step < min(stop, state.horizon):
             acc.wait_for_everyone()
             if acc.is_main_process:
-                _save(ckpt_root, cfg, state, net, ema, opt, sched, fp)
+                _save(ckpt_root, cfg, state, net, ema, opt, sched, fp, best)
     bar.close()
     acc.wait_for_everyone()
     if acc.is_main_process:
-        _save(ckpt_root, cfg, state, net, ema, opt, sched, fp)
-        _finish(stage, cfg, prep, net, ema, state, world, _precision(cfg))
+        _save(ckpt_root, cfg, state, net, ema, opt, sched, fp, best)
+        gated = {"privacy": "off"} if holdout is None else gate_entries(
+            cfg, state.evaluations, holdout, bool(best), state.step >= min(tc.steps, state.horizon), ckpt_root)
+        if gated is not None:
+            _finish(stage, cfg, prep, net, best or ema, state, world, _precision(cfg), gated)
         if remote:
             _upload(stage, out)
     acc.wait_for_everyone()
@@ -346,8 +377,9 @@ def _apply_budget(state: LoopState, cfg: Config, acc: Any, bar: Any) -> None:
 
 
 def _finish(stage: Path, cfg: Config, prep: Prepared, net: torch.nn.Module, ema: list[torch.Tensor],
-            state: LoopState, world: int, precision: str) -> None:
-    """Write the model folder (:func:`~netdiff_lib.models.native.model.write_model_folder`) with the EMA weights."""
+            state: LoopState, world: int, precision: str, privacy: dict[str, Any]) -> None:
+    """Write the model folder (:func:`~netdiff_lib.models.native.model.write_model_folder`) with the EMA weights
+    ``ema`` (the gate's choice when it is on; ``privacy``: the card's entries about it)."""
     metric = prep.representation.metric
     last = state.history[-1] if state.history else {}
     training = {"steps": state.step, "elapsed_s": round(state.elapsed_s, 1), "processes": world,
@@ -355,12 +387,17 @@ def _finish(stage: Path, cfg: Config, prep: Prepared, net: torch.nn.Module, ema:
                 "precision": precision, "parameters": count_parameters(net), "tokens_seen": state.tokens,
                 "tokens_per_s": round(state.tokens / max(state.elapsed_s, 1e-9)),
                 "final_loss": last.get("loss"), f"final_{metric}": last.get(metric), "skipped_steps": state.skipped}
-    if state.evaluations:
+    if state.evaluations and "privacy_gate" not in privacy:
         training["evaluations"] = state.evaluations
+    training |= privacy
     if torch.cuda.is_available():
         training["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     names = [n for n, _ in net.named_parameters()]
     write_model_folder(stage, cfg, prep, dict(zip(names, ema, strict=True)), training, state.history)
+    if "privacy_gate" in privacy:
+        from netdiff_lib.models.native.privacy import write_gate_plot
+
+        write_gate_plot(stage, state.evaluations, privacy["privacy_step"], cfg.privacy)
 
 
 def _upload(stage: Path, out: str) -> None:
