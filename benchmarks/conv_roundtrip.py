@@ -1,6 +1,6 @@
 """What a perfect model of the token representation would give as flows: real traces -> tokens -> decode ->
-reconstruct -> pcaps -> nfstream flow figures, per ``model.endpoints`` / ``model.tcp_state`` arm, against the
-real traces reconstructed as they are (same nPrint cut, same address plan, their own times).
+reconstruct -> pcaps -> the evaluation's nfstream flow figures, per ``model.endpoints`` / ``model.tcp_state``
+arm, against the real traces reconstructed as they are (same nPrint cut, same address plan, their own times).
 
     python -m benchmarks.conv_roundtrip [DATA_DIR] [--per-class N] [--max-packets N] [--out results.json]
 
@@ -24,31 +24,19 @@ ARMS = {"ports": ("ports", "off"), "ports+tcp": ("ports", "enforce"), "conv": ("
         "conv+tcp": ("conv", "enforce")}
 
 
-def flow_figures(paths: list[Path]) -> dict[str, float]:
-    """nfstream (bidirectional 5-tuple, defaults) over each pcap: TCP/UDP flow figures."""
-    from nfstream import NFPlugin, NFStreamer
+KEYS = ("tcp_udp_flows", "one_packet_share", "packets_median", "duration_ms_median", "syn_open_share",
+        "handshake_share", "closed_share", "flows_per_trace")
 
-    class First(NFPlugin):
-        def on_init(self, packet, flow) -> None:
-            flow.udps.first_syn = int(packet.syn)
 
-    pk, dur, syn, per_trace = [], [], [], []
-    for p in paths:
-        n = 0
-        for f in NFStreamer(source=str(p), n_meters=1, performance_report=0, udps=First()):
-            if f.protocol not in (6, 17):
-                continue
-            n += 1
-            pk.append(f.bidirectional_packets)
-            dur.append(f.bidirectional_duration_ms)
-            if f.protocol == 6:
-                syn.append(f.udps.first_syn)
-        per_trace.append(n)
-    pk_a = np.asarray(pk)
-    return {"flows": len(pk), "one_packet_share": round(float((pk_a == 1).mean()), 4),
-            "median_packets": float(np.median(pk_a)), "median_duration_ms": float(np.median(dur)),
-            "tcp_syn_open_share": round(float(np.mean(syn)), 4) if syn else float("nan"),
-            "flows_per_trace": round(float(np.mean(per_trace)), 2)}
+def flow_figures(paths: list[Path], labels: list[str], workdir: Path) -> dict[str, float]:
+    """The evaluation's flow figures (:mod:`netdiff_lib.evaluate.flows`: nfstream, pooled) of a set of pcaps."""
+    from netdiff_lib.evaluate.flows import FlowMeter, set_stats
+
+    df, failed = FlowMeter(workdir).table([(str(p), lab) for p, lab in zip(paths, labels, strict=True)])
+    if failed:
+        raise RuntimeError(f"nfstream could not read {failed[0]}")
+    stats = set_stats(df, labels)["all"]
+    return {k: round(float(stats[k]), 4) for k in KEYS}
 
 
 def main() -> None:
@@ -77,7 +65,7 @@ def main() -> None:
         for arm, (ms, ts) in arms.items():
             recs = reconstruct_batch(ms, iat_us=ts, labels=labels, config=RepairConfig(seed=0))
             paths = [r.write(Path(tmp) / f"{arm}_{i}.pcap") for i, r in enumerate(recs)]
-            results[arm] = flow_figures(paths)
+            results[arm] = flow_figures(paths, labels, Path(tmp))
             print(arm, results[arm], flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
