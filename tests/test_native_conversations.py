@@ -17,7 +17,7 @@ import pytest
 
 from netdiff_lib.config import tiny
 from netdiff_lib.errors import ConfigError
-from netdiff_lib.models.native.endpoints import ACK, SYN, enforce_tcp, flow_ids
+from netdiff_lib.models.native.endpoints import ACK, FIN, RST, SYN, enforce_tcp, flow_ids
 from netdiff_lib.models.native.field_tokens import FieldTokens
 from netdiff_lib.models.native.model import load_model_dir, save_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
@@ -156,26 +156,29 @@ def _tcp_flows(n_flows: int, per_flow: int, rng: np.random.Generator) -> tuple[n
 
 
 @pytest.mark.parametrize("rate", [1.0, 0.0, 0.5])
-def test_enforced_tcp_state_opens_connections_at_the_class_rate(rate: float) -> None:
+def test_enforced_tcp_state_opens_and_closes_connections_at_the_class_rates(rate: float) -> None:
     rng = np.random.default_rng(4)
     flow, back, sport, dport, flags = _tcp_flows(400, 6, rng)
     n = len(flow)
     out = enforce_tcp(flags, np.ones(n, bool), np.zeros(n, np.int64), np.full(n, 4), sport, dport, ["c"],
-                      {"c": rate, "": 1.0}, rng)
-    opened = []
+                      {"c": [rate, 1.0 - rate], "": [1.0, 1.0]}, rng)
+    opened, closed = [], []
+    other = ~(SYN | FIN | RST | ACK)
     for f in range(400):
         sel = np.flatnonzero(flow == f)
         fl = out[sel]
         is_open = fl[0] == SYN
         opened.append(is_open)
+        closed.append(bool(((fl & (FIN | RST)) > 0).any()))
         b_first = sel[back[sel]][0]
         syn_at = set(sel[(fl & SYN) > 0].tolist())
         assert syn_at == ({sel[0], b_first} if is_open else set())
         if is_open:
             assert out[b_first] == SYN | ACK
         keep = np.setdiff1d(sel, list(syn_at))
-        assert np.array_equal(out[keep], flags[keep] & ~SYN)  # other flags stay as sampled
+        assert np.array_equal(out[keep] & other, flags[keep] & other)  # other flags stay as sampled
     assert np.mean(opened) == pytest.approx(rate, abs=0.07)
+    assert np.mean(closed) == pytest.approx(1.0 - rate, abs=0.07)
 
 
 def test_switches_select_the_arms_and_fail_clearly(traces: list[Trace], tmp_path: Path) -> None:
@@ -188,7 +191,7 @@ def test_switches_select_the_arms_and_fail_clearly(traces: list[Trace], tmp_path
     rep = FieldTokens.fit(conv, traces, [t.label for t in traces])
     tok = rep.tokenizer
     assert "conv" in tok.fields and "sport" not in tok.fields and tok.sizes[tok.col("conv")] == 1 + 3 * 8
-    assert set(tok.tcp_open) >= {"", "http"} and rep.signature != FieldTokens.fit(base, traces, [
+    assert set(tok.tcp_rates) >= {"", "http"} and rep.signature != FieldTokens.fit(base, traces, [
         t.label for t in traces]).signature
     tok.save(tmp_path / "tokens.json")
     assert json.loads((tmp_path / "tokens.json").read_text())["format"] == "netdiff-tokens/2"

@@ -26,12 +26,14 @@ trace), and sets each packet's source and destination from its role: every packe
 its port pair by construction, whatever the tokens.
 
 **TCP state** (``model.tcp_state=enforce``, either endpoints mode).  Fitting records per class the share of
-TCP flows whose first packet has SYN (flows that started before the capture did not).  Decoding groups the
-TCP packets into flows by their decoded ports, opens flows with a handshake at the class's rate (keeping the
-model's choice where it can: a flow the model opened with SYN stays open with probability ``min(1, p / s)``,
-another one opens with probability ``max(0, (p - s) / (1 - s))``, ``s`` the batch's share of model-opened
-flows of the class, so the expected share is the class's ``p``): the initiator's first packet becomes a
-pure SYN, the responder's first a SYN-ACK, and no other packet of the flow has SYN.  Reconstruction
+TCP flows whose first packet has SYN (flows that started before the capture did not) and the share that carry
+a FIN or RST (flows the capture did not cut).  Decoding groups the TCP packets into flows by their decoded
+ports and opens and closes them at the class's rates, keeping the model's choice where it can (a flow the
+model opened stays open with probability ``min(1, p / s)``, another one opens with probability
+``max(0, (p - s) / (1 - s))``, ``s`` the batch's share of model-opened flows of the class, so the expected
+share is the class's ``p``; closing alike).  An opened flow: the initiator's first packet becomes a pure SYN,
+the responder's first a SYN-ACK, and no other packet of the flow has SYN; a flow left open loses its FIN and
+RST flags; a closing the model did not draw puts FIN on each side's last packet.  Reconstruction
 (:mod:`netdiff_lib.repair.tcp`) then numbers the connection and keeps RST and FIN at its end.
 """
 
@@ -129,24 +131,42 @@ def conv_ports(tokens: np.ndarray, vocab: Vocab, conversations: int, trace_of: n
     return sport, dport
 
 
-def open_rates(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np.ndarray, dport: np.ndarray,
-               flags: np.ndarray, tcp: np.ndarray, labels: list[str]) -> dict[str, float]:
-    """Per class (and pooled, key ""): the share of TCP flows whose first packet has SYN."""
+def tcp_rates(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np.ndarray, dport: np.ndarray,
+              flags: np.ndarray, tcp: np.ndarray, labels: list[str]) -> dict[str, list[float]]:
+    """Per class (and pooled, key ""): [share of TCP flows whose first packet has SYN, share with a FIN or RST]."""
     idx = np.flatnonzero(tcp)
     if not len(idx):
         return {}
     g = Grouping(flow_ids(trace_of[idx], l3[idx], l4[idx], sport[idx], dport[idx]))
-    first = g.is_first
-    opened = (np.asarray(flags)[idx][first] & SYN) > 0
-    lab = np.asarray(labels, dtype=object)[np.asarray(trace_of)[idx][first]]
-    rates = {"": round(float(opened.mean()), 4)}
-    rates.update({str(c): round(float(opened[lab == c].mean()), 4) for c in np.unique(lab.astype(str)) if c})
+    f = np.asarray(flags, np.int64)[idx]
+    first = np.flatnonzero(g.is_first)
+    opened = (f[first] & SYN) > 0
+    closed = g.any((f & (FIN | RST)) > 0)[first]
+    lab = np.asarray(labels, dtype=object)[np.asarray(trace_of)[idx][first]].astype(str)
+    rates = {"": [round(float(opened.mean()), 4), round(float(closed.mean()), 4)]}
+    rates.update({c: [round(float(opened[lab == c].mean()), 4), round(float(closed[lab == c].mean()), 4)]
+                  for c in np.unique(lab) if c})
     return rates
 
 
+def _at_rate(model: np.ndarray, rate: np.ndarray, lab: list[str], u: np.ndarray) -> np.ndarray:
+    """Per flow: keep the model's choice ``model`` with probability ``min(1, p / s)``, else choose it with
+    probability ``max(0, (p - s) / (1 - s))`` (``s``: the share of ``model`` among the class's flows), so that
+    the expected share is the class's rate ``p``."""
+    keep, add = np.zeros(len(model)), np.zeros(len(model))
+    labs = np.asarray(lab, dtype=object)
+    for cls in sorted(set(lab)):
+        sel = labs == cls
+        p, share = float(rate[sel][0]), float(model[sel].mean())
+        keep[sel] = min(1.0, p / share) if share > 0 else 0.0
+        add[sel] = max(0.0, (p - share) / (1.0 - share)) if share < 1 else 0.0
+    return np.where(model, u < keep, u < add)
+
+
 def enforce_tcp(flags: np.ndarray, tcp: np.ndarray, trace_of: np.ndarray, l3: np.ndarray, sport: np.ndarray,
-                dport: np.ndarray, labels: list[str], rates: dict[str, float], rng: np.random.Generator) -> np.ndarray:
-    """TCP flag values with connections opened at the class's rate (see the module docstring)."""
+                dport: np.ndarray, labels: list[str], rates: dict[str, list[float]],
+                rng: np.random.Generator) -> np.ndarray:
+    """TCP flag values with connections opened and closed at the class's rates (see the module docstring)."""
     flags = np.asarray(flags, np.int64).copy()
     idx = np.flatnonzero(tcp)
     if not len(idx) or not rates:
@@ -155,22 +175,18 @@ def enforce_tcp(flags: np.ndarray, tcp: np.ndarray, trace_of: np.ndarray, l3: np
     g = Grouping(flow_ids(trace, l3[idx], np.ones(len(idx)), sport[idx], dport[idx]))
     f, s = flags[idx], np.asarray(sport, np.int64)[idx]
     side = (s != g.first(s)).astype(np.int64)
-    first = np.flatnonzero(g.is_first)  # one packet per flow
-    model_open = (f[first] & SYN) > 0
-    lab = [labels[int(i)] if int(i) < len(labels) else "" for i in trace[first]]
-    p = np.array([rates.get(x, rates.get("", 1.0)) for x in lab])
-    keep, add = np.zeros(len(first)), np.zeros(len(first))
-    for cls in set(lab):
-        sel = np.array([x == cls for x in lab])
-        share = float(model_open[sel].mean())
-        keep[sel] = min(1.0, p[sel][0] / share) if share > 0 else 0.0
-        add[sel] = max(0.0, (p[sel][0] - share) / (1.0 - share)) if share < 1 else 0.0
-    u = rng.random(len(first))
-    opened = np.where(model_open, u < keep, u < add)
-    per_flow = np.zeros(g.groups, bool)
-    per_flow[g.gid[first]] = opened
-    is_open = per_flow[g.gid]
     sd = Grouping(g.gid * 2 + side)
+    first = np.flatnonzero(g.is_first)  # one packet per flow, in flow order
+    lab = [labels[int(i)] if int(i) < len(labels) else "" for i in trace[first]]
+    p = np.array([rates.get(x, rates.get("", [1.0, 1.0])) for x in lab], np.float64).reshape(-1, 2)
+    u = rng.random((2, len(first)))
+    per_flow = np.zeros((2, g.groups), bool)
+    per_flow[0, g.gid[first]] = _at_rate((f[first] & SYN) > 0, p[:, 0], lab, u[0])
+    per_flow[1, g.gid[first]] = _at_rate(g.any((f & (FIN | RST)) > 0)[first], p[:, 1], lab, u[1])
+    is_open, is_closed = per_flow[0][g.gid], per_flow[1][g.gid]
+    model_closed = g.any((f & (FIN | RST)) > 0)
+    f = np.where(is_closed, f, f & ~(FIN | RST))
+    f = np.where(is_closed & ~model_closed & sd.is_last, f | FIN | ACK, f)  # a closing the model did not draw
     f = f & ~SYN
     f = np.where(is_open & g.is_first, SYN, f)
     f = np.where(is_open & (side == 1) & sd.is_first, SYN | ACK, f)
@@ -201,10 +217,11 @@ def trace_ports(parsed: list[Any], port_rows: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def fit_open_rates(parsed: list[Any], labels: list[str]) -> dict[str, float]:
-    """Per class: the share of TCP flows of the training traces that open with SYN (:func:`open_rates`)."""
+def fit_tcp_rates(parsed: list[Any], labels: list[str]) -> dict[str, list[float]]:
+    """Per class: the shares of TCP flows of the training traces that open with SYN and that close
+    (:func:`tcp_rates`)."""
     cat = {k: np.concatenate([getattr(p, k) for p in parsed]) for k in ("l3", "l4")}
     vals = {k: np.concatenate([p.values[k] for p in parsed]) for k in ("sport", "dport", "tcp_flags")}
     trace_of = np.repeat(np.arange(len(parsed)), [len(p.l3) for p in parsed])
-    return open_rates(trace_of, cat["l3"], cat["l4"], vals["sport"], vals["dport"], vals["tcp_flags"],
-                       (cat["l3"] != 0) & (cat["l4"] == 1), labels)
+    return tcp_rates(trace_of, cat["l3"], cat["l4"], vals["sport"], vals["dport"], vals["tcp_flags"],
+                     (cat["l3"] != 0) & (cat["l4"] == 1), labels)

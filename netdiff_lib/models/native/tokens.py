@@ -161,9 +161,9 @@ class FieldTokenizer:
     #: ``ports`` or ``conv`` (:mod:`~netdiff_lib.models.native.endpoints`); conversations per trace (conv)
     endpoints: str = "ports"
     conversations: int = 0
-    #: ``off`` or ``enforce``, and per class ("" = all) the share of TCP flows opened by a handshake
+    #: ``off`` or ``enforce``, and per class ("" = all) the shares of TCP flows opened by SYN and closed
     tcp_state: str = "off"
-    tcp_open: dict[str, float] = field(default_factory=dict)
+    tcp_rates: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def base_fields(self) -> tuple[str, ...]:
@@ -228,7 +228,7 @@ class FieldTokenizer:
         vocab = Vocab(16, service.values, bins, 1 if conv else port_slots)
         tok.vocabs.update({f: vocab for f in (CONV_PORTS if conv else PORT_FIELDS)})
         tok.slot_ranges = endpoints.slot_ranges(by_trace, labels, np.asarray(vocab.values))
-        tok.tcp_open = endpoints.fit_open_rates(parsed, labels) if tcp_state == "enforce" else {}
+        tok.tcp_rates = endpoints.fit_tcp_rates(parsed, labels) if tcp_state == "enforce" else {}
         tcp_rows, ip_rows = app[:, tok.col("tcp_opts")], app[:, tok.col("ip_opts")]
         tcp_all = [t for p in parsed for t in p.tcp_opts]
         ip_all = [t for p in parsed for t in p.ip_opts]
@@ -325,7 +325,7 @@ class FieldTokenizer:
         tcp, udp, icmp = (l3 != 0) & (l4 == 1), (l3 != 0) & (l4 == 2), (l3 != 0) & (l4 == 3)
         if self.tcp_state == "enforce":
             val["tcp_flags"] = endpoints.enforce_tcp(val["tcp_flags"], tcp, trace_of, l3, val["sport"],
-                                                     val["dport"], labels, self.tcp_open, rng)
+                                                     val["dport"], labels, self.tcp_rates, rng)
         ip_hdr = np.where(v4, 20 + ip_optlen, 40)
         rand32 = rng.integers(0, 2**32, size=(3, n), dtype=np.int64)
         w = _Blocks(n, self.layout)
@@ -372,7 +372,7 @@ class FieldTokenizer:
                "slot_ranges": self.slot_ranges, "iat_bins": self.iat_bins}
         if self.endpoints != "ports" or self.tcp_state != "off":
             out.update(format=FORMAT_2, endpoints=self.endpoints, conversations=self.conversations,
-                       tcp_state=self.tcp_state, tcp_open=self.tcp_open)
+                       tcp_state=self.tcp_state, tcp_rates=self.tcp_rates)
         return out
 
     @classmethod
@@ -386,7 +386,7 @@ class FieldTokenizer:
                    Templates.from_dict(d["ip_opts"]), Layout.from_dict(d["layout"]), dict(d.get("coverage", {})),
                    dict(d.get("slot_ranges", {})), int(d.get("iat_bins", 0)), str(d.get("endpoints", "ports")),
                    int(d.get("conversations", 0)), str(d.get("tcp_state", "off")),
-                   {str(k): float(v) for k, v in d.get("tcp_open", {}).items()})
+                   {str(k): [float(x) for x in v] for k, v in d.get("tcp_rates", {}).items()})
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
