@@ -46,10 +46,22 @@ class ModelConfig:
     #: tokens: the inter-arrival time as Gaussian diffusion of one number per packet (``gaussian``), or also as
     #: a token of fine log-scale bins that decoding reads (``tokens``).
     iat: str = "gaussian"
+    #: tokens: a packet's ports as two port fields (``ports``) or as its conversation and direction plus the
+    #: conversation's server and client port (``conv``, at most ``conversations`` per trace; tokens.py).
+    endpoints: str = "ports"
+    conversations: int = 32
+    #: tokens: TCP connections opened as the class's real ones (``enforce``: handshake at the class's rate, no
+    #: SYN mid-connection) or as sampled (``off``).
+    tcp_state: str = "off"
 
     def __post_init__(self) -> None:
         if self.iat not in ("gaussian", "tokens"):
             raise ConfigError(f"model.iat must be 'gaussian' or 'tokens', not {self.iat!r}")
+        if self.endpoints not in ("ports", "conv") or self.tcp_state not in ("off", "enforce"):
+            raise ConfigError(f"model.endpoints must be 'ports' or 'conv' (not {self.endpoints!r}), model.tcp_state "
+                              f"'off' or 'enforce' (not {self.tcp_state!r})")
+        if self.conversations < 1:
+            raise ConfigError("model.conversations must be >= 1")
         from netdiff_lib.models.native.representation import check_name
 
         check_name(self.representation)

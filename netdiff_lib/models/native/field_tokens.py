@@ -39,7 +39,9 @@ class FieldTokens(Representation):
         return cls(FieldTokenizer.fit([t.matrix for t in traces], labels, max_values=m.vocab_max_values,
                                       escape_bins=m.escape_bins, port_slots=m.port_slots,
                                       port_min_traces=m.port_min_traces,
-                                      iat_bins=IAT_TOKEN_BINS if m.iat == "tokens" else 0))
+                                      iat_bins=IAT_TOKEN_BINS if m.iat == "tokens" else 0,
+                                      endpoints_mode=m.endpoints, conversations=m.conversations,
+                                      tcp_state=m.tcp_state))
 
     @property
     def layout(self) -> Layout:

@@ -2,7 +2,8 @@
 
 What runs (representation ``tokens``, the only one; :mod:`~netdiff_lib.models.native.field_tokens`): each
 packet is one transformer position carrying one categorical token per header field (a vocabulary per field
-fitted on the training traces: frequent values, escape bins, per-trace port slots, option templates;
+fitted on the training traces: frequent values, escape bins, per-trace port slots or conversations
+(``model.endpoints``, :mod:`~netdiff_lib.models.native.endpoints`), option templates;
 :mod:`~netdiff_lib.models.native.tokens`) plus its log inter-arrival time.  The network
 (:class:`~netdiff_lib.models.native.discrete.TokenDiT` on :class:`~netdiff_lib.models.native.layers.Trunk`)
 sums the field embeddings of a packet, adds a learned position and runs adaLN-Zero transformer blocks

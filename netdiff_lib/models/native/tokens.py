@@ -5,24 +5,31 @@ onto and lands between the modes of real traffic, which repeats exact values.  H
 categorical token per *field*, with a vocabulary learned from the training traces
 (:mod:`netdiff_lib.models.native.vocab`), plus its inter-arrival time, which stays continuous:
 
-========== ====================================== ==============================================
-field      read from                               token space
-========== ====================================== ==============================================
-kind       IP version, protocol, transport block   the (version, protocol, transport) triples seen
-ip_len     IPv4 total length / IPv6 length + 40    frequent values + escape bins
-ttl, tos   IPv4 TTL, TOS / IPv6 hop limit, class   frequent values + escape bins
-ip_df      IPv4 don't-fragment bit                 0 / 1
-ip_id      IPv4 identification                     frequent values (0 ...) + escape bins
-ip_opts    IPv4 option bytes                       templates
-v6_flow    IPv6 flow label                         frequent values + escape bins
-sport      TCP / UDP source port                   service ports + per-trace slots
-dport      TCP / UDP destination port              service ports + per-trace slots
-tcp_flags  the nine TCP flag bits                  the combinations seen
-tcp_win    TCP window                              frequent values + escape bins
-tcp_urp    TCP urgent pointer                      frequent values + escape bins
-tcp_opts   TCP option bytes                        templates (timestamps, SACK edges cleared)
-icmp       ICMP type and code                      frequent values + escape bins
-========== ====================================== ==============================================
+=========== ====================================== ==============================================
+field       read from                               token space
+=========== ====================================== ==============================================
+kind        IP version, protocol, transport block   the (version, protocol, transport) triples seen
+ip_len      IPv4 total length / IPv6 length + 40    frequent values + escape bins
+ttl, tos    IPv4 TTL, TOS / IPv6 hop limit, class   frequent values + escape bins
+ip_df       IPv4 don't-fragment bit                 0 / 1
+ip_id       IPv4 identification                     frequent values (0 ...) + escape bins
+ip_opts     IPv4 option bytes                       templates
+v6_flow     IPv6 flow label                         frequent values + escape bins
+sport       TCP / UDP source port                   service ports + per-trace slots (``ports``)
+dport       TCP / UDP destination port              service ports + per-trace slots (``ports``)
+conv        TCP / UDP conversation and direction    index and role in the trace (``conv``)
+server_port the conversation's responder port       service ports + "ephemeral" (``conv``)
+client_port the conversation's initiator port       service ports + "ephemeral" (``conv``)
+tcp_flags   the nine TCP flag bits                  the combinations seen
+tcp_win     TCP window                              frequent values + escape bins
+tcp_urp     TCP urgent pointer                      frequent values + escape bins
+tcp_opts    TCP option bytes                        templates (timestamps, SACK edges cleared)
+icmp        ICMP type and code                      frequent values + escape bins
+=========== ====================================== ==============================================
+
+``model.endpoints`` picks the port fields: ``ports`` (the first design: two port fields) or ``conv`` (a flow is
+one object: the packet's conversation and direction, plus the conversation's two ports, voted per conversation
+when decoding; :mod:`~netdiff_lib.models.native.endpoints`, which also holds ``model.tcp_state``).
 
 With ``model.iat=tokens`` the inter-arrival time is also one more field, ``iat``: bins of 1/20 decade of
 ``log10(1 + µs)`` (a categorical can put its mass on the few delays a device repeats, where one Gaussian
@@ -45,6 +52,7 @@ import numpy as np
 
 from netdiff_lib.atomic import read_json, write_json
 from netdiff_lib.errors import InputError
+from netdiff_lib.models.native import endpoints
 from netdiff_lib.models.native.vocab import (
     ABSENT,
     Templates,
@@ -52,7 +60,6 @@ from netdiff_lib.models.native.vocab import (
     decode_iat,
     encode_iat,
     resolve_slots,
-    slot_histogram,
     slot_tokens,
     template_of,
 )
@@ -60,11 +67,15 @@ from netdiff_lib.repair.headers import put, to_matrix
 from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout, bits_to_uint
 
 FORMAT = "netdiff-tokens/1"
+FORMAT_2 = "netdiff-tokens/2"  # conversations or TCP state (written only then: older readers refuse these)
 FIELDS = ("kind", "ip_len", "ttl", "tos", "ip_df", "ip_id", "ip_opts", "v6_flow", "sport", "dport",
           "tcp_flags", "tcp_win", "tcp_urp", "tcp_opts", "icmp")
+#: ``model.endpoints=conv``: the two port fields become a conversation and its two ports (endpoints.py)
+CONV_FIELDS = (*FIELDS[:8], *endpoints.CONV_FIELDS, *FIELDS[10:])
 VALUE_FIELDS = {"ip_len": 16, "ttl": 8, "tos": 8, "ip_df": 1, "ip_id": 16, "v6_flow": 20, "tcp_flags": 9,
                 "tcp_win": 16, "tcp_urp": 16, "icmp": 16}
 PORT_FIELDS = ("sport", "dport")
+CONV_PORTS = ("server_port", "client_port")
 IAT_FIELD = "iat"
 IAT_BINS_PER_DECADE = 20
 IAT_TOKEN_BINS = 9 * IAT_BINS_PER_DECADE  # up to 10^9 µs (about 17 minutes) between packets
@@ -73,7 +84,8 @@ L4 = ("none", "tcp", "udp", "icmp")
 OPTION_BYTES = 40
 #: Which transport/network a field needs: "ip" (any), "ipv4", "ipv6", "port" (TCP or UDP), "tcp", "icmp".
 NEEDS = {"ip_len": "ip", "ttl": "ip", "tos": "ip", "ip_df": "ipv4", "ip_id": "ipv4", "ip_opts": "ipv4",
-         "v6_flow": "ipv6", "sport": "port", "dport": "port", "tcp_flags": "tcp", "tcp_win": "tcp",
+         "v6_flow": "ipv6", "sport": "port", "dport": "port", "conv": "port", "server_port": "port",
+         "client_port": "port", "tcp_flags": "tcp", "tcp_win": "tcp",
          "tcp_urp": "tcp", "tcp_opts": "tcp", "icmp": "icmp"}
 
 
@@ -146,35 +158,58 @@ class FieldTokenizer:
     #: > 0: the inter-arrival time is also a token (one more field, ``iat``: bins of ``1 / IAT_BINS_PER_DECADE``
     #: decade of ``log10(1 + µs)``, drawn uniformly inside its bin when decoded) and decoding takes it from there.
     iat_bins: int = 0
+    #: ``ports`` or ``conv`` (:mod:`~netdiff_lib.models.native.endpoints`); conversations per trace (conv)
+    endpoints: str = "ports"
+    conversations: int = 0
+    #: ``off`` or ``enforce``, and per class ("" = all) the shares of TCP flows opened by SYN and closed
+    tcp_state: str = "off"
+    tcp_rates: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def base_fields(self) -> tuple[str, ...]:
+        """The header fields (without the inter-arrival token)."""
+        return CONV_FIELDS if self.endpoints == "conv" else FIELDS
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return (*FIELDS, IAT_FIELD) if self.iat_bins else FIELDS
+        return (*self.base_fields, IAT_FIELD) if self.iat_bins else self.base_fields
+
+    def col(self, name: str) -> int:
+        return self.base_fields.index(name)
+
+    @property
+    def port_vocab(self) -> Vocab:
+        return self.vocabs["server_port" if self.endpoints == "conv" else "sport"]
 
     @property
     def sizes(self) -> list[int]:
         """Categories per field (absent included)."""
         extra = {"kind": 1 + len(self.kinds), "tcp_opts": self.tcp_opts.size, "ip_opts": self.ip_opts.size,
-                 IAT_FIELD: 1 + self.iat_bins}
+                 IAT_FIELD: 1 + self.iat_bins, "conv": endpoints.conv_size(self.conversations)}
         return [extra[f] if f in extra else self.vocabs[f].size for f in self.fields]
 
     def applicable(self) -> np.ndarray:
         """(kind tokens, fields) bool: which fields a packet of each kind carries (kind 0 = none)."""
+        base = self.base_fields
         table = np.zeros((1 + len(self.kinds), len(self.fields)), bool)
-        table[:, len(FIELDS):] = True  # the inter-arrival token: every packet
+        table[:, len(base):] = True  # the inter-arrival token: every packet
         for k, (l3, _, l4) in enumerate(self.kinds, start=1):
             have = {"ip": l3 != 0, "ipv4": l3 == 4, "ipv6": l3 == 6, "port": L4[l4] in ("tcp", "udp"),
                     "tcp": L4[l4] == "tcp", "icmp": L4[l4] == "icmp"}
-            table[k, : len(FIELDS)] = [True] + [have[NEEDS[f]] for f in FIELDS[1:]]
+            table[k, : len(base)] = [True] + [have[NEEDS[f]] for f in base[1:]]
         return table
 
     @classmethod
     def fit(cls, matrices: list[np.ndarray], labels: list[str] | None = None, *, max_values: int = 1024,
             escape_bins: int = 16, port_slots: int = 32, port_min_traces: int = 3, iat_bins: int = 0,
-            layout: Layout = NETDIFFUSION) -> FieldTokenizer:
+            layout: Layout = NETDIFFUSION, endpoints_mode: str = "ports", conversations: int = 32,
+            tcp_state: str = "off") -> FieldTokenizer:
         """Vocabularies from the training traces' matrices (one per trace, ``labels`` their classes)."""
         parsed = [read_fields(m, layout) for m in matrices]
-        tok = cls((), {}, Templates((), OPTION_BYTES), Templates((), OPTION_BYTES), layout, iat_bins=iat_bins)
+        conv = endpoints_mode == "conv"
+        tok = cls((), {}, Templates((), OPTION_BYTES), Templates((), OPTION_BYTES), layout, iat_bins=iat_bins,
+                  endpoints=endpoints_mode, conversations=conversations if conv else 0, tcp_state=tcp_state)
+        labels = labels or [""] * len(parsed)
         l3 = np.concatenate([p.l3 for p in parsed])
         trip = np.stack([l3, np.concatenate([p.proto for p in parsed]), np.concatenate([p.l4 for p in parsed])], 1)
         kinds = tuple(tuple(int(x) for x in row) for row in np.unique(trip[l3 != 0], axis=0))
@@ -182,18 +217,19 @@ class FieldTokenizer:
         kind_tok = np.concatenate([tok._kind_tokens(p) for p in parsed])
         app = tok.applicable()[kind_tok]
         for f, bits in VALUE_FIELDS.items():
-            vals = np.concatenate([p.values[f] for p in parsed])[app[:, FIELDS.index(f)]]
+            vals = np.concatenate([p.values[f] for p in parsed])[app[:, tok.col(f)]]
             tok.vocabs[f] = Vocab.fit(vals, bits, max_values=max_values, n_bins=escape_bins)
-        ports, traces_with = _port_counts(parsed, app)
-        uniq = np.array(sorted(traces_with), np.int64)
-        counts = np.array([traces_with[p] for p in uniq.tolist()], np.int64)
+        by_trace = endpoints.trace_ports(parsed, app[:, tok.col("conv" if conv else "sport")])
+        ports = np.concatenate(by_trace) if by_trace else np.zeros(0, np.int64)
+        uniq, counts = np.unique(np.concatenate([np.unique(p) for p in by_trace] or [ports]), return_counts=True)
         service = Vocab.fit(uniq, 16, keep=counts >= port_min_traces, max_values=max_values)
         rare = ports[~np.isin(ports, np.asarray(service.values, np.int64))]
         bins = Vocab.fit(rare, 16, keep=np.zeros(len(np.unique(rare)), bool), n_bins=escape_bins).bins
-        vocab = Vocab(16, service.values, bins, port_slots)
-        tok.vocabs.update({f: vocab for f in PORT_FIELDS})
-        tok.slot_ranges = _slot_ranges(parsed, app, labels or [""] * len(parsed), np.asarray(vocab.values))
-        tcp_rows, ip_rows = app[:, FIELDS.index("tcp_opts")], app[:, FIELDS.index("ip_opts")]
+        vocab = Vocab(16, service.values, bins, 1 if conv else port_slots)
+        tok.vocabs.update({f: vocab for f in (CONV_PORTS if conv else PORT_FIELDS)})
+        tok.slot_ranges = endpoints.slot_ranges(by_trace, labels, np.asarray(vocab.values))
+        tok.tcp_rates = endpoints.fit_tcp_rates(parsed, labels) if tcp_state == "enforce" else {}
+        tcp_rows, ip_rows = app[:, tok.col("tcp_opts")], app[:, tok.col("ip_opts")]
         tcp_all = [t for p in parsed for t in p.tcp_opts]
         ip_all = [t for p in parsed for t in p.ip_opts]
         tok.tcp_opts = Templates.fit([t for t, k in zip(tcp_all, tcp_rows, strict=True) if k], OPTION_BYTES)
@@ -221,17 +257,22 @@ class FieldTokenizer:
         tokens = np.zeros((n, len(self.fields)), np.int32)
         tokens[:, 0] = self._kind_tokens(p)
         app = self.applicable()[tokens[:, 0]]
-        for j, f in enumerate(FIELDS[1:], start=1):
+        for j, f in enumerate(self.base_fields[1:], start=1):
             if f in VALUE_FIELDS:
                 tokens[:, j] = np.where(app[:, j], self.vocabs[f].encode(p.values[f]), ABSENT)
-        col, ports = FIELDS.index("sport"), self.vocabs["sport"]
-        if ports.slots:
-            tokens[:, col], tokens[:, col + 1] = slot_tokens(p.values["sport"], p.values["dport"], app[:, col], ports)
+        sport, dport, ports = p.values["sport"], p.values["dport"], self.port_vocab
+        if self.endpoints == "conv":
+            col = self.col("conv")
+            tokens[:, col : col + 3] = np.stack(endpoints.conv_tokens(p.l3, p.l4, sport, dport, app[:, col], ports,
+                                                                      self.conversations), axis=1)
+        elif ports.slots:
+            col = self.col("sport")
+            tokens[:, col], tokens[:, col + 1] = slot_tokens(sport, dport, app[:, col], ports)
         else:
-            for j, f in ((col, "sport"), (col + 1, "dport")):
-                tokens[:, j] = np.where(app[:, j], ports.encode(p.values[f]), ABSENT)
+            for f in PORT_FIELDS:
+                tokens[:, self.col(f)] = np.where(app[:, self.col(f)], ports.encode(p.values[f]), ABSENT)
         for f, tpl, items in (("tcp_opts", self.tcp_opts, p.tcp_opts), ("ip_opts", self.ip_opts, p.ip_opts)):
-            j = FIELDS.index(f)
+            j = self.col(f)
             tokens[:, j] = np.where(app[:, j], tpl.encode(items), ABSENT)
         iat = np.zeros(n) if iat_us is None else np.asarray(iat_us, np.float64)
         if iat.shape != (n,):
@@ -263,17 +304,28 @@ class FieldTokenizer:
         trace_of = np.zeros(n, np.int64) if trace_of is None else np.asarray(trace_of, np.int64)
         n_traces = int(trace_of.max()) + 1 if n else 0
         kinds = np.array([(0, -1, 0), *self.kinds], np.int64)[np.clip(t[:, 0], 0, len(self.kinds))]
-        val = {f: self.vocabs[f].decode(t[:, FIELDS.index(f)], rng) for f in VALUE_FIELDS}
+        val = {f: self.vocabs[f].decode(t[:, self.col(f)], rng) for f in VALUE_FIELDS}
+        labels = labels or [""] * n_traces
         pooled = self.slot_ranges.get("", [1.0] * 64)
-        ranges = np.array([self.slot_ranges.get(lab, pooled) for lab in (labels or [""] * n_traces)])
-        cols = [FIELDS.index(f) for f in PORT_FIELDS]
-        ports = resolve_slots(t[:, cols], self.vocabs[PORT_FIELDS[0]], trace_of, ranges, rng)
-        val.update({f: ports[:, i] for i, f in enumerate(PORT_FIELDS)})
-        tcp_opt, tcp_optlen = self.tcp_opts.decode(t[:, FIELDS.index("tcp_opts")], rng)
-        ip_opt, ip_optlen = self.ip_opts.decode(t[:, FIELDS.index("ip_opts")], rng)
+        ranges = np.array([self.slot_ranges.get(lab, pooled) for lab in labels]).reshape(-1, 64)
         l3, proto, l4 = kinds[:, 0], kinds[:, 1], kinds[:, 2]
+        ported = (l3 != 0) & ((l4 == 1) | (l4 == 2))
+        if self.endpoints == "conv":
+            col = self.col("conv")
+            conv = np.where(ported, t[:, col], 0)[:, None]
+            val["sport"], val["dport"] = endpoints.conv_ports(np.concatenate([conv, t[:, col + 1 : col + 3]], 1),
+                                                              self.port_vocab, self.conversations, trace_of,
+                                                              ranges, rng)
+        else:
+            ports = resolve_slots(t[:, [self.col(f) for f in PORT_FIELDS]], self.port_vocab, trace_of, ranges, rng)
+            val.update({f: ports[:, i] for i, f in enumerate(PORT_FIELDS)})
+        tcp_opt, tcp_optlen = self.tcp_opts.decode(t[:, self.col("tcp_opts")], rng)
+        ip_opt, ip_optlen = self.ip_opts.decode(t[:, self.col("ip_opts")], rng)
         v4, v6 = l3 == 4, l3 == 6
         tcp, udp, icmp = (l3 != 0) & (l4 == 1), (l3 != 0) & (l4 == 2), (l3 != 0) & (l4 == 3)
+        if self.tcp_state == "enforce":
+            val["tcp_flags"] = endpoints.enforce_tcp(val["tcp_flags"], tcp, trace_of, l3, val["sport"],
+                                                     val["dport"], labels, self.tcp_rates, rng)
         ip_hdr = np.where(v4, 20 + ip_optlen, 40)
         rand32 = rng.integers(0, 2**32, size=(3, n), dtype=np.int64)
         w = _Blocks(n, self.layout)
@@ -300,13 +352,13 @@ class FieldTokenizer:
         toks = np.concatenate([self.encode(m)[0] for m in matrices])
         app = self.applicable()[toks[:, 0]]
         out = {}
-        for j, f in enumerate(FIELDS[1:], start=1):
+        for j, f in enumerate(self.base_fields[1:], start=1):
             if not app[:, j].any():
                 continue
             t = toks[app[:, j], j]
             if f in VALUE_FIELDS:
                 exact = (t >= 1) & (t <= len(self.vocabs[f].values))
-            elif f in PORT_FIELDS:
+            elif f in PORT_FIELDS + CONV_PORTS:
                 exact = (t >= 1) & (t < self.vocabs[f].first_slot)
             else:
                 continue
@@ -314,19 +366,27 @@ class FieldTokenizer:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "layout": self.layout.to_dict(), "kinds": [list(k) for k in self.kinds],
-                "vocabs": {k: v.to_dict() for k, v in self.vocabs.items()}, "tcp_opts": self.tcp_opts.to_dict(),
-                "ip_opts": self.ip_opts.to_dict(), "coverage": self.coverage,
-                "slot_ranges": self.slot_ranges, "iat_bins": self.iat_bins}
+        out = {"format": FORMAT, "layout": self.layout.to_dict(), "kinds": [list(k) for k in self.kinds],
+               "vocabs": {k: v.to_dict() for k, v in self.vocabs.items()}, "tcp_opts": self.tcp_opts.to_dict(),
+               "ip_opts": self.ip_opts.to_dict(), "coverage": self.coverage,
+               "slot_ranges": self.slot_ranges, "iat_bins": self.iat_bins}
+        if self.endpoints != "ports" or self.tcp_state != "off":
+            out.update(format=FORMAT_2, endpoints=self.endpoints, conversations=self.conversations,
+                       tcp_state=self.tcp_state, tcp_rates=self.tcp_rates)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FieldTokenizer:
-        if d.get("format") != FORMAT:
-            raise ValueError(f"unknown token format {d.get('format')!r}, expected {FORMAT}")
+        if d.get("format") not in (FORMAT, FORMAT_2):
+            raise ValueError(f"unknown token format {d.get('format')!r}, expected {FORMAT} or {FORMAT_2}")
+        if d.get("endpoints", "ports") not in ("ports", "conv") or d.get("tcp_state", "off") not in ("off", "enforce"):
+            raise ValueError(f"unknown endpoints {d.get('endpoints')!r} or tcp_state {d.get('tcp_state')!r}")
         return cls(tuple(tuple(int(x) for x in k) for k in d["kinds"]),
                    {k: Vocab.from_dict(v) for k, v in d["vocabs"].items()}, Templates.from_dict(d["tcp_opts"]),
                    Templates.from_dict(d["ip_opts"]), Layout.from_dict(d["layout"]), dict(d.get("coverage", {})),
-                   dict(d.get("slot_ranges", {})), int(d.get("iat_bins", 0)))
+                   dict(d.get("slot_ranges", {})), int(d.get("iat_bins", 0)), str(d.get("endpoints", "ports")),
+                   int(d.get("conversations", 0)), str(d.get("tcp_state", "off")),
+                   {str(k): [float(x) for x in v] for k, v in d.get("tcp_rates", {}).items()})
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
@@ -338,39 +398,6 @@ class FieldTokenizer:
             return cls.from_dict(data)
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(path, f"not a tokenizer file ({exc})") from None
-
-
-def _port_counts(parsed: list[Fields], app: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
-    """All port values of applicable packets, and for each port the number of traces it occurs in."""
-    col = FIELDS.index("sport")
-    traces_with: dict[int, int] = {}
-    allp, start = [], 0
-    for p in parsed:
-        rows = app[start : start + len(p.l3), col]
-        start += len(p.l3)
-        ports = np.concatenate([p.values["sport"][rows], p.values["dport"][rows]])
-        allp.append(ports)
-        for v in np.unique(ports).tolist():
-            traces_with[v] = traces_with.get(v, 0) + 1
-    return (np.concatenate(allp) if allp else np.zeros(0, np.int64)), traces_with
-
-
-def _slot_ranges(parsed: list[Fields], app: np.ndarray, labels: list[str],
-                 service: np.ndarray) -> dict[str, list[float]]:
-    """Per class (and pooled, key ""): the range histogram of the ports that became slots."""
-    col = FIELDS.index("sport")
-    by_label: dict[str, list[np.ndarray]] = {}
-    start = 0
-    for p, lab in zip(parsed, labels, strict=True):
-        rows = app[start : start + len(p.l3), col]
-        start += len(p.l3)
-        ports = np.concatenate([p.values["sport"][rows], p.values["dport"][rows]])
-        by_label.setdefault(lab, []).append(ports[~np.isin(ports, service)])
-    out = {lab: np.concatenate(v) for lab, v in by_label.items()}
-    pooled = np.concatenate(list(out.values())) if out else np.zeros(0, np.int64)
-    ranges = {"": slot_histogram(pooled) if len(pooled) else [1.0] * 64}
-    ranges.update({lab: slot_histogram(v) for lab, v in out.items() if lab and len(v)})
-    return ranges
 
 
 class _Blocks:

@@ -161,11 +161,11 @@ def slot_histogram(ports: np.ndarray) -> list[float]:
 
 
 def resolve_slots(tokens: np.ndarray, vocab: Vocab, trace_of: np.ndarray, weights: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+                  rng: np.random.Generator, distinct: bool = False) -> np.ndarray:
     """Port values for slot tokens ``(n, k)`` (a packet's source and destination port: one table for both):
     each (trace, slot) gets one port, drawn from the trace's range histogram ``weights`` (n_traces, 64) and
-    never a service port of the vocabulary nor a port that tshark dissects by number; other tokens decode as
-    values."""
+    never a service port of the vocabulary nor a port that tshark dissects by number (``distinct``: nor another
+    slot's port of the trace); other tokens decode as values."""
     trace_of = np.repeat(np.asarray(trace_of)[:, None], np.shape(tokens)[1], axis=1)
     values = vocab.decode(tokens, rng)
     slot = np.asarray(tokens, np.int64) - vocab.first_slot
@@ -178,12 +178,23 @@ def resolve_slots(tokens: np.ndarray, vocab: Vocab, trace_of: np.ndarray, weight
         table = bins * SLOT_BIN + rng.integers(0, SLOT_BIN, size=bins.shape)
         taken = np.union1d(np.asarray(vocab.values, np.int64), registered())
         for _ in range(16):  # a slot is a port the trace does not share with a service: redraw collisions
-            clash = np.isin(table, taken) | (table == 0)
+            clash = np.isin(table, taken) | (table == 0) | (_repeated(table) if distinct else False)
             if not clash.any():
                 break
             table[clash] = bins[clash] * SLOT_BIN + rng.integers(0, SLOT_BIN, size=int(clash.sum()))
         values[is_slot] = table[trace_of[is_slot], slot[is_slot]]
     return values
+
+
+def _repeated(table: np.ndarray) -> np.ndarray:
+    """Per row: which entries repeat an earlier entry of the row (in sorted order)."""
+    order = np.argsort(table, axis=1, kind="stable")
+    st = np.take_along_axis(table, order, axis=1)
+    dup = np.zeros(st.shape, bool)
+    dup[:, 1:] = st[:, 1:] == st[:, :-1]
+    out = np.zeros(st.shape, bool)
+    np.put_along_axis(out, order, dup, axis=1)
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,227 @@
+"""Endpoints of the token view: ports as values and slots, or as conversations; and the TCP state of a conversation.
+
+``model.endpoints=ports`` (the first design) samples a packet's source and destination port as two fields of
+their own (service values or per-trace slots, :func:`~netdiff_lib.models.native.vocab.slot_tokens`): the
+request and the reply of one flow are then two independent draws, and a port error splits the flow.
+
+``model.endpoints=conv`` makes a flow one object.  A *conversation* is what reconstruction calls a flow
+(:mod:`netdiff_lib.repair.flows`): IP version + transport + unordered port pair, within a trace.  Its
+*initiator* is the sender of its first packet.  Each TCP/UDP packet carries three fields:
+
+=========== ==========================================================================================
+conv        ``1 + 3 k + r``: the packet's conversation index ``k < K`` and its role ``r``: 0 the
+            conversation's first packet (it *opens* it), 1 a later packet initiator -> responder, 2 one
+            responder -> initiator
+server_port the responder's port: a service value, or "ephemeral" (the vocabulary's one slot token)
+client_port the initiator's port, the same way (fixed client ports: DHCP 68, NTP 123, mDNS 5353 are values)
+=========== ==========================================================================================
+
+Indices are reused, so that ``K`` bounds the conversations open at once, not those of a trace: a new
+conversation takes the lowest index whose last conversation has sent its last packet (when all ``K`` are busy,
+the index whose conversation ends first: its later packets then join the new one).  Decoding reads a
+conversation as an index from one opening packet to the next (packets of an index before its first opening
+form one conversation too), votes its server and client port over its packets (the most frequent token),
+draws one fresh port per ephemeral endpoint of a conversation from the class's slot ranges (distinct within a
+trace), and sets each packet's source and destination from its role: every packet of a conversation shares
+its port pair by construction, whatever the tokens.
+
+**TCP state** (``model.tcp_state=enforce``, either endpoints mode).  Fitting records per class the share of
+TCP flows whose first packet has SYN (flows that started before the capture did not) and the share that carry
+a FIN or RST (flows the capture did not cut).  Decoding groups the TCP packets into flows by their decoded
+ports and opens and closes them at the class's rates, keeping the model's choice where it can (a flow the
+model opened stays open with probability ``min(1, p / s)``, another one opens with probability
+``max(0, (p - s) / (1 - s))``, ``s`` the batch's share of model-opened flows of the class, so the expected
+share is the class's ``p``; closing alike).  An opened flow: the initiator's first packet becomes a pure SYN,
+the responder's first a SYN-ACK, and no other packet of the flow has SYN; a flow left open loses its FIN and
+RST flags; a closing the model did not draw puts FIN on each side's last packet.  Reconstruction
+(:mod:`netdiff_lib.repair.tcp`) then numbers the connection and keeps RST and FIN at its end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from netdiff_lib.models.native.vocab import Vocab, resolve_slots, slot_histogram
+from netdiff_lib.repair.flows import _dense_first_seen
+from netdiff_lib.repair.groups import Grouping
+
+#: TCP flag values in the ``tcp_flags`` field (nine bits, ns ... fin, big-endian)
+FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
+CONV_FIELDS = ("conv", "server_port", "client_port")
+
+
+def conv_size(conversations: int) -> int:
+    """Tokens of the ``conv`` field: absent, then three roles of each of ``conversations`` indices."""
+    return 1 + 3 * conversations
+
+
+def flow_ids(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np.ndarray,
+             dport: np.ndarray) -> np.ndarray:
+    """Dense flow ids (trace, IP version, transport, unordered port pair), numbered by first appearance."""
+    lo, hi = np.minimum(sport, dport).astype(np.int64), np.maximum(sport, dport).astype(np.int64)
+    key = (((np.asarray(trace_of, np.int64) * 8 + np.asarray(l3, np.int64) % 8) * 4 + np.asarray(l4, np.int64))
+           << 32) | (lo << 16) | hi
+    return _dense_first_seen(key)
+
+
+def conv_tokens(l3: np.ndarray, l4: np.ndarray, sport: np.ndarray, dport: np.ndarray, present: np.ndarray,
+                vocab: Vocab, conversations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(conv, server_port, client_port) tokens of one trace's packets (0 where ``present`` is False)."""
+    n = len(l3)
+    out = [np.zeros(n, np.int32) for _ in CONV_FIELDS]
+    idx = np.flatnonzero(present)
+    if not len(idx):
+        return out[0], out[1], out[2]
+    s, d = np.asarray(sport, np.int64)[idx], np.asarray(dport, np.int64)[idx]
+    flow = flow_ids(np.zeros(len(idx)), l3[idx], l4[idx], s, d)
+    g = Grouping(flow)
+    init, resp = g.first(s), g.first(d)
+    role = np.where(g.is_first, 0, np.where((s != init) & (s != d), 2, 1))
+    k = _allocate(g, conversations)[flow]
+    out[0][idx] = 1 + 3 * k + role
+    out[1][idx] = vocab.encode(resp)
+    out[2][idx] = vocab.encode(init)
+    return out[0], out[1], out[2]
+
+
+def _allocate(g: Grouping, conversations: int) -> np.ndarray:
+    """Per flow (dense ids in order of first appearance): the lowest index whose last flow has ended before this
+    flow's first packet, else the index whose flow ends first (its later packets join the new conversation)."""
+    pos = np.arange(g.n)
+    first, last = g.first(pos)[g.order[g.first_pos]], g.last(pos)[g.order[g.first_pos]]
+    order = np.argsort(first, kind="stable")
+    busy_until = np.full(conversations, -1, np.int64)
+    out = np.zeros(g.groups, np.int64)
+    for f in order.tolist():
+        free = np.flatnonzero(busy_until < first[f])
+        k = int(free[0]) if len(free) else int(np.argmin(busy_until))
+        out[f], busy_until[k] = k, last[f]
+    return out
+
+
+def conv_ports(tokens: np.ndarray, vocab: Vocab, conversations: int, trace_of: np.ndarray, weights: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(sport, dport) of every packet from its (conv, server_port, client_port) tokens ``(n, 3)`` (see the
+    module docstring); packets without a conversation token get 0."""
+    t = np.asarray(tokens, np.int64)
+    n = len(t)
+    sport, dport = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    idx = np.flatnonzero(t[:, 0] > 0)
+    if not len(idx):
+        return sport, dport
+    trace = np.asarray(trace_of, np.int64)[idx]
+    c = np.clip(t[idx, 0] - 1, 0, 3 * conversations - 1)
+    k, role = c // 3, c % 3
+    by_index = Grouping(trace * conversations + k)
+    epoch = by_index.cumsum((role == 0).astype(np.int64), exclusive=False)
+    conv = _dense_first_seen((trace * conversations + k) * (n + 1) + epoch)
+    g = Grouping(conv)
+    eph = vocab.first_slot
+    srv, cli = (np.clip(g.mode(t[idx, j]), 0, eph) for j in (1, 2))
+    # ephemeral endpoints: slots 2j (client) and 2j + 1 (server) of the trace's j-th conversation, all distinct
+    local = conv - Grouping(trace).first(conv)
+    table = Vocab(vocab.bits, vocab.values, vocab.bins, 2 * (int(local.max()) + 1))
+    pair = np.stack([np.where(cli == eph, eph + 2 * local, cli), np.where(srv == eph, eph + 2 * local + 1, srv)], 1)
+    ports = resolve_slots(pair, table, trace, weights[: int(trace.max()) + 1], rng, distinct=True)
+    back = role == 2
+    sport[idx] = np.where(back, ports[:, 1], ports[:, 0])
+    dport[idx] = np.where(back, ports[:, 0], ports[:, 1])
+    return sport, dport
+
+
+def tcp_rates(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np.ndarray, dport: np.ndarray,
+              flags: np.ndarray, tcp: np.ndarray, labels: list[str]) -> dict[str, list[float]]:
+    """Per class (and pooled, key ""): [share of TCP flows whose first packet has SYN, share with a FIN or RST]."""
+    idx = np.flatnonzero(tcp)
+    if not len(idx):
+        return {}
+    g = Grouping(flow_ids(trace_of[idx], l3[idx], l4[idx], sport[idx], dport[idx]))
+    f = np.asarray(flags, np.int64)[idx]
+    first = np.flatnonzero(g.is_first)
+    opened = (f[first] & SYN) > 0
+    closed = g.any((f & (FIN | RST)) > 0)[first]
+    lab = np.asarray(labels, dtype=object)[np.asarray(trace_of)[idx][first]].astype(str)
+    rates = {"": [round(float(opened.mean()), 4), round(float(closed.mean()), 4)]}
+    rates.update({c: [round(float(opened[lab == c].mean()), 4), round(float(closed[lab == c].mean()), 4)]
+                  for c in np.unique(lab) if c})
+    return rates
+
+
+def _at_rate(model: np.ndarray, rate: np.ndarray, lab: list[str], u: np.ndarray) -> np.ndarray:
+    """Per flow: keep the model's choice ``model`` with probability ``min(1, p / s)``, else choose it with
+    probability ``max(0, (p - s) / (1 - s))`` (``s``: the share of ``model`` among the class's flows), so that
+    the expected share is the class's rate ``p``."""
+    keep, add = np.zeros(len(model)), np.zeros(len(model))
+    labs = np.asarray(lab, dtype=object)
+    for cls in sorted(set(lab)):
+        sel = labs == cls
+        p, share = float(rate[sel][0]), float(model[sel].mean())
+        keep[sel] = min(1.0, p / share) if share > 0 else 0.0
+        add[sel] = max(0.0, (p - share) / (1.0 - share)) if share < 1 else 0.0
+    return np.where(model, u < keep, u < add)
+
+
+def enforce_tcp(flags: np.ndarray, tcp: np.ndarray, trace_of: np.ndarray, l3: np.ndarray, sport: np.ndarray,
+                dport: np.ndarray, labels: list[str], rates: dict[str, list[float]],
+                rng: np.random.Generator) -> np.ndarray:
+    """TCP flag values with connections opened and closed at the class's rates (see the module docstring)."""
+    flags = np.asarray(flags, np.int64).copy()
+    idx = np.flatnonzero(tcp)
+    if not len(idx) or not rates:
+        return flags
+    trace = np.asarray(trace_of, np.int64)[idx]
+    g = Grouping(flow_ids(trace, l3[idx], np.ones(len(idx)), sport[idx], dport[idx]))
+    f, s = flags[idx], np.asarray(sport, np.int64)[idx]
+    side = (s != g.first(s)).astype(np.int64)
+    sd = Grouping(g.gid * 2 + side)
+    first = np.flatnonzero(g.is_first)  # one packet per flow, in flow order
+    lab = [labels[int(i)] if int(i) < len(labels) else "" for i in trace[first]]
+    p = np.array([rates.get(x, rates.get("", [1.0, 1.0])) for x in lab], np.float64).reshape(-1, 2)
+    u = rng.random((2, len(first)))
+    per_flow = np.zeros((2, g.groups), bool)
+    per_flow[0, g.gid[first]] = _at_rate((f[first] & SYN) > 0, p[:, 0], lab, u[0])
+    per_flow[1, g.gid[first]] = _at_rate(g.any((f & (FIN | RST)) > 0)[first], p[:, 1], lab, u[1])
+    is_open, is_closed = per_flow[0][g.gid], per_flow[1][g.gid]
+    model_closed = g.any((f & (FIN | RST)) > 0)
+    f = np.where(is_closed, f, f & ~(FIN | RST))
+    f = np.where(is_closed & ~model_closed & sd.is_last, f | FIN | ACK, f)  # a closing the model did not draw
+    f = f & ~SYN
+    f = np.where(is_open & g.is_first, SYN, f)
+    f = np.where(is_open & (side == 1) & sd.is_first, SYN | ACK, f)
+    flags[idx] = f
+    return flags
+
+
+def slot_ranges(ports_by_trace: list[np.ndarray], labels: list[str], service: np.ndarray) -> dict[str, list[float]]:
+    """Per class (and pooled, key ""): the range histogram of the ports that are no service value."""
+    by_label: dict[str, list[np.ndarray]] = {}
+    for ports, lab in zip(ports_by_trace, labels, strict=True):
+        by_label.setdefault(lab, []).append(ports[~np.isin(ports, service)])
+    out = {lab: np.concatenate(v) for lab, v in by_label.items()}
+    pooled = np.concatenate(list(out.values())) if out else np.zeros(0, np.int64)
+    ranges = {"": slot_histogram(pooled) if len(pooled) else [1.0] * 64}
+    ranges.update({lab: slot_histogram(v) for lab, v in out.items() if lab and len(v)})
+    return ranges
+
+
+def trace_ports(parsed: list[Any], port_rows: np.ndarray) -> list[np.ndarray]:
+    """Per trace (``parsed``: :class:`~netdiff_lib.models.native.tokens.Fields`): the source and destination ports
+    of its TCP/UDP packets (``port_rows``: all traces' rows)."""
+    out, start = [], 0
+    for p in parsed:
+        rows = port_rows[start : start + len(p.l3)]
+        start += len(p.l3)
+        out.append(np.concatenate([p.values["sport"][rows], p.values["dport"][rows]]))
+    return out
+
+
+def fit_tcp_rates(parsed: list[Any], labels: list[str]) -> dict[str, list[float]]:
+    """Per class: the shares of TCP flows of the training traces that open with SYN and that close
+    (:func:`tcp_rates`)."""
+    cat = {k: np.concatenate([getattr(p, k) for p in parsed]) for k in ("l3", "l4")}
+    vals = {k: np.concatenate([p.values[k] for p in parsed]) for k in ("sport", "dport", "tcp_flags")}
+    trace_of = np.repeat(np.arange(len(parsed)), [len(p.l3) for p in parsed])
+    return tcp_rates(trace_of, cat["l3"], cat["l4"], vals["sport"], vals["dport"], vals["tcp_flags"],
+                     (cat["l3"] != 0) & (cat["l4"] == 1), labels)

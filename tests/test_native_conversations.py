@@ -1,0 +1,218 @@
+"""Conversations in the token view (model.endpoints=conv) and the TCP state rules (model.tcp_state=enforce).
+
+Real parts: the sample captures, the tokenizer, reconstruction, tshark.  The round trip below is what a
+perfect model of the tokens would give: every flow comes back whole, every packet keeps its direction, and the
+reconstructed flows have the real ones' sizes and openings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdiff_lib.config import tiny
+from netdiff_lib.errors import ConfigError
+from netdiff_lib.models.native.endpoints import ACK, FIN, RST, SYN, enforce_tcp, flow_ids
+from netdiff_lib.models.native.field_tokens import FieldTokens
+from netdiff_lib.models.native.model import load_model_dir, save_model_dir
+from netdiff_lib.models.native.sampler import generate_traces
+from netdiff_lib.models.native.tokens import FieldTokenizer, read_fields
+from netdiff_lib.nprint.encode import encode_pcap
+from netdiff_lib.repair import RepairConfig, reconstruct_batch
+from netdiff_lib.trace import Trace
+from netdiff_lib.validate import validate_pcap
+
+
+@pytest.fixture(scope="module")
+def traces(samples_dir: Path) -> list[Trace]:
+    out = []
+    for pcap in sorted(samples_dir.glob("*/*.pcap")):
+        t = encode_pcap(pcap, max_packets=256).trace
+        t.label = pcap.parent.name
+        out.append(t)
+    return out
+
+
+def _fit(traces: list[Trace], endpoints: str = "conv", tcp_state: str = "off", k: int = 8) -> FieldTokenizer:
+    return FieldTokenizer.fit([t.matrix for t in traces], [t.label for t in traces], endpoints_mode=endpoints,
+                              conversations=k, tcp_state=tcp_state)
+
+
+def _flows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flow id, is initiator -> responder, is TCP/UDP) per packet, by ports (reconstruction's grouping)."""
+    f = read_fields(matrix)
+    s, d = f.values["sport"], f.values["dport"]
+    flow = flow_ids(np.zeros(len(matrix)), f.l3, f.l4, s, d)
+    first = np.zeros(int(flow.max()) + 1 if len(flow) else 0, np.int64)
+    first[flow[::-1]] = s[::-1]  # the source port of each flow's first packet
+    return flow, s == first[flow], (f.l4 == 1) | (f.l4 == 2)
+
+
+def _one_trace(traces: list[Trace], label: str) -> Trace:
+    """All captures of one class as one trace (more flows than the slots and conversation indices)."""
+    parts = [t for t in traces if t.label == label]
+    return Trace(np.concatenate([t.matrix for t in parts]), parts[0].layout, label=label,
+                 ts_ns=np.cumsum(np.concatenate([np.maximum(t.iat_us(), 0) for t in parts])).astype(np.int64) * 1000)
+
+
+def test_round_trip_keeps_every_flow_whole_and_every_direction(traces: list[Trace]) -> None:
+    tok = _fit(traces)
+    rng = np.random.default_rng(0)
+    for t in [*traces, _one_trace(traces, "dns")]:
+        tokens, iat = tok.encode(t.matrix, t.iat_us())
+        matrix, _ = tok.decode(tokens, iat, rng=rng, labels=[t.label])
+        (fa, da, ported), (fb, db, _) = _flows(t.matrix), _flows(matrix)
+        assert np.array_equal(fa[ported], fb[ported]) and np.array_equal(da[ported], db[ported]), t.label
+
+
+def test_ports_merge_flows_past_the_slots_where_conversations_do_not(traces: list[Trace]) -> None:
+    """Today's slots: the 33rd distinct ephemeral port of a trace shares the last slot (flows merge); a
+    conversation index is reused once its conversation has ended, so a long trace keeps every flow."""
+    t = _one_trace(traces, "dns")
+    fa, _, ported = _flows(t.matrix)
+    assert len(np.unique(fa[ported])) > 33
+    for endpoints, kept in (("ports", False), ("conv", True)):
+        tok = FieldTokenizer.fit([x.matrix for x in traces], [x.label for x in traces], endpoints_mode=endpoints)
+        matrix, _ = tok.decode(*tok.encode(t.matrix, t.iat_us()), rng=np.random.default_rng(1), labels=["dns"])
+        assert np.array_equal(fa[ported], _flows(matrix)[0][ported]) is kept, endpoints
+
+
+def _flow_figures(matrices: list[np.ndarray], iats: list[np.ndarray], labels: list[str]) -> tuple[float, ...]:
+    """(flows, one-packet share, median packets per flow, share of TCP flows opening with SYN) after
+    reconstruction, by reconstruction's own flow grouping."""
+    recs = reconstruct_batch(matrices, iat_us=iats, labels=labels, config=RepairConfig(seed=0))
+    sizes, opened = [], []
+    for r in recs:
+        flow, _, ported = _flows(r.matrix)
+        f = read_fields(r.matrix)
+        counts = np.bincount(flow[ported])
+        sizes += counts[counts > 0].tolist()
+        first = np.unique(flow[ported & (f.l4 == 1)], return_index=True)[1]
+        opened += ((f.values["tcp_flags"][ported & (f.l4 == 1)][first] & SYN) > 0).tolist()
+    s = np.asarray(sizes)
+    return len(s), float((s == 1).mean()), float(np.median(s)), float(np.mean(opened))
+
+
+@pytest.mark.parametrize("tcp_state", ["off", "enforce"])
+def test_a_perfect_model_of_conversations_gives_the_real_flow_figures(traces: list[Trace], tcp_state: str) -> None:
+    tok = _fit(traces, tcp_state=tcp_state)
+    rng = np.random.default_rng(2)
+    mats, iats, labels = [t.matrix for t in traces], [t.iat_us() for t in traces], [t.label for t in traces]
+    out = [tok.decode(*tok.encode(m, i), rng=rng, labels=[lab]) for m, i, lab in zip(mats, iats, labels, strict=True)]
+    real = _flow_figures(mats, iats, labels)
+    assert real[0] > 50 and real[3] > 0.9
+    assert _flow_figures([o[0] for o in out], [o[1] for o in out], labels) == pytest.approx(real, abs=0.02)
+
+
+def test_random_tokens_still_decode_to_whole_flows_and_valid_pcaps(traces: list[Trace], tmp_path: Path) -> None:
+    tok = _fit(traces, tcp_state="enforce", k=4)
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 120, size=40)
+    n = int(lengths.sum())
+    tokens = np.stack([rng.integers(0, s, size=n) for s in tok.sizes], axis=1)
+    trace_of = np.repeat(np.arange(len(lengths)), lengths)
+    labels = [traces[i % len(traces)].label for i in range(len(lengths))]
+    matrix, iat = tok.decode(tokens, rng.normal(size=n), trace_of, rng, labels)
+    bounds = np.r_[0, np.cumsum(lengths)]
+    mats = [matrix[a:b] for a, b in pairwise(bounds)]
+    col = tok.col("conv")
+    for m, (a, b) in zip(mats, pairwise(bounds), strict=True):
+        f = read_fields(m)
+        ported = (f.l3 != 0) & ((f.l4 == 1) | (f.l4 == 2))
+        c = tokens[a:b, col] - 1
+        k, role = c // 3, c % 3
+        epoch = np.array([np.sum((k[: i + 1] == k[i]) & (role[: i + 1] == 0)) for i in range(len(k))])
+        pair = np.minimum(f.values["sport"], f.values["dport"]) * 65536 + np.maximum(f.values["sport"],
+                                                                                    f.values["dport"])
+        for key in set(zip(k[ported].tolist(), epoch[ported].tolist(), strict=True)):
+            sel = ported & (k == key[0]) & (epoch == key[1])
+            assert len(np.unique(pair[sel])) == 1
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed")
+    recs = reconstruct_batch(mats, iat_us=np.split(iat, bounds[1:-1]), labels=labels, config=RepairConfig(seed=0))
+    path = tmp_path / "all.pcap"
+    with open(path, "wb") as fh:
+        for i, r in enumerate(recs):
+            data = r.pcap_bytes()
+            fh.write(data if i == 0 else data[24:])
+    rep = validate_pcap(path, "tshark")
+    assert rep.packets == sum(len(r) for r in recs) > n // 2
+    assert (rep.malformed, rep.expert_errors, rep.bad_checksums) == (0, 0, 0), rep.problems[:5]
+
+
+def _tcp_flows(n_flows: int, per_flow: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Interleaved TCP flows of one trace: client port 40000 + i to 443, packets alternating direction."""
+    flow = rng.permutation(np.repeat(np.arange(n_flows), per_flow))
+    rank = np.array([np.sum(flow[:i] == flow[i]) for i in range(len(flow))])
+    back = rank % 2 == 1
+    sport, dport = np.where(back, 443, 40000 + flow), np.where(back, 40000 + flow, 443)
+    flags = rng.choice([ACK, ACK | 0x008, SYN, SYN | ACK, ACK | 0x001], size=len(flow))
+    return flow, back, sport, dport, flags
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.0, 0.5])
+def test_enforced_tcp_state_opens_and_closes_connections_at_the_class_rates(rate: float) -> None:
+    rng = np.random.default_rng(4)
+    flow, back, sport, dport, flags = _tcp_flows(400, 6, rng)
+    n = len(flow)
+    out = enforce_tcp(flags, np.ones(n, bool), np.zeros(n, np.int64), np.full(n, 4), sport, dport, ["c"],
+                      {"c": [rate, 1.0 - rate], "": [1.0, 1.0]}, rng)
+    opened, closed = [], []
+    other = ~(SYN | FIN | RST | ACK)
+    for f in range(400):
+        sel = np.flatnonzero(flow == f)
+        fl = out[sel]
+        is_open = fl[0] == SYN
+        opened.append(is_open)
+        closed.append(bool(((fl & (FIN | RST)) > 0).any()))
+        b_first = sel[back[sel]][0]
+        syn_at = set(sel[(fl & SYN) > 0].tolist())
+        assert syn_at == ({sel[0], b_first} if is_open else set())
+        if is_open:
+            assert out[b_first] == SYN | ACK
+        keep = np.setdiff1d(sel, list(syn_at))
+        assert np.array_equal(out[keep] & other, flags[keep] & other)  # other flags stay as sampled
+    assert np.mean(opened) == pytest.approx(rate, abs=0.07)
+    assert np.mean(closed) == pytest.approx(1.0 - rate, abs=0.07)
+
+
+def test_switches_select_the_arms_and_fail_clearly(traces: list[Trace], tmp_path: Path) -> None:
+    base = tiny()
+    conv = base.with_settings(["model.endpoints=conv", "model.conversations=8", "model.tcp_state=enforce"])
+    assert (conv.model.endpoints, conv.model.conversations, conv.model.tcp_state) == ("conv", 8, "enforce")
+    for bad in ("model.endpoints=pairs", "model.tcp_state=learn", "model.conversations=0"):
+        with pytest.raises(ConfigError):
+            base.with_settings([bad])
+    rep = FieldTokens.fit(conv, traces, [t.label for t in traces])
+    tok = rep.tokenizer
+    assert "conv" in tok.fields and "sport" not in tok.fields and tok.sizes[tok.col("conv")] == 1 + 3 * 8
+    assert set(tok.tcp_rates) >= {"", "http"} and rep.signature != FieldTokens.fit(base, traces, [
+        t.label for t in traces]).signature
+    tok.save(tmp_path / "tokens.json")
+    assert json.loads((tmp_path / "tokens.json").read_text())["format"] == "netdiff-tokens/2"
+    assert FieldTokenizer.load(tmp_path / "tokens.json") == tok
+
+
+def test_a_ports_model_folder_of_the_first_design_loads_and_generates(traces: list[Trace], tmp_path: Path) -> None:
+    """A folder written before conversations existed: no endpoints keys in config.json, format 1 tokens.json."""
+    cfg = tiny()
+    labels = sorted({t.label for t in traces})
+    rep = FieldTokens.fit(cfg, traces, [t.label for t in traces])
+    net = rep.network(cfg, len(labels))
+    stats = {"lengths": {lab: [7, 30] for lab in labels}, "iat_us": {}, "traces": {}, "packets": {}}
+    save_model_dir(tmp_path / "m", dict(net.named_parameters()), cfg, rep, labels, stats)
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    for key in ("endpoints", "conversations", "tcp_state"):
+        del meta["config"]["model"][key]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    saved = json.loads((tmp_path / "m" / "tokens.json").read_text())
+    assert saved["format"] == "netdiff-tokens/1" and "endpoints" not in saved
+    model = load_model_dir(tmp_path / "m")
+    assert model.representation.tokenizer.endpoints == "ports" and model.config.model.endpoints == "ports"
+    out = generate_traces(model, 1, seed=0, progress=False)
+    assert [len(t.matrix) in (7, 30) for t in out] == [True] * len(labels)
