@@ -6,7 +6,7 @@ nprintML pipeline (Net, Label, Learn) on the project's sample captures with ``--
 every nPrint file it saved with nPrint 1.2.1's fingerprints (``tests/data/nprint-samples-cases.tsv``, flag set
 ``-4 -t -u -c 50 -O 2``)::
 
-    python3 -m benchmarks.nprintml [--captures N] [--limit SECONDS] [--seed N] [--nprint PATH]
+    python3 -m benchmarks.nprintml [--captures N] [--limit SECONDS] [--seed N] [--nprint PATH] [--verbosity N]
 
 With the real nPrint binary (``--nprint PATH``, ``$NPRINT`` or ``nprint`` on PATH) the same run is repeated
 with it as nprintML's ``nprint``, side by side; where there is none, the report says "not measured".
@@ -108,7 +108,7 @@ def read_timing(meta: Path) -> dict[str, float]:
 
 
 def run(nprintml: Path, work: Path, captures: int, limit: int, seed: int | None = SEED,
-        binary: str | None = None) -> dict:
+        binary: str | None = None, verbosity: int = 3) -> dict:
     """Run nprintML on the first ``captures`` sample captures of each class (with the real nprint ``binary``
     when given, else ``netdiff nprint``); report what it did."""
     (work / "bin").mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,8 @@ def run(nprintml: Path, work: Path, captures: int, limit: int, seed: int | None 
     env = {**os.environ, "PATH": f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     launch = [str(nprintml)] if seed is None else [str(nprintml.parent / "python"), "-c", LAUNCHER, str(seed)]
     cmd = [*launch, "-L", str(labels), "-a", "pcap", "--pcap-dir", str(samples), *NPRINTML_ARGS,
-           "--save-nprint", *LEARN_ARGS, "-o", str(out), "--limit", str(limit), "-VVV"]
+           "--save-nprint", *LEARN_ARGS, "-o", str(out), "--limit", str(limit),
+           *(["-" + "V" * verbosity] if verbosity else [])]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     (work / "nprintml.log").write_text(proc.stdout + proc.stderr)
     want = expected_hashes()
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nprint", default=os.environ.get("NPRINT") or shutil.which("nprint"),
                    help="the real nprint binary, run the same way after netdiff nprint (default: $NPRINT, else "
                         "nprint on PATH; absent: not measured)")
+    p.add_argument("--verbosity", type=int, default=3,
+                   help="nprintML's -V count (default 3: -VVV; from 2, -VV, nprintML passes --verbose to nprint, "
+                        "whose -V output some nPrint builds mix into the CSV; 1: -V, without it)")
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=f"nprintML's environment (default {DEFAULT_VENV})")
     args = p.parse_args(argv)
     python = find_python38()
@@ -164,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     nprintml = ensure_venv(python, args.venv)
     with tempfile.TemporaryDirectory(prefix="nprintml-") as tmp:
         seed = None if args.seed < 0 else args.seed
-        report = run(nprintml, Path(tmp) / "netdiff", args.captures, args.limit, seed)
-        report["real_nprint"] = run(nprintml, Path(tmp) / "nprint", args.captures, args.limit, seed, args.nprint) \
+        report = run(nprintml, Path(tmp) / "netdiff", args.captures, args.limit, seed, verbosity=args.verbosity)
+        report["real_nprint"] = run(nprintml, Path(tmp) / "nprint", args.captures, args.limit, seed, args.nprint,
+                                    args.verbosity) \
             if args.nprint else "not found: not measured"
     print(json.dumps(report, indent=2))
     ok = report["identical"] == report["nprint_files"] == report["captures"] and report["nprintml_status"] == 0
