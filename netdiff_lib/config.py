@@ -48,11 +48,11 @@ class ModelConfig:
     iat: str = "gaussian"
     #: tokens: a packet's ports as two port fields (``ports``) or as its conversation and direction plus the
     #: conversation's server and client port (``conv``, at most ``conversations`` per trace; tokens.py).
-    endpoints: str = "ports"
+    endpoints: str = "conv"
     conversations: int = 32
     #: tokens: TCP connections opened as the class's real ones (``enforce``: handshake at the class's rate, no
     #: SYN mid-connection) or as sampled (``off``).
-    tcp_state: str = "off"
+    tcp_state: str = "enforce"
 
     def __post_init__(self) -> None:
         if self.iat not in ("gaussian", "tokens"):
@@ -243,6 +243,9 @@ class Config:
                 train["buckets"] = tuple(train["buckets"])
             model = dict(d.get("model", {}))
             model.setdefault("representation", "features")  # folders written before tokens existed
+            if "endpoints" not in model:  # folders written before conversations existed: port slots, TCP as sampled
+                model.setdefault("tcp_state", "off")
+                model["endpoints"] = "ports"
             diffusion = {k: v for k, v in d.get("diffusion", {}).items() if k not in REMOVED_KEYS["diffusion"]}
             return cls(
                 model=ModelConfig(**model),

@@ -182,7 +182,8 @@ def test_enforced_tcp_state_opens_and_closes_connections_at_the_class_rates(rate
 
 
 def test_switches_select_the_arms_and_fail_clearly(traces: list[Trace], tmp_path: Path) -> None:
-    base = tiny()
+    assert (tiny().model.endpoints, tiny().model.tcp_state) == ("conv", "enforce")  # the defaults
+    base = tiny().with_settings(["model.endpoints=ports", "model.tcp_state=off"])
     conv = base.with_settings(["model.endpoints=conv", "model.conversations=8", "model.tcp_state=enforce"])
     assert (conv.model.endpoints, conv.model.conversations, conv.model.tcp_state) == ("conv", 8, "enforce")
     for bad in ("model.endpoints=pairs", "model.tcp_state=learn", "model.conversations=0"):
@@ -200,7 +201,7 @@ def test_switches_select_the_arms_and_fail_clearly(traces: list[Trace], tmp_path
 
 def test_a_ports_model_folder_of_the_first_design_loads_and_generates(traces: list[Trace], tmp_path: Path) -> None:
     """A folder written before conversations existed: no endpoints keys in config.json, format 1 tokens.json."""
-    cfg = tiny()
+    cfg = tiny().with_settings(["model.endpoints=ports", "model.tcp_state=off"])
     labels = sorted({t.label for t in traces})
     rep = FieldTokens.fit(cfg, traces, [t.label for t in traces])
     net = rep.network(cfg, len(labels))
