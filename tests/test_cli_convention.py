@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from sample_sets import link_samples
 
 from netdiff_lib import checkpoint
 from netdiff_lib.cli import build_parser, main
@@ -132,12 +133,7 @@ def test_compile_into_a_folder(pipeline: str, name: str, tmp_path: Path) -> None
 
 @pytest.fixture
 def two_classes(samples_dir: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    for label in ("dns", "icmp"):
-        (root / label).mkdir(parents=True)
-        for pcap in sorted((samples_dir / label).glob("*.pcap"))[:2]:
-            (root / label / pcap.name).symlink_to(pcap)
-    return root
+    return link_samples(samples_dir, tmp_path / "data", ("dns", "icmp"), 2)
 
 
 @pytest.mark.skipif(not ON_CPU, reason="the CPU default")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from sample_sets import link_samples
 
 from netdiff_lib.models.native.model import load_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
@@ -23,12 +24,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def small_data(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    for label in CLASSES:
-        (root / label).mkdir()
-        for pcap in sorted((samples_dir / label).glob("*.pcap"))[:3]:
-            (root / label / pcap.name).symlink_to(pcap)
-    return root
+    return link_samples(samples_dir, tmp_path_factory.mktemp("data"), CLASSES, 3)
 
 
 def _train(data: Path, out: Path, steps: int, *extra: str) -> subprocess.CompletedProcess:

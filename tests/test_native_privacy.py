@@ -12,6 +12,7 @@ import pytest
 import torch
 from long_capture import NS, merge
 from safetensors.torch import load_file
+from sample_sets import link_samples
 
 from netdiff_lib import checkpoint
 from netdiff_lib.cli import build_parser, main
@@ -33,12 +34,7 @@ CLASSES = ("dns", "http", "icmp")
 @pytest.fixture(scope="module")
 def data_dir(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three classes of six captures each (links into samples/captures)."""
-    root = tmp_path_factory.mktemp("privacy-data")
-    for label in CLASSES:
-        (root / label).mkdir()
-        for pcap in sorted((samples_dir / label).glob("*.pcap"))[:6]:
-            (root / label / pcap.name).symlink_to(pcap)
-    return root
+    return link_samples(samples_dir, tmp_path_factory.mktemp("privacy-data"), CLASSES, 6)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 import torch
 from PIL import Image
 from safetensors import safe_open
+from sample_sets import link_samples
 
 from netdiff_lib.cli import main
 from netdiff_lib.dataset import ClassMap
@@ -46,12 +47,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def data_dir(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("captures")
-    for label in CLASSES:
-        (root / label).mkdir()
-        for pcap in sorted((samples_dir / label).glob("*.pcap"))[:2]:
-            (root / label / pcap.name).symlink_to(pcap)
-    return root
+    return link_samples(samples_dir, tmp_path_factory.mktemp("captures"), CLASSES, 2)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from sample_sets import link_samples
 
 from netdiff_lib import checkpoint
 from netdiff_lib.config import tiny
@@ -44,12 +45,7 @@ CLASSES = ("dns", "http", "icmp")
 @pytest.fixture(scope="module")
 def small_data(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three classes, three captures each (symbolic links into samples/captures)."""
-    root = tmp_path_factory.mktemp("data")
-    for label in CLASSES:
-        (root / label).mkdir()
-        for pcap in sorted((samples_dir / label).glob("*.pcap"))[:3]:
-            (root / label / pcap.name).symlink_to(pcap)
-    return root
+    return link_samples(samples_dir, tmp_path_factory.mktemp("data"), CLASSES, 3)
 
 
 @pytest.fixture(scope="module")

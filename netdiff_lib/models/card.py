@@ -10,8 +10,10 @@ training curve.  Nothing here is needed to generate, so a card can be rewritten 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +121,29 @@ def write_card(out: Path, card: dict[str, Any]) -> None:
         tmp.write_text(render_readme(card))
 
 
+@contextlib.contextmanager
+def figure(path: Path) -> Iterator[Any]:
+    """A matplotlib ``(fig, ax)`` (6 x 3.5 in) saved to ``path`` as PNG, atomically, when the block ends; ``None``
+    when matplotlib is not installed (the plot is then skipped)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        yield None
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    try:
+        yield fig, ax
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
 def write_loss_curve(out: Path, history: list[dict[str, float]], metrics: dict[str, str] | None = None) -> None:
     """``loss.json`` always; ``loss.png`` when matplotlib is installed: the loss, and each of ``metrics`` (history
     key -> label) the history holds."""
@@ -126,24 +151,15 @@ def write_loss_curve(out: Path, history: list[dict[str, float]], metrics: dict[s
         tmp.write_text(json.dumps(history))
     if not history:
         return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, [h["loss"] for h in history], label="training loss")
-    for key, label in (metrics or {}).items():
-        if key in history[0]:
-            ax.plot(steps, [h[key] for h in history], label=label, alpha=0.7)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(out / LOSS_PNG, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    with figure(out / LOSS_PNG) as plot:
+        if plot is None:
+            return
+        _, ax = plot
+        ax.plot(steps, [h["loss"] for h in history], label="training loss")
+        for key, label in (metrics or {}).items():
+            if key in history[0]:
+                ax.plot(steps, [h[key] for h in history], label=label, alpha=0.7)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.legend()

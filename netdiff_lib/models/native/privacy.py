@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from netdiff_lib.atomic import atomic_path
 from netdiff_lib.config import Config, PrivacyConfig
 from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
+from netdiff_lib.models.card import figure
 from netdiff_lib.trace import Trace
 
 if TYPE_CHECKING:
@@ -219,25 +219,16 @@ def _in_layout(trace: Trace, layout: Any) -> Trace:
 def write_gate_plot(out: Path, evaluations: list[dict[str, float]], chosen_step: int, cfg: PrivacyConfig) -> None:
     """``privacy.png``: DCR ratio and membership AUC per evaluation, the thresholds and the chosen step (when
     matplotlib is installed)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     steps = [ev["step"] for ev in evaluations]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, [ev["dcr_ratio"] for ev in evaluations], "o-", label=f"DCR ratio (>= {cfg.dcr_min:g} holds)")
-    ax.plot(steps, [ev["mia_auc"] for ev in evaluations], "s-", label=f"MIA AUC (<= {cfg.mia_max:g} holds)")
-    ax.axhline(cfg.dcr_min, color="C0", ls=":", lw=1)
-    ax.axhline(cfg.mia_max, color="C1", ls=":", lw=1)
-    ax.axvline(chosen_step, color="k", ls="--", lw=1, label="chosen")
-    ax.set_xlabel("step")
-    ax.set_title("privacy gate on held-out captures")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(out / GATE_PNG, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    with figure(out / GATE_PNG) as plot:
+        if plot is None:
+            return
+        _, ax = plot
+        ax.plot(steps, [ev["dcr_ratio"] for ev in evaluations], "o-", label=f"DCR ratio (>= {cfg.dcr_min:g} holds)")
+        ax.plot(steps, [ev["mia_auc"] for ev in evaluations], "s-", label=f"MIA AUC (<= {cfg.mia_max:g} holds)")
+        ax.axhline(cfg.dcr_min, color="C0", ls=":", lw=1)
+        ax.axhline(cfg.mia_max, color="C1", ls=":", lw=1)
+        ax.axvline(chosen_step, color="k", ls="--", lw=1, label="chosen")
+        ax.set_xlabel("step")
+        ax.set_title("privacy gate on held-out captures")
+        ax.legend(fontsize=8)
