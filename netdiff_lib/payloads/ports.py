@@ -36,6 +36,16 @@ def registered() -> np.ndarray:
     return np.unique(np.asarray(data["registered"]["udp"] + data["registered"]["tcp"], dtype=np.int64))
 
 
+@lru_cache(maxsize=2)
+def _registered_on(l4: str) -> frozenset[int]:
+    return frozenset(json.loads(TABLE.read_text(encoding="utf-8"))["registered"][l4])
+
+
+def dissected(l4: str, port: int) -> bool:
+    """Whether tshark hands a ``l4`` ("udp"/"tcp") payload to a dissector registered on ``port`` by number."""
+    return int(port) in _registered_on(l4)
+
+
 def listed(l4: str, port: int) -> bool:
     return int(port) in table()[l4]
 

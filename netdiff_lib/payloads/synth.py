@@ -44,6 +44,17 @@ def _profile(profile: PayloadProfile | None) -> PayloadProfile:
     return PayloadProfile.default()
 
 
+def _service(prof: PayloadProfile, label: str | None, l4: str, server: int, other: int) -> str:
+    """The server port's service, else the other port's (mDNS from 5353 to any port), else filler; a port's
+    service only when its peer is not a lower port that tshark dissects by number: tshark tries the lower port
+    first, so a TLS hello between ports 8443 and 123 would be read as NTP (the filler rules cover both ports)."""
+    for port, peer in ((server, other), (other, server)):
+        svc = prof.service(label, l4, port)
+        if svc and not (peer < port and ports.dissected(l4, peer)):
+            return svc
+    return OTHER
+
+
 def plan(l4: np.ndarray, sport: np.ndarray, dport: np.ndarray, server: np.ndarray, side: np.ndarray,
          labels: list[str | None], length: np.ndarray, room: np.ndarray,
          profile: PayloadProfile | None = None) -> Plan:
@@ -57,9 +68,8 @@ def plan(l4: np.ndarray, sport: np.ndarray, dport: np.ndarray, server: np.ndarra
         name = L4_NAMES[l4[i]]
         other = int(dport[i]) if int(sport[i]) == int(server[i]) else int(sport[i])
         k = (labels[i], name, int(server[i]), other)
-        if k not in cache:  # the server port's service, else the other port's (mDNS from 5353 to any port)
-            cache[k] = (prof.service(labels[i], name, int(server[i])) or prof.service(labels[i], name, other)
-                        or OTHER)
+        if k not in cache:
+            cache[k] = _service(prof, labels[i], name, int(server[i]), other)
         svc = cache[k]
         service[i] = svc
         if svc == OTHER:
