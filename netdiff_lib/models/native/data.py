@@ -111,3 +111,10 @@ class BucketPlan:
 
     def batches_per_epoch(self) -> int:
         return len(self.epoch(0)) // self.world
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The random stream of one training step of one rank (and of the privacy gate's held-out loss draws)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+    return g

@@ -197,8 +197,7 @@ class PrivacyGate:
 
     def heldout_loss(self, model: NativeModel) -> float:
         """The representation's training loss on the held-out traces, with fixed noise draws (deterministic)."""
-        from netdiff_lib.models.native.data import BucketPlan
-        from netdiff_lib.models.native.train import step_generator
+        from netdiff_lib.models.native.data import BucketPlan, step_generator
 
         cfg, val = self.cfg, self.val
         plan = BucketPlan(val.lengths, cfg.train.buckets, cfg.train.batch_tokens, cfg.train.seed)

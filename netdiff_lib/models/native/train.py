@@ -63,7 +63,7 @@ from netdiff_lib import checkpoint
 from netdiff_lib.config import Config
 from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
-from netdiff_lib.models.native.data import BucketPlan, Prepared, prepare_data
+from netdiff_lib.models.native.data import BucketPlan, Prepared, prepare_data, step_generator
 from netdiff_lib.models.native.layers import count_parameters
 from netdiff_lib.models.native.model import NativeModel, plain_state, write_model_folder
 from netdiff_lib.models.native.privacy import PrivacyGate, choose, gate_entries, holdout_of
@@ -136,12 +136,6 @@ def lr_factor(step: int, state: LoopState, cfg: Config) -> float:
         return 1.0
     progress = min(1.0, (step - warm) / max(1, state.horizon - warm))
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
-    return g
 
 
 def _staging(out: str) -> tuple[Path, bool]:
