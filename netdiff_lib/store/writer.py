@@ -1,0 +1,196 @@
+"""Writing a trace store: traces go into shard files rolled at a packet or byte size, each written atomically.
+
+A store is a folder (or ``s3://`` prefix) holding ``shard-NNNNN.nts`` files (many traces each: the packed rows of
+:mod:`netdiff_lib.store.codec`, timestamps, per-trace offsets, labels, sources and meta), ``index.nts`` (every
+trace's length, label and source, so a reader knows them without opening a shard) and ``store.json``, written last:
+the shards' sizes and sha256 digests and the store's content fingerprint.  A folder without ``store.json`` is not
+a store, so a writer that fails part way leaves nothing a reader would take for one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from array import array
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netdiff_lib import storage
+from netdiff_lib.atomic import write_json
+from netdiff_lib.errors import InputError
+from netdiff_lib.schema import Layout
+from netdiff_lib.store.codec import PackedRows, pack_rows, row_plan
+from netdiff_lib.store.container import STORE_FORMAT, write_container
+from netdiff_lib.trace import Trace
+
+INDEX_JSON = "store.json"
+INDEX_FILE = "index.nts"
+SHARD_SUFFIX = ".nts"
+#: Default shard roll sizes: whichever comes first.
+SHARD_PACKETS = 1 << 20
+SHARD_BYTES = 64 << 20
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}{SHARD_SUFFIX}"
+
+
+def store_fingerprint(layout: Layout, digests: list[str]) -> str:
+    """sha256 over the format, the layout and the shards' digests in order: what a store holds, traces and labels
+    included, known without reading a packet."""
+    return hashlib.sha256(json.dumps([STORE_FORMAT, layout.to_dict(), digests]).encode()).hexdigest()
+
+
+class StoreWriter:
+    """Write traces of one ``layout`` into a store at ``dest`` (a folder, created, or an ``s3://`` prefix: shards
+    are then staged in a temporary folder and uploaded as they roll, ``store.json`` last).
+
+    Use as a context manager (an exception removes what was written locally) or call :meth:`close`.
+    """
+
+    def __init__(self, dest: str | Path, layout: Layout, *, shard_packets: int = SHARD_PACKETS,
+                 shard_bytes: int = SHARD_BYTES, meta: dict[str, Any] | None = None) -> None:
+        if shard_packets < 1 or shard_bytes < 1:
+            raise ValueError("shard sizes must be >= 1")
+        self.dest, self.layout, self.plan = str(dest), layout, row_plan(layout)
+        self.remote = storage.is_remote(dest)
+        self.dir = Path(tempfile.mkdtemp(prefix="netdiff-store-")) if self.remote else Path(dest)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.remote:  # rewriting a store: until the new one is complete, there is none
+            (self.dir / INDEX_JSON).unlink(missing_ok=True)
+        self.shard_packets, self.shard_bytes, self.meta = shard_packets, shard_bytes, dict(meta or {})
+        self.shards: list[dict[str, Any]] = []
+        self._pending: list[tuple[Trace, PackedRows]] = []
+        self._pending_packets = self._pending_bytes = 0
+        self._lengths, self._label_codes, self._source_codes = array("q"), array("i"), array("i")
+        self._labels: dict[str, int] = {}
+        self._sources: dict[str, int] = {}
+        self._written: list[Path] = []
+        self.closed = False
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def traces(self) -> int:
+        return len(self._lengths)
+
+    @property
+    def packets(self) -> int:
+        return int(sum(s["packets"] for s in self.shards)) + self._pending_packets
+
+    def add(self, trace: Trace) -> None:
+        """Append one trace (its layout must be the store's)."""
+        if self.closed:
+            raise ValueError("the store writer is closed")
+        if trace.layout != self.layout:
+            raise ValueError(f"trace layout {trace.layout.describe()} differs from the store's "
+                             f"{self.layout.describe()}")
+        packed = pack_rows(trace.matrix, self.plan)
+        self._pending.append((trace, packed))
+        self._pending_packets += len(trace)
+        self._pending_bytes += (packed.data.nbytes + packed.counts.nbytes + 2 * packed.fb_values.nbytes
+                                + 8 * len(trace) + 64)
+        self._lengths.append(len(trace))
+        self._label_codes.append(self._labels.setdefault(str(trace.label), len(self._labels)))
+        self._source_codes.append(self._sources.setdefault(str(trace.source or ""), len(self._sources)))
+        if self._pending_packets >= self.shard_packets or self._pending_bytes >= self.shard_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        traces = [t for t, _ in self._pending]
+        packed = [p for _, p in self._pending]
+        rows = np.zeros(len(traces) + 1, np.int64)
+        np.cumsum([len(t) for t in traces], out=rows[1:])
+        nbytes = np.zeros(len(traces) + 1, np.int64)
+        np.cumsum([p.data.nbytes for p in packed], out=nbytes[1:])
+        fb_rows = [p.fb_rows + rows[i] for i, p in enumerate(packed)]
+        width = self.plan.nbytes
+        arrays = {
+            "trace_rows": rows, "trace_bytes": nbytes,
+            "has_ts": np.array([t.ts_ns is not None for t in traces], bool),
+            "ts_ns": np.concatenate([np.zeros(0, np.int64)] + [t.ts_ns if t.ts_ns is not None
+                                                               else np.zeros(len(t), np.int64) for t in traces]),
+            "counts": np.concatenate([p.counts for p in packed]),
+            "data": np.concatenate([p.data for p in packed]),
+            "fb_rows": np.concatenate(fb_rows),
+            "fb_values": np.concatenate([np.zeros((0, width), np.uint8)] + [p.fb_values for p in packed]),
+            "fb_present": np.concatenate([np.zeros((0, width), np.uint8)] + [p.fb_present for p in packed]),
+        }
+        header = {"kind": "shard", "layout": self.layout.to_dict(), "traces": len(traces), "packets": int(rows[-1]),
+                  "labels": [t.label for t in traces], "sources": [t.source for t in traces],
+                  "meta": [t.meta for t in traces]}
+        name = shard_name(len(self.shards))
+        size, sha = self._write(name, header, arrays)
+        self.shards.append({"name": name, "bytes": size, "sha256": sha, "traces": len(traces),
+                            "packets": int(rows[-1])})
+        self._pending, self._pending_packets, self._pending_bytes = [], 0, 0
+
+    def _write(self, name: str, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[int, str]:
+        path = self.dir / name
+        out = write_container(path, header, arrays)
+        self._written.append(path)
+        if self.remote:
+            storage.put(path, storage.join(self.dest, name))
+            path.unlink()
+        return out
+
+    def close(self) -> dict[str, Any]:
+        """Write the last shard, the index and ``store.json``; returns what ``store.json`` says.  A store without
+        a trace is refused (:class:`InputError`) and nothing is left."""
+        if self.closed:
+            raise ValueError("the store writer is closed")
+        try:
+            if not self.traces:
+                raise InputError(self.dest, "no trace to store (an empty trace store is refused)")
+            self._flush()
+            header = {"kind": "index", "layout": self.layout.to_dict(), "labels": list(self._labels),
+                      "sources": list(self._sources)}
+            arrays = {"lengths": np.frombuffer(self._lengths, np.int64),
+                      "label_codes": np.frombuffer(self._label_codes, np.int32),
+                      "source_codes": np.frombuffer(self._source_codes, np.int32),
+                      "shard_traces": np.array([s["traces"] for s in self.shards], np.int64)}
+            size, sha = self._write(INDEX_FILE, header, arrays)
+            doc = {"format": STORE_FORMAT, "layout": self.layout.to_dict(), "traces": self.traces,
+                   "packets": self.packets, "labels": sorted(self._labels),
+                   "index": {"name": INDEX_FILE, "bytes": size, "sha256": sha}, "shards": self.shards,
+                   "fingerprint": store_fingerprint(self.layout, [s["sha256"] for s in self.shards]),
+                   "meta": self.meta}
+            self._publish(doc)
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        return doc
+
+    def _publish(self, doc: dict[str, Any]) -> None:
+        write_json(self.dir / INDEX_JSON, doc)
+        if self.remote:
+            storage.put(self.dir / INDEX_JSON, storage.join(self.dest, INDEX_JSON))
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        keep = {s["name"] for s in self.shards} | {INDEX_FILE}
+        for old in self.dir.glob(f"shard-*{SHARD_SUFFIX}"):  # a store written here before, with more shards
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Remove the files written so far (uploaded shards of an ``s3://`` store stay, without a ``store.json``
+        no reader takes them for a store)."""
+        self.closed = True
+        for path in self._written:
+            path.unlink(missing_ok=True)
+        if self.remote:
+            shutil.rmtree(self.dir, ignore_errors=True)
