@@ -1,15 +1,18 @@
 """Encoded data sets: labelled captures as nPrint traces plus their payload records, read once.
 
 The pipeline's encode step writes, per capture, ``nprint/<split>/<label>/<file>.npz`` (the trace,
-:func:`netdiff_lib.trace.save_trace`), ``payloads/<split>/<label>/<file>.npz`` (the transport payloads the
-payload profile learns from, :func:`save_payload_records`) and ``flows/<split>/<label>/<file>.json`` (its
-nfstream flows, :func:`netdiff_lib.evaluate.flowrecords.save_flow_records`); training and evaluation read these and
-never the captures again.  :func:`from_captures` does the same in one process, for ``netdiff train --data CAPTURES``.
+:func:`netdiff_lib.trace.save_trace`; when captures are cut into flow, host or window traces, all traces of a split
+go into one trace store ``nprint/<split>/`` instead, :mod:`netdiff_lib.store`, :class:`SplitStores`),
+``payloads/<split>/<label>/<file>.npz`` (the transport payloads the payload profile learns from,
+:func:`save_payload_records`) and ``flows/<split>/<label>/<file>.json`` (its nfstream flows,
+:func:`netdiff_lib.evaluate.flowrecords.save_flow_records`); training and evaluation read these and never the
+captures again.  :func:`from_captures` does the same in one process, for ``netdiff train --data CAPTURES``.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,6 +30,7 @@ from netdiff_lib.trace import Trace, load_trace
 if TYPE_CHECKING:
     from netdiff_lib.segment import SegmentStats
     from netdiff_lib.segment.options import TraceOptions
+    from netdiff_lib.store import StoreSource, StoreWriter
 
 NPRINT = "nprint"
 PAYLOADS = "payloads"
@@ -82,23 +86,100 @@ def encoded_files(dirs: Sequence[str | Path], split: str) -> list[tuple[str, Pat
     return sorted(f for d in dirs for f in _files(Path(d) / NPRINT / split))
 
 
+def encoded_stores(dirs: Sequence[str | Path], split: str) -> list[Path]:
+    """The trace stores (``nprint/<split>/``) of ``split`` in the encode outputs ``dirs``."""
+    from netdiff_lib.store import is_store
+
+    return [Path(d) / NPRINT / split for d in dirs if is_store(Path(d) / NPRINT / split)]
+
+
+def iter_encoded(dirs: Sequence[str | Path], split: str) -> Iterator[tuple[str, Trace]]:
+    """``(<label>/<name>, trace)`` of every encoded trace of ``split``: array files, then trace-store traces (named
+    as array files of cut traces are, ``<label>/<capture file>_<n>``)."""
+    from netdiff_lib.segment.spec import safe_name
+    from netdiff_lib.store import open_store
+    from netdiff_lib.tracesource import iter_traces
+
+    for rel, path in encoded_files(dirs, split):
+        yield rel.removesuffix(".npz"), load_trace(path)
+    for root in encoded_stores(dirs, split):
+        seen: Counter = Counter()
+        with open_store(root) as source:
+            for trace in iter_traces(source):
+                seen[trace.source] += 1
+                name = str(trace.source or "trace").rsplit("/", 1)[-1]
+                yield f"{safe_name(str(trace.label))}/{name}_{seen[trace.source]:05d}", trace
+
+
+class SplitStores:
+    """One trace store per split under ``root`` (``root/<split>/``), each opened at its split's first trace; a
+    context manager that closes them all (or, on an error, removes what they wrote)."""
+
+    def __init__(self, root: str | Path, layout: Layout, **meta: Any) -> None:
+        self.root, self.layout, self.meta = Path(root), layout, meta
+        self.writers: dict[str, StoreWriter] = {}
+
+    def add(self, split: str, trace: Trace) -> None:
+        from netdiff_lib.store import StoreWriter
+
+        if split not in self.writers:
+            self.writers[split] = StoreWriter(self.root / split, self.layout, meta=self.meta)
+        self.writers[split].add(trace)
+
+    def __enter__(self) -> SplitStores:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        for w in self.writers.values():
+            if exc_type is None:
+                w.close()
+            else:
+                w.abort()
+
+
+def training_data_from_store(source: StoreSource, *, name: str, payloads: PayloadProfile | None = None,
+                             max_packets: int = 0) -> TrainingData:
+    """:class:`TrainingData` over a trace store, with the store's content fingerprint (no packet is read for it):
+    streamed from the store where ``TrainingData`` takes a ``dataset``, else its traces read into memory."""
+    from netdiff_lib.tracesource import iter_traces
+
+    given = [int(m.get("max_packets") or 0) for m in source.metas]
+    kwargs: dict[str, Any] = {"source": name, "max_packets": max([max_packets, *given]) or int(source.lengths.max()),
+                              "captures": len(set(source.sources)), "fingerprint": source.fingerprint,
+                              "payloads": payloads}
+    if "dataset" in TrainingData.__dataclass_fields__:
+        return TrainingData([], dataset=source, **kwargs)  # type: ignore[call-arg]
+    return TrainingData(list(iter_traces(source)), **kwargs)
+
+
+def _profile(dirs: Sequence[str | Path], split: str) -> PayloadProfile:
+    def records() -> Iterator[tuple[str, list[Record]]]:
+        for d in dirs:
+            for rel, p in _files(Path(d) / PAYLOADS / split):
+                yield rel.split("/", 1)[0], load_payload_records(p)
+    return PayloadProfile.fit_records(records())
+
+
 def load_split(dirs: Sequence[str | Path], split: str, *, payloads: bool = True) -> TrainingData:
     """The ``split`` (``train``/``test``) of the encode outputs ``dirs`` as :class:`TrainingData`, with the payload
-    profile learned from the same captures' payload records when ``payloads``."""
-    files = encoded_files(dirs, split)
-    if not files:
+    profile learned from the same captures' payload records when ``payloads``; trace stores (captures cut into
+    traces) are read through :func:`training_data_from_store`."""
+    from netdiff_lib.store import open_store
+
+    files, stores = encoded_files(dirs, split), encoded_stores(dirs, split)
+    if not files and not stores:
         raise InputError(dirs[0] if dirs else split, f"no encoded {split} traces in {len(dirs)} encode output(s)")
-    traces = [load_trace(p) for _, p in files]
+    name = ", ".join(str(d) for d in dirs)
+    if stores and not files:
+        return training_data_from_store(open_store(stores), name=name, payloads=_profile(dirs, split) if payloads
+                                        else None)
+    traces = [t for _, t in iter_encoded(dirs, split)]
     profile = None
     if payloads:
-        def records() -> Iterator[tuple[str, list[Record]]]:
-            for d in dirs:
-                for rel, p in _files(Path(d) / PAYLOADS / split):
-                    yield rel.split("/", 1)[0], load_payload_records(p)
-        profile = PayloadProfile.fit_records(records())
+        profile = _profile(dirs, split)
     max_packets = max(int(t.meta.get("max_packets", len(t))) for t in traces)
-    return TrainingData(traces, source=", ".join(str(d) for d in dirs), max_packets=max_packets,
-                        captures=len(files), payloads=profile)
+    return TrainingData(traces, source=name, max_packets=max_packets,
+                        captures=len(files) + len({t.source for t in traces[len(files):]}), payloads=profile)
 
 
 def capture_traces(path: str | Path, label: str, layout: Layout, max_packets: int | None,

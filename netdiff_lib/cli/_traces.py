@@ -1,15 +1,17 @@
-"""``netdiff encode --traces MODE`` / ``--labels FILE``: each capture cut into traces, each trace a file
-``OUT/<label>/<capture>_<n>.npz`` (and/or ``.nprint``), and a summary of traces per class and of the packets
-left out, by reason."""
+"""``netdiff encode --traces MODE`` / ``--labels FILE``: each capture cut into traces, all of them into one trace
+store in ``OUT`` (``--format store``, the default here) or each trace a file ``OUT/<label>/<capture>_<n>.npz``
+(and/or ``.nprint``), and a summary of traces per class and of the packets left out, by reason."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from netdiff_lib.atomic import atomic_open
 from netdiff_lib.cli._batch import Summary, finish, run_files
+from netdiff_lib.destination import check_output_dir
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.inputs import label_of
 from netdiff_lib.nprint.encode import CAPTURE_MODES
@@ -17,7 +19,35 @@ from netdiff_lib.schema import Layout
 from netdiff_lib.segment.builder import segment_capture
 from netdiff_lib.segment.options import TraceOptions
 from netdiff_lib.segment.spec import SegmentStats, safe_name
+from netdiff_lib.store import StoreWriter
 from netdiff_lib.trace import Trace, save_trace
+
+#: ``netdiff encode --format`` values (the default: npz with ``--traces file``, store otherwise).
+FORMATS = ("npz", "csv", "both", "store")
+
+
+def open_output_store(args: argparse.Namespace, layout: Layout) -> StoreWriter | None:
+    """The trace store that ``--format store`` writes into ``--out`` (None for the other formats)."""
+    if args.format != "store":
+        return None
+    check_output_dir(args.out)
+    return StoreWriter(args.out, layout, meta={"written_by": "netdiff encode"})
+
+
+def run_into_store(store: StoreWriter | None, files: list[Path], work: Callable[[Path, Summary], None],
+                   args: argparse.Namespace) -> Summary:
+    """:func:`run_files`, then the store (when writing one) closed; on an error nothing of the store stays."""
+    if store is None:
+        return run_files(files, work, args, "encode")
+    try:
+        summary = run_files(files, work, args, "encode")
+    except BaseException:
+        store.abort()
+        raise
+    doc = store.close()
+    print(f"trace store: {args.out} ({doc['traces']:,} traces, {doc['packets']:,} packets, "
+          f"{sum(s['bytes'] for s in doc['shards']):,} bytes in {len(doc['shards'])} shard(s))", file=sys.stderr)
+    return summary
 
 
 def check_mode(mode: str, opts: TraceOptions) -> tuple[str, bool]:
@@ -47,15 +77,19 @@ def encode_segmented(files: list[Path], layout: Layout, limit: int | None, opts:
     if index is not None:
         print(f"labels: {index.describe()}", file=sys.stderr)
     total = SegmentStats()
+    store = open_output_store(args, layout)
 
     def work(path: Path, summary: Summary) -> None:
         stats, n = SegmentStats(), 0
         for trace in segment_capture(path, opts.spec, layout, max_packets=limit, label=label_of(path),
                                      labels=index, unlabelled=opts.unlabelled, mode=parse, stats=stats,
-                                     index=0 if args.format != "npz" else None):
+                                     index=0 if args.format in ("csv", "both") else None):
             n += 1
             name = f"{safe_name(trace.label)}/{path.stem}_{n:05d}"
-            write_trace(args.out, name, trace, args.format)
+            if store is not None:
+                store.add(trace)
+            else:
+                write_trace(args.out, name, trace, args.format)
             summary.outputs.append(name)
         total.update(stats)
         summary.packets += stats.in_traces
@@ -64,7 +98,7 @@ def encode_segmented(files: list[Path], layout: Layout, limit: int | None, opts:
             reasons = ", ".join(f"{k}: {v}" for k, v in stats.dropped.items()) or "the capture holds no packets"
             raise InputError(path, f"no trace ({stats.packets} packets read; {reasons})")
 
-    summary = run_files(files, work, args, "encode")
+    summary = run_into_store(store, files, work, args)
     for line in total.lines()[: len(total.traces) + 1]:
         print(line, file=sys.stderr)
     return finish(summary)

@@ -107,12 +107,10 @@ def encoded_trace_set(name: str, dirs: Sequence[str | Path], split: str) -> Trac
     validator reports the encode step made for the compliance sample and its flow records (no capture is read
     again)."""
     from netdiff_lib.atomic import read_json
-    from netdiff_lib.encoded import FLOWS, VALIDATION, encoded_files
+    from netdiff_lib.encoded import FLOWS, VALIDATION, encoded_files, encoded_stores, iter_encoded
     from netdiff_lib.evaluate.flowrecords import load_flow_records
-    from netdiff_lib.trace import load_trace
 
-    found = encoded_files(dirs, split)
-    if not found:
+    if not encoded_files(dirs, split) and not encoded_stores(dirs, split):
         raise InputError(dirs[0] if dirs else split, f"no encoded {split} traces")
     out = TraceSet(name, [], uri=f"{split} split of the encoded inputs")
     for d in dirs:
@@ -122,13 +120,12 @@ def encoded_trace_set(name: str, dirs: Sequence[str | Path], split: str) -> Trac
         root = Path(d) / FLOWS / split
         for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
             out.flows[f"{split}/{path.relative_to(root).as_posix().removesuffix('.json')}"] = load_flow_records(path)
-    for rel, path in found:
-        trace = load_trace(path)
+    for rel, trace in iter_encoded(dirs, split):  # array files and trace stores
         if len(trace) == 0:
             out.empty += 1
             continue
         out.traces.append(trace)
-        out.files.append((f"{split}/{rel.removesuffix('.npz')}", str(trace.label)))
+        out.files.append((f"{split}/{rel}", str(trace.label)))
     return out
 
 

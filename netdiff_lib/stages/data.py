@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netdiff_lib import __version__, storage
-from netdiff_lib.encoded import FLOWS, NPRINT, PAYLOADS, VALIDATION, save_payload_records, scan_payloads
+from netdiff_lib.encoded import FLOWS, NPRINT, PAYLOADS, VALIDATION, SplitStores, save_payload_records, scan_payloads
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.stages.common import shard_count, shard_item, shard_of, write_json
 
@@ -147,8 +147,8 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
 
     ``traces`` (the pipeline's ``traces``, ``flow_timeout``, ``local_net``, ``labels_uri`` (label files, separated
     by commas), ``labels_tz``,
-    ``unlabelled`` and ``labels_keep_going``) cuts each capture into traces, written as
-    ``nprint/<split>/<trace label>/<file>_<n>.npz``; the split stays by capture."""
+    ``unlabelled`` and ``labels_keep_going``) cuts each capture into traces, written into one trace store per split,
+    ``nprint/<split>/`` (:mod:`netdiff_lib.store`); the split stays by capture."""
     import tempfile
 
     from netdiff_lib.evaluate.compliance import run_validator
@@ -160,7 +160,8 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
 
     index, count = shard_of(shard)
     out, rows = Path(out_dir), []
-    with storage.endpoint(s3_endpoint), tempfile.TemporaryDirectory(prefix="netdiff-encode-") as tmp:
+    with (storage.endpoint(s3_endpoint), tempfile.TemporaryDirectory(prefix="netdiff-encode-") as tmp,
+          SplitStores(out / NPRINT, NETDIFFUSION, max_packets=max_packets) as stores):
         plan = plan_inputs(input_uri, count, test_fraction, seed)
         if plan.shards != count or shard.get("fingerprint") not in (None, plan.fingerprint):
             raise InputError(input_uri, "the captures changed after they were listed (the plan's fingerprint "
@@ -171,7 +172,7 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
         for cap in plan.shard(index):
             local = storage.get(cap.uri, Path(tmp, cap.dest))
             if opts is not None:
-                rows.append(_encode_segmented(local, cap, opts, max_packets, out))
+                rows.append(_encode_segmented(local, cap, opts, max_packets, stores))
             else:
                 try:
                     result = encode_pcap(local, NETDIFFUSION, max_packets=max_packets, label=cap.label)
@@ -216,20 +217,16 @@ def shard_trace_options(traces: dict[str, Any] | None, tmp: str) -> TraceOptions
 
 
 def _encode_segmented(local: Path, cap: PlannedCapture, opts: TraceOptions, max_packets: int,
-                      out: Path) -> dict[str, Any]:
+                      stores: SplitStores) -> dict[str, Any]:
     from netdiff_lib.schema import NETDIFFUSION
     from netdiff_lib.segment import SegmentStats, segment_capture
-    from netdiff_lib.segment.spec import safe_name
-    from netdiff_lib.trace import save_trace
 
-    stats, n = SegmentStats(), 0
-    stem = cap.dest.split("/", 2)[2]
+    stats = SegmentStats()
     try:
         for trace in segment_capture(local, opts.spec, NETDIFFUSION, max_packets=max_packets or None,
                                      label=cap.label, labels=opts.index(), unlabelled=opts.unlabelled,
                                      source=cap.dest, stats=stats):
-            n += 1
-            save_trace(out / NPRINT / cap.split / safe_name(trace.label) / f"{stem}_{n:05d}.npz", trace)
+            stores.add(cap.split, trace)
     except InputError as exc:  # name the user's capture, not the fetched copy
         raise InputError(cap.uri, exc.cause) from None
     return {"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest, "packets": stats.in_traces,

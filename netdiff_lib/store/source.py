@@ -131,8 +131,9 @@ class StoreSource:
     """Labelled traces of one or more trace stores (local folders or ``s3://`` prefixes), read by index.
 
     ``labels``, ``sources`` and ``lengths`` (and ``fingerprint``: the stores' content digest, for a training's
-    record of what it saw) come from the indexes; :meth:`read` decodes shards on demand.  ``cache_dir`` (default:
-    a temporary folder removed by :meth:`close`) holds at most ``cache_bytes`` of downloaded shards.
+    record of what it saw; ``metas``: what each store's writer recorded) come from the indexes; :meth:`read`
+    decodes shards on demand.  ``cache_dir`` (default: a temporary folder removed by :meth:`close`) holds at most
+    ``cache_bytes`` of downloaded shards.
     """
 
     def __init__(self, uris: Sequence[str | Path], *, cache_dir: str | Path | None = None,
@@ -145,7 +146,7 @@ class StoreSource:
         self.labels: list[str] = []
         self.sources: list[str] = []
         lengths, shard_first, self._shards = [], [0], []  # (files, entry) per shard, all stores
-        fingerprints, layout = [], None
+        fingerprints, layout, self.metas = [], None, []
         for uri in self.uris:
             files = _Files(uri, cache, cache_bytes)
             doc, header, arrays = _load_index(files)
@@ -160,6 +161,7 @@ class StoreSource:
                 self._shards.append((files, entry))
                 shard_first.append(shard_first[-1] + int(entry["traces"]))
             fingerprints.append(doc["fingerprint"])
+            self.metas.append(dict(doc.get("meta") or {}))
         assert layout is not None
         self.layout, self.plan = layout, row_plan(layout)
         self.lengths = np.concatenate(lengths)

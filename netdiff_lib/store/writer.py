@@ -59,7 +59,6 @@ class StoreWriter:
         self.dest, self.layout, self.plan = str(dest), layout, row_plan(layout)
         self.remote = storage.is_remote(dest)
         self.dir = Path(tempfile.mkdtemp(prefix="netdiff-store-")) if self.remote else Path(dest)
-        self.dir.mkdir(parents=True, exist_ok=True)
         if not self.remote:  # rewriting a store: until the new one is complete, there is none
             (self.dir / INDEX_JSON).unlink(missing_ok=True)
         self.shard_packets, self.shard_bytes, self.meta = shard_packets, shard_bytes, dict(meta or {})
