@@ -107,7 +107,7 @@ def test_cic2017_encode_cli_unlabelled_keep(cic17: tuple, tmp_path: Path, capsys
     cap, csv, _, _ = cic17
     out = tmp_path / "out"
     assert main(["encode", str(cap), "-o", str(out), "-q", "--traces", "flow", "--labels", str(csv),
-                 "--unlabelled", "keep"]) == 0
+                 "--unlabelled", "keep", "--format", "npz"]) == 0
     err = capsys.readouterr().err
     folders = sorted(p.name for p in out.iterdir())
     assert folders == ["BENIGN", "DoS_Hulk", "Web_Attack_Brute_Force", UNLABELLED]
@@ -294,7 +294,7 @@ def test_several_label_files_are_one_index(cic17: tuple, tmp_path: Path) -> None
     assert one != _expected(packets, labels)
     out = tmp_path / "out"
     assert main(["encode", str(cap), "-o", str(out), "-q", "--traces", "flow", "--labels", str(first),
-                 "--labels", str(second)]) == 0
+                 "--labels", str(second), "--format", "npz"]) == 0
     from netdiff_lib.trace import load_trace
 
     got: Counter = Counter()
@@ -305,8 +305,8 @@ def test_several_label_files_are_one_index(cic17: tuple, tmp_path: Path) -> None
 
 
 def test_pipeline_encode_step_reads_label_files(cic17: tuple, tmp_path: Path) -> None:
+    from netdiff_lib.encoded import iter_encoded
     from netdiff_lib.stages import encode_shard
-    from netdiff_lib.trace import load_trace
 
     cap, csv, packets, labels = cic17
     root = tmp_path / "in" / "cic"
@@ -316,9 +316,9 @@ def test_pipeline_encode_step_reads_label_files(cic17: tuple, tmp_path: Path) ->
                            seed=0, max_packets=1024,
                            traces={"traces": "flow", "labels_uri": f"{csv}", "unlabelled": "drop"})
     got: Counter = Counter()
-    for f in (tmp_path / "enc" / "nprint").rglob("*.npz"):
-        t = load_trace(f)
-        got[t.label] += len(t)
+    for split in ("train", "test"):
+        for _, t in iter_encoded([tmp_path / "enc"], split):
+            got[t.label] += len(t)
     assert got == _expected(packets, labels) and sum(summary["traces"]["per_class"].values()) > 3
 
 

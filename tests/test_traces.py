@@ -131,7 +131,8 @@ def test_encode_cli_writes_traces_per_label_and_counts(long_capture: tuple[Path,
     folder.mkdir()
     path.rename(folder / "mixed_01.pcap")
     out = tmp_path / "out"
-    assert main(["encode", str(folder), "-o", str(out), "-q", "--traces", "flow", "--max-packets", "8"]) == 0
+    assert main(["encode", str(folder), "-o", str(out), "-q", "--traces", "flow", "--max-packets", "8",
+                 "--format", "npz"]) == 0
     err = capsys.readouterr().err
     files = sorted(out.rglob("*.npz"))
     assert len(files) == len(flows(packets)) and {f.parent.name for f in files} == {"mixed"}
@@ -160,8 +161,9 @@ def test_netdiffusion_mode_needs_whole_files(long_capture: tuple[Path, list], tm
     assert code == 2 and "--mode netdiffusion" in capsys.readouterr().err
 
 
-def test_encode_shard_writes_one_file_per_trace(tmp_path: Path) -> None:
+def test_encode_shard_writes_a_trace_store_per_split(tmp_path: Path) -> None:
     from netdiff_lib.stages import encode_shard, plan_inputs
+    from netdiff_lib.store import open_store
 
     root = tmp_path / "in"
     for label, parts in (("a", PARTS[:2]), ("b", PARTS[2:])):
@@ -171,12 +173,14 @@ def test_encode_shard_writes_one_file_per_trace(tmp_path: Path) -> None:
     plan = plan_inputs(str(root), 1, 0.5, 0)
     summary = encode_shard(str(root), tmp_path / "enc", {"index": 0, "count": 1}, test_fraction=0.5, seed=0,
                            max_packets=1024, traces={"traces": "flow", "flow_timeout": 60.0})
-    files = sorted((tmp_path / "enc" / "nprint").rglob("*.npz"))
-    per_capture = {c.dest.split("/", 2)[2]: c for c in plan.captures}
-    assert {f.name.rsplit("_", 1)[0] for f in files} == set(per_capture)
-    assert summary["traces"]["mode"] == "flow" and sum(summary["traces"]["per_class"].values()) == len(files)
-    assert {f.relative_to(tmp_path / "enc" / "nprint").parts[:2] for f in files} == {
-        (c.split, c.label) for c in plan.captures}
+    assert not list((tmp_path / "enc" / "nprint").rglob("*.npz"))
+    stores = {split: open_store(tmp_path / "enc" / "nprint" / split) for split in ("train", "test")}
+    assert {src for st in stores.values() for src in st.sources} == {c.dest for c in plan.captures}
+    assert summary["traces"]["mode"] == "flow"
+    assert sum(summary["traces"]["per_class"].values()) == sum(len(st) for st in stores.values())
+    assert {(split, src.split("/")[0], lab) for split, st in stores.items()
+            for src, lab in zip(st.sources, st.labels, strict=True)} == {
+        (c.split, c.split, c.label) for c in plan.captures}
 
 
 def test_run_passes_trace_options_to_the_pipeline(tmp_path: Path) -> None:

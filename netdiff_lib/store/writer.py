@@ -59,8 +59,10 @@ class StoreWriter:
         self.dest, self.layout, self.plan = str(dest), layout, row_plan(layout)
         self.remote = storage.is_remote(dest)
         self.dir = Path(tempfile.mkdtemp(prefix="netdiff-store-")) if self.remote else Path(dest)
-        if not self.remote:  # rewriting a store: until the new one is complete, there is none
-            (self.dir / INDEX_JSON).unlink(missing_ok=True)
+        if not self.remote and (self.dir / INDEX_JSON).is_file():  # rewriting a store: the old one goes first
+            (self.dir / INDEX_JSON).unlink()
+            for old in [self.dir / INDEX_FILE, *self.dir.glob(f"shard-*{SHARD_SUFFIX}")]:
+                old.unlink(missing_ok=True)
         self.shard_packets, self.shard_bytes, self.meta = shard_packets, shard_bytes, dict(meta or {})
         self.shards: list[dict[str, Any]] = []
         self._pending: list[tuple[Trace, PackedRows]] = []
@@ -179,11 +181,6 @@ class StoreWriter:
         if self.remote:
             storage.put(self.dir / INDEX_JSON, storage.join(self.dest, INDEX_JSON))
             shutil.rmtree(self.dir, ignore_errors=True)
-            return
-        keep = {s["name"] for s in self.shards} | {INDEX_FILE}
-        for old in self.dir.glob(f"shard-*{SHARD_SUFFIX}"):  # a store written here before, with more shards
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Remove the files written so far (uploaded shards of an ``s3://`` store stay, without a ``store.json``
