@@ -87,10 +87,11 @@ def check_values(matrix: np.ndarray) -> None:
         raise ValueError(f"nPrint rows hold -1, 0 or 1, not {int(matrix.min())}..{int(matrix.max())}")
 
 
-def pack_rows(matrix: np.ndarray, plan: RowPlan) -> PackedRows:
-    """Encode ``matrix`` (``(rows, width)`` int8 in {-1, 0, 1})."""
+def pack_rows(matrix: np.ndarray, plan: RowPlan, check: bool = True) -> PackedRows:
+    """Encode ``matrix`` (``(rows, width)`` int8 in {-1, 0, 1}; ``check=False`` when the caller checked that)."""
     matrix = np.ascontiguousarray(matrix, np.int8)
-    check_values(matrix)
+    if check:
+        check_values(matrix)
     n, nblocks = len(matrix), len(plan.sizes)
     values = np.packbits(matrix > 0, axis=1)
     present = np.packbits(matrix >= 0, axis=1)

@@ -23,7 +23,7 @@ from netdiff_lib import storage
 from netdiff_lib.atomic import write_json
 from netdiff_lib.errors import InputError
 from netdiff_lib.schema import Layout
-from netdiff_lib.store.codec import PackedRows, pack_rows, row_plan
+from netdiff_lib.store.codec import PackedRows, byte_offsets, check_values, pack_rows, row_plan
 from netdiff_lib.store.container import STORE_FORMAT, write_container
 from netdiff_lib.trace import Trace
 
@@ -33,6 +33,8 @@ SHARD_SUFFIX = ".nts"
 #: Default shard roll sizes: whichever comes first.
 SHARD_PACKETS = 1 << 20
 SHARD_BYTES = 64 << 20
+#: Rows packed at a time (traces added are packed together once this many rows wait).
+PACK_ROWS = 16384
 
 
 def shard_name(i: int) -> str:
@@ -65,8 +67,9 @@ class StoreWriter:
                 old.unlink(missing_ok=True)
         self.shard_packets, self.shard_bytes, self.meta = shard_packets, shard_bytes, dict(meta or {})
         self.shards: list[dict[str, Any]] = []
-        self._pending: list[tuple[Trace, PackedRows]] = []
-        self._pending_packets = self._pending_bytes = 0
+        self._raw: list[Trace] = []  # added, not yet packed
+        self._chunks: list[tuple[list[Trace], PackedRows]] = []  # packed, not yet in a shard
+        self._raw_packets = self._pending_packets = self._pending_bytes = 0
         self._lengths, self._label_codes, self._source_codes = array("q"), array("i"), array("i")
         self._labels: dict[str, int] = {}
         self._sources: dict[str, int] = {}
@@ -91,42 +94,54 @@ class StoreWriter:
         return int(sum(s["packets"] for s in self.shards)) + self._pending_packets
 
     def add(self, trace: Trace) -> None:
-        """Append one trace (its layout must be the store's)."""
+        """Append one trace (its layout must be the store's; its values -1, 0 or 1)."""
         if self.closed:
             raise ValueError("the store writer is closed")
         if trace.layout != self.layout:
             raise ValueError(f"trace layout {trace.layout.describe()} differs from the store's "
                              f"{self.layout.describe()}")
-        packed = pack_rows(trace.matrix, self.plan)
-        self._pending.append((trace, packed))
+        check_values(trace.matrix)
+        self._raw.append(trace)
+        self._raw_packets += len(trace)
         self._pending_packets += len(trace)
-        self._pending_bytes += (packed.data.nbytes + packed.counts.nbytes + 2 * packed.fb_values.nbytes
-                                + 8 * len(trace) + 64)
         self._lengths.append(len(trace))
         self._label_codes.append(self._labels.setdefault(str(trace.label), len(self._labels)))
         self._source_codes.append(self._sources.setdefault(str(trace.source or ""), len(self._sources)))
+        if self._raw_packets >= PACK_ROWS:
+            self._pack()
         if self._pending_packets >= self.shard_packets or self._pending_bytes >= self.shard_bytes:
             self._flush()
 
-    def _flush(self) -> None:
-        if not self._pending:
+    def _pack(self) -> None:
+        """Encode the traces added since the last call, all rows at once (a flow trace is a few rows)."""
+        if not self._raw:
             return
-        traces = [t for t, _ in self._pending]
-        packed = [p for _, p in self._pending]
+        rows = np.concatenate([t.matrix for t in self._raw]) if len(self._raw) > 1 else self._raw[0].matrix
+        packed = pack_rows(rows, self.plan, check=False)
+        self._chunks.append((self._raw, packed))
+        self._pending_bytes += (packed.data.nbytes + packed.counts.nbytes + 2 * packed.fb_values.nbytes
+                                + 8 * len(rows) + 64 * len(self._raw))
+        self._raw, self._raw_packets = [], 0
+
+    def _flush(self) -> None:
+        self._pack()
+        if not self._chunks:
+            return
+        traces = [t for ts, _ in self._chunks for t in ts]
+        packed = [p for _, p in self._chunks]
         rows = np.zeros(len(traces) + 1, np.int64)
         np.cumsum([len(t) for t in traces], out=rows[1:])
-        nbytes = np.zeros(len(traces) + 1, np.int64)
-        np.cumsum([p.data.nbytes for p in packed], out=nbytes[1:])
-        fb_rows = [p.fb_rows + rows[i] for i, p in enumerate(packed)]
+        first = np.cumsum([0] + [len(p.counts) for p in packed])
+        counts = np.concatenate([p.counts for p in packed])
         width = self.plan.nbytes
         arrays = {
-            "trace_rows": rows, "trace_bytes": nbytes,
+            "trace_rows": rows, "trace_bytes": byte_offsets(counts)[rows],
             "has_ts": np.array([t.ts_ns is not None for t in traces], bool),
             "ts_ns": np.concatenate([np.zeros(0, np.int64)] + [t.ts_ns if t.ts_ns is not None
                                                                else np.zeros(len(t), np.int64) for t in traces]),
-            "counts": np.concatenate([p.counts for p in packed]),
+            "counts": counts,
             "data": np.concatenate([p.data for p in packed]),
-            "fb_rows": np.concatenate(fb_rows),
+            "fb_rows": np.concatenate([p.fb_rows + first[i] for i, p in enumerate(packed)]),
             "fb_values": np.concatenate([np.zeros((0, width), np.uint8)] + [p.fb_values for p in packed]),
             "fb_present": np.concatenate([np.zeros((0, width), np.uint8)] + [p.fb_present for p in packed]),
         }
@@ -137,7 +152,7 @@ class StoreWriter:
         size, sha = self._write(name, header, arrays)
         self.shards.append({"name": name, "bytes": size, "sha256": sha, "traces": len(traces),
                             "packets": int(rows[-1])})
-        self._pending, self._pending_packets, self._pending_bytes = [], 0, 0
+        self._chunks, self._pending_packets, self._pending_bytes = [], 0, 0
 
     def _write(self, name: str, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[int, str]:
         path = self.dir / name
