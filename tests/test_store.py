@@ -283,3 +283,14 @@ def test_pipeline_encode_writes_split_stores_that_train_and_evaluate_read(tmp_pa
     want = open_store(tmp_path / "enc" / "nprint" / "test")
     assert len(test.traces) == len(want) and test.labels == want.labels
     assert all(f.startswith("test/") for f, _ in test.files)
+
+
+def test_train_reads_a_trace_store(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    folder, _ = _long_folder(tmp_path)
+    assert main(["encode", str(folder), "-o", str(tmp_path / "store"), "-q", "--traces", "flow"]) == 0
+    model = tmp_path / "model"
+    assert main(["train", "--data", str(tmp_path / "store"), "-o", str(model), "--config", "tiny", "--steps", "2",
+                 "-q", "--gpus", "1"]) == 0
+    cards = " ".join(p.read_text() for p in model.glob("*.json"))
+    assert open_store(tmp_path / "store").fingerprint in cards

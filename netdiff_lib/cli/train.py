@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from netdiff_lib.config import PRESETS
     from netdiff_lib.schema import MAX_PACKETS
 
-    p.add_argument("--data", required=True, help="folder (or s3:// prefix) of <label>/*.pcap captures")
+    p.add_argument("--data", required=True, help="folder (or s3:// prefix) of <label>/*.pcap captures, or a trace "
+                                                 "store (netdiff encode --format store), read shard by shard")
     add_out(p, "model folder to write (local or s3://)", metavar="MODEL_DIR")
     p.add_argument("--backend", default="native", help="generator backend (default: native)")
     p.add_argument("--config", choices=PRESETS,
@@ -100,11 +101,12 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from netdiff_lib.config import cpu_warning, default_preset
     from netdiff_lib.destination import check_output_dir
-    from netdiff_lib.encoded import from_captures
+    from netdiff_lib.encoded import from_captures, training_data_from_store
     from netdiff_lib.models import get_backend
     from netdiff_lib.models.base import privacy_settings
     from netdiff_lib.segment import SegmentStats
     from netdiff_lib.segment.options import options_from_args
+    from netdiff_lib.store import is_store, open_store
 
     check_output_dir(args.out, "model folder")  # before the captures are encoded and the model trained
     traces = options_from_args(args)
@@ -118,8 +120,12 @@ def _train(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr)
     workers = args.workers or max(1, min(8, os.cpu_count() or 1))
     stats = SegmentStats()
-    data = from_captures(args.data, args.max_packets, workers=workers, traces=traces, stats=stats)
-    if not traces.whole_files:
+    store = is_store(args.data)  # already cut into traces: --traces and --max-packets were given to encode
+    if store:
+        data = training_data_from_store(open_store(args.data), name=str(args.data))
+    else:
+        data = from_captures(args.data, args.max_packets, workers=workers, traces=traces, stats=stats)
+    if not traces.whole_files and not store:
         stats.report()
     if processes > 1:
         from netdiff_lib.stages.launch import TrainJob, launch
