@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from netdiff_lib.schema import MAX_PACKETS
 
     p.add_argument("--data", required=True, help="folder (or s3:// prefix) of <label>/*.pcap captures, or a trace "
-                                                 "store (netdiff encode --format store), read shard by shard")
+                                                 "store (netdiff encode --format store)")
     add_out(p, "model folder to write (local or s3://)", metavar="MODEL_DIR")
     p.add_argument("--backend", default="native", help="generator backend (default: native)")
     p.add_argument("--config", choices=PRESETS,
