@@ -80,9 +80,12 @@ class _Shard:
             rows, nb = a["trace_rows"], a["trace_bytes"]
             n, p = int(header["traces"]), int(header["packets"])
             ok = (len(rows) == n + 1 and rows[-1] == p and len(nb) == n + 1 and nb[-1] == len(a["data"])
-                  and a["counts"].shape[0] == p and len(a["ts_ns"]) == p and len(header["labels"]) == n
+                  and a["counts"].shape[0] == p and len(a["ts_ns"]) == p and len(header["meta"]) == n
+                  and len(a["label_codes"]) == n and len(a["source_codes"]) == n
                   and Layout.from_dict(header["layout"]) == layout)
-        except (KeyError, TypeError, ValueError) as exc:
+            self.labels = [header["labels"][c] for c in a["label_codes"].tolist()]
+            self.sources = [header["sources"][c] for c in a["source_codes"].tolist()]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise InputError(uri, f"corrupt trace store shard ({exc})") from None
         if not ok:
             raise InputError(uri, "corrupt trace store shard (its arrays do not agree with each other)")
@@ -102,8 +105,8 @@ class _Shard:
         for i in range(first, last):
             s, e = int(a["trace_rows"][i]) - r0, int(a["trace_rows"][i + 1]) - r0
             ts = np.array(a["ts_ns"][r0 + s : r0 + e]) if a["has_ts"][i] else None
-            out.append(Trace(matrix[s:e], plan.layout, ts, h["labels"][i], h["sources"][i], None,
-                             dict(h["meta"][i] or {})))
+            out.append(Trace(matrix[s:e], plan.layout, ts, self.labels[i], self.sources[i], None,
+                             {**h.get("meta_common", {}), **h["meta"][i]}))
         return out
 
 

@@ -47,6 +47,19 @@ def store_fingerprint(layout: Layout, digests: list[str]) -> str:
     return hashlib.sha256(json.dumps([STORE_FORMAT, layout.to_dict(), digests]).encode()).hexdigest()
 
 
+def _coded(values: list[str | None]) -> tuple[list[str | None], np.ndarray]:
+    """The distinct values (in order of appearance) and each value's index among them."""
+    vocab: dict[str | None, int] = {}
+    codes = np.array([vocab.setdefault(v, len(vocab)) for v in values], np.int32)
+    return list(vocab), codes
+
+
+def _split_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """``meta_common`` (the items every trace has alike, e.g. the trace mode) and ``meta`` (the rest, per trace)."""
+    common = {k: v for k, v in metas[0].items() if all(k in m and m[k] == v for m in metas[1:])}
+    return {"meta_common": common, "meta": [{k: v for k, v in m.items() if k not in common} for m in metas]}
+
+
 class StoreWriter:
     """Write traces of one ``layout`` into a store at ``dest`` (a folder, created, or an ``s3://`` prefix: shards
     are then staged in a temporary folder and uploaded as they roll, ``store.json`` last).
@@ -145,9 +158,10 @@ class StoreWriter:
             "fb_values": np.concatenate([np.zeros((0, width), np.uint8)] + [p.fb_values for p in packed]),
             "fb_present": np.concatenate([np.zeros((0, width), np.uint8)] + [p.fb_present for p in packed]),
         }
+        labels, arrays["label_codes"] = _coded([t.label for t in traces])
+        sources, arrays["source_codes"] = _coded([t.source for t in traces])
         header = {"kind": "shard", "layout": self.layout.to_dict(), "traces": len(traces), "packets": int(rows[-1]),
-                  "labels": [t.label for t in traces], "sources": [t.source for t in traces],
-                  "meta": [t.meta for t in traces]}
+                  "labels": labels, "sources": sources, **_split_meta([t.meta for t in traces])}
         name = shard_name(len(self.shards))
         size, sha = self._write(name, header, arrays)
         self.shards.append({"name": name, "bytes": size, "sha256": sha, "traces": len(traces),
