@@ -294,3 +294,13 @@ def test_train_reads_a_trace_store(tmp_path: Path) -> None:
                  "-q", "--gpus", "1"]) == 0
     cards = " ".join(p.read_text() for p in model.glob("*.json"))
     assert open_store(tmp_path / "store").fingerprint in cards
+
+
+def test_train_names_a_corrupt_store_shard(store: tuple[Path, list[Trace], dict], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    root, _, doc = store
+    shard = root / doc["shards"][0]["name"]
+    shard.write_bytes(shard.read_bytes()[:1000])
+    assert main(["train", "--data", str(root), "-o", str(tmp_path / "m"), "--config", "tiny", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert str(shard) in err and "Traceback" not in err and not (tmp_path / "m").exists()

@@ -143,8 +143,9 @@ class StoreSource:
                  cache_bytes: int = CACHE_BYTES) -> None:
         if not uris:
             raise ValueError("a store source needs at least one store")
-        self._tmp = None if cache_dir is not None else tempfile.mkdtemp(prefix="netdiff-store-cache-")
-        cache = Path(cache_dir if cache_dir is not None else self._tmp)
+        remote = any(storage.is_remote(u) for u in uris)
+        self._tmp = tempfile.mkdtemp(prefix="netdiff-store-cache-") if remote and cache_dir is None else None
+        cache = Path(cache_dir if cache_dir is not None else self._tmp or ".")  # local stores use no cache
         self.uris = [str(u) for u in uris]
         self.labels: list[str] = []
         self.sources: list[str] = []
