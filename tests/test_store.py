@@ -304,3 +304,19 @@ def test_train_names_a_corrupt_store_shard(store: tuple[Path, list[Trace], dict]
     assert main(["train", "--data", str(root), "-o", str(tmp_path / "m"), "--config", "tiny", "-q"]) == 2
     err = capsys.readouterr().err
     assert str(shard) in err and "Traceback" not in err and not (tmp_path / "m").exists()
+
+
+def test_a_pickled_source_reads_in_another_process(store: tuple[Path, list[Trace], dict]) -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    root, traces, _ = store
+    src = open_store(root)
+    src.read([0])
+    blob = pickle.dumps(src)
+    assert len(blob) < 100_000  # the index only, no loaded shard
+    code = ("import pickle, sys; s = pickle.loads(sys.stdin.buffer.read()); t = s.read([len(s) - 1])[0]; "
+            "print(t.label, len(t))")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
+    assert out.stdout.decode().split() == [traces[-1].label, str(len(traces[-1]))]

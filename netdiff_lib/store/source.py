@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 from collections import OrderedDict
@@ -209,6 +210,16 @@ class StoreSource:
             out += self._shard(k).traces(first, first + end - start, self.plan)
             start = end
         return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for another process (a pickled ``TrainingData``): no loaded shard, and not the owner of the cache
+        folder, in which it keeps its own subfolder (:meth:`__setstate__`)."""
+        return {**self.__dict__, "_loaded": OrderedDict(), "_tmp": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for files in {id(f): f for f, _ in self._shards}.values():
+            files.cache, files._held = files.cache / f"pid-{os.getpid()}", OrderedDict()
 
     def close(self) -> None:
         """Drop loaded shards and remove the temporary cache folder."""
