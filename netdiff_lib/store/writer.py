@@ -93,6 +93,8 @@ class StoreWriter:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.closed:
+            return
         if exc_type is None:
             self.close()
         else:
