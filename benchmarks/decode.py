@@ -8,8 +8,9 @@ traces of ``--packets`` packets, decoded in batches of ``--batch-tokens`` packet
 * ``alone``: one batch decoded in the calling thread, nothing else running: the decoding's cost per core, split
   into its halves (``decode_packed``: tokens -> packed header bytes; ``expand``: -> nPrint rows).
 * ``beside_loop``: all batches through :class:`~netdiff_lib.models.native.host_decode.HostDecoder` while the
-  main thread runs a Python loop (a stand-in for the sampling loop, which drives the GPU from Python): traces/s of
-  the decoding and the loop's speed against the loop alone, for ``--workers 0`` (a thread) and each other count.
+  main thread runs a stand-in for the sampling loop (Python for ``--loop-duty`` of the time, waiting the rest, as
+  a loop that drives a GPU): traces/s of the decoding and the loop's speed against the loop alone, for
+  ``--workers 0`` (a thread: the old path) and each other count.
 
     python -m benchmarks.decode --traces 256 --workers 0 2 4 [--data DIR] [--json out.json]
 """
@@ -73,16 +74,21 @@ def _alone(rep: Any, batch: tuple[Any, np.ndarray, list[str]], repeat: int) -> d
     return {"traces": n, **{k: round(v, 4) for k, v in best.items()}, "traces_per_s_per_core": round(n / total, 1)}
 
 
-def _spin(until: Any) -> int:
-    """A Python loop until ``until()`` is true: its iterations (checked every 1,000)."""
+def _spin(until: Any, duty: float) -> int:
+    """A stand-in for the sampling loop until ``until()`` is true: Python for ``duty`` of each millisecond-scale
+    cycle, sleeping the rest (like a thread waiting on the GPU, lock released); returns its Python iterations."""
     n = 0
     while not until():
-        for _ in range(1000):
-            n += 1
+        end = time.perf_counter() + 0.002 * duty
+        while time.perf_counter() < end:
+            for _ in range(100):
+                n += 1
+        if duty < 1:
+            time.sleep(0.002 * (1 - duty))
     return n
 
 
-def _beside_loop(rep: Any, batches: list[Any], workers: int, owner: Any) -> dict[str, Any]:
+def _beside_loop(rep: Any, batches: list[Any], workers: int, owner: Any, duty: float) -> dict[str, Any]:
     from netdiff_lib.models.native.host_decode import HostDecoder
 
     clock = {"host_s": 0.0}
@@ -92,10 +98,10 @@ def _beside_loop(rep: Any, batches: list[Any], workers: int, owner: Any) -> dict
             clock["host_s"] = 0.0
         t0 = time.perf_counter()
         jobs = [dec.submit(*b, i) for i, b in enumerate(batches)]
-        spins = _spin(lambda: all(j.done() for j in jobs))
+        spins = _spin(lambda: all(j.done() for j in jobs), duty)
         dt = time.perf_counter() - t0
     t1 = time.perf_counter()
-    alone = _spin(lambda: time.perf_counter() - t1 >= dt)
+    alone = _spin(lambda: time.perf_counter() - t1 >= dt, duty)
     traces = sum(len(b[1]) for b in batches)
     return {"workers": workers, "traces": traces, "seconds": round(dt, 3), "traces_per_s": round(traces / dt, 1),
             "decode_cpu_s": round(clock["host_s"], 3), "loop_speed_vs_alone": round(spins / max(alone, 1), 3)}
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-tokens", type=int, default=131_072, help="packets per decoded batch")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="0: a thread (the old path); N: processes")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--loop-duty", type=float, default=0.5,
+                   help="share of the time the stand-in sampling loop runs Python (the rest it waits, lock released)")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     rep, batches = _batches(args)
@@ -119,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         pass
 
     owner = Owner()
-    result = {"benchmark": "decode", "packets": args.packets, "cpus": os.cpu_count(),
+    result = {"benchmark": "decode", "packets": args.packets, "cpus": os.cpu_count(), "loop_duty": args.loop_duty,
               "alone": _alone(rep, batches[0], args.repeat)}
     print(json.dumps(result), flush=True)
     result["beside_loop"] = []
     for w in args.workers:
-        result["beside_loop"].append(_beside_loop(rep, batches, w, owner))
+        result["beside_loop"].append(_beside_loop(rep, batches, w, owner, args.loop_duty))
         print(json.dumps(result["beside_loop"][-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -102,6 +102,21 @@ def test_generation_is_the_same_whichever_decodes(rep: FieldTokens, traces: list
     pool.shutdown()
 
 
+def test_a_dead_worker_falls_back_to_the_thread(rep: FieldTokens, traces: list[Trace], tmp_path: Path) -> None:
+    model = _model(rep, traces, tmp_path)
+    opts = {"seed": 2, "progress": False, "batch_tokens": 256}
+    ref = generate_traces(model, 2, decode_workers=0, **opts)
+    generate_traces(model, 1, decode_workers=1, **opts)  # starts the model's pool
+    pool = model.__dict__["_decode_pool"][2]
+    for proc in list(pool._processes.values()):
+        proc.kill()
+        proc.join()
+    with pytest.warns(RuntimeWarning, match="decoding processes failed"):
+        got = generate_traces(model, 2, decode_workers=1, **opts)
+    assert "_decode_pool" not in model.__dict__  # the next request starts a new pool
+    assert all(np.array_equal(a.matrix, b.matrix) for a, b in zip(ref, got, strict=True))
+
+
 def test_decode_settings() -> None:
     assert auto_workers("cpu", 100) == 0
     with pytest.raises(ConfigError, match="decode_workers"):

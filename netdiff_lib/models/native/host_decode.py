@@ -9,7 +9,10 @@ representation's host codec (:meth:`~netdiff_lib.models.native.representation.Re
 imports no torch) on whole batches and sends back a compact result (for ``tokens``: packed header bytes, 1/7 of
 the nPrint rows, :class:`~netdiff_lib.models.native.token_decode.Packed`); one thread of the sampling process
 expands it into nPrint rows (a few large numpy calls).  Batches are decoded in parallel and their results kept
-in order; each batch's generator comes from its own seed, so the traces do not depend on the path.
+in order; each batch's generator comes from its own seed, so the traces do not depend on the path.  When a worker
+dies (killed, out of memory, or unable to start: a script that samples on CUDA at import time, without an
+``if __name__ == "__main__":`` guard, cannot be re-imported by a spawned worker), the batches left are decoded in
+the thread, with a warning.
 
 ``generate.decode_workers``: ``-1`` (auto) uses :func:`auto_workers` processes when sampling on CUDA a request of
 at least :data:`AUTO_MIN_BATCHES` batches, else the thread; ``0`` always the thread; ``N`` N processes.  A pool is
@@ -21,7 +24,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,14 +60,18 @@ class HostDecoder:
         self.rep, self.clock = rep, clock
         self.codec = rep.host_codec() if workers > 0 else None
         self.thread = ThreadPoolExecutor(max_workers=1)
-        self.pool = _pool(owner if owner is not None else self, rep, self.codec, workers) if self.codec else None
+        self.owner = owner if owner is not None else self
+        self.pool = _pool(self.owner, rep, self.codec, workers) if self.codec else None
 
     def submit(self, host: Any, lengths: np.ndarray, labels: list[str], state: int) -> Future:
         """Decode one batch (``state`` seeds its generator)."""
-        if self.pool is None:
-            return self.thread.submit(self._decode, host, lengths, labels, state)
-        job = self.pool.submit(_work, host, lengths, labels, state)
-        return self.thread.submit(self._expand, job)
+        args, pool = (host, lengths, labels, state), self.pool
+        if pool is not None:
+            try:
+                return self.thread.submit(self._expand, pool.submit(_work, *args), args)
+            except BrokenProcessPool as exc:
+                self._broken(exc)
+        return self.thread.submit(self._decode, *args)
 
     def _decode(self, host: Any, lengths: np.ndarray, labels: list[str], state: int) -> Any:
         t0 = time.perf_counter()
@@ -71,13 +80,24 @@ class HostDecoder:
         finally:
             self.clock["host_s"] += time.perf_counter() - t0
 
-    def _expand(self, job: Future) -> Any:
-        compact, seconds = job.result()
+    def _expand(self, job: Future, args: tuple[Any, ...]) -> Any:
+        try:
+            compact, seconds = job.result()
+        except BrokenProcessPool as exc:  # a worker died (killed, out of memory, could not start): decode here
+            self._broken(exc)
+            return self._decode(*args)
         t0 = time.perf_counter()
         try:
             return self.codec.expand(compact)
         finally:
             self.clock["host_s"] += seconds + time.perf_counter() - t0
+
+    def _broken(self, exc: BaseException) -> None:
+        if self.pool is not None:
+            warnings.warn(f"decoding processes failed ({exc}); decoding in a thread instead", RuntimeWarning,
+                          stacklevel=3)
+            self.pool = None
+            self.owner.__dict__.pop(_POOL, None)
 
     def __enter__(self) -> HostDecoder:
         return self
