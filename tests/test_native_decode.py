@@ -17,6 +17,8 @@ from netdiff_lib.models.native.host_decode import HostDecoder, auto_workers
 from netdiff_lib.models.native.model import NativeModel, load_model_dir, save_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
 from netdiff_lib.models.native.token_decode import BatchCodec, decode_packed
+from netdiff_lib.models.native.tokens import VALUE_FIELDS
+from netdiff_lib.models.native.vocab import Templates, Vocab, variable_bytes
 from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.trace import Trace
 
@@ -74,6 +76,47 @@ def test_packed_rows_hold_exactly_the_matrix(rep: FieldTokens, traces: list[Trac
     codec = BatchCodec(rep.tokenizer)
     again = codec.expand(codec.decode_compact((rows, iat), lengths, labels, np.random.default_rng(3)))
     assert np.array_equal(again[0], matrix)
+
+
+def _old_vocab_decode(vocab: Vocab, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Vocab.decode before its value table was cached (the reference)."""
+    t = np.asarray(tokens, np.int64)
+    out = np.asarray((0, *vocab.values), np.int64)[np.clip(t, 0, len(vocab.values))]
+    if not vocab.slots and vocab.bins:
+        b = t - vocab.first_slot
+        esc = (b >= 0) & (b < len(vocab.bins))
+        out[esc] = vocab.draw(b[esc], rng)
+    return out
+
+
+def _old_templates_decode(tpl: Templates, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Templates.decode before its tables were cached (the reference)."""
+    table = np.zeros((tpl.size, tpl.max_bytes), np.uint8)
+    var = np.zeros((tpl.size, tpl.max_bytes), bool)
+    lengths = np.zeros(tpl.size, np.int64)
+    for i, hexs in enumerate(tpl.items):
+        raw = bytes.fromhex(hexs)
+        table[2 + i, : len(raw)] = np.frombuffer(raw, np.uint8)
+        var[2 + i, : len(raw)] = variable_bytes(raw)
+        lengths[2 + i] = len(raw)
+    t = np.clip(np.asarray(tokens, np.int64), 0, tpl.size - 1)
+    noise = rng.integers(0, 256, size=(len(t), tpl.max_bytes), dtype=np.uint8)
+    return np.where(var[t], noise, table[t]), lengths[t]
+
+
+def test_cached_tables_decode_as_before(rep: FieldTokens, traces: list[Trace]) -> None:
+    tok = rep.tokenizer
+    (rows, _), _, _ = _batch(rep, traces)
+    rows = np.concatenate([rows, rows + 3, -rows])  # and tokens out of range, which clip
+    for f in VALUE_FIELDS:
+        col = rows[:, tok.col(f)]
+        new, old = (fn(tok.vocabs[f], col, np.random.default_rng(1)) for fn in (Vocab.decode, _old_vocab_decode))
+        assert np.array_equal(new, old), f
+    for f, tpl in (("tcp_opts", tok.tcp_opts), ("ip_opts", tok.ip_opts)):
+        col = rows[:, tok.col(f)]
+        new = tpl.decode(col, np.random.default_rng(1))
+        old = _old_templates_decode(tpl, col, np.random.default_rng(1))
+        assert all(np.array_equal(a, b) for a, b in zip(new, old, strict=True)), f
 
 
 def _model(rep: FieldTokens, traces: list[Trace], tmp_path: Path) -> NativeModel:

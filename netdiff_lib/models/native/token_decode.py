@@ -70,7 +70,7 @@ def decode_packed(tok: FieldTokenizer, tokens: np.ndarray, iat: np.ndarray, trac
                   rng: np.random.Generator | None = None, labels: list[str] | None = None) -> Packed:
     """Tokens of the packets of one or more traces (``trace_of``: each row's trace, default one trace;
     ``labels``: each trace's class, for its port ranges) -> their rows, packed.  Vectorised over all rows."""
-    t = np.asarray(tokens, np.int64)
+    t = np.asfortranarray(tokens, np.int64)  # column by column: each field's tokens contiguous
     n = len(t)
     rng = rng or np.random.default_rng(0)
     trace_of = np.zeros(n, np.int64) if trace_of is None else np.asarray(trace_of, np.int64)
