@@ -134,8 +134,10 @@ class _Blocks:
         idx = np.flatnonzero(rows)
         if not len(idx) or block not in self.blocks:
             return
+        sub = {block: np.zeros((len(idx), BLOCKS[block].nbytes), np.uint8)}  # the rows' bytes, contiguous
         for short, v in values.items():
-            put(self.blocks, f"{block}_{short}", np.asarray(v)[idx] if np.ndim(v) else v, idx)
+            put(sub, f"{block}_{short}", np.asarray(v)[idx] if np.ndim(v) else v)
         if options is not None:
-            self.blocks[block][idx, 20 : 20 + OPTION_BYTES] = options[0][idx]
+            sub[block][:, 20 : 20 + OPTION_BYTES] = options[0][idx]
+        self.blocks[block][idx] = sub[block]  # each block is written once: its rows were zero
         self.lengths[block][idx] = np.broadcast_to(length, rows.shape)[idx]
