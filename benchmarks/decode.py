@@ -12,7 +12,10 @@ traces of ``--packets`` packets, decoded in batches of ``--batch-tokens`` packet
   a loop that drives a GPU): traces/s of the decoding and the loop's speed against the loop alone, for
   ``--workers 0`` (a thread: the old path) and each other count.
 
-    python -m benchmarks.decode --traces 256 --workers 0 2 4 [--data DIR] [--json out.json]
+* ``--against COMMIT``: the same batch decoded alone by the library of an earlier commit (``git archive``, run in a
+  subprocess: ``FieldTokenizer.decode``), its traces/s per core and whether it gives the same rows.
+
+    python -m benchmarks.decode --traces 256 --workers 0 2 4 [--data DIR] [--against 40fa2ac] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +79,44 @@ def _alone(rep: Any, batch: tuple[Any, np.ndarray, list[str]], repeat: int) -> d
     return {"traces": n, **{k: round(v, 4) for k, v in best.items()}, "traces_per_s_per_core": round(n / total, 1)}
 
 
+_AGAINST = """
+import json, sys, time
+import numpy as np
+from netdiff_lib.models.native.tokens import FieldTokenizer
+d = np.load(sys.argv[1])
+tok = FieldTokenizer.from_dict(json.loads(str(d["tokenizer"])))
+labels = [str(x) for x in d["labels"]]
+best = float("inf")
+for _ in range(int(sys.argv[3]) + 1):
+    t0 = time.perf_counter()
+    m, _ = tok.decode(d["rows"], d["iat"], d["trace_of"], np.random.default_rng(0), labels)
+    best = min(best, time.perf_counter() - t0)
+np.save(sys.argv[2], m)
+print(json.dumps({"decode_s": best}))
+"""
+
+
+def _against(rep: Any, batch: tuple[Any, np.ndarray, list[str]], commit: str, repeat: int) -> dict[str, Any]:
+    """Decode ``batch`` alone with the library of ``commit``; compare its rows with today's."""
+    root = Path(__file__).resolve().parents[1]
+    (rows, iat), lengths, labels = batch
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(root), "archive", commit, "netdiff_lib"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        np.savez(f"{tmp}/batch.npz", rows=rows, iat=iat, trace_of=np.repeat(np.arange(len(lengths)), lengths),
+                 labels=np.array(labels), tokenizer=json.dumps(rep.tokenizer.to_dict()))
+        env = {**os.environ, "PYTHONPATH": tmp}
+        out = subprocess.run([sys.executable, "-c", _AGAINST, f"{tmp}/batch.npz", f"{tmp}/old.npy", str(repeat)],
+                             env=env, check=True, capture_output=True, text=True, cwd=tmp).stdout
+        seconds = json.loads(out.strip().splitlines()[-1])["decode_s"]
+        codec = rep.host_codec()
+        same = np.array_equal(np.load(f"{tmp}/old.npy"),
+                              codec.expand(codec.decode_compact(*batch, np.random.default_rng(0)))[0])
+    return {"commit": commit, "traces": len(lengths), "decode_s": round(seconds, 4),
+            "traces_per_s_per_core": round(len(lengths) / seconds, 1), "same_rows": bool(same)}
+
+
 def _spin(until: Any, duty: float) -> int:
     """A stand-in for the sampling loop until ``until()`` is true: Python for ``duty`` of each millisecond-scale
     cycle, sleeping the rest (like a thread waiting on the GPU, lock released); returns its Python iterations."""
@@ -117,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-tokens", type=int, default=131_072, help="packets per decoded batch")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="0: a thread (the old path); N: processes")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--against", metavar="COMMIT", help="also decode alone with the library of this commit")
     p.add_argument("--loop-duty", type=float, default=0.5,
                    help="share of the time the stand-in sampling loop runs Python (the rest it waits, lock released)")
     p.add_argument("--json", help="also write the result here")
@@ -129,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     owner = Owner()
     result = {"benchmark": "decode", "packets": args.packets, "cpus": os.cpu_count(), "loop_duty": args.loop_duty,
               "alone": _alone(rep, batches[0], args.repeat)}
+    if args.against:
+        result["against"] = _against(rep, batches[0], args.against, args.repeat)
     print(json.dumps(result), flush=True)
     result["beside_loop"] = []
     for w in args.workers:

@@ -13,7 +13,7 @@ import torch
 from netdiff_lib.config import Config, GenerateConfig, tiny
 from netdiff_lib.errors import ConfigError
 from netdiff_lib.models.native.field_tokens import FieldTokens
-from netdiff_lib.models.native.host_decode import HostDecoder, auto_workers
+from netdiff_lib.models.native.host_decode import AUTO_MIN_BATCHES, HostDecoder, auto_workers
 from netdiff_lib.models.native.model import NativeModel, load_model_dir, save_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
 from netdiff_lib.models.native.token_decode import BatchCodec, decode_packed
@@ -162,6 +162,7 @@ def test_a_dead_worker_falls_back_to_the_thread(rep: FieldTokens, traces: list[T
 
 def test_decode_settings() -> None:
     assert auto_workers("cpu", 100) == 0
+    assert auto_workers("cuda", AUTO_MIN_BATCHES - 1) == 0 and auto_workers("cuda", AUTO_MIN_BATCHES) >= 1
     with pytest.raises(ConfigError, match="decode_workers"):
         GenerateConfig(decode_workers=-2)
     d = tiny().to_dict()

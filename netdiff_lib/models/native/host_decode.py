@@ -34,9 +34,9 @@ import numpy as np
 if TYPE_CHECKING:
     from netdiff_lib.models.native.representation import Representation
 
-#: ``auto`` decodes in processes for requests of at least this many batches (a small request would wait for the
-#: workers to start: about a second)
-AUTO_MIN_BATCHES = 2
+#: ``auto`` decodes in processes for requests of at least this many batches (512 traces of 1,024 packets in
+#: batches of 131,072 packets; a small request would wait for the workers to start: a second or two)
+AUTO_MIN_BATCHES = 4
 MAX_AUTO_WORKERS = 4
 _POOL = "_decode_pool"  # attribute of the NativeModel: (workers, id of the codec's representation, executor)
 _codec: Any = None  # in a worker process: the representation's host codec
