@@ -13,7 +13,8 @@ traces of ``--packets`` packets, decoded in batches of ``--batch-tokens`` packet
   ``--workers 0`` (a thread: the old path) and each other count.
 
 * ``--against COMMIT``: the same batch decoded alone by the library of an earlier commit (``git archive``, run in a
-  subprocess: ``FieldTokenizer.decode``), its traces/s per core and whether it gives the same rows.
+  subprocess: ``FieldTokenizer.decode``) and by today's, interleaved ``--repeat`` times (best of each): traces/s
+  per core, the speed-up, and whether the rows are the same.
 
     python -m benchmarks.decode --traces 256 --workers 0 2 4 [--data DIR] [--against 40fa2ac] [--json out.json]
 """
@@ -107,14 +108,19 @@ def _against(rep: Any, batch: tuple[Any, np.ndarray, list[str]], commit: str, re
         np.savez(f"{tmp}/batch.npz", rows=rows, iat=iat, trace_of=np.repeat(np.arange(len(lengths)), lengths),
                  labels=np.array(labels), tokenizer=json.dumps(rep.tokenizer.to_dict()))
         env = {**os.environ, "PYTHONPATH": tmp}
-        out = subprocess.run([sys.executable, "-c", _AGAINST, f"{tmp}/batch.npz", f"{tmp}/old.npy", str(repeat)],
-                             env=env, check=True, capture_output=True, text=True, cwd=tmp).stdout
-        seconds = json.loads(out.strip().splitlines()[-1])["decode_s"]
-        codec = rep.host_codec()
-        same = np.array_equal(np.load(f"{tmp}/old.npy"),
-                              codec.expand(codec.decode_compact(*batch, np.random.default_rng(0)))[0])
-    return {"commit": commit, "traces": len(lengths), "decode_s": round(seconds, 4),
-            "traces_per_s_per_core": round(len(lengths) / seconds, 1), "same_rows": bool(same)}
+        codec, old, new = rep.host_codec(), [], []
+        for _ in range(repeat):  # interleaved, so that both see the same load
+            run = subprocess.run([sys.executable, "-c", _AGAINST, f"{tmp}/batch.npz", f"{tmp}/old.npy", "1"],
+                                 env=env, check=True, capture_output=True, text=True, cwd=tmp)
+            old.append(json.loads(run.stdout.strip().splitlines()[-1])["decode_s"])
+            t0 = time.perf_counter()
+            today = codec.expand(codec.decode_compact(*batch, np.random.default_rng(0)))[0]
+            new.append(time.perf_counter() - t0)
+        same = np.array_equal(np.load(f"{tmp}/old.npy"), today)
+    n = len(lengths)
+    return {"commit": commit, "traces": n, "decode_s": round(min(old), 4), "today_s": round(min(new), 4),
+            "traces_per_s_per_core": round(n / min(old), 1), "today_traces_per_s_per_core": round(n / min(new), 1),
+            "speedup": round(min(old) / min(new), 2), "same_rows": bool(same)}
 
 
 def _spin(until: Any, duty: float) -> int:

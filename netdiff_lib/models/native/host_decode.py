@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import time
 import warnings
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
@@ -112,10 +113,13 @@ def _pool(owner: Any, rep: Representation, codec: Any, workers: int) -> ProcessP
     if held is not None and held[0] == workers and held[1] is rep:
         return held[2]
     if held is not None:
-        held[2].shutdown(wait=False, cancel_futures=True)
+        held[2].shutdown(wait=True, cancel_futures=True)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init, initargs=(codec,))
     owner.__dict__[_POOL] = (workers, rep, pool)
+    # shut down with its owner, in the owner's thread: a pool collected at exit races the interpreter's own shutdown
+    # of pools on Python 3.11 ("OSError: Bad file descriptor" in _python_exit)
+    weakref.finalize(owner, pool.shutdown, wait=True, cancel_futures=True)
     return pool
 
 
