@@ -138,12 +138,13 @@ def _spin(until: Any, duty: float) -> int:
 
 
 def _beside_loop(rep: Any, batches: list[Any], workers: int, owner: Any, duty: float) -> dict[str, Any]:
-    from netdiff_lib.models.native.host_decode import HostDecoder
+    from netdiff_lib.models.native.host_decode import HostDecoder, wait_ready
 
     clock = {"host_s": 0.0}
     with HostDecoder(rep, workers, clock, owner=owner) as dec:
         if workers:  # start the pool before timing (the sampler keeps it per model)
             dec.submit(*batches[-1][:3], 0).result()
+            wait_ready(owner)
             clock["host_s"] = 0.0
         t0 = time.perf_counter()
         jobs = [dec.submit(*b, i) for i, b in enumerate(batches)]

@@ -114,7 +114,7 @@ def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.N
     ``workers``: decoding processes (0: a thread, -1: as the timed request would by default); ``keep`` receives
     the traces."""
     from netdiff_lib.models.native.compiled import wanted
-    from netdiff_lib.models.native.host_decode import auto_workers
+    from netdiff_lib.models.native.host_decode import auto_workers, wait_ready
     from netdiff_lib.models.native.sampler import generate_traces
 
     if workers < 0:
@@ -125,6 +125,7 @@ def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.N
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     generate_traces(model, _spread(model.labels, min(args.traces, args.batch_tokens // args.packets)), **opts)
+    wait_ready(model)
     _sync()
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()

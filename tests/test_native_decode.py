@@ -13,7 +13,7 @@ import torch
 from netdiff_lib.config import Config, GenerateConfig, tiny
 from netdiff_lib.errors import ConfigError
 from netdiff_lib.models.native.field_tokens import FieldTokens
-from netdiff_lib.models.native.host_decode import AUTO_MIN_BATCHES, HostDecoder, auto_workers
+from netdiff_lib.models.native.host_decode import AUTO_MIN_BATCHES, HostDecoder, auto_workers, wait_ready
 from netdiff_lib.models.native.model import NativeModel, load_model_dir, save_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
 from netdiff_lib.models.native.token_decode import BatchCodec, decode_packed
@@ -135,6 +135,8 @@ def test_generation_is_the_same_whichever_decodes(rep: FieldTokens, traces: list
     clock: dict[str, float] = {}
     procs = generate_traces(model, 3, decode_workers=2, timings=clock, **opts)
     pool = model.__dict__["_decode_pool"][2]
+    wait_ready(model)
+    assert len(pool._processes) == 2  # every worker started at once
     again = generate_traces(model, 3, decode_workers=2, **opts)
     assert model.__dict__["_decode_pool"][2] is pool  # started once per model
     assert len(thread) == len(procs) == 3 * len(model.labels)

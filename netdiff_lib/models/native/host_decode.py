@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 #: batches of 131,072 packets; a small request would wait for the workers to start: a second or two)
 AUTO_MIN_BATCHES = 4
 MAX_AUTO_WORKERS = 4
-_POOL = "_decode_pool"  # attribute of the NativeModel: (workers, id of the codec's representation, executor)
+_POOL = "_decode_pool"  # attribute of the NativeModel: (workers, representation, executor, start-up futures)
 _codec: Any = None  # in a worker process: the representation's host codec
 
 
@@ -116,11 +116,23 @@ def _pool(owner: Any, rep: Representation, codec: Any, workers: int) -> ProcessP
         held[2].shutdown(wait=True, cancel_futures=True)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init, initargs=(codec,))
-    owner.__dict__[_POOL] = (workers, rep, pool)
+    ready = [pool.submit(_ready) for _ in range(workers)]  # start every worker now (the pool starts them on demand)
+    owner.__dict__[_POOL] = (workers, rep, pool, ready)
     # shut down with its owner, in the owner's thread: a pool collected at exit races the interpreter's own shutdown
     # of pools on Python 3.11 ("OSError: Bad file descriptor" in _python_exit)
     weakref.finalize(owner, pool.shutdown, wait=True, cancel_futures=True)
     return pool
+
+
+def wait_ready(owner: Any) -> None:
+    """Wait until every decoding process of ``owner`` (a model) has started (benchmarks: before timing)."""
+    held = owner.__dict__.get(_POOL)
+    for job in held[3] if held is not None else []:
+        job.result()
+
+
+def _ready() -> None:
+    return None
 
 
 def _init(codec: Any) -> None:
