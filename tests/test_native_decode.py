@@ -17,7 +17,7 @@ from netdiff_lib.models.native.host_decode import AUTO_MIN_BATCHES, HostDecoder,
 from netdiff_lib.models.native.model import NativeModel, load_model_dir, save_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
 from netdiff_lib.models.native.token_decode import BatchCodec, decode_packed
-from netdiff_lib.models.native.tokens import VALUE_FIELDS
+from netdiff_lib.models.native.token_schema import VALUE_FIELDS
 from netdiff_lib.models.native.vocab import Templates, Vocab, variable_bytes
 from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.trace import Trace

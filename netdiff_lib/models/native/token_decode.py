@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from netdiff_lib.models.native import endpoints
-from netdiff_lib.models.native.tokens import (
+from netdiff_lib.models.native.token_schema import (
     IAT_BINS_PER_DECADE,
     OPTION_BYTES,
     PORT_FIELDS,

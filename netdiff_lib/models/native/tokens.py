@@ -53,6 +53,14 @@ import numpy as np
 from netdiff_lib.atomic import read_json, write_json
 from netdiff_lib.errors import InputError
 from netdiff_lib.models.native import endpoints
+from netdiff_lib.models.native.token_decode import decode_packed
+from netdiff_lib.models.native.token_schema import (
+    IAT_BINS_PER_DECADE,
+    OPTION_BYTES,
+    PORT_FIELDS,
+    TCP_FLAGS,
+    VALUE_FIELDS,
+)
 from netdiff_lib.models.native.vocab import (
     ABSENT,
     Templates,
@@ -69,16 +77,10 @@ FIELDS = ("kind", "ip_len", "ttl", "tos", "ip_df", "ip_id", "ip_opts", "v6_flow"
           "tcp_flags", "tcp_win", "tcp_urp", "tcp_opts", "icmp")
 #: ``model.endpoints=conv``: the two port fields become a conversation and its two ports (endpoints.py)
 CONV_FIELDS = (*FIELDS[:8], *endpoints.CONV_FIELDS, *FIELDS[10:])
-VALUE_FIELDS = {"ip_len": 16, "ttl": 8, "tos": 8, "ip_df": 1, "ip_id": 16, "v6_flow": 20, "tcp_flags": 9,
-                "tcp_win": 16, "tcp_urp": 16, "icmp": 16}
-PORT_FIELDS = ("sport", "dport")
 CONV_PORTS = ("server_port", "client_port")
 IAT_FIELD = "iat"
-IAT_BINS_PER_DECADE = 20
 IAT_TOKEN_BINS = 9 * IAT_BINS_PER_DECADE  # up to 10^9 µs (about 17 minutes) between packets
-TCP_FLAGS = ("ns", "cwr", "ece", "urg", "ackf", "psh", "rst", "syn", "fin")
 L4 = ("none", "tcp", "udp", "icmp")
-OPTION_BYTES = 40
 #: Which transport/network a field needs: "ip" (any), "ipv4", "ipv6", "port" (TCP or UDP), "tcp", "icmp".
 NEEDS = {"ip_len": "ip", "ttl": "ip", "tos": "ip", "ip_df": "ipv4", "ip_id": "ipv4", "ip_opts": "ipv4",
          "v6_flow": "ipv6", "sport": "port", "dport": "port", "conv": "port", "server_port": "port",
@@ -295,8 +297,6 @@ class FieldTokenizer:
         """Tokens of the packets of one or more traces (``trace_of``: each row's trace, default one trace;
         ``labels``: each trace's class, for its port ranges) -> (nPrint matrix int8 (n, layout.width),
         inter-arrival µs (n,)); :func:`~netdiff_lib.models.native.token_decode.decode_packed`, then expanded."""
-        from netdiff_lib.models.native.token_decode import decode_packed  # it imports this module
-
         return decode_packed(self, tokens, iat, trace_of, rng, labels).expand()
 
     def _coverage(self, matrices: list[np.ndarray]) -> dict[str, float]:
