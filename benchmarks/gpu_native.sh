@@ -8,13 +8,15 @@
 #   bash benchmarks/gpu_native.sh [DATA_DIR] [--gpus N] [--budget SECONDS] [--config base|small|tiny]
 #                                 [--guidance "1.0 1.5"] [--times 5] [--skip-generate] [--no-compile]
 #                                 [--variant NAME=SECTION.KEY=VALUE,...]... [--throughput N]
-#                                 [--throughput-steps "16 25"] [--gen-steps "16 25"]
+#                                 [--throughput-steps "16 25"] [--gen-steps "16 25"] [--decode-workers "0 -1"]
 #
 # Each --variant (an ablation arm) trains its own model for the same --budget with `--set` overrides (e.g.
 # `--variant noslots=model.port_slots=0 --variant slots=`) and generates its own set; without
 # --variant there is one arm, "default". --throughput N times N traces at 1,024 packets for the last arm (once
 # per sampler step count in --throughput-steps). --gen-steps generates each arm's set once per sampler step count
-# (16 is the library's default; another count names the set <arm>s<steps>).
+# (16 is the library's default; another count names the set <arm>s<steps>). --decode-workers times each throughput
+# run once per value: 0 decodes in a thread of the sampling process (the old path), -1 (default) as generation
+# does by default (worker processes on CUDA), N in N processes.
 #
 # DATA_DIR defaults to shared/data/iot-sentinel (under the repo root). When diffusers is not importable, the
 # wheels in ./wheels (diffusers) are installed into a temporary folder; netdiff runs from this checkout.
@@ -39,6 +41,7 @@ VARIANTS=()
 THROUGHPUT=256
 THROUGHPUT_STEPS="16"
 GEN_STEPS="16"
+DECODE_WORKERS="-1"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --gpus) GPUS=$2; shift 2 ;;
@@ -52,6 +55,7 @@ while [[ $# -gt 0 ]]; do
     --throughput) THROUGHPUT=$2; shift 2 ;;
     --throughput-steps) THROUGHPUT_STEPS=$2; shift 2 ;;
     --gen-steps) GEN_STEPS=$2; shift 2 ;;
+    --decode-workers) DECODE_WORKERS=$2; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) DATA=$1; shift ;;
   esac
@@ -154,8 +158,10 @@ if [[ $GENERATE -eq 1 ]] && (( THROUGHPUT > 0 )) && (( $(left) > 60 )); then
   MODE=(--compile); [[ $COMPILE -eq 1 ]] || MODE=(--eager)
   for S in $THROUGHPUT_STEPS; do
     stamp "arm $LAST: throughput at 1024 packets, guidance $G, $S steps, ${MODE[*]} (at most $(( $(left) - 25 ))s)"
+    # shellcheck disable=SC2086  # DECODE_WORKERS is a list of numbers
     timeout $(( $(left) - 25 )) python3 -m benchmarks.train_native throughput --model "$WORK/model_$LAST" \
       --packets 1024 --traces "$THROUGHPUT" --guidance "$G" --sample-steps "$S" "${MODE[@]}" \
+      --decode-workers $DECODE_WORKERS \
       --json "$WORK/throughput_s$S.json" || stamp "throughput run failed or ran out of time"
   done
 fi

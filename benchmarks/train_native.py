@@ -8,7 +8,8 @@ Sub-commands (each prints one JSON object and can write it with ``--json``):
 * ``throughput``: traces/s of :func:`netdiff_lib.models.native.sampler.generate_traces` at a fixed trace length
   (1,024 packets by default), after one warm-up batch of the same shape (which compiles), as the model samples
   by default (``generate.compile``: compiled on CUDA), or with ``--compile [BACKEND]`` (inductor by default)
-  eager and compiled side by side in one run, with the speed-up and the share of identical traces; peak GPU memory.
+  eager and compiled side by side in one run, with the speed-up and the share of identical traces; peak GPU memory;
+  ``--decode-workers 0 -1``: each run with the host decoding in a thread (the old path) and in worker processes.
 * ``pcaps``: the pcaps of a ``generated.npz`` (reconstruction on the CPU, same seed as ``generate-set``).
 * ``generate-set``: ``--times`` x the test captures of each class of a ``split.json`` (``netdiff split``), per
   guidance value, as ``<label>/<label>_<n>.pcap`` (reconstructed) plus one compressed array file of the raw generator
@@ -107,18 +108,24 @@ def _name(dev: torch.device) -> str:
 
 
 def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.Namespace,
-                compile: str | None = None, keep: list[Any] | None = None) -> dict[str, Any]:
-    """traces/s at a fixed length, after one warm-up batch of the same shape (which compiles, when compiling);
-    ``compile``: ``on``/``off``, or None for the model's ``generate.compile``; ``keep`` receives the traces."""
+                compile: str | None = None, keep: list[Any] | None = None, workers: int = -1) -> dict[str, Any]:
+    """traces/s at a fixed length, after one warm-up batch of the same shape (which compiles, when compiling, and
+    starts the decoding processes); ``compile``: ``on``/``off``, or None for the model's ``generate.compile``;
+    ``workers``: decoding processes (0: a thread, -1: as the timed request would by default); ``keep`` receives
+    the traces."""
     from netdiff_lib.models.native.compiled import wanted
+    from netdiff_lib.models.native.host_decode import auto_workers, wait_ready
     from netdiff_lib.models.native.sampler import generate_traces
 
+    if workers < 0:
+        workers = auto_workers(dev, -(-args.traces * args.packets // args.batch_tokens))
     opts = {"steps": args.steps, "guidance": guidance, "length": args.packets, "progress": False,
-            "batch_tokens": args.batch_tokens, "compile": compile}
+            "batch_tokens": args.batch_tokens, "compile": compile, "decode_workers": workers}
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     generate_traces(model, _spread(model.labels, min(args.traces, args.batch_tokens // args.packets)), **opts)
+    wait_ready(model)
     _sync()
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -131,7 +138,7 @@ def _throughput(model: Any, dev: torch.device, guidance: float, args: argparse.N
     compiled = wanted(compile or model.config.generate.compile, dev, args.traces * args.packets)
     return {"benchmark": "throughput", "device": _name(dev), "packets": len(traces[0].matrix),
             "traces": len(traces), "steps": args.steps, "guidance": guidance,
-            "compiled": model.config.generate.compile_backend if compiled else False,
+            "compiled": model.config.generate.compile_backend if compiled else False, "decode_workers": workers,
             "batch_tokens": args.batch_tokens, "warmup_s": round(warm, 2), "seconds": round(dt, 3),
             "traces_per_s": round(len(traces) / dt, 2), "peak_gpu_memory_gib": _peak_gib(),
             "device_s": round(clock["device_s"], 3), "host_decode_s": round(clock["host_s"], 3)}
@@ -148,18 +155,20 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model_dir(args.model, device=dev)
     if not args.compile:
         mode = "off" if args.eager else None
-        return {"runs": [_throughput(model, dev, g, args, mode) for g in args.guidance]}
+        return {"runs": [_throughput(model, dev, g, args, mode, workers=w) for g in args.guidance
+                         for w in args.decode_workers]}
     model.config = replace(model.config, generate=replace(model.config.generate, compile_backend=args.compile))
     runs, pairs = [], []
-    for g in args.guidance:
+    for g, w in ((g, w) for g in args.guidance for w in args.decode_workers):
         eager: list[Any] = []
         compiled: list[Any] = []
-        runs.append(_throughput(model, dev, g, args, "off", eager))
+        runs.append(_throughput(model, dev, g, args, "off", eager, w))
         print(json.dumps(runs[-1]), flush=True)
-        runs.append(_throughput(model, dev, g, args, "on", compiled))
+        runs.append(_throughput(model, dev, g, args, "on", compiled, w))
         print(json.dumps(runs[-1]), flush=True)
         same = sum(np.array_equal(a.matrix, b.matrix) for a, b in zip(eager[0], compiled[0], strict=True))
-        pairs.append({"guidance": g, "speedup": round(runs[-1]["traces_per_s"] / runs[-2]["traces_per_s"], 3),
+        pairs.append({"guidance": g, "decode_workers": runs[-1]["decode_workers"],
+                      "speedup": round(runs[-1]["traces_per_s"] / runs[-2]["traces_per_s"], 3),
                       "same_traces": round(same / len(eager[0]), 4)})
     return {"runs": runs, "compiled_vs_eager": pairs}
 
@@ -269,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="time eager and torch.compile sampling side by side (backend: inductor, or e.g. "
                          "aot_eager); without it, the model's default (generate.compile: compiled on CUDA)")
     tp.add_argument("--eager", action="store_true", help="eager sampling only (generate.compile=off)")
+    tp.add_argument("--decode-workers", type=int, nargs="+", default=[-1], metavar="N",
+                    help="decoding processes, one run each: 0 = a thread of the sampling process (the old path), "
+                         "-1 = the default (processes on CUDA)")
     gs = sub.add_parser("generate-set")
     gs.add_argument("--model", required=True)
     gs.add_argument("--split", required=True, help="split.json written by `netdiff split`")

@@ -206,10 +206,15 @@ class GenerateConfig:
     compile: str = "auto"
     #: the ``torch.compile`` backend (``inductor``; ``aot_eager`` / ``eager`` check the path without code generation)
     compile_backend: str = "inductor"
+    #: processes decoding sampled batches beside the sampling loop: -1 = auto (on CUDA, for requests of several
+    #: batches; :mod:`netdiff_lib.models.native.host_decode`), 0 = one thread of the sampling process, N = N
+    decode_workers: int = -1
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_CHOICES:
             raise ConfigError(f"generate.compile must be one of {', '.join(COMPILE_CHOICES)}, not {self.compile!r}")
+        if self.decode_workers < -1:
+            raise ConfigError(f"generate.decode_workers must be -1 (auto), 0 or more, not {self.decode_workers}")
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,11 @@ def packed(blocks: dict[str, np.ndarray], lengths: dict[str, np.ndarray], layout
 
 def to_matrix(blocks: dict[str, np.ndarray], lengths: dict[str, np.ndarray], layout: Layout) -> np.ndarray:
     """nPrint matrix of repaired blocks: bytes below each block's length are on the wire, the others -1."""
-    val, on = packed(blocks, lengths, layout)
+    return expand_bits(*packed(blocks, lengths, layout))
+
+
+def expand_bits(val: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """nPrint matrix of packed bytes (:func:`packed`): the bits of the bytes where ``on`` is non-zero, else -1."""
     raw = val.astype(np.uint16)
     raw[on == 0] = 256
     return _bits_lut()[raw].view(np.int8).reshape(len(val), 8 * raw.shape[1])

@@ -18,6 +18,7 @@ import torch
 from netdiff_lib.config import Config
 from netdiff_lib.models.native.discrete import TokenDiT, TwoStageSchedule, sample_tokens, token_loss
 from netdiff_lib.models.native.representation import Representation
+from netdiff_lib.models.native.token_decode import BatchCodec
 from netdiff_lib.models.native.tokens import IAT_TOKEN_BINS, FieldTokenizer
 from netdiff_lib.schema import Layout
 from netdiff_lib.trace import Trace
@@ -85,12 +86,16 @@ class FieldTokens(Representation):
         tokens, iat = sample_tokens(net, labels, lengths, n, steps=steps, guidance=guidance,
                                     applicable=self.applicable(labels.device), gen=gen, cfg=cfg, padded=padded)
         keep = (torch.arange(n, device=lengths.device)[None] < lengths[:, None]).ravel().cpu().numpy()
-        return tokens.reshape(-1, tokens.shape[-1]).cpu().numpy()[keep], iat.float().cpu().numpy().ravel()[keep]
+        tokens = tokens.reshape(-1, tokens.shape[-1]).to(torch.int32).cpu().numpy()  # half the bytes to copy, send
+        return tokens[keep], iat.float().cpu().numpy().ravel()[keep]
 
     def decode(self, host: tuple[np.ndarray, np.ndarray], lengths: np.ndarray, labels: list[str],
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        rows, iat = host
-        return self.tokenizer.decode(rows, iat, np.repeat(np.arange(len(lengths)), lengths), rng, labels)
+        codec = self.host_codec()
+        return codec.expand(codec.decode_compact(host, lengths, labels, rng))
+
+    def host_codec(self) -> BatchCodec:
+        return BatchCodec(self.tokenizer)
 
     def save(self, path: str | Path) -> None:
         self.tokenizer.save(path)

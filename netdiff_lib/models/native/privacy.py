@@ -185,7 +185,7 @@ class PrivacyGate:
         from netdiff_lib.models.native.sampler import generate_traces
 
         samples = generate_traces(model, self.cfg.privacy.samples_per_class, seed=self.cfg.train.seed,
-                                  progress=False)
+                                  progress=False, decode_workers=0)  # inside training: no decoding processes
         syn = [Trace(g.matrix, model.layout, label=g.label) for g in samples]
         d = dcr(self.members, syn, self.k)
         summary = privacy_summary(d, [t.label for t in syn], self.fresh, [t.label for t in self.held])

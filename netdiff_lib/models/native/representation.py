@@ -15,7 +15,7 @@ network   the denoiser (``nn.Module``; its shape may depend on the fit)    train
 schedule  the noise schedule: training noise levels, the sampler's grid    loss and sample
 loss      one batch of rows -> (loss to minimise, the logged ``metric``)   training, every step
 sample    one batch of (class, length) requests -> host arrays             sampler, on the device
-decode    those arrays -> nPrint rows + inter-arrival µs                   sampler, on a host thread
+decode    those arrays -> nPrint rows + inter-arrival µs                   sampler, host thread or processes
 save/load the fitted state: the file ``file`` of the model folder          model folder
 ========= ================================================================ ==============================
 
@@ -126,6 +126,13 @@ class Representation(ABC):
     def decode(self, host: Any, lengths: np.ndarray, labels: list[str],
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`sample`'s arrays -> (nPrint rows int8 of all the batch's traces in order, inter-arrival µs)."""
+
+    def host_codec(self) -> Any:
+        """What decodes batches in a worker process (:mod:`~netdiff_lib.models.native.host_decode`): a picklable
+        object whose module imports no torch, with ``decode_compact(host, lengths, labels, rng)`` (:meth:`decode`'s
+        work, returning something small to send back) and ``expand(compact)`` (what :meth:`decode` returns); None
+        (the default): batches are decoded in a thread of the sampling process."""
+        return None
 
     @abstractmethod
     def save(self, path: str | Path) -> None:

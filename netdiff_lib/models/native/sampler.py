@@ -5,11 +5,12 @@ never generated), groups the requests into the training length buckets and, batc
 representation to sample on the device
 (:meth:`~netdiff_lib.models.native.representation.Representation.sample`: for ``tokens``, the ancestral sampler
 of masked diffusion over the two-stage grid, packet kinds first, with classifier-free guidance on the logits,
-and DDIM for the inter-arrival time) and to decode the batch into nPrint rows and inter-arrival times on a host
-thread (:meth:`~netdiff_lib.models.native.representation.Representation.decode`) while the device samples the
-next batch (the run's last batch is cut in two, 3/4 then 1/4, so that only a small batch is decoded after
-sampling ends).  Each batch's generator is seeded by ``(seed, batch number)``, so a seed gives the same traces.
-It never looks inside the network: on CUDA a large request samples through ``torch.compile`` by default
+and DDIM for the inter-arrival time) and to decode the batch into nPrint rows and inter-arrival times on the host
+(:meth:`~netdiff_lib.models.native.representation.Representation.decode`, in worker processes or a thread:
+:mod:`~netdiff_lib.models.native.host_decode`) while the device samples the next batch (the run's last batch is
+cut in two, 3/4 then 1/4, so that only a small batch is decoded after sampling ends).  Each batch's generator is
+seeded by ``(seed, batch number)``, so a seed gives the same traces, whichever decodes them.  It never looks
+inside the network: on CUDA a large request samples through ``torch.compile`` by default
 (``generate.compile``, :mod:`~netdiff_lib.models.native.compiled`; eager again, with a warning, when compiling
 fails), drawing the same random numbers as eager sampling.
 """
@@ -17,7 +18,7 @@ fails), drawing the same random numbers as eager sampling.
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -57,15 +58,17 @@ def _requests(model: NativeModel, per_class: int | dict[str, int], rng: np.rando
 def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, steps: int | None = None,
                     guidance: float | None = None, seed: int = 0, batch_tokens: int | None = None,
                     length: int | None = None, progress: bool = True, compile: str | None = None,
-                    timings: dict[str, float] | None = None) -> list[GeneratedTrace]:
+                    timings: dict[str, float] | None = None,
+                    decode_workers: int | None = None) -> list[GeneratedTrace]:
     """``per_class`` traces per label (or ``{label: n}``), in label order; ``length`` fixes every trace's
-    length (else drawn from the class's training traces); ``compile`` (``auto``/``on``/``off``) overrides the
-    model's ``generate.compile``.  ``timings`` (a dict) receives the seconds spent
-    sampling on the device (``device_s``, up to the copy to the host) and decoding on the host (``host_s``,
-    which overlaps the next batch's sampling)."""
+    length (else drawn from the class's training traces); ``compile`` (``auto``/``on``/``off``) and
+    ``decode_workers`` override the model's ``generate.compile`` and ``generate.decode_workers``.  ``timings``
+    (a dict) receives the seconds spent sampling on the device (``device_s``, up to the copy to the host) and
+    decoding on the host (``host_s``, summed over the decoding processes; it overlaps the sampling)."""
     from tqdm.auto import tqdm
 
     from netdiff_lib.models.native.compiled import run_with_fallback, sampling_networks
+    from netdiff_lib.models.native.host_decode import HostDecoder, auto_workers
 
     cfg = model.config
     steps = steps or cfg.diffusion.sample_steps
@@ -89,7 +92,10 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
     clock.update(device_s=0.0, host_s=0.0)
     pending: list[tuple[list[int], np.ndarray, Future]] = []
     nets = sampling_networks(model, compile, sum(n for _, n in reqs))
-    with ThreadPoolExecutor(max_workers=1) as host:
+    workers = cfg.generate.decode_workers if decode_workers is None else decode_workers
+    if workers < 0:
+        workers = auto_workers(dev, -(-sum(n for _, n in reqs) // budget))
+    with HostDecoder(rep, workers, clock, owner=model) as host:
         while pos < len(order):
             bucket = int(buckets[np.searchsorted(buckets, reqs[order[pos]][1])])
             size = max(1, budget // bucket)
@@ -105,9 +111,7 @@ def generate_traces(model: NativeModel, per_class: int | dict[str, int], *, step
             t0 = time.perf_counter()
             arrays, nets = run_with_fallback(model, nets, run)
             clock["device_s"] += time.perf_counter() - t0
-            names = [reqs[i][0] for i in chunk]
-            pending.append((chunk, lens, host.submit(_timed, clock, rep.decode, arrays, lens, names,
-                                                     np.random.default_rng(state))))
+            pending.append((chunk, lens, host.submit(arrays, lens, [reqs[i][0] for i in chunk], state)))
             pos, batch_no = pos + len(chunk), batch_no + 1
             bar.update(len(chunk))
         for chunk, lens, job in pending:
@@ -127,11 +131,3 @@ def _sample_batch(model: NativeModel, state: int, labels: torch.Tensor, lengths:
     gen = torch.Generator(device=labels.device)
     gen.manual_seed(state)
     return model.representation.sample(net, model.config, labels, lengths, bucket, gen=gen, **opts)
-
-
-def _timed(clock: dict[str, float], fn: Any, *args: Any) -> Any:
-    t0 = time.perf_counter()
-    try:
-        return fn(*args)
-    finally:
-        clock["host_s"] += time.perf_counter() - t0

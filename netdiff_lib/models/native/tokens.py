@@ -53,18 +53,23 @@ import numpy as np
 from netdiff_lib.atomic import read_json, write_json
 from netdiff_lib.errors import InputError
 from netdiff_lib.models.native import endpoints
+from netdiff_lib.models.native.token_decode import decode_packed
+from netdiff_lib.models.native.token_schema import (
+    IAT_BINS_PER_DECADE,
+    OPTION_BYTES,
+    PORT_FIELDS,
+    TCP_FLAGS,
+    VALUE_FIELDS,
+)
 from netdiff_lib.models.native.vocab import (
     ABSENT,
     Templates,
     Vocab,
-    decode_iat,
     encode_iat,
-    resolve_slots,
     slot_tokens,
     template_of,
 )
-from netdiff_lib.repair.headers import put, to_matrix
-from netdiff_lib.schema import BLOCKS, NETDIFFUSION, Layout, bits_to_uint
+from netdiff_lib.schema import NETDIFFUSION, Layout, bits_to_uint
 
 FORMAT = "netdiff-tokens/1"
 FORMAT_2 = "netdiff-tokens/2"  # conversations or TCP state (written only then: older readers refuse these)
@@ -72,16 +77,10 @@ FIELDS = ("kind", "ip_len", "ttl", "tos", "ip_df", "ip_id", "ip_opts", "v6_flow"
           "tcp_flags", "tcp_win", "tcp_urp", "tcp_opts", "icmp")
 #: ``model.endpoints=conv``: the two port fields become a conversation and its two ports (endpoints.py)
 CONV_FIELDS = (*FIELDS[:8], *endpoints.CONV_FIELDS, *FIELDS[10:])
-VALUE_FIELDS = {"ip_len": 16, "ttl": 8, "tos": 8, "ip_df": 1, "ip_id": 16, "v6_flow": 20, "tcp_flags": 9,
-                "tcp_win": 16, "tcp_urp": 16, "icmp": 16}
-PORT_FIELDS = ("sport", "dport")
 CONV_PORTS = ("server_port", "client_port")
 IAT_FIELD = "iat"
-IAT_BINS_PER_DECADE = 20
 IAT_TOKEN_BINS = 9 * IAT_BINS_PER_DECADE  # up to 10^9 µs (about 17 minutes) between packets
-TCP_FLAGS = ("ns", "cwr", "ece", "urg", "ackf", "psh", "rst", "syn", "fin")
 L4 = ("none", "tcp", "udp", "icmp")
-OPTION_BYTES = 40
 #: Which transport/network a field needs: "ip" (any), "ipv4", "ipv6", "port" (TCP or UDP), "tcp", "icmp".
 NEEDS = {"ip_len": "ip", "ttl": "ip", "tos": "ip", "ip_df": "ipv4", "ip_id": "ipv4", "ip_opts": "ipv4",
          "v6_flow": "ipv6", "sport": "port", "dport": "port", "conv": "port", "server_port": "port",
@@ -297,55 +296,8 @@ class FieldTokenizer:
                labels: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Tokens of the packets of one or more traces (``trace_of``: each row's trace, default one trace;
         ``labels``: each trace's class, for its port ranges) -> (nPrint matrix int8 (n, layout.width),
-        inter-arrival µs (n,)).  Vectorised over all rows."""
-        t = np.asarray(tokens, np.int64)
-        n = len(t)
-        rng = rng or np.random.default_rng(0)
-        trace_of = np.zeros(n, np.int64) if trace_of is None else np.asarray(trace_of, np.int64)
-        n_traces = int(trace_of.max()) + 1 if n else 0
-        kinds = np.array([(0, -1, 0), *self.kinds], np.int64)[np.clip(t[:, 0], 0, len(self.kinds))]
-        val = {f: self.vocabs[f].decode(t[:, self.col(f)], rng) for f in VALUE_FIELDS}
-        labels = labels or [""] * n_traces
-        pooled = self.slot_ranges.get("", [1.0] * 64)
-        ranges = np.array([self.slot_ranges.get(lab, pooled) for lab in labels]).reshape(-1, 64)
-        l3, proto, l4 = kinds[:, 0], kinds[:, 1], kinds[:, 2]
-        ported = (l3 != 0) & ((l4 == 1) | (l4 == 2))
-        if self.endpoints == "conv":
-            col = self.col("conv")
-            conv = np.where(ported, t[:, col], 0)[:, None]
-            val["sport"], val["dport"] = endpoints.conv_ports(np.concatenate([conv, t[:, col + 1 : col + 3]], 1),
-                                                              self.port_vocab, self.conversations, trace_of,
-                                                              ranges, rng)
-        else:
-            ports = resolve_slots(t[:, [self.col(f) for f in PORT_FIELDS]], self.port_vocab, trace_of, ranges, rng)
-            val.update({f: ports[:, i] for i, f in enumerate(PORT_FIELDS)})
-        tcp_opt, tcp_optlen = self.tcp_opts.decode(t[:, self.col("tcp_opts")], rng)
-        ip_opt, ip_optlen = self.ip_opts.decode(t[:, self.col("ip_opts")], rng)
-        v4, v6 = l3 == 4, l3 == 6
-        tcp, udp, icmp = (l3 != 0) & (l4 == 1), (l3 != 0) & (l4 == 2), (l3 != 0) & (l4 == 3)
-        if self.tcp_state == "enforce":
-            val["tcp_flags"] = endpoints.enforce_tcp(val["tcp_flags"], tcp, trace_of, l3, val["sport"],
-                                                     val["dport"], labels, self.tcp_rates, rng)
-        ip_hdr = np.where(v4, 20 + ip_optlen, 40)
-        rand32 = rng.integers(0, 2**32, size=(3, n), dtype=np.int64)
-        w = _Blocks(n, self.layout)
-        w.write(v4, "ipv4", {"ver": 4, "hl": 5 + ip_optlen // 4, "tos": val["tos"], "tl": val["ip_len"],
-                             "id": val["ip_id"], "dfbit": val["ip_df"], "ttl": val["ttl"], "proto": proto},
-                20 + ip_optlen, (ip_opt, ip_optlen))
-        w.write(v6, "ipv6", {"ver": 6, "tc": val["tos"], "fl": val["v6_flow"], "len": val["ip_len"] - 40,
-                             "nh": proto, "hl": val["ttl"]}, 40)
-        flags = {f: (val["tcp_flags"] >> (len(TCP_FLAGS) - 1 - i)) & 1 for i, f in enumerate(TCP_FLAGS)}
-        w.write(tcp, "tcp", {"sprt": val["sport"], "dprt": val["dport"], "seq": rand32[0], "ackn": rand32[1],
-                             "doff": 5 + tcp_optlen // 4, "wsize": val["tcp_win"], "urp": val["tcp_urp"], **flags},
-                20 + tcp_optlen, (tcp_opt, tcp_optlen))
-        w.write(udp, "udp", {"sport": val["sport"], "dport": val["dport"],
-                             "len": np.maximum(val["ip_len"] - ip_hdr, 8)}, 8)
-        w.write(icmp, "icmp", {"type": val["icmp"] >> 8, "code": val["icmp"] & 0xFF, "roh": rand32[2]}, 8)
-        out = to_matrix(w.blocks, w.lengths, self.layout)
-        if self.iat_bins:
-            b = np.clip(t[:, -1] - 1, 0, self.iat_bins - 1) + rng.random(n)
-            return out, 10.0 ** (b / IAT_BINS_PER_DECADE) - 1.0
-        return out, decode_iat(iat)
+        inter-arrival µs (n,)); :func:`~netdiff_lib.models.native.token_decode.decode_packed`, then expanded."""
+        return decode_packed(self, tokens, iat, trace_of, rng, labels).expand()
 
     def _coverage(self, matrices: list[np.ndarray]) -> dict[str, float]:
         """Share of applicable training values that got an exact token (not an escape), per field."""
@@ -398,24 +350,3 @@ class FieldTokenizer:
             return cls.from_dict(data)
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(path, f"not a tokenizer file ({exc})") from None
-
-
-class _Blocks:
-    """Header blocks as bytes (the reconstruction's view, :mod:`netdiff_lib.repair.headers`) for ``n`` packets;
-    :func:`~netdiff_lib.repair.headers.to_matrix` turns them into nPrint rows in one pass."""
-
-    def __init__(self, n: int, layout: Layout) -> None:
-        self.blocks = {b: np.zeros((n, BLOCKS[b].nbytes), np.uint8) for b in layout.blocks}
-        self.lengths = {b: np.zeros(n, np.int64) for b in layout.blocks}
-
-    def write(self, rows: np.ndarray, block: str, values: dict[str, Any], length: np.ndarray | int,
-              options: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Fields of ``block`` on ``rows`` (other fixed fields 0), its option bytes, its on-the-wire length."""
-        idx = np.flatnonzero(rows)
-        if not len(idx) or block not in self.blocks:
-            return
-        for short, v in values.items():
-            put(self.blocks, f"{block}_{short}", np.asarray(v)[idx] if np.ndim(v) else v, idx)
-        if options is not None:
-            self.blocks[block][idx, 20 : 20 + OPTION_BYTES] = options[0][idx]
-        self.lengths[block][idx] = np.broadcast_to(length, rows.shape)[idx]

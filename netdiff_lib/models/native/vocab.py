@@ -20,6 +20,7 @@ The inter-arrival time is no category: :func:`encode_iat` puts it on a log scale
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
@@ -90,13 +91,17 @@ class Vocab:
     def decode(self, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Tokens -> values (absent and slot tokens give 0: slots are resolved per trace by the caller)."""
         t = np.asarray(tokens, np.int64)
-        exact = np.asarray((0, *self.values), np.int64)
-        out = exact[np.clip(t, 0, len(self.values))]
+        out = self._table.take(t, mode="clip")  # tokens past the exact values (and below 0) clip to the last (0)
         if not self.slots and self.bins:
             b = t - self.first_slot
             esc = (b >= 0) & (b < len(self.bins))
             out[esc] = self.draw(b[esc], rng)
         return out
+
+    @cached_property
+    def _table(self) -> np.ndarray:
+        """Token -> value for absent (0) and the exact values."""
+        return np.asarray((0, *self.values), np.int64)
 
     def draw(self, bins: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A uniform value from each escape bin ``bins`` (indices), other than the exact values where the bin
@@ -222,8 +227,15 @@ class Templates:
 
     def decode(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Tokens -> (option bytes (n, max_bytes) uint8 with per-packet values randomised, lengths (n,))."""
-        t = np.asarray(tokens, np.int64)
-        n = len(t)
+        t = np.clip(np.asarray(tokens, np.int64), 0, self.size - 1)
+        table, var, lengths = self._tables
+        out = table[t]
+        noise = rng.integers(0, 256, size=(len(t), self.max_bytes), dtype=np.uint8)
+        return np.where(var[t], noise, out), lengths[t]
+
+    @cached_property
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per token: the template's bytes, which of them are per-packet values, its length."""
         table = np.zeros((self.size, self.max_bytes), np.uint8)
         var = np.zeros((self.size, self.max_bytes), bool)
         lengths = np.zeros(self.size, np.int64)
@@ -232,10 +244,7 @@ class Templates:
             table[2 + i, : len(raw)] = np.frombuffer(raw, np.uint8)
             var[2 + i, : len(raw)] = variable_bytes(raw)
             lengths[2 + i] = len(raw)
-        t = np.clip(t, 0, self.size - 1)
-        out = table[t]
-        noise = rng.integers(0, 256, size=(n, self.max_bytes), dtype=np.uint8)
-        return np.where(var[t], noise, out), lengths[t]
+        return table, var, lengths
 
     def to_dict(self) -> dict:
         return {"items": list(self.items), "max_bytes": self.max_bytes}

@@ -1,0 +1,143 @@
+"""Field tokens -> nPrint rows, in two halves: the decoding proper, then the expansion into bits.
+
+:func:`decode_packed` turns a batch of sampled tokens (any number of traces, vectorised over all rows: no
+Python loop per trace, conversation or packet) into the header bytes the rows stand for, *packed*: one value
+byte and one on-the-wire bit per byte of the layout (:class:`Packed`, 1/7 of the nPrint matrix's size), plus
+the inter-arrival times.  :meth:`Packed.expand` makes the nPrint matrix of it (one table look-up per byte).
+The sampler runs the first half in worker processes, which share no interpreter lock with the thread that
+drives the GPU, and sends back the small packed form (:mod:`~netdiff_lib.models.native.host_decode`);
+:meth:`~netdiff_lib.models.native.tokens.FieldTokenizer.decode` runs both halves in the calling thread.
+Either way a batch and its random generator give the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from netdiff_lib.models.native import endpoints
+from netdiff_lib.models.native.token_schema import (
+    IAT_BINS_PER_DECADE,
+    OPTION_BYTES,
+    PORT_FIELDS,
+    TCP_FLAGS,
+    VALUE_FIELDS,
+)
+from netdiff_lib.models.native.vocab import decode_iat, resolve_slots
+from netdiff_lib.repair.headers import expand_bits, packed, put
+from netdiff_lib.schema import BLOCKS, Layout
+
+if TYPE_CHECKING:
+    from netdiff_lib.models.native.tokens import FieldTokenizer
+
+
+@dataclass
+class Packed:
+    """Decoded rows before expansion: value bytes ``val`` (n, width / 8) uint8 (0 off the wire), which bytes are
+    on the wire ``on`` (n, width / 64) (``np.packbits`` of one flag per byte), inter-arrival µs ``iat`` (n,)."""
+
+    val: np.ndarray
+    on: np.ndarray
+    iat: np.ndarray
+
+    def expand(self) -> tuple[np.ndarray, np.ndarray]:
+        """(nPrint matrix int8 (n, width): the bits of on-the-wire bytes, -1 elsewhere; inter-arrival µs)."""
+        on = np.unpackbits(self.on, axis=1, count=self.val.shape[1])
+        return expand_bits(self.val, on), self.iat
+
+
+@dataclass
+class BatchCodec:
+    """The host codec of the ``tokens`` representation (picklable, no torch): a batch of sampled rows ->
+    :class:`Packed` (in a worker process) -> nPrint rows (:meth:`~netdiff_lib.models.native.representation.
+    Representation.host_codec`)."""
+
+    tokenizer: FieldTokenizer
+
+    def decode_compact(self, host: tuple[np.ndarray, np.ndarray], lengths: np.ndarray, labels: list[str],
+                       rng: np.random.Generator) -> Packed:
+        rows, iat = host
+        return decode_packed(self.tokenizer, rows, iat, np.repeat(np.arange(len(lengths)), lengths), rng, labels)
+
+    @staticmethod
+    def expand(compact: Packed) -> tuple[np.ndarray, np.ndarray]:
+        return compact.expand()
+
+
+def decode_packed(tok: FieldTokenizer, tokens: np.ndarray, iat: np.ndarray, trace_of: np.ndarray | None = None,
+                  rng: np.random.Generator | None = None, labels: list[str] | None = None) -> Packed:
+    """Tokens of the packets of one or more traces (``trace_of``: each row's trace, default one trace;
+    ``labels``: each trace's class, for its port ranges) -> their rows, packed.  Vectorised over all rows."""
+    t = np.asfortranarray(tokens, np.int64)  # column by column: each field's tokens contiguous
+    n = len(t)
+    rng = rng or np.random.default_rng(0)
+    trace_of = np.zeros(n, np.int64) if trace_of is None else np.asarray(trace_of, np.int64)
+    n_traces = int(trace_of.max()) + 1 if n else 0
+    kinds = np.array([(0, -1, 0), *tok.kinds], np.int64)[np.clip(t[:, 0], 0, len(tok.kinds))]
+    val = {f: tok.vocabs[f].decode(t[:, tok.col(f)], rng) for f in VALUE_FIELDS}
+    labels = labels or [""] * n_traces
+    pooled = tok.slot_ranges.get("", [1.0] * 64)
+    ranges = np.array([tok.slot_ranges.get(lab, pooled) for lab in labels]).reshape(-1, 64)
+    l3, proto, l4 = kinds[:, 0], kinds[:, 1], kinds[:, 2]
+    ported = (l3 != 0) & ((l4 == 1) | (l4 == 2))
+    if tok.endpoints == "conv":
+        col = tok.col("conv")
+        conv = np.where(ported, t[:, col], 0)[:, None]
+        val["sport"], val["dport"] = endpoints.conv_ports(np.concatenate([conv, t[:, col + 1 : col + 3]], 1),
+                                                          tok.port_vocab, tok.conversations, trace_of,
+                                                          ranges, rng)
+    else:
+        ports = resolve_slots(t[:, [tok.col(f) for f in PORT_FIELDS]], tok.port_vocab, trace_of, ranges, rng)
+        val.update({f: ports[:, i] for i, f in enumerate(PORT_FIELDS)})
+    tcp_opt, tcp_optlen = tok.tcp_opts.decode(t[:, tok.col("tcp_opts")], rng)
+    ip_opt, ip_optlen = tok.ip_opts.decode(t[:, tok.col("ip_opts")], rng)
+    v4, v6 = l3 == 4, l3 == 6
+    tcp, udp, icmp = (l3 != 0) & (l4 == 1), (l3 != 0) & (l4 == 2), (l3 != 0) & (l4 == 3)
+    if tok.tcp_state == "enforce":
+        val["tcp_flags"] = endpoints.enforce_tcp(val["tcp_flags"], tcp, trace_of, l3, val["sport"],
+                                                 val["dport"], labels, tok.tcp_rates, rng)
+    ip_hdr = np.where(v4, 20 + ip_optlen, 40)
+    rand32 = rng.integers(0, 2**32, size=(3, n), dtype=np.int64)
+    w = _Blocks(n, tok.layout)
+    w.write(v4, "ipv4", {"ver": 4, "hl": 5 + ip_optlen // 4, "tos": val["tos"], "tl": val["ip_len"],
+                         "id": val["ip_id"], "dfbit": val["ip_df"], "ttl": val["ttl"], "proto": proto},
+            20 + ip_optlen, (ip_opt, ip_optlen))
+    w.write(v6, "ipv6", {"ver": 6, "tc": val["tos"], "fl": val["v6_flow"], "len": val["ip_len"] - 40,
+                         "nh": proto, "hl": val["ttl"]}, 40)
+    flags = {f: (val["tcp_flags"] >> (len(TCP_FLAGS) - 1 - i)) & 1 for i, f in enumerate(TCP_FLAGS)}
+    w.write(tcp, "tcp", {"sprt": val["sport"], "dprt": val["dport"], "seq": rand32[0], "ackn": rand32[1],
+                         "doff": 5 + tcp_optlen // 4, "wsize": val["tcp_win"], "urp": val["tcp_urp"], **flags},
+            20 + tcp_optlen, (tcp_opt, tcp_optlen))
+    w.write(udp, "udp", {"sport": val["sport"], "dport": val["dport"],
+                         "len": np.maximum(val["ip_len"] - ip_hdr, 8)}, 8)
+    w.write(icmp, "icmp", {"type": val["icmp"] >> 8, "code": val["icmp"] & 0xFF, "roh": rand32[2]}, 8)
+    value, on = packed(w.blocks, w.lengths, tok.layout)
+    if tok.iat_bins:
+        b = np.clip(t[:, -1] - 1, 0, tok.iat_bins - 1) + rng.random(n)
+        return Packed(value, np.packbits(on, axis=1), 10.0 ** (b / IAT_BINS_PER_DECADE) - 1.0)
+    return Packed(value, np.packbits(on, axis=1), decode_iat(iat))
+
+
+class _Blocks:
+    """Header blocks as bytes (the reconstruction's view, :mod:`netdiff_lib.repair.headers`) for ``n`` packets;
+    :func:`~netdiff_lib.repair.headers.packed` lays them out in the layout's byte columns in one pass."""
+
+    def __init__(self, n: int, layout: Layout) -> None:
+        self.blocks = {b: np.zeros((n, BLOCKS[b].nbytes), np.uint8) for b in layout.blocks}
+        self.lengths = {b: np.zeros(n, np.int64) for b in layout.blocks}
+
+    def write(self, rows: np.ndarray, block: str, values: dict[str, Any], length: np.ndarray | int,
+              options: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Fields of ``block`` on ``rows`` (other fixed fields 0), its option bytes, its on-the-wire length."""
+        idx = np.flatnonzero(rows)
+        if not len(idx) or block not in self.blocks:
+            return
+        sub = {block: np.zeros((len(idx), BLOCKS[block].nbytes), np.uint8)}  # the rows' bytes, contiguous
+        for short, v in values.items():
+            put(sub, f"{block}_{short}", np.asarray(v)[idx] if np.ndim(v) else v)
+        if options is not None:
+            sub[block][:, 20 : 20 + OPTION_BYTES] = options[0][idx]
+        self.blocks[block][idx] = sub[block]  # each block is written once: its rows were zero
+        self.lengths[block][idx] = np.broadcast_to(length, rows.shape)[idx]
