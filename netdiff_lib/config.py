@@ -192,6 +192,34 @@ class PrivacyConfig:
             raise ConfigError("privacy.dcr_min must be >= 0 and privacy.mia_max in [0, 1]")
 
 
+STREAM_CHOICES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training reads its traces (:mod:`netdiff_lib.models.native.data`).
+
+    ``stream``: ``off`` packs every training row into one tensor on the device (fast; memory grows with the data),
+    ``on`` reads and tokenises each batch's traces as training goes (``workers`` processes, ``prefetch`` batches
+    ahead each; memory stays flat), ``auto`` streams when the training traces hold more than ``stream_packets``
+    packets (after the cut to ``model.max_packets``).  ``sample_per_class``: the representation, the trace
+    statistics and the privacy gate's trace sets are drawn from at most this many traces per class (seeded); a
+    class with no more is taken whole, so small data sets fit exactly as before."""
+
+    stream: str = "auto"
+    stream_packets: int = 4_000_000
+    sample_per_class: int = 1000
+    workers: int = 4
+    prefetch: int = 4
+
+    def __post_init__(self) -> None:
+        if self.stream not in STREAM_CHOICES:
+            raise ConfigError(f"data.stream must be one of {', '.join(STREAM_CHOICES)}, not {self.stream!r}")
+        if self.stream_packets < 0 or self.sample_per_class < 1 or self.workers < 0 or self.prefetch < 1:
+            raise ConfigError("data.stream_packets and data.workers must be >= 0, data.sample_per_class and "
+                              "data.prefetch >= 1")
+
+
 COMPILE_CHOICES = ("auto", "on", "off")
 
 
@@ -221,6 +249,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     preset: str = "base"
     backend: str = "native"
 
@@ -253,6 +282,7 @@ class Config:
                 train=TrainConfig(**train),
                 privacy=PrivacyConfig(**d.get("privacy", {"mode": "off"})),  # no gate before it existed
                 generate=GenerateConfig(**d.get("generate", {})),
+                data=DataConfig(**d.get("data", {})),
                 preset=d.get("preset", "custom"),
                 backend=d.get("backend", "native"),
             )
@@ -279,7 +309,7 @@ class Config:
         return out
 
 
-SECTIONS = ("model", "diffusion", "train", "privacy", "generate")
+SECTIONS = ("model", "diffusion", "train", "privacy", "generate", "data")
 
 
 def _closest(word: str, choices: Sequence[str]) -> str:

@@ -1,0 +1,73 @@
+"""Streamed training batches: each batch's traces read from the trace source and tokenised as training goes.
+
+The loop's batch plan (:class:`~netdiff_lib.models.native.data.BucketPlan`) names the traces of every batch in
+advance, so a :class:`torch.utils.data.DataLoader` over those batches (``batch_size=None``: one item is one
+whole batch) reads them ahead of the loop in ``data.workers`` processes (``data.prefetch`` batches each; 0
+workers: in the training process, nothing ahead).  A rank reads only its own batches.  A batch holds exactly
+the rows the packed path gathers (the first ``bucket`` rows of the trace cut to ``model.max_packets``, zero rows
+after its end), so streamed and packed training take the same steps.  Memory holds the batches in flight, not
+the data set; the workers are forked from the training process, so a source must be usable after a fork (read
+its files or objects anew in :meth:`~netdiff_lib.tracesource.TraceSource.read`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from netdiff_lib.errors import TrainingError
+from netdiff_lib.models.native.representation import Representation
+from netdiff_lib.tracesource import TraceSource
+
+if TYPE_CHECKING:
+    from netdiff_lib.config import Config
+    from netdiff_lib.models.native.data import Batch, Prepared
+
+Item = tuple[int, int, int, np.ndarray]
+
+
+class BatchReader(Dataset):
+    """``reader[(epoch, batch, bucket, trace indices)]`` -> that batch as host tensors (x0, classes, lengths,
+    padded), read from ``source`` and tokenised by ``rep``."""
+
+    def __init__(self, source: TraceSource, rep: Representation, classes: np.ndarray, lengths: np.ndarray,
+                 max_packets: int) -> None:
+        self.source, self.rep, self.classes, self.lengths, self.cap = source, rep, classes, lengths, max_packets
+
+    def __len__(self) -> int:  # never iterated by index: the sampler gives the items
+        return len(self.lengths)
+
+    def __getitem__(self, item: Item) -> tuple[Any, ...]:
+        epoch, batch, bucket, idx = item
+        order = np.argsort(idx, kind="stable")  # a source reads sorted indices fastest
+        traces = self.source.read([int(i) for i in idx[order]])
+        lengths = np.minimum(self.lengths[idx], bucket)
+        x0 = np.zeros((len(idx), bucket, self.rep.width), np.float32)
+        for j, t in zip(order, traces, strict=True):
+            rows = self.rep.rows(t.head(self.cap))
+            if len(rows) != min(len(t), self.cap) or len(rows) < lengths[j]:
+                raise TrainingError(f"trace {int(idx[j])} of the training source has {len(rows)} packet rows, its "
+                                    f"metadata says {int(self.lengths[idx[j]])}: the source's lengths are wrong")
+            x0[j, : lengths[j]] = rows[: lengths[j]]
+        return (epoch, batch, bucket, idx, torch.from_numpy(x0), torch.from_numpy(self.classes[idx]),
+                torch.from_numpy(lengths), bool((lengths < bucket).any()))
+
+
+def _whole(batch: Any) -> Any:
+    return batch
+
+
+def stream_batches(prep: Prepared, cfg: Config, items: Iterator[Item], device: torch.device) -> Iterator[Batch]:
+    """The batches ``items`` names, read and tokenised ahead (see the module docstring), on ``device``."""
+    assert prep.dataset is not None
+    reader = BatchReader(prep.dataset, prep.representation, prep.classes, prep.lengths, cfg.model.max_packets)
+    workers = cfg.data.workers
+    loader = DataLoader(reader, batch_size=None, sampler=items, num_workers=workers, collate_fn=_whole,
+                        pin_memory=device.type == "cuda", prefetch_factor=cfg.data.prefetch if workers else None)
+    for e, b, bucket, idx, x0, classes, lengths, padded in loader:
+        yield (e, b, bucket, idx, x0.to(device, non_blocking=True), classes.to(device, non_blocking=True),
+               lengths.to(device, non_blocking=True), padded)
