@@ -86,9 +86,9 @@ class TrainingData:
 
     The traces are either in memory (``traces``: wrapped in a :class:`~netdiff_lib.tracesource.ListSource`) or a
     :class:`~netdiff_lib.tracesource.TraceSource` read on demand (``dataset``, with ``traces`` left empty: nothing
-    is read here but the fingerprint, streaming, when none is given).  Either way ``dataset`` is the one to read:
-    it holds the traces with packets only.  ``labels`` and ``captures`` (distinct ``sources`` when not given)
-    come from its metadata."""
+    is read here but the fingerprint, streaming, when neither it nor the source's own ``fingerprint`` attribute
+    is given).  Either way ``dataset`` is the one to read: it holds the traces with packets only.  ``labels`` and
+    ``captures`` (distinct ``sources`` when not given) come from its metadata."""
 
     traces: list[Trace] = field(default_factory=list)
     source: str = ""
@@ -117,8 +117,8 @@ class TrainingData:
             if any(not lab for lab in self.dataset.labels):
                 raise InputError(self.source, "every training trace needs a label")
         self.captures = self.captures or len(set(self.dataset.sources))
-        if not self.fingerprint:
-            self.fingerprint = trace_fingerprint(self.traces or iter_traces(self.dataset))
+        self.fingerprint = (self.fingerprint or str(getattr(self.dataset, "fingerprint", "") or "")
+                            or trace_fingerprint(self.traces or iter_traces(self.dataset)))
 
     @property
     def labels(self) -> list[str]:
