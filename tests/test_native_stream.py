@@ -4,6 +4,7 @@ steps as packed ones, one or two ranks), and ``ArrayFolderSource`` (a folder of 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +152,21 @@ def test_streamed_training_writes_a_model_that_loads_generates_and_resumes(small
     assert sorted(g.label for g in out) == list(CLASSES) and all(len(g.matrix) for g in out)
     with pytest.raises(ConfigError, match="sample_per_class"):
         train(_cfg(6, "data.stream=on", "data.sample_per_class=2"), data, str(sliced), progress=False, resume=True)
+
+
+def test_a_bad_trace_file_met_while_streaming_is_an_input_error_naming_it(small_set: TrainingData, folder: Path,
+                                                                          tmp_path: Path) -> None:
+    copy = tmp_path / "arrays"
+    shutil.copytree(folder, copy)
+    src = ArrayFolderSource(copy)  # the headers are read here; the bad file is found when its batch is read
+    fit = set(sample_per_class(src.labels, 1, 0).tolist())
+    bad = next(i for i in range(len(src)) if i not in fit)
+    src.paths[bad].write_bytes(src.paths[bad].read_bytes()[:200])
+    data = TrainingData(dataset=src, source=str(copy), max_packets=MAX_PACKETS, fingerprint="given")
+    with pytest.raises(InputError, match=src.paths[bad].name):
+        train(_cfg(4, "data.stream=on", "data.workers=1", "data.sample_per_class=1"), data, str(tmp_path / "m"),
+              progress=False)
+    assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
 def test_privacy_gate_on_a_source_splits_by_metadata_and_streams(small_set: TrainingData, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from netdiff_lib.errors import TrainingError
+from netdiff_lib.errors import InputError, NetdiffError, TrainingError
 from netdiff_lib.models.native.representation import Representation
 from netdiff_lib.tracesource import TraceSource
 
@@ -41,7 +41,13 @@ class BatchReader(Dataset):
     def __len__(self) -> int:  # never iterated by index: the sampler gives the items
         return len(self.lengths)
 
-    def __getitem__(self, item: Item) -> tuple[Any, ...]:
+    def __getitem__(self, item: Item) -> tuple[Any, ...] | Failure:
+        try:
+            return self.read(item)
+        except NetdiffError as exc:  # a worker's exception would reach the loop as a RuntimeError
+            return Failure(exc)
+
+    def read(self, item: Item) -> tuple[Any, ...]:
         epoch, batch, bucket, idx = item
         order = np.argsort(idx, kind="stable")  # a source reads sorted indices fastest
         traces = self.source.read([int(i) for i in idx[order]])
@@ -57,6 +63,19 @@ class BatchReader(Dataset):
                 torch.from_numpy(lengths), bool((lengths < bucket).any()))
 
 
+class Failure:
+    """A reader's :class:`~netdiff_lib.errors.NetdiffError` (a bad trace file...), raised again by the loop."""
+
+    def __init__(self, exc: NetdiffError) -> None:
+        self.input = isinstance(exc, InputError)
+        self.path, self.cause, self.message = getattr(exc, "path", ""), getattr(exc, "cause", ""), str(exc)
+
+    def throw(self) -> None:
+        if self.input:
+            raise InputError(self.path, self.cause)
+        raise TrainingError(f"reading the training traces: {self.message}")
+
+
 def _whole(batch: Any) -> Any:
     return batch
 
@@ -68,6 +87,9 @@ def stream_batches(prep: Prepared, cfg: Config, items: Iterator[Item], device: t
     workers = cfg.data.workers
     loader = DataLoader(reader, batch_size=None, sampler=items, num_workers=workers, collate_fn=_whole,
                         pin_memory=device.type == "cuda", prefetch_factor=cfg.data.prefetch if workers else None)
-    for e, b, bucket, idx, x0, classes, lengths, padded in loader:
+    for item in loader:
+        if isinstance(item, Failure):
+            item.throw()
+        e, b, bucket, idx, x0, classes, lengths, padded = item
         yield (e, b, bucket, idx, x0.to(device, non_blocking=True), classes.to(device, non_blocking=True),
                lengths.to(device, non_blocking=True), padded)
