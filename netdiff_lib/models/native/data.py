@@ -111,7 +111,7 @@ def batches(prep: Prepared, cfg: Config, plan: BucketPlan, rank: int, epoch: int
         return
     from netdiff_lib.models.native.stream import stream_batches
 
-    yield from stream_batches(prep, cfg, positions(plan, rank, epoch, batch), device)
+    yield from stream_batches(prep, cfg, positions(plan, rank, epoch, batch), device, plan.world)
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 The loop's batch plan (:class:`~netdiff_lib.models.native.data.BucketPlan`) names the traces of every batch in
 advance, so a :class:`torch.utils.data.DataLoader` over those batches (``batch_size=None``: one item is one
-whole batch) reads them ahead of the loop in ``data.workers`` processes (``data.prefetch`` batches each; 0
-workers: in the training process, nothing ahead).  A rank reads only its own batches.  A batch holds exactly
+whole batch) reads them ahead of the loop in ``data.workers`` processes (:func:`reader_processes`;
+``data.prefetch`` batches each; 0 workers: in the training process, nothing ahead).  A rank reads only its own
+batches.  A batch holds exactly
 the rows the packed path gathers (the first ``bucket`` rows of the trace cut to ``model.max_packets``, zero rows
 after its end), so streamed and packed training take the same steps.  Memory holds the batches in flight, not
 the data set; the workers are forked from the training process, so a source must be usable after a fork (read
@@ -12,6 +13,7 @@ its files or objects anew in :meth:`~netdiff_lib.tracesource.TraceSource.read`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -80,11 +82,19 @@ def _whole(batch: Any) -> Any:
     return batch
 
 
-def stream_batches(prep: Prepared, cfg: Config, items: Iterator[Item], device: torch.device) -> Iterator[Batch]:
+def reader_processes(workers: int, world: int) -> int:
+    """``data.workers``, with -1 (auto) the CPU cores of one of ``world`` training processes less one, 1 to 16."""
+    if workers >= 0:
+        return workers
+    return max(1, min(16, len(os.sched_getaffinity(0)) // max(1, world) - 1))
+
+
+def stream_batches(prep: Prepared, cfg: Config, items: Iterator[Item], device: torch.device,
+                   world: int = 1) -> Iterator[Batch]:
     """The batches ``items`` names, read and tokenised ahead (see the module docstring), on ``device``."""
     assert prep.dataset is not None
     reader = BatchReader(prep.dataset, prep.representation, prep.classes, prep.lengths, cfg.model.max_packets)
-    workers = cfg.data.workers
+    workers = reader_processes(cfg.data.workers, world)
     loader = DataLoader(reader, batch_size=None, sampler=items, num_workers=workers, collate_fn=_whole,
                         pin_memory=device.type == "cuda", prefetch_factor=cfg.data.prefetch if workers else None)
     for item in loader:
