@@ -22,7 +22,8 @@ from netdiff_lib.errors import InputError
 from netdiff_lib.models.base import TrainingData
 from netdiff_lib.payloads.profile import MAX_SCAN, PayloadProfile, transport_payloads
 from netdiff_lib.schema import NETDIFFUSION, Layout
-from netdiff_lib.trace import Trace, load_trace
+from netdiff_lib.trace import Trace
+from netdiff_lib.tracesource import ArrayFolderSource
 
 if TYPE_CHECKING:
     from netdiff_lib.segment import SegmentStats
@@ -84,11 +85,12 @@ def encoded_files(dirs: Sequence[str | Path], split: str) -> list[tuple[str, Pat
 
 def load_split(dirs: Sequence[str | Path], split: str, *, payloads: bool = True) -> TrainingData:
     """The ``split`` (``train``/``test``) of the encode outputs ``dirs`` as :class:`TrainingData`, with the payload
-    profile learned from the same captures' payload records when ``payloads``."""
+    profile learned from the same captures' payload records when ``payloads``; the traces stay on disk (an
+    :class:`~netdiff_lib.tracesource.ArrayFolderSource`, read as training needs them)."""
     files = encoded_files(dirs, split)
     if not files:
         raise InputError(dirs[0] if dirs else split, f"no encoded {split} traces in {len(dirs)} encode output(s)")
-    traces = [load_trace(p) for _, p in files]
+    source = ArrayFolderSource(paths=[p for _, p in files])
     profile = None
     if payloads:
         def records() -> Iterator[tuple[str, list[Record]]]:
@@ -96,8 +98,7 @@ def load_split(dirs: Sequence[str | Path], split: str, *, payloads: bool = True)
                 for rel, p in _files(Path(d) / PAYLOADS / split):
                     yield rel.split("/", 1)[0], load_payload_records(p)
         profile = PayloadProfile.fit_records(records())
-    max_packets = max(int(t.meta.get("max_packets", len(t))) for t in traces)
-    return TrainingData(traces, source=", ".join(str(d) for d in dirs), max_packets=max_packets,
+    return TrainingData(dataset=source, source=", ".join(str(d) for d in dirs), max_packets=source.max_packets,
                         captures=len(files), payloads=profile)
 
 

@@ -86,18 +86,24 @@ class SubsetSource:
 
 class ArrayFolderSource:
     """A :class:`TraceSource` over a folder of trace array files (``.npz`` as :func:`netdiff_lib.trace.save_trace`
-    writes them, e.g. an encode output's ``nprint/train``), found recursively and sorted by path.
+    writes them, e.g. an encode output's ``nprint/train``), found recursively and sorted by path, or over the
+    array files ``paths`` in that order.
 
-    Opening it reads each file's header only (label, source, packet count: nothing is inflated); :meth:`read`
-    loads the files asked for.  A file without a label takes its folder's name (``<label>/<file>.npz``)."""
+    Opening it reads each file's header only (label, source, packet count, the encoder's ``max_packets``, kept as
+    the largest in :attr:`max_packets`: nothing is inflated); :meth:`read` loads the files asked for.  A file
+    without a label takes its folder's name (``<label>/<file>.npz``)."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.paths = sorted(p for p in self.root.rglob("*.npz") if p.is_file()
-                            and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+    def __init__(self, root: str | Path | None = None, *, paths: Sequence[str | Path] | None = None) -> None:
+        if paths is None:
+            if root is None:
+                raise ValueError("ArrayFolderSource needs a folder or paths")
+            base = Path(root)
+            paths = sorted(p for p in base.rglob("*.npz") if p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(base).parts))
+        self.paths = [Path(p) for p in paths]
         if not self.paths:
-            raise InputError(root, "no trace array files (.npz) in this folder")
-        self.labels, self.sources, lengths = [], [], []
+            raise InputError(root or "", "no trace array files (.npz) in this folder")
+        self.labels, self.sources, lengths, self.max_packets = [], [], [], 0
         for p in self.paths:
             with ArrayFile(p) as f:
                 if not self.labels:
@@ -105,8 +111,9 @@ class ArrayFolderSource:
                 elif f.layout != self.layout:
                     raise InputError(p, "its nPrint layout differs from the other traces' of the folder")
                 self.labels.append(str(f.label if f.label is not None else p.parent.name))
-                self.sources.append(str(f.source if f.source is not None else p.relative_to(self.root)))
+                self.sources.append(str(f.source if f.source is not None else f"{p.parent.name}/{p.name}"))
                 lengths.append(f.rows)
+                self.max_packets = max(self.max_packets, int(f.meta.get("max_packets", f.rows)))
         self.lengths = np.array(lengths, np.int64)
 
     def __len__(self) -> int:

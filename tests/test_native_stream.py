@@ -96,6 +96,19 @@ def test_a_dataset_is_read_only_for_its_fingerprint_and_matches_the_traces(small
     assert TrainingData(dataset=src, source="s").fingerprint == "recorded-by-the-store" and src.reads == before
 
 
+def test_encoded_training_split_stays_on_disk_and_is_the_same_data(small_set: TrainingData, tmp_path: Path) -> None:
+    """``load_split`` (the pipeline's train stage) reads the encode outputs' headers only; same fingerprint."""
+    from netdiff_lib.encoded import NPRINT, load_split
+
+    for i, t in enumerate(small_set.traces):
+        save_trace(tmp_path / NPRINT / "train" / str(t.label) / f"{i:03d}.npz", t)
+    data = load_split([tmp_path], "train", payloads=False)
+    assert data.traces == [] and isinstance(data.dataset, ArrayFolderSource)
+    assert data.fingerprint == small_set.fingerprint and data.captures == len(small_set.traces)
+    assert data.max_packets == max(int(t.meta.get("max_packets", len(t))) for t in small_set.traces)
+    assert data.labels == list(CLASSES)
+
+
 def test_array_folder_source_needs_files_and_takes_labels_from_folders(tmp_path: Path,
                                                                        small_set: TrainingData) -> None:
     with pytest.raises(InputError, match="no trace array files"):
