@@ -16,12 +16,13 @@ from safetensors.torch import load_file
 from sample_sets import link_samples
 
 from netdiff_lib import checkpoint
-from netdiff_lib.config import tiny
+from netdiff_lib.config import PrivacyConfig, tiny
 from netdiff_lib.encoded import from_captures
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.models import Sampling, get_backend
 from netdiff_lib.models.base import TrainingData, trace_fingerprint
 from netdiff_lib.models.native.data import BucketPlan, positions, prepare_data
+from netdiff_lib.models.native.privacy import split_holdout
 from netdiff_lib.models.native.train import train
 from netdiff_lib.schema import MAX_PACKETS
 from netdiff_lib.trace import Trace, save_trace
@@ -94,6 +95,9 @@ def test_a_dataset_is_read_only_for_its_fingerprint_and_matches_the_traces(small
         TrainingData(small_set.traces, dataset=src)
     src.fingerprint, before = "recorded-by-the-store", src.reads  # a source's own fingerprint is taken, nothing read
     assert TrainingData(dataset=src, source="s").fingerprint == "recorded-by-the-store" and src.reads == before
+    split = split_holdout(src, PrivacyConfig(holdout=0.34, min_holdout=1), seed=0)  # by metadata: nothing read
+    assert src.reads == before and len(split.train_idx) + len(split.held_idx) == len(src)
+    assert not {src.sources[i] for i in split.held_idx} & {src.sources[i] for i in split.train_idx}
 
 
 def test_encoded_training_split_stays_on_disk_and_is_the_same_data(small_set: TrainingData, tmp_path: Path) -> None:
