@@ -62,7 +62,7 @@ def train_speed(args: argparse.Namespace) -> dict[str, Any]:
     from netdiff_lib.models.native.layers import count_parameters
     from netdiff_lib.models.native.train import make_optimizer
 
-    cfg = preset(args.config)
+    cfg = preset(args.config).with_settings(["data.stream=off"])  # the rows packed, whatever the data's size
     dev = _device(args.device)
     bucket = args.bucket or cfg.model.max_packets
     batch = max(1, cfg.train.batch_tokens // bucket)

@@ -26,6 +26,7 @@ from netdiff_lib.models.base import TrainingData
 from netdiff_lib.payloads.profile import MAX_SCAN, PayloadProfile, transport_payloads
 from netdiff_lib.schema import NETDIFFUSION, Layout
 from netdiff_lib.trace import Trace, load_trace
+from netdiff_lib.tracesource import ArrayFolderSource
 
 if TYPE_CHECKING:
     from netdiff_lib.segment import SegmentStats
@@ -162,21 +163,23 @@ def _profile(dirs: Sequence[str | Path], split: str) -> PayloadProfile:
 
 def load_split(dirs: Sequence[str | Path], split: str, *, payloads: bool = True) -> TrainingData:
     """The ``split`` (``train``/``test``) of the encode outputs ``dirs`` as :class:`TrainingData`, with the payload
-    profile learned from the same captures' payload records when ``payloads``; trace stores (captures cut into
-    traces) are read through :func:`training_data_from_store`."""
+    profile learned from the same captures' payload records when ``payloads``.  The traces stay on disk: array
+    files through an :class:`~netdiff_lib.tracesource.ArrayFolderSource`, trace stores (captures cut into traces)
+    through :func:`training_data_from_store`; both are read as training needs them."""
     from netdiff_lib.store import open_store
 
     files, stores = encoded_files(dirs, split), encoded_stores(dirs, split)
     if not files and not stores:
         raise InputError(dirs[0] if dirs else split, f"no encoded {split} traces in {len(dirs)} encode output(s)")
     name = ", ".join(str(d) for d in dirs)
+    profile = _profile(dirs, split) if payloads else None
     if stores and not files:
-        return training_data_from_store(open_store(stores), name=name, payloads=_profile(dirs, split) if payloads
-                                        else None)
-    traces = [t for _, t in iter_encoded(dirs, split)]
-    profile = None
-    if payloads:
-        profile = _profile(dirs, split)
+        return training_data_from_store(open_store(stores), name=name, payloads=profile)
+    if files and not stores:
+        source = ArrayFolderSource(paths=[p for _, p in files])
+        return TrainingData(dataset=source, source=name, max_packets=source.max_packets, captures=len(files),
+                            payloads=profile)
+    traces = [t for _, t in iter_encoded(dirs, split)]  # both kinds: a small mixed set, read into memory
     max_packets = max(int(t.meta.get("max_packets", len(t))) for t in traces)
     return TrainingData(traces, source=name, max_packets=max_packets,
                         captures=len(files) + len({t.source for t in traces[len(files):]}), payloads=profile)

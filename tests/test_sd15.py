@@ -214,6 +214,21 @@ def test_resume_is_exact(tiny_weights: tuple[Path, Path], data: TrainingData, tm
         backend.train(data, str(part), _cfg(tiny_weights, "lora.rank=8", steps=6), resume=True, progress=False)
 
 
+def test_trains_on_a_trace_source_as_on_the_traces(tiny_weights: tuple[Path, Path], data: TrainingData,
+                                                  tmp_path: Path) -> None:
+    """``TrainingData(dataset=...)`` (a trace source, nothing read up front): sd15 reads it whole, same model."""
+    from safetensors.torch import load_file
+
+    from netdiff_lib.tracesource import ListSource
+
+    lazy = TrainingData(dataset=ListSource(data.traces), source=data.source, max_packets=data.max_packets)
+    backend = get_backend("sd15")
+    backend.train(data, str(tmp_path / "a"), _cfg(tiny_weights, steps=2), progress=False)
+    backend.train(lazy, str(tmp_path / "b"), _cfg(tiny_weights, steps=2), progress=False)
+    a, b = load_file(str(tmp_path / "a" / DIFFUSERS_FILE)), load_file(str(tmp_path / "b" / DIFFUSERS_FILE))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_canny_conditioning_comes_from_a_real_image_of_the_class(model_dir: Path, data: TrainingData) -> None:
     import cv2
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,6 +27,7 @@ from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.repair.timing import IatModel
 from netdiff_lib.schema import Layout
 from netdiff_lib.trace import Trace
+from netdiff_lib.tracesource import ListSource, SubsetSource, TraceSource, iter_traces
 
 if TYPE_CHECKING:
     from netdiff_lib.payloads import PayloadProfile
@@ -81,28 +82,60 @@ class TrainingData:
     """Labelled nPrint traces to train on, with a ``fingerprint`` of their content (a resumed training checks
     it), where they came from (``source``), the packets kept per capture by the encoder (``max_packets``) and
     the payload profile learned from the same captures (``payloads``: a backend saves it in its model folder as
-    ``payloads.json``, which reconstruction reads)."""
+    ``payloads.json``, which reconstruction reads).
 
-    traces: list[Trace]
-    source: str
-    max_packets: int
+    The traces are either in memory (``traces``: wrapped in a :class:`~netdiff_lib.tracesource.ListSource`) or a
+    :class:`~netdiff_lib.tracesource.TraceSource` read on demand (``dataset``, with ``traces`` left empty: nothing
+    is read here but the fingerprint, streaming, when neither it nor the source's own ``fingerprint`` attribute
+    is given).  Either way ``dataset`` is the one to read: it holds the traces with packets only.  ``labels`` and
+    ``captures`` (distinct ``sources`` when not given) come from its metadata."""
+
+    traces: list[Trace] = field(default_factory=list)
+    source: str = ""
+    max_packets: int = 0
     captures: int = 0
     fingerprint: str = field(default="")
     payloads: PayloadProfile | None = None
+    dataset: TraceSource | None = None
 
     def __post_init__(self) -> None:
-        self.traces = [t for t in self.traces if len(t)]
-        if not self.traces:
-            raise InputError(self.source, "no training trace holds a packet")
-        if any(t.label is None for t in self.traces):
-            raise InputError(self.source, "every training trace needs a label")
-        self.captures = self.captures or len(self.traces)
-        self.fingerprint = self.fingerprint or trace_fingerprint(self.traces)
+        if self.dataset is not None and self.traces:
+            raise ValueError("TrainingData takes traces or a dataset, not both")
+        if self.dataset is None:
+            self.traces = [t for t in self.traces if len(t)]
+            if not self.traces:
+                raise InputError(self.source, "no training trace holds a packet")
+            if any(t.label is None for t in self.traces):
+                raise InputError(self.source, "every training trace needs a label")
+            self.dataset = ListSource(self.traces)
+        else:
+            keep = np.flatnonzero(np.asarray(self.dataset.lengths) > 0)
+            if not len(keep):
+                raise InputError(self.source, "no training trace holds a packet")
+            if len(keep) < len(self.dataset):
+                self.dataset = SubsetSource(self.dataset, keep)
+            if any(not lab for lab in self.dataset.labels):
+                raise InputError(self.source, "every training trace needs a label")
+        self.captures = self.captures or len(set(self.dataset.sources))
+        self.fingerprint = (self.fingerprint or str(getattr(self.dataset, "fingerprint", "") or "")
+                            or trace_fingerprint(self.traces or iter_traces(self.dataset)))
 
     @property
     def labels(self) -> list[str]:
         """The classes, sorted."""
-        return sorted({str(t.label) for t in self.traces})
+        return sorted(set(self.source_of().labels))
+
+    def source_of(self) -> TraceSource:
+        """The traces as a source (``dataset``, set in ``__post_init__``)."""
+        assert self.dataset is not None
+        return self.dataset
+
+    def in_memory(self) -> TrainingData:
+        """This data with every trace read into ``traces`` (a backend that trains on small data only)."""
+        if self.traces:
+            return self
+        return TrainingData(list(iter_traces(self.source_of())), source=self.source, max_packets=self.max_packets,
+                            captures=self.captures, fingerprint=self.fingerprint, payloads=self.payloads)
 
 
 class TraceGenerator(ABC):
@@ -178,8 +211,9 @@ def no_weights(backend: str, weights: Mapping[str, str] | None) -> None:
                           f"({', '.join(given)} given); use --backend sd15 for Stable Diffusion weights")
 
 
-def trace_fingerprint(traces: Sequence[Trace]) -> str:
-    """sha256 over the sorted (label, sha256 of matrix and times) of every trace: the data a model saw."""
+def trace_fingerprint(traces: Iterable[Trace]) -> str:
+    """sha256 over the sorted (label, sha256 of matrix and times) of every trace: the data a model saw (``traces``
+    may be a stream: one trace at a time is held)."""
     import hashlib
 
     rows = []

@@ -1,17 +1,25 @@
-"""Training data for the native model: traces -> one packed tensor of model rows, and a length-bucketed batch plan.
+"""Training data for the native model: traces -> model rows, and a length-bucketed batch plan.
 
 Traces average about 290 packets, so padding all of them to 1,024 rows wastes about 3x compute.  Each trace
 goes to the smallest length bucket that holds it; a batch takes traces of one bucket only and as many as fit a
 token budget (``batch_tokens // bucket``), so a step costs about the same whatever the bucket.
 
-The plan is a pure function of ``(seed, epoch)``: every rank computes the same list of batches and takes every
-``world``-th one, and the data position saved in a checkpoint is just ``(epoch, next batch)``, which makes
-resuming after a kill exact.  All rows live in one tensor on the training device; a batch is one gather.
+The plan is a pure function of ``(seed, epoch)`` and of the traces' lengths (known from the trace source's
+metadata without reading a trace): every rank computes the same list of batches and takes every ``world``-th
+one, and the data position saved in a checkpoint is just ``(epoch, next batch)``, which makes resuming after a
+kill exact.
+
+Two ways to feed the loop the same batches (config ``data``): *packed*, all rows in one tensor on the training
+device and a batch one gather (small data: fast), or *streamed* (:mod:`~netdiff_lib.models.native.stream`):
+worker processes read each batch's traces from the source and tokenise them ahead of the loop, so memory does not
+grow with the data set.  ``data.stream=auto`` streams above ``data.stream_packets`` packets.  Either way the
+representation is fitted, and the trace statistics taken, on at most ``data.sample_per_class`` traces per class.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,31 +31,87 @@ from netdiff_lib.models.base import TrainingData
 from netdiff_lib.models.card import trace_stats
 from netdiff_lib.models.native.representation import Representation, representation_class
 from netdiff_lib.trace import Trace
+from netdiff_lib.tracesource import TraceSource, iter_traces, sample_per_class
+
+#: one batch as the loop takes it: (epoch, batch, bucket, trace indices, x0 (B, bucket, F), class indices (B,),
+#: lengths (B,), any padding?)
+Batch = tuple[int, int, int, np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, bool]
 
 
 @dataclass
 class Prepared:
-    """The training data, ready for the loop: classes, the fitted representation, the packed rows, statistics
-    (saved in the model folder), what the model card says about the data, the payload profile."""
+    """The training data, ready for the loop: classes, the fitted representation, the training traces
+    (``dataset``; their lengths cut to ``model.max_packets`` and class indices, from its metadata), the packed rows
+    (None when streaming), statistics (saved in the model folder), what the model card says about the data, the
+    payload profile."""
 
     labels: list[str]
     representation: Representation
-    packed: PackedTraces
+    packed: PackedTraces | None
     stats: dict[str, Any]
     data_info: dict[str, Any]
     payloads: Any = None  # a PayloadProfile, saved as payloads.json
+    dataset: TraceSource | None = None
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def streams(cfg: Config, packets: int) -> bool:
+    """Whether training on ``packets`` packets streams (``data.stream``)."""
+    return cfg.data.stream == "on" or (cfg.data.stream == "auto" and packets > cfg.data.stream_packets)
+
+
+def sample_traces(cfg: Config, source: TraceSource) -> list[Trace]:
+    """At most ``data.sample_per_class`` traces per class of ``source`` (seeded by ``train.seed``; all of a small
+    class, in order), cut to ``model.max_packets``."""
+    idx = sample_per_class(source.labels, cfg.data.sample_per_class, cfg.train.seed)
+    return [t.head(cfg.model.max_packets) for t in source.read(idx)]
 
 
 def prepare_data(cfg: Config, data: TrainingData) -> Prepared:
-    """Cut the traces to the model's ``max_packets``, fit the representation, pack the rows."""
-    traces = [t.head(cfg.model.max_packets) for t in data.traces]
-    labels = data.labels
-    rep = representation_class(cfg.model.representation).fit(cfg, traces, [str(t.label) for t in traces])
-    packed = PackedTraces.build(traces, rep, labels)
+    """Fit the representation on a bounded sample of the traces; pack the rows unless training streams them."""
+    src, cap, labels = data.source_of(), cfg.model.max_packets, data.labels
+    sample = sample_traces(cfg, src)
+    rep = representation_class(cfg.model.representation).fit(cfg, sample, [str(t.label) for t in sample])
+    lengths = np.minimum(np.asarray(src.lengths, np.int64), cap)
+    index = {lab: i for i, lab in enumerate(labels)}
+    classes = np.array([index[str(lab)] for lab in src.labels], np.int64)
+    stream = streams(cfg, int(lengths.sum()))
+    packed = None if stream else PackedTraces.build((t.head(cap) for t in iter_traces(src)), rep, labels)
+    stats = trace_stats(sample, labels)
+    stats["lengths"] = {lab: lengths[classes == k].tolist() for k, lab in enumerate(labels)}  # all, from metadata
+    stats["traces"] = {lab: len(v) for lab, v in stats["lengths"].items()}
+    stats["packets"] = {lab: int(sum(v)) for lab, v in stats["lengths"].items()}
     info = {"source": data.source, "fingerprint": data.fingerprint, "captures": data.captures,
-            "traces": len(traces), "packets": int(packed.lengths.sum()), "max_packets": cfg.model.max_packets,
-            "encoded_max_packets": data.max_packets, "representation": rep.name, **rep.describe()}
-    return Prepared(labels, rep, packed, trace_stats(traces, labels), info, data.payloads)
+            "traces": len(src), "packets": int(lengths.sum()), "max_packets": cap,
+            "encoded_max_packets": data.max_packets, "representation": rep.name, **rep.describe(),
+            "streamed": stream, "fit_traces": len(sample)}
+    return Prepared(labels, rep, packed, stats, info, data.payloads, src, lengths, classes)
+
+
+def positions(plan: BucketPlan, rank: int, epoch: int, batch: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """``(epoch, batch, bucket, trace indices)`` of rank ``rank``'s batches from ``(epoch, batch)`` on, for ever."""
+    per = plan.batches_per_epoch()
+    while True:
+        if batch < per:
+            batches = plan.epoch(epoch)
+            for b in range(batch, per):
+                bucket, idx = batches[b * plan.world + rank]
+                yield epoch, b, bucket, idx
+        epoch, batch = epoch + 1, 0
+
+
+def batches(prep: Prepared, cfg: Config, plan: BucketPlan, rank: int, epoch: int, batch: int,
+            device: torch.device) -> Iterator[Batch]:
+    """This rank's batches from ``(epoch, batch)`` on, on ``device``: gathered from the packed rows, or streamed."""
+    if prep.packed is not None:
+        packed = prep.packed.to(device)
+        for e, b, bucket, idx in positions(plan, rank, epoch, batch):
+            yield e, b, bucket, idx, *packed.batch(idx, bucket)
+        return
+    from netdiff_lib.models.native.stream import stream_batches
+
+    yield from stream_batches(prep, cfg, positions(plan, rank, epoch, batch), device, plan.world)
 
 
 @dataclass
@@ -63,14 +127,18 @@ class PackedTraces:
     labels: np.ndarray
 
     @classmethod
-    def build(cls, traces: list[Trace], rep: Representation, labels: list[str]) -> PackedTraces:
-        """Rows from the representation's :meth:`~netdiff_lib.models.native.representation.Representation.rows`."""
+    def build(cls, traces: Iterable[Trace], rep: Representation, labels: list[str]) -> PackedTraces:
+        """Rows from the representation's :meth:`~netdiff_lib.models.native.representation.Representation.rows`
+        (``traces`` may be a stream: only the rows are kept)."""
         index = {lab: i for i, lab in enumerate(labels)}
-        feats = [rep.rows(t) for t in traces]
+        feats, classes = [], []
+        for t in traces:
+            feats.append(rep.rows(t))
+            classes.append(index[str(t.label)])
         lengths = np.array([len(f) for f in feats], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         stacked = np.concatenate([*feats, np.zeros((1, rep.width), np.float32)])
-        return cls(torch.from_numpy(stacked), offsets, lengths, np.array([index[t.label] for t in traces]))
+        return cls(torch.from_numpy(stacked), offsets, lengths, np.array(classes, np.int64))
 
     def to(self, device: torch.device | str) -> PackedTraces:
         return PackedTraces(self.features.to(device), self.offsets, self.lengths, self.labels)

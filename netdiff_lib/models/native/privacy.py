@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
 from netdiff_lib.models.card import figure
 from netdiff_lib.trace import Trace
+from netdiff_lib.tracesource import ListSource, SubsetSource, TraceSource
 
 if TYPE_CHECKING:
     from netdiff_lib.models.native.data import Prepared
@@ -56,45 +58,61 @@ KEYS = ("dcr_ratio", "mia_auc", "heldout_loss", "gate")
 
 @dataclass
 class Holdout:
-    """The training traces, the held-out ones, the unit of the split per class and the counts per class."""
+    """The split of a trace source: the indices of the training traces and of the held-out ones, the unit of the
+    split per class and the counts per class; :attr:`train` and :attr:`held` read the traces."""
 
-    train: list[Trace]
-    held: list[Trace]
+    source: TraceSource
+    train_idx: np.ndarray
+    held_idx: np.ndarray
     units: dict[str, str] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    @property
+    def train(self) -> list[Trace]:
+        return self.source.read(self.train_idx)
+
+    @property
+    def held(self) -> list[Trace]:
+        return self.source.read(self.held_idx)
+
     def describe(self) -> dict[str, Any]:
         """What the model card says about the split."""
-        return {"traces": len(self.held), "per_class": self.counts, "unit": self.units}
+        return {"traces": len(self.held_idx), "per_class": self.counts, "unit": self.units}
 
     def training_data(self, data: TrainingData) -> TrainingData:
         """``data`` less the held-out traces (same fingerprint: a resume checks the user's data, and the split is a
-        function of it and the config)."""
-        return TrainingData(self.train, source=data.source, max_packets=data.max_packets, captures=data.captures,
-                            fingerprint=data.fingerprint, payloads=data.payloads)
+        function of it and the config); nothing is read."""
+        return TrainingData(dataset=SubsetSource(self.source, self.train_idx), source=data.source,
+                            max_packets=data.max_packets, captures=data.captures, fingerprint=data.fingerprint,
+                            payloads=data.payloads)
 
 
-def split_holdout(traces: list[Trace], cfg: PrivacyConfig, seed: int) -> Holdout:
-    """Keep back ``cfg.holdout`` of each class's captures (or traces, for a class cut from one capture), seeded;
-    ConfigError when fewer than ``cfg.min_holdout`` traces are held out in all."""
-    out = Holdout([], [])
-    labels = sorted({str(t.label) for t in traces})
-    for k, lab in enumerate(labels):
-        idx = [i for i, t in enumerate(traces) if str(t.label) == lab]
-        sources = sorted({str(traces[i].source) for i in idx})
+def split_holdout(traces: TraceSource | Sequence[Trace], cfg: PrivacyConfig, seed: int) -> Holdout:
+    """Keep back ``cfg.holdout`` of each class's captures (or traces, for a class cut from one capture), seeded,
+    from the source's metadata (labels, sources: no trace is read); ConfigError when fewer than
+    ``cfg.min_holdout`` traces are held out in all."""
+    source = traces if isinstance(traces, TraceSource) else ListSource(traces)
+    all_labels, all_sources = [str(x) for x in source.labels], [str(x) for x in source.sources]
+    train_idx: list[int] = []
+    held_idx: list[int] = []  # class by class (sorted labels), as the traces of each side are taken
+    units_of, counts = {}, {}
+    for k, lab in enumerate(sorted(set(all_labels))):
+        idx = [i for i, x in enumerate(all_labels) if x == lab]
+        sources = sorted({all_sources[i] for i in idx})
         by_capture = len(sources) > 1
         units = sources if by_capture else [str(i) for i in idx]
-        key = [str(traces[i].source) if by_capture else str(i) for i in idx]
+        key = [all_sources[i] if by_capture else str(i) for i in idx]
         n_hold = 0 if len(units) < 2 else min(len(units) - 1, max(1, round(cfg.holdout * len(units))))
         rng = np.random.default_rng([seed, k])
         held = {units[j] for j in rng.permutation(len(units))[:n_hold]}
         for i, u in zip(idx, key, strict=True):
-            (out.held if u in held else out.train).append(traces[i])
-        out.units[lab] = "capture" if by_capture else "trace"
-        out.counts[lab] = {"train": sum(u not in held for u in key), "held_out": sum(u in held for u in key)}
-    if len(out.held) < cfg.min_holdout:
+            (held_idx if u in held else train_idx).append(i)
+        units_of[lab] = "capture" if by_capture else "trace"
+        counts[lab] = {"train": sum(u not in held for u in key), "held_out": sum(u in held for u in key)}
+    out = Holdout(source, np.array(train_idx, np.int64), np.array(held_idx, np.int64), units_of, counts)
+    if len(out.held_idx) < cfg.min_holdout:
         raise ConfigError(
-            f"privacy gate: only {len(out.held)} trace(s) held out ({cfg.holdout:.0%} of each class's captures; a "
+            f"privacy gate: only {len(out.held_idx)} trace(s) held out ({cfg.holdout:.0%} of each class's captures; a "
             f"class of one capture keeps it), fewer than privacy.min_holdout={cfg.min_holdout}: too few to measure "
             "the DCR ratio and membership AUC. Add captures, raise --set privacy.holdout=..., or train with "
             "--privacy off (no gate: the model card and report say so)")
@@ -107,7 +125,7 @@ def holdout_of(cfg: Config, data: TrainingData, hook: Any) -> Holdout | None:
         return None
     if hook is not None:
         raise ConfigError("train(hook=...) with privacy.mode=on: the privacy gate is the run's hook")
-    return split_holdout(data.traces, cfg.privacy, cfg.train.seed)
+    return split_holdout(data.source_of(), cfg.privacy, cfg.train.seed)
 
 
 def gate_entries(cfg: Config, evaluations: list[dict[str, float]], holdout: Holdout, kept: bool, final: bool,
@@ -169,16 +187,15 @@ class PrivacyGate:
     def __init__(self, cfg: Config, prep: Prepared, holdout: Holdout, device: torch.device) -> None:
         from netdiff_lib.evaluate import K_PACKETS
         from netdiff_lib.evaluate.privacy import dcr
-        from netdiff_lib.models.native.data import PackedTraces
+        from netdiff_lib.models.native.data import PackedTraces, sample_traces
 
         self.cfg, self.every, self.k = cfg, cfg.privacy.every, K_PACKETS
         layout = prep.representation.layout
-        cap = cfg.model.max_packets
-        self.members = [_in_layout(t.head(cap), layout) for t in holdout.train]
-        self.held = [_in_layout(t.head(cap), layout) for t in holdout.held]
+        held = sample_traces(cfg, SubsetSource(holdout.source, holdout.held_idx))  # both bounded per class
+        self.members = [_in_layout(t, layout) for t in sample_traces(cfg, prep.dataset or holdout.source)]
+        self.held = [_in_layout(t, layout) for t in held]
         self.fresh = dcr(self.members, self.held, self.k)  # the held-out traces' DCRs: the same at every step
-        self.val = PackedTraces.build([t.head(cap) for t in holdout.held], prep.representation, prep.labels)
-        self.val = self.val.to(device)
+        self.val = PackedTraces.build(held, prep.representation, prep.labels).to(device)
 
     def __call__(self, step: int, model: NativeModel) -> dict[str, float]:
         from netdiff_lib.evaluate.privacy import dcr, membership_auc, privacy_summary

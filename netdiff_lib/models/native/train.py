@@ -1,11 +1,13 @@
 """The native backend's training loop, generic over the representation: ``train(cfg, data, out=MODEL_DIR)``.
 
 The loop knows the seam (:mod:`~netdiff_lib.models.native.representation`), not the representation: it fits
-the representation and packs the training traces into model rows (:func:`~netdiff_lib.models.native.data.
-prepare_data`), builds the representation's network, and steps: a length-bucketed batch, the representation's
-loss (for ``tokens``: the masked-token cross-entropy of the two-stage discrete diffusion plus the min-SNR
-weighted error of the inter-arrival estimate), backward, gradient clipping, a fused AdamW step, an EMA of the
-weights.  It logs the loss and the representation's ``metric`` (``token_ce``) every ``train.log_every`` steps.
+the representation on a bounded sample of the training traces and packs their model rows on the device, or
+streams them batch by batch from the trace source for a large data set (:func:`~netdiff_lib.models.native.data.
+prepare_data`, config section ``data``), builds the representation's network, and steps: a length-bucketed
+batch, the representation's loss (for ``tokens``: the masked-token cross-entropy of the two-stage discrete
+diffusion plus the min-SNR weighted error of the inter-arrival estimate), backward, gradient clipping, a fused
+AdamW step, an EMA of the weights.  It logs the loss and the representation's ``metric`` (``token_ce``) every
+``train.log_every`` steps.
 
 One process or several: under ``accelerate launch [--num_processes N]`` (the pipeline's train stage,
 :mod:`netdiff_lib.stages.launch`) :class:`accelerate.Accelerator` sets up DDP; every rank builds the same data
@@ -63,7 +65,7 @@ from netdiff_lib import checkpoint
 from netdiff_lib.config import Config
 from netdiff_lib.errors import ConfigError, TrainingError
 from netdiff_lib.models.base import TrainingData
-from netdiff_lib.models.native.data import BucketPlan, Prepared, prepare_data, step_generator
+from netdiff_lib.models.native.data import BucketPlan, Prepared, batches, prepare_data, step_generator
 from netdiff_lib.models.native.layers import count_parameters
 from netdiff_lib.models.native.model import NativeModel, plain_state, write_model_folder
 from netdiff_lib.models.native.privacy import PrivacyGate, choose, gate_entries, holdout_of
@@ -157,6 +159,9 @@ def _resume(cfg: Config, ckpt_root: str, model: torch.nn.Module, ema: list[torch
     if saved.model != cfg.model or saved.diffusion != cfg.diffusion:
         raise ConfigError(f"checkpoint {ck.name} was trained with another model/diffusion config "
                           f"(preset {saved.preset}); resume with the same --config")
+    if saved.data.sample_per_class != cfg.data.sample_per_class:
+        raise ConfigError(f"checkpoint {ck.name} fitted its representation on data.sample_per_class="
+                          f"{saved.data.sample_per_class} traces per class; resume with the same")
     if (saved.privacy.mode, saved.privacy.holdout) != (cfg.privacy.mode, cfg.privacy.holdout):
         raise ConfigError(f"checkpoint {ck.name} was trained with --privacy {saved.privacy.mode} (holdout "
                           f"{saved.privacy.holdout}), on other traces; resume with the same privacy settings")
@@ -218,15 +223,15 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     if holdout is not None:
         prep.data_info["holdout"] = holdout.describe()
         hook = PrivacyGate(cfg, prep, holdout, dev)
-        acc.print(f"privacy gate on: {len(holdout.held)} traces held out ({cfg.privacy.holdout:.0%} of each class's "
-                  f"captures), DCR ratio and membership AUC every {cfg.privacy.every} steps; --privacy off: none")
+        acc.print(f"privacy gate on: {len(holdout.held_idx)} traces held out ({cfg.privacy.holdout:.0%} of each "
+                  f"class's captures), DCR ratio and membership AUC every {cfg.privacy.every} steps; --privacy off: "
+                  "none")
     else:
         acc.print("privacy gate off: trained on every trace, no DCR/membership check (--privacy on: the gate)")
     best: list[torch.Tensor] = []  # the EMA weights of the chosen gate-holding evaluation
     torch.manual_seed(tc.seed)
     fp = prep.data_info["fingerprint"]
-    plan = BucketPlan(prep.packed.lengths, tc.buckets, tc.batch_tokens, tc.seed, world)
-    packed = prep.packed.to(dev)
+    plan = BucketPlan(prep.lengths, tc.buckets, tc.batch_tokens, tc.seed, world)
     net = rep.network(cfg, len(prep.labels)).to(dev)  # the plain network: optimizer, EMA, checkpoints, folder
     ema = [p.detach().clone().float() for p in net.parameters()]
     opt = make_optimizer(net, cfg)
@@ -244,19 +249,16 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
     params = list(net.parameters())
     acc.print(f"native model ({rep.name}): {count_parameters(net) / 1e6:.2f}M parameters, {len(prep.labels)} "
               f"classes, {prep.data_info['traces']} traces / {prep.data_info['packets']} packets, {world} "
-              f"process(es), {plan.batches_per_epoch()} steps per epoch, precision {_precision(cfg)}")
+              f"process(es), {plan.batches_per_epoch()} steps per epoch, precision {_precision(cfg)}, data "
+              f"{'streamed' if prep.packed is None else 'packed on the device'}")
     bar = tqdm(total=state.horizon, initial=state.step, disable=not (progress and acc.is_main_process),
                desc="train", unit="step", dynamic_ncols=True)
-    epoch_batches = plan.epoch(state.epoch)
+    feed = batches(prep, cfg, plan, rank, state.epoch, state.batch, dev)
     window = torch.zeros(4, device=dev)  # loss, metric and count of the finite steps; skipped steps
     t_start, elapsed0 = time.perf_counter(), state.elapsed_s
     stop = min(tc.steps, until_step or tc.steps)
     while state.step < stop and state.step < state.horizon:
-        if state.batch >= len(epoch_batches) // world:
-            state.epoch, state.batch = state.epoch + 1, 0
-            epoch_batches = plan.epoch(state.epoch)
-        bucket, idx = epoch_batches[state.batch * world + rank]
-        x0, labels, lengths, padded = packed.batch(idx, bucket)
+        state.epoch, state.batch, bucket, idx, x0, labels, lengths, padded = next(feed)
         gen = step_generator(tc.seed, state.step, rank, dev)
         model.train()
         with acc.autocast():
@@ -273,7 +275,7 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
             good = torch.stack([loss.detach().float(), metric.float(), torch.ones((), device=dev)])
             window += torch.cat([torch.where(bad > 0, torch.zeros_like(good), good), bad[None]])
         state.step, state.batch = state.step + 1, state.batch + 1
-        state.tokens += int(np.minimum(packed.lengths[idx], bucket).sum()) * world
+        state.tokens += int(np.minimum(prep.lengths[idx], bucket).sum()) * world
         state.elapsed_s = elapsed0 + time.perf_counter() - t_start
         if state.step % tc.log_every == 0 or state.step in (stop, state.horizon):
             _log(state, window, rep.metric, float(sched.get_last_lr()[0]), ckpt_root, bar)
@@ -289,6 +291,7 @@ def train(cfg: Config, data: TrainingData, out: str, *, resume: bool = False, pr
             if acc.is_main_process:
                 _save(ckpt_root, cfg, state, net, ema, opt, sched, fp, best)
     bar.close()
+    feed.close()  # stops the reader processes of a streamed run
     acc.wait_for_everyone()
     if acc.is_main_process:
         _save(ckpt_root, cfg, state, net, ema, opt, sched, fp, best)

@@ -182,6 +182,7 @@ def train(cfg: Sd15Config, data: TrainingData, out: str, *, resume: bool = False
 
     if cfg.train.cpu_threads:
         torch.set_num_threads(cfg.train.cpu_threads)
+    data = data.in_memory()  # it trains on small data: a trace source is read whole
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     stage, remote = _staging(out)
     ckpt_root = storage.join(out, CHECKPOINTS) if remote else str(stage / CHECKPOINTS)
