@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -237,8 +238,7 @@ class _Builder:
                 self._emit(st)
 
     def _emit(self, st: _Open) -> None:
-        matrix = np.concatenate(st.rows) if st.rows else np.zeros((0, self.layout.width), np.int8)
-        ts = np.concatenate(st.ts) if st.ts else np.zeros(0, np.int64)
+        matrix, ts = _joined(st.rows, (0, self.layout.width), np.int8), _joined(st.ts, (0,), np.int64)
         seg, label = st.key
         meta = {"traces": self.spec.text, "trace": self._describe(seg)}
         if self.max is not None:
@@ -258,12 +258,24 @@ class _Builder:
         if mode == "window":
             return f"window {seg} ({seg * self.spec.window_s:g} s from the first packet)"
         if mode == "host":
-            return f"host {addr_text(seg)}"
-        return f"host {addr_text(seg[0])}, window {seg[1]}"
+            return f"host {_addr_text(seg)}"
+        return f"host {_addr_text(seg[0])}, window {seg[1]}"
+
+
+def _joined(parts: list[np.ndarray], empty: tuple[int, ...], dtype: type) -> np.ndarray:
+    """The parts as one array that owns its data (no view keeps a batch alive)."""
+    if len(parts) == 1:
+        return parts[0] if parts[0].base is None else parts[0].copy()
+    return np.concatenate(parts) if parts else np.zeros(empty, dtype)
+
+
+@lru_cache(maxsize=1 << 16)
+def _addr_text(addr: int) -> str:
+    return addr_text(addr)
 
 
 def _endpoint(addr: int, port: int, proto: int) -> str:
-    text = addr_text(addr)
+    text = _addr_text(addr)
     text = f"[{text}]" if ":" in text else text
     return f"{text}:{port}" if proto in (6, 17) else text
 
