@@ -47,6 +47,7 @@ class _Open:
     index: list[str] = field(default_factory=list)  # nPrint -O values of the rows, when asked for
     n: int = 0
     full: bool = False
+    owned: bool = True  # emitted when it ends (a trace that starts before a pod's byte range is not its own)
     cur: tuple[int, int] | None = None  # its rows of the current batch: a range of the batch's kept rows
 
 
@@ -101,6 +102,12 @@ class _Builder:
         self.done: list[Trace] = []
         self.idle = spec.mode in ("flow", "host")
         self.windowed = "window" in spec.mode
+        self.owning = True  # traces started now are this builder's own (see netdiff_lib.segment.split)
+        self.counting = True  # packets handled now are counted in the stats
+
+    def owned_open(self) -> bool:
+        """Whether a trace of its own is still open and not yet full (emitted)."""
+        return any(st.owned and not st.full for st in self.open.values())
 
     def add_batch(self, enc: EncodedBatch, ts: np.ndarray) -> None:
         n = len(ts)
@@ -151,9 +158,10 @@ class _Builder:
                 key = (pl.segs[runs.g_seg[g]], names[runs.g_code[g]])
                 win = pl.window[runs.g_seg[g]] if pl.window is not None else 0
                 st = self.open[key] = self.slots.take(int(runs.t[start]), int(win), key)
+                st.owned = self.owning
                 created.append((2 * pk[start] + s[start], st))
             self.slots.last[st.slot] = last
-            if kept1 > kept0:
+            if kept1 > kept0 and st.owned:
                 st.cur = (kept0, kept1)
                 touched.append(st)
             st.n = n_end if self.max is None else min(n_end, self.max)
@@ -184,6 +192,8 @@ class _Builder:
         return events
 
     def _count(self, pl: Placements, codes: np.ndarray, runs: Runs, n: int) -> None:
+        if not self.counting:
+            return
         placed = np.zeros(n, bool)
         placed[runs.pk[runs.kept]] = True
         with_seg = np.zeros(n, bool)
@@ -198,7 +208,7 @@ class _Builder:
         self._drop(BEYOND, int((missed & (last_code >= 0)).sum()))
 
     def _drop(self, reason: str, count: int) -> None:
-        if count:
+        if count and self.counting:
             self.stats.dropped[reason] += count
 
     def _emit_events(self, events: list, touched: list[_Open], enc: EncodedBatch, runs: Runs) -> None:
@@ -238,6 +248,8 @@ class _Builder:
                 self._emit(st)
 
     def _emit(self, st: _Open) -> None:
+        if not st.owned:
+            return
         matrix, ts = _joined(st.rows, (0, self.layout.width), np.int8), _joined(st.ts, (0,), np.int64)
         seg, label = st.key
         meta = {"traces": self.spec.text, "trace": self._describe(seg)}
