@@ -4,9 +4,10 @@ Two captures: one with many flows and hosts that the benchmark builds from the p
 (samples/captures, each part's IPv4 addresses rewritten to one of ``--hosts`` addresses, local and public, the parts
 laid over ``--span`` seconds so flows overlap), and optionally a capture you pass (``--capture``, e.g. the
 loopback capture of benchmarks/encode.py). Each measurement runs in a fresh subprocess on one core
-(``OMP_NUM_THREADS=1``, ``taskset -c 0``); the figure is packets read / seconds, encoding included (the codec
-alone is the ``codec`` arm), best of ``--repeat`` runs. The baseline, measured in the same run, is today's
-per-packet builder (tests/segment_reference.py). The ``+labels`` arm reads a host label CSV for half the hosts.
+(``OMP_NUM_THREADS=1``, ``taskset -c 0``; peak memory is the process's VmHWM); the figure is packets read /
+seconds, encoding included (the codec alone is the ``codec`` arm), best of ``--repeat`` runs. The baseline,
+measured in the same run, is today's per-packet builder (tests/segment_reference.py). The ``+labels`` arm reads a
+host label CSV for half the hosts. ``--traces file`` is not measured: it does no segmentation work.
 
     python benchmarks/segment.py [--packets 200000] [--capture FILE] [--json OUT.json]
 """
@@ -25,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ["file", "flow", "host", "window:10", "host+window:10", "flow+labels"]
+MODES = ["flow", "host", "window:10", "host+window:10", "flow+labels"]  # file: no segmentation work
 
 
 def build_capture(path: Path, packets: int, hosts: int, span_s: float, seed: int = 0) -> Path:
@@ -77,8 +78,11 @@ def measure(arm: str, mode: str, capture: Path, labels: Path | None) -> dict:
                 "stats = SegmentStats()\nt = time.perf_counter()\n"
                 f"for tr in build(CAP, parse_traces({mode.removesuffix('+labels')!r}), NETDIFFUSION, "
                 "max_packets=1024, label='x', labels=index, stats=stats):\n    pass\nn = stats.packets\n")
-    code = (f"import resource, time\nfrom netdiff_lib.schema import NETDIFFUSION\nCAP = {str(capture)!r}\n{work}"
-            "dt = time.perf_counter() - t\nprint(n, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    # peak RSS from VmHWM: ru_maxrss of a child keeps the parent's peak at fork (the built capture)
+    code = (f"import time\nfrom netdiff_lib.schema import NETDIFFUSION\nCAP = {str(capture)!r}\n{work}"
+            "dt = time.perf_counter() - t\n"
+            "hwm = next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM'))\n"
+            "print(n, dt, hwm)")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     prefix = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     out = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
