@@ -1,5 +1,6 @@
 """One capture cut into traces by several workers (netdiff_lib.segment.split): the union of the workers' traces
-and their counts equal one pass over the whole capture, in every mode, flows straddling a cut included."""
+and their counts equal one pass over the whole capture, in every mode, flows straddling a cut included (packets
+beyond --max-packets after a worker stops reading are not counted)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from test_segment_fast import _index, _long_capture
 from netdiff_lib.pcap import PcapFile
 from netdiff_lib.schema import NETDIFFUSION
 from netdiff_lib.segment import SegmentStats, parse_traces, segment_capture
+from netdiff_lib.segment.spec import BEYOND
 from netdiff_lib.segment.split import part_range, record_boundary, segment_part
 
 MODES = ["flow", "host", "window:7.5", "host+window:20"]
@@ -72,7 +74,25 @@ def test_workers_together_give_the_one_pass_traces(capture: tuple, mode: str) ->
                     straddle += any(int(ts) not in inside for ts in t.ts_ns)
                     got.append(_key(t))
             assert sorted(got) == whole
+            beyond, whole_beyond = stats.dropped.pop(BEYOND, 0), whole_stats.dropped.pop(BEYOND, 0)
             assert (stats.packets, stats.in_traces, stats.traces, stats.dropped) == (
                 whole_stats.packets, whole_stats.in_traces, whole_stats.traces, whole_stats.dropped)
+            assert beyond <= whole_beyond  # those after a worker stops reading are not counted
+            whole_stats.dropped[BEYOND] = whole_beyond
             assert Counter(got) == Counter(whole)  # each trace given by one worker once
     assert straddle > 0  # traces that cross a cut are there
+
+
+def test_counts_near_cuts_follow_the_traces_owner(tmp_path: Path) -> None:
+    """Long flows that straddle the cuts and fill up: packets in traces counted once, by the trace's owner."""
+    path = tmp_path / "long_flows.pcap"
+    _long_capture(path, seed=7, parts=40)
+    spec = parse_traces("flow", 60.0)  # 5-tuples come back: traces longer than the look-back
+    whole = SegmentStats()
+    want = sorted(_key(t) for t in segment_capture(path, spec, NETDIFFUSION, max_packets=3, label="x", stats=whole))
+    stats = SegmentStats()
+    got = sorted(_key(t) for k in range(4) for t in segment_part(path, spec, NETDIFFUSION, part=k, parts=4,
+                                                                  max_packets=3, label="x", stats=stats))
+    assert got == want and (stats.packets, stats.in_traces, stats.traces) == (whole.packets, whole.in_traces,
+                                                                               whole.traces)
+    assert 0 < stats.dropped[BEYOND] <= whole.dropped[BEYOND]

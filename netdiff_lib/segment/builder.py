@@ -126,7 +126,7 @@ class _Builder:
         st_last = np.array([self.slots.last[st.slot] if st else 0 for st in states], np.int64)
         st_n = np.array([st.n if st else 0 for st in states], np.int64)
         runs.split_and_cut([st is not None for st in states], st_last, st_n)
-        events, touched = self._runs(runs, pl, names, states)
+        events, touched, owned = self._runs(runs, pl, names, states)
         if self.windowed:
             events += self._close_windows(pl.reach)
             self.closed_window = int(pl.reach[-1]) - 1
@@ -137,12 +137,12 @@ class _Builder:
                 self._close(st)
                 if not st.full:
                     events.append(((n, 0, int(self.slots.seq[i])), st))
-        self._count(pl, codes, runs, n)
+        self._count(pl, codes, runs, n, np.array(owned, bool)[runs.rid] if owned else np.zeros(0, bool))
         self._emit_events(events, touched, enc, runs)
 
     def _runs(self, runs: Runs, pl: Placements, names: list[str], states: list[_Open | None]) -> tuple[list, list]:
         """Follow every run of the batch: continue or start its trace, note where traces end or fill up."""
-        events, touched, created = [], [], []
+        events, touched, created, owned = [], [], [], []
         pk, s = runs.pk.tolist(), runs.s.tolist()
         for g, start, cont, group_first, kept0, kept1, emit_at, end_at, n_end, last in runs.table():
             old = states[g]
@@ -160,6 +160,7 @@ class _Builder:
                 st = self.open[key] = self.slots.take(int(runs.t[start]), int(win), key)
                 st.owned = self.owning
                 created.append((2 * pk[start] + s[start], st))
+            owned.append(st.owned)
             self.slots.last[st.slot] = last
             if kept1 > kept0 and st.owned:
                 st.cur = (kept0, kept1)
@@ -173,7 +174,7 @@ class _Builder:
                 if not (emit_at >= 0 or was_full):
                     events.append(((pk[end_at], 2 * s[end_at], 0), st))
         self.slots.number(created)
-        return events, touched
+        return events, touched, owned
 
     def _close(self, st: _Open) -> None:
         if self.open.get(st.key) is st:
@@ -191,21 +192,30 @@ class _Builder:
                 events.append(((p, 0, int(self.slots.seq[i])), st))
         return events
 
-    def _count(self, pl: Placements, codes: np.ndarray, runs: Runs, n: int) -> None:
-        if not self.counting:
-            return
-        placed = np.zeros(n, bool)
-        placed[runs.pk[runs.kept]] = True
-        with_seg = np.zeros(n, bool)
-        with_seg[pl.pk] = True
-        last_code = np.full(n, -1, np.int64)
+    def _count(self, pl: Placements, codes: np.ndarray, runs: Runs, n: int, owned: np.ndarray) -> None:
+        """Count the batch's packets in traces, beyond ``max_packets`` or unlabelled. Packets in a trace or beyond
+        one count for the trace's owner (that of the packet's first kept placement, else of its last placement),
+        so workers of one capture (:mod:`netdiff_lib.segment.split`) count each once; unlabelled ones for the
+        worker whose range holds them."""
+        placed, first_own = np.zeros(n, bool), np.zeros(n, bool)
+        kept = np.flatnonzero(runs.kept)
+        if len(kept):
+            kept = kept[np.lexsort((runs.s[kept], runs.pk[kept]))]
+            firsts = kept[np.r_[True, runs.pk[kept][1:] != runs.pk[kept][:-1]]]
+            placed[runs.pk[firsts]], first_own[runs.pk[firsts]] = True, owned[firsts]
+        with_seg, last_code, last_own = np.zeros(n, bool), np.full(n, -1, np.int64), np.zeros(n, bool)
         if len(pl.pk):
+            with_seg[pl.pk] = True
+            own_of = np.zeros(len(pl.pk), bool)
+            own_of[runs.sel] = owned
             ends = np.flatnonzero(np.r_[pl.pk[1:] != pl.pk[:-1], True])
-            last_code[pl.pk[ends]] = codes[ends]
+            last_code[pl.pk[ends]], last_own[pl.pk[ends]] = codes[ends], own_of[ends]
         missed = with_seg & ~placed
-        self.stats.in_traces += int(placed.sum())
+        self.stats.in_traces += int((placed & first_own).sum())
         self._drop(UNLABELLED_DROPPED, int((missed & (last_code < 0)).sum()))
-        self._drop(BEYOND, int((missed & (last_code >= 0)).sum()))
+        beyond = int((missed & (last_code >= 0) & last_own).sum())
+        if beyond:
+            self.stats.dropped[BEYOND] += beyond
 
     def _drop(self, reason: str, count: int) -> None:
         if count and self.counting:

@@ -21,13 +21,14 @@ class Runs:
         has = np.flatnonzero(codes >= 0)
         uniq, ginv = np.unique(pl.seg[has].astype(np.int64) * n_names + codes[has], return_inverse=True)
         order = np.argsort(ginv.ravel(), kind="stable")
-        sel = has[order]
+        self.sel = sel = has[order]  # the placement (index into ``pl``) of each
         self.g = ginv.ravel()[order]  # the group of each placement, placements sorted by group then packet
         self.pk, self.s = pl.pk[sel], pl.s[sel]
         self.t = ts[self.pk]
         self.g_seg, self.g_code = (uniq // n_names).tolist(), (uniq % n_names).tolist()
         self.max, self.timeout = max_packets, timeout_ns
         self.kept = np.zeros(len(sel), bool)
+        self.rid = np.zeros(len(sel), np.int64)  # the run of each placement
         self._table: list = []
 
     def _splits(self, first: np.ndarray, has_st: np.ndarray, st_last: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ class Runs:
         split = self._splits(first, has_st, st_last)
         boundary = first | split
         start = np.flatnonzero(boundary)
-        rid = np.cumsum(boundary) - 1
+        self.rid = rid = np.cumsum(boundary) - 1
         rg = g[start]
         cont = first[start] & ~split[start] & has_st[rg]
         base = np.where(cont, st_n[rg], 0)

@@ -13,11 +13,12 @@ packet lies in its range:
 * it reads past its end until its own traces have ended (idle timeout, a later window) or filled up
   (``max_packets``), or the capture ends.
 
-Packet counts (read, in traces, left out) are counted by the worker whose range holds the packet, traces by their
-owner, so the workers' traces and counts add up to those of one pass over the whole capture. That holds for
-captures whose timestamps do not go backwards (what capture tools write); where they do, traces near a cut may
-differ from one pass's. pcapng files and ``--traces file`` are not split: part 0 does the whole capture, the
-others nothing.
+The workers' traces add up to those of one pass over the whole capture, and so do their counts: packets read,
+left out (non-IP, late, no local address, unlabelled) by the worker whose range holds them, traces and packets in
+traces by the trace's owner; packets beyond ``max_packets`` by the owner too, but only up to where it stops
+reading, so their total can be lower than one pass's. That holds for captures whose timestamps do not go
+backwards (what capture tools write); where they do, traces near a cut may differ from one pass's.
+pcapng files and ``--traces file`` are not split: part 0 does the whole capture, the others nothing.
 """
 
 from __future__ import annotations
