@@ -92,6 +92,7 @@ class _Builder:
     def __init__(self, spec: TraceSpec, layout: Layout, max_packets: int | None, source: str,
                  labels: LabelIndex | None, label: str | None, unlabelled: str, index: int | None = None) -> None:
         self.spec, self.layout, self.max, self.source, self.index = spec, layout, max_packets, source, index
+        self._empty = (0, layout.width)
         self.labels, self.label, self.unlabelled = labels, label, unlabelled
         self.local = LocalNets(spec.local_nets)
         self.open: dict[tuple, _Open] = {}
@@ -260,7 +261,7 @@ class _Builder:
     def _emit(self, st: _Open) -> None:
         if not st.owned:
             return
-        matrix, ts = _joined(st.rows, (0, self.layout.width), np.int8), _joined(st.ts, (0,), np.int64)
+        matrix, ts = _joined(st.rows, self._empty, np.int8), _joined(st.ts, (0,), np.int64)
         seg, label = st.key
         meta = {"traces": self.spec.text, "trace": self._describe(seg)}
         if self.max is not None:
