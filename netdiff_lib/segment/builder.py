@@ -141,7 +141,8 @@ class _Builder:
         self._count(pl, codes, runs, n, np.array(owned, bool)[runs.rid] if owned else np.zeros(0, bool))
         self._emit_events(events, touched, enc, runs)
 
-    def _runs(self, runs: Runs, pl: Placements, names: list[str], states: list[_Open | None]) -> tuple[list, list]:
+    def _runs(self, runs: Runs, pl: Placements, names: list[str],
+              states: list[_Open | None]) -> tuple[list, list[_Open], list[bool]]:
         """Follow every run of the batch: continue or start its trace, note where traces end or fill up."""
         events, touched, created, owned = [], [], [], []
         pk, s = runs.pk.tolist(), runs.s.tolist()
