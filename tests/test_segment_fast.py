@@ -143,3 +143,20 @@ def test_index_values_follow_their_packets(captures: dict) -> None:
         proto, pair = t.meta["trace"].split(" ", 1)
         ends = {(e.rsplit(":", 1)[0] if proto in ("tcp", "udp") else e).strip("[]") for e in pair.split(" <-> ")}
         assert set(t.index) <= ends, (t.meta, t.index)
+
+
+def test_label_lookups_on_arrays_match_one_by_one() -> None:
+    """_Table.find_many (the builders' label lookups) gives find's answers: latest start first, at most 64 back."""
+    rng = random.Random(4)
+    index = LabelIndex("random", "test")
+    for key in range(40):
+        for _ in range(rng.choice([1, 3, 100])):  # 100: more overlapping intervals than find looks back over
+            start = rng.randrange(0, 1000)
+            index.add_host(key, start, start + rng.randrange(0, 400), rng.choice("abcd"))
+    index.finish()
+    keys = [rng.randrange(-5, 45) for _ in range(3000)]
+    times = [rng.randrange(-50, 1500) for _ in keys]
+    hashed = np.array([hash(k) for k in keys], np.int64)
+    got = index.hosts.find_many(hashed, np.array(times, np.int64)).tolist()
+    assert got == [index.hosts.find(hash(k), t) for k, t in zip(keys, times, strict=True)]
+    assert len(set(got)) > 3 and -1 in got
