@@ -182,6 +182,21 @@ def exists(uri: str | Path) -> bool:
         return bool(key) and not key.endswith("/") and _stat(client, bucket, key) is not None
 
 
+def size(uri: str | Path) -> int:
+    """Bytes of a file or object."""
+    if not is_remote(uri):
+        try:
+            return _local(uri).stat().st_size
+        except OSError as exc:
+            raise StorageError(f"{uri}: {exc.strerror or exc}") from None
+    client, cfg, bucket, key = _s3(str(uri))
+    with _errors(str(uri), cfg):
+        found = _stat(client, bucket, key)
+    if found is None:
+        raise StorageError(f"{uri}: no such object")
+    return int(found.size)
+
+
 def get(uri: str | Path, local_path: str | Path) -> Path:
     """Download (or copy) one file to ``local_path`` atomically; into it when it is a folder. Returns the path."""
     dest = Path(local_path)

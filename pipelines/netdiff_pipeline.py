@@ -24,7 +24,7 @@ from components.train import train
 from netdiff_lib.config import base
 from netdiff_lib.models import DEFAULT_BACKEND
 from netdiff_lib.schema import MAX_PACKETS
-from netdiff_lib.segment.spec import FLOW_TIMEOUT
+from netdiff_lib.segment.spec import FLOW_TIMEOUT, SPLIT_BYTES
 from netdiff_lib.stages.common import SHARDS, TEST_FRACTION, TRACES_PER_CLASS
 from pipelines._placement import (
     GPU_NODE_SELECTOR,
@@ -53,18 +53,21 @@ def build(queue: str = "", gpu_retries: int = GPU_RETRIES) -> dsl.base_component
                 sample_steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE, timing: str = TIMING,
                 model_uri: str = "", weights: str = "", controlnet: str = "",
                 traces: str = "file", flow_timeout: float = FLOW_TIMEOUT, local_net: str = "", labels_uri: str = "",
-                labels_tz: str = "auto", unlabelled: str = "drop", labels_keep_going: bool = False, privacy: str = "",
+                labels_tz: str = "auto", unlabelled: str = "drop", labels_keep_going: bool = False,
+                split_bytes: int = SPLIT_BYTES, privacy: str = "",
                 gpu_type: str = GPU_RESOURCE, gpu_count: int = 1, gpu_node_selector: dict = GPU_NODE_SELECTOR,
                 gpu_toleration: dict = GPU_TOLERATION, s3_secret: str = S3_SECRET, s3_endpoint: str = S3_ENDPOINT):
         gpu = {"type": gpu_type, "node_selector": gpu_node_selector, "toleration": gpu_toleration}
         listing = list_inputs(input_uri=input_uri, output_uri=output_uri, shards=shards,
-                              test_fraction=test_fraction, seed=seed, s3_endpoint=s3_endpoint)
+                              test_fraction=test_fraction, seed=seed, s3_endpoint=s3_endpoint, traces=traces,
+                              split_bytes=split_bytes)
         with_object_store(on_cpu(listing, cache=False), s3_secret)
         with dsl.ParallelFor(listing.outputs["Output"]) as shard:
             enc = encode(input_uri=input_uri, shard=shard, test_fraction=test_fraction, seed=seed,
                          max_packets=max_packets, s3_endpoint=s3_endpoint,
                          traces=traces, flow_timeout=flow_timeout, local_net=local_net, labels_uri=labels_uri,
-                         labels_tz=labels_tz, unlabelled=unlabelled, labels_keep_going=labels_keep_going)
+                         labels_tz=labels_tz, unlabelled=unlabelled, labels_keep_going=labels_keep_going,
+                         split_bytes=split_bytes)
             with_object_store(on_cpu(enc, "medium"), s3_secret)
         trained = train(data=dsl.Collected(enc.outputs["data"]), output_uri=output_uri, model_uri=model_uri,
                         backend=backend, config=config, steps=train_steps, seed=seed, weights=weights,

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, training and sampling (default 0)")
     p.add_argument("--shards", type=int, default=LOCAL_SHARDS,
                    help=f"parallel encode/reconstruct shards (default {LOCAL_SHARDS})")
+    p.add_argument("--split-bytes", type=int, default=None, metavar="N",
+                   help="with --traces other than file, a capture bigger than N bytes is cut into byte ranges "
+                        "encoded by several shards (default 256 MiB; pipeline parameter split_bytes)")
     p.add_argument("--work", metavar="DIR", help="kfp.local artifacts and run.log (default OUTPUT/.kfp, or a "
                                                  "temporary folder for an s3:// output)")
     p.add_argument("--cache", action="store_true", help="reuse results of earlier identical steps")
@@ -90,6 +93,8 @@ def arguments(args: argparse.Namespace) -> dict:
         if args.privacy:  # --privacy on with sd15: refused here, before the pipeline runs
             privacy_settings(get_backend(args.backend), args.privacy)
         given |= trace_arguments(args)
+        if args.split_bytes is not None:
+            given["split_bytes"] = args.split_bytes
         given |= {"backend": args.backend, "train_steps": args.steps, "privacy": args.privacy,
                   "weights": _local(args.weights),
                   "controlnet": _local(args.controlnet)}

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
+import numpy as np
+
 from netdiff_lib.errors import ConfigError, InputError
 
 NS = 1_000_000_000
@@ -138,6 +140,7 @@ class _Table:
 
     def __init__(self) -> None:
         self.keys, self.starts, self.ends, self.labels = array("q"), array("q"), array("q"), array("H")
+        self._np: tuple[np.ndarray, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -156,13 +159,12 @@ class _Table:
 
     def finish(self) -> None:
         """Sort by key, then start time."""
-        import numpy as np
-
         arrays = (self.keys, self.starts, self.ends, self.labels)
         cols = [np.frombuffer(a, np.uint16 if a.typecode == "H" else np.int64) for a in arrays]
         order = np.lexsort((cols[1], cols[0]))
         self.keys, self.starts, self.ends, self.labels = (array(a.typecode, c[order].tobytes())
                                                           for a, c in zip(arrays, cols, strict=True))
+        self._np = None
 
     def find(self, key: int, ts: int) -> int:
         """The label (index) of the interval of ``key`` holding ``ts`` with the latest start, or -1."""
@@ -175,6 +177,30 @@ class _Table:
             if self.ends[i] >= ts:
                 return self.labels[i]
         return -1
+
+    def find_many(self, keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """:meth:`find` for arrays of keys and times at once (int64 label indices, -1 where none)."""
+        if self._np is None:
+            self._np = (*(np.frombuffer(a, np.int64) for a in (self.keys, self.starts, self.ends)),
+                        np.frombuffer(self.labels, np.uint16))
+        tk, starts, ends, names = self._np
+        out = np.full(len(keys), -1, np.int64)
+        lo, hi = np.searchsorted(tk, keys, "left"), np.searchsorted(tk, keys, "right")
+        rows = np.flatnonzero(hi > lo)
+        lo, a, b, t = lo[rows], lo[rows], hi[rows], ts[rows]
+        while (active := a < b).any():  # bisect_right of each time among its key's starts
+            mid = (a + b) // 2
+            right = active & (starts[np.minimum(mid, len(starts) - 1)] <= t)
+            a, b = np.where(right, mid + 1, a), np.where(active & ~right, mid, b)
+        i = a - 1
+        for _ in range(64):  # latest start first, as find
+            live = i >= lo
+            if not live.any():
+                break
+            hit = live & (ends[np.maximum(i, 0)] >= t)
+            out[rows[hit]] = names[i[hit]]
+            i = np.where(hit | ~live, lo - 1, i - 1)
+        return out
 
 
 class LabelIndex:
@@ -262,6 +288,19 @@ class LabelIndex:
                 if found >= 0:
                     return self.names[found]
         return None
+
+    def label_ids(self, flow: np.ndarray, hosts: list[np.ndarray], ts: np.ndarray) -> np.ndarray:
+        """:meth:`label` for arrays: ``flow`` the hashes of the packets' flow keys, ``hosts`` those of the addresses
+        to try in turn (trace host, source, destination), ``ts`` their times; indices into ``names``, -1 for none."""
+        out = self.flows.find_many(flow, ts) if len(self.flows) else np.full(len(ts), -1, np.int64)
+        if len(self.flows) and not len(self.hosts):
+            return out
+        for addr in hosts:
+            todo = np.flatnonzero(out < 0)
+            if not len(todo):
+                break
+            out[todo] = self.hosts.find_many(addr[todo], ts[todo])
+        return out
 
     def describe(self) -> str:
         parts = [f"{self.format}: {self.rows} labelled row(s), {len(self.labels)} label(s)"]

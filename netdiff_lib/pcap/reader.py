@@ -36,7 +36,7 @@ import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -219,8 +219,12 @@ class PcapFile:
                 raise
         return fh, head
 
-    def batches(self, batch_size: int = 65536, max_packets: int | None = None) -> Iterator[PacketBatch]:
-        """Stream the packets as :class:`PacketBatch` objects of ``batch_size`` packets (the last may be shorter)."""
+    def batches(self, batch_size: int = 65536, max_packets: int | None = None, *, start: int | None = None,
+                stop: int | None = None) -> Iterator[PacketBatch]:
+        """Stream the packets as :class:`PacketBatch` objects of ``batch_size`` packets (the last may be shorter).
+
+        ``start``/``stop``: only the records from byte ``start`` up to byte ``stop`` (classic pcap files; both
+        must be record boundaries, see :mod:`netdiff_lib.segment.split`)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.stats = stats = PcapStats()
@@ -237,9 +241,11 @@ class PcapFile:
         pinned: list[np.ndarray] = []  # earlier chunks that pieces of the current batch still refer to
         cur_pinned = False  # whether a piece of the current batch refers to the current chunk
         fh, head = self._take_input()
+        rest, base = memoryview(head)[parser.start:], parser.start  # the header's bytes are read already
+        if start is not None or stop is not None:
+            fh, rest, base = self._ranged(fh, parser.start if start is None else start, stop)
         with fh:
-            rest = memoryview(head)[parser.start:]  # the header's bytes are read already: go on after them
-            buf, pos, base = _refill(fh, rest, 0, CHUNK_SIZE, spare, self.path) or rest, 0, parser.start
+            buf, pos = _refill(fh, rest, 0, CHUNK_SIZE, spare, self.path) or rest, 0
             while left > 0:
                 piece, pos, need = parser.scan(buf, pos, min(batch_size - held, left), base)
                 if piece is not None:
@@ -265,6 +271,32 @@ class PcapFile:
                     buf, base, pos = more, base + pos, 0
         if pieces:
             yield _join(pieces, index)
+
+
+    def _ranged(self, fh: BinaryIO, start: int, stop: int | None) -> tuple[Any, memoryview, int]:
+        if self.format != "pcap" or self.size is None:
+            fh.close()
+            raise ValueError(f"{self.path}: byte ranges need a classic pcap file")
+        fh.seek(start)
+        return (fh if stop is None else _Bounded(fh, stop - start)), memoryview(b""), start
+
+
+class _Bounded:
+    """An open file read from its position on, ``left`` bytes at most."""
+
+    def __init__(self, fh: BinaryIO, left: int) -> None:
+        self.fh, self.left = fh, left
+
+    def readinto(self, view: memoryview) -> int:
+        n = self.fh.readinto(view[:max(self.left, 0)]) if self.left > 0 else 0
+        self.left -= n or 0
+        return n or 0
+
+    def __enter__(self) -> _Bounded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
 
 
 def _read_upto(fh: BinaryIO, n: int, path: Path) -> bytes:

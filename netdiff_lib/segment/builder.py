@@ -1,194 +1,275 @@
 """The streaming pass of :mod:`netdiff_lib.segment`: batches of encoded packets in, finished traces out.
 
-Per open trace the state holds its rows so far (copied out of each batch, so no batch stays in memory), its
-times and its last packet's time. A flow or host trace ends when a packet comes more than the idle timeout after
-its previous one (checked when the packet comes, and for every open trace after each batch), a window trace when
-a later window starts, and any trace at ``max_packets``; a full trace stays as a marker without rows, so that
-its later packets are counted, until it times out. At the end of the capture every open trace ends.
+Each batch is handled on arrays (no Python step per packet): the packets' segments and labels
+(:mod:`netdiff_lib.segment.place`) are grouped by trace key with one sort; within a group, an idle gap (a packet more
+than the timeout after the latest earlier one) starts a new trace; positions within a trace cut it at
+``max_packets``; a window ends at the first packet of a later window. Python runs once per trace piece of the batch.
+
+Per open trace the state holds its rows so far (copied out of each batch, so no batch stays in memory), its times,
+and in arrays indexed by slot its last packet's time, first time, window and creation order. A flow or host trace
+ends when a packet comes more than the idle timeout after its previous one, or after a batch whose last packet is
+more than the timeout after it; a full trace stays as a marker without rows, so that its later packets are counted,
+until it ends. At the end of the capture every open trace ends. Traces come out in the order the per-packet builder
+gave them (tests/segment_reference.py), which the differential tests check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from netdiff_lib.labels.base import UNLABELLED, LabelIndex, addr_text, flow_key
+from netdiff_lib.labels.base import LabelIndex, addr_text
 from netdiff_lib.nprint.encode import EncodedBatch, encode_batch, skip_counts
 from netdiff_lib.pcap import PcapFile
 from netdiff_lib.schema import Layout
-from netdiff_lib.segment.keys import LocalNets, PacketKeys, packet_keys
+from netdiff_lib.segment.keys import LocalNets, batch_keys
+from netdiff_lib.segment.place import Placements, label_codes, place
+from netdiff_lib.segment.runs import Runs
 from netdiff_lib.segment.spec import BEYOND, LATE, NO_LOCAL, UNLABELLED_DROPPED, SegmentStats, TraceSpec
 from netdiff_lib.trace import Trace
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 
 
-@dataclass
+@dataclass(eq=False)
 class _Open:
     """One trace being built."""
 
-    seg: object  # the flow key, host address, window index, (host, window) or None (file)
-    label: str
+    key: tuple  # (segment, label)
+    slot: int
     first_ns: int
-    last_ns: int
     rows: list[np.ndarray] = field(default_factory=list)
     ts: list[np.ndarray] = field(default_factory=list)
-    pending: list[int] = field(default_factory=list)  # rows of the current batch
     index: list[str] = field(default_factory=list)  # nPrint -O values of the rows, when asked for
     n: int = 0
     full: bool = False
+    owned: bool = True  # emitted when it ends (a trace that starts before a pod's byte range is not its own)
+    cur: tuple[int, int] | None = None  # its rows of the current batch: a range of the batch's kept rows
+
+
+class _Slots:
+    """Per open trace, in arrays: last packet time, first time, window, creation order."""
+
+    def __init__(self) -> None:
+        self.last, self.first, self.win, self.seq = (np.zeros(64, np.int64) for _ in range(4))
+        self.alive = np.zeros(64, bool)
+        self.states: list[_Open | None] = [None] * 64
+        self.free = list(range(63, -1, -1))
+        self.count = 0
+
+    def take(self, st_first: int, win: int, key: tuple) -> _Open:
+        if not self.free:
+            size = len(self.alive)
+            for name in ("last", "first", "win", "seq", "alive"):
+                setattr(self, name, np.concatenate((getattr(self, name), np.zeros_like(getattr(self, name)))))
+            self.states += [None] * size
+            self.free = list(range(2 * size - 1, size - 1, -1))
+        slot = self.free.pop()
+        st = _Open(key, slot, st_first)
+        self.states[slot], self.alive[slot] = st, True
+        self.first[slot], self.win[slot], self.last[slot] = st_first, win, st_first
+        return st
+
+    def number(self, created: list[tuple[int, _Open]]) -> None:
+        """Number new traces in the order the packets that started them came (``(order, trace)`` pairs)."""
+        for _, st in sorted(created, key=lambda c: c[0]):
+            self.seq[st.slot] = self.count
+            self.count += 1
+
+    def drop(self, st: _Open) -> None:
+        self.alive[st.slot], self.states[st.slot] = False, None
+        self.free.append(st.slot)
+
+    def alive_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.alive)
 
 
 class _Builder:
     def __init__(self, spec: TraceSpec, layout: Layout, max_packets: int | None, source: str,
                  labels: LabelIndex | None, label: str | None, unlabelled: str, index: int | None = None) -> None:
         self.spec, self.layout, self.max, self.source, self.index = spec, layout, max_packets, source, index
-        self._index_of: tuple[int, list[str]] | None = None  # (id of the batch, its -O values)
+        self._empty = (0, layout.width)
         self.labels, self.label, self.unlabelled = labels, label, unlabelled
         self.local = LocalNets(spec.local_nets)
         self.open: dict[tuple, _Open] = {}
+        self.slots = _Slots()
         self.stats = SegmentStats()
         self.t0: int | None = None
         self.closed_window = -1  # windows up to this index have ended
         self.done: list[Trace] = []
         self.idle = spec.mode in ("flow", "host")
         self.windowed = "window" in spec.mode
+        self.owning = True  # traces started now are this builder's own (see netdiff_lib.segment.split)
+        self.counting = True  # packets handled now are counted in the stats
 
-    # -- per packet -------------------------------------------------------------------------------------------
-    def _label(self, keys: PacketKeys, i: int, fkey: tuple, ts: int, host: int | None = None) -> str | None:
-        if self.labels is None:
-            return self.label
-        found = self.labels.label(fkey, keys.src[i], keys.dst[i], ts, host)
-        if found is None and self.unlabelled == "keep":
-            return UNLABELLED
-        return found
-
-    def _segments(self, keys: PacketKeys | None, i: int, ts: int, fkey: tuple | None) -> list[object] | str:
-        """The segment keys of packet ``i``, or the reason it is in no trace."""
-        mode = self.spec.mode
-        if mode == "file":
-            return [None]
-        window = None
-        if self.windowed:
-            window = (ts - self.t0) // self.spec.window_ns
-            if window <= self.closed_window:
-                return LATE
-            if mode == "window":
-                return [window]
-        if mode == "flow":
-            return [fkey]
-        hosts = [h for h, local in ((keys.src[i], keys.src_local[i]), (keys.dst[i], keys.dst_local[i])) if local]
-        if not hosts:
-            return NO_LOCAL
-        hosts = hosts[:1] if len(hosts) == 2 and hosts[0] == hosts[1] else hosts
-        return hosts if window is None else [(h, window) for h in hosts]
+    def owned_open(self) -> bool:
+        """Whether a trace of its own is still open and not yet full (emitted)."""
+        return any(st.owned and not st.full for st in self.open.values())
 
     def add_batch(self, enc: EncodedBatch, ts: np.ndarray) -> None:
-        keys = packet_keys(enc, self.local) if self.spec.mode in ("flow", "host", "host+window") or self.labels \
-            else None
-        if self.t0 is None and len(ts):
+        n = len(ts)
+        if not n:
+            return
+        if self.t0 is None:
             self.t0 = int(ts[0])
-        touched: dict[int, _Open] = {}
-        times = ts.tolist()
-        for i, t in enumerate(times):
-            fkey = flow_key(keys.proto[i], keys.src[i], keys.sport[i], keys.dst[i], keys.dport[i]) if keys else None
-            segs = self._segments(keys, i, t, fkey)
-            if isinstance(segs, str):
-                self.stats.dropped[segs] += 1
-                continue
-            if self.windowed:
-                self._close_windows(segs[0][1] if isinstance(segs[0], tuple) else segs[0], enc, touched)
-            placed = False
-            for seg in segs:
-                host = seg if self.spec.mode == "host" else seg[0] if self.spec.mode == "host+window" else None
-                label = self._label(keys, i, fkey, t, host) if keys else self.label
-                if label is None:
-                    continue
-                placed |= self._place(seg, label, i, t, enc, touched)
-            if not placed:
-                self.stats.dropped[UNLABELLED_DROPPED if label is None else BEYOND] += 1
+        need_keys = self.spec.mode not in ("file", "window") or self.labels is not None
+        keys = batch_keys(enc, self.local) if need_keys else None
+        pl = place(self.spec.mode, keys, ts, self.t0, self.spec.window_ns, self.closed_window)
+        codes, names = label_codes(pl, keys, ts, self.labels, self.label, self.unlabelled)
+        self._drop(LATE, pl.late)
+        self._drop(NO_LOCAL, pl.no_local)
+        runs = Runs(pl, codes, len(names), ts, self.max, self.spec.timeout_ns if self.idle else None)
+        states = [self.open.get((pl.segs[s], names[c])) for s, c in zip(runs.g_seg, runs.g_code, strict=True)]
+        st_last = np.array([self.slots.last[st.slot] if st else 0 for st in states], np.int64)
+        st_n = np.array([st.n if st else 0 for st in states], np.int64)
+        runs.split_and_cut([st is not None for st in states], st_last, st_n)
+        events, touched, owned = self._runs(runs, pl, names, states)
+        if self.windowed:
+            events += self._close_windows(pl.reach)
+            self.closed_window = int(pl.reach[-1]) - 1
+        if self.idle:
+            now, slots = int(ts[-1]), self.slots.alive_slots()
+            for i in slots[now - self.slots.last[slots] > self.spec.timeout_ns].tolist():
+                st = self.slots.states[i]
+                self._close(st)
+                if not st.full:
+                    events.append(((n, 0, int(self.slots.seq[i])), st))
+        self._count(pl, codes, runs, n, np.array(owned, bool)[runs.rid] if owned else np.zeros(0, bool))
+        self._emit_events(events, touched, enc, runs)
+
+    def _runs(self, runs: Runs, pl: Placements, names: list[str],
+              states: list[_Open | None]) -> tuple[list, list[_Open], list[bool]]:
+        """Follow every run of the batch: continue or start its trace, note where traces end or fill up."""
+        events, touched, created, owned = [], [], [], []
+        pk, s = runs.pk.tolist(), runs.s.tolist()
+        for g, start, cont, group_first, kept0, kept1, emit_at, end_at, n_end, last in runs.table():
+            old = states[g]
+            if old is not None and not cont and group_first:  # the open trace timed out at this packet
+                self._close(old)
+                if not old.full:
+                    events.append(((pk[start], 2 * s[start], 0), old))
+            was_full = cont and old.full
+            if cont:
+                st = old
+                last = max(last, int(self.slots.last[st.slot]))
             else:
-                self.stats.in_traces += 1
-        for st in touched.values():
-            self._take(st, enc, ts)
-        if self.idle and times:
-            self._expire(times[-1])
+                key = (pl.segs[runs.g_seg[g]], names[runs.g_code[g]])
+                win = pl.window[runs.g_seg[g]] if pl.window is not None else 0
+                st = self.open[key] = self.slots.take(int(runs.t[start]), int(win), key)
+                st.owned = self.owning
+                created.append((2 * pk[start] + s[start], st))
+            owned.append(st.owned)
+            self.slots.last[st.slot] = last
+            if kept1 > kept0 and st.owned:
+                st.cur = (kept0, kept1)
+                touched.append(st)
+            st.n = n_end if self.max is None else min(n_end, self.max)
+            st.full = self.max is not None and n_end >= self.max
+            if emit_at >= 0:
+                events.append(((pk[emit_at], 2 * s[emit_at] + 1, 0), st))
+            if end_at >= 0:  # a later packet of the group timed it out
+                self._close(st)
+                if not (emit_at >= 0 or was_full):
+                    events.append(((pk[end_at], 2 * s[end_at], 0), st))
+        self.slots.number(created)
+        return events, touched, owned
 
-    def _place(self, seg: object, label: str, i: int, t: int, enc: EncodedBatch,
-               touched: dict[int, _Open]) -> bool:
-        key = (seg, label)
-        st = self.open.get(key)
-        if st is not None and self.idle and t - st.last_ns > self.spec.timeout_ns:
-            self._end(key, enc, touched)
-            st = None
-        if st is None:
-            st = self.open[key] = _Open(seg, label, t, t)
-        st.last_ns = max(st.last_ns, t)
-        if st.full:
-            return False
-        st.pending.append(i)
-        touched[id(st)] = st
-        st.n += 1
-        if self.max is not None and st.n >= self.max:
-            self._take(st, enc, enc.batch.ts_ns[enc.keep])
-            touched.pop(id(st), None)
-            self._emit(st)
-            st.full, st.rows, st.ts, st.index = True, [], [], []
-        return True
+    def _close(self, st: _Open) -> None:
+        if self.open.get(st.key) is st:
+            del self.open[st.key]
+        self.slots.drop(st)
 
-    # -- trace ends -------------------------------------------------------------------------------------------
-    def _take(self, st: _Open, enc: EncodedBatch, ts: np.ndarray) -> None:
-        if st.pending:
-            idx = np.asarray(st.pending, np.intp)
-            st.rows.append(enc.matrix[idx])
-            st.ts.append(np.asarray(ts)[idx])
-            if self.index is not None:
-                values = self._index_values(enc)
-                st.index += [values[i] for i in st.pending]
-            st.pending = []
+    def _close_windows(self, reach: np.ndarray) -> list:
+        slots = self.slots.alive_slots()
+        at = np.searchsorted(reach, self.slots.win[slots], "right")
+        events = []
+        for i, p in zip(slots[at < len(reach)].tolist(), at[at < len(reach)].tolist(), strict=True):
+            st = self.slots.states[i]
+            self._close(st)
+            if not st.full:
+                events.append(((p, 0, int(self.slots.seq[i])), st))
+        return events
 
-    def _index_values(self, enc: EncodedBatch) -> list[str]:
-        if self._index_of is None or self._index_of[0] != id(enc):
+    def _count(self, pl: Placements, codes: np.ndarray, runs: Runs, n: int, owned: np.ndarray) -> None:
+        """Count the batch's packets in traces, beyond ``max_packets`` or unlabelled. Packets in a trace or beyond
+        one count for the trace's owner (that of the packet's first kept placement, else of its last placement),
+        so workers of one capture (:mod:`netdiff_lib.segment.split`) count each once; unlabelled ones for the
+        worker whose range holds them."""
+        placed, first_own = np.zeros(n, bool), np.zeros(n, bool)
+        kept = np.flatnonzero(runs.kept)
+        if len(kept):
+            kept = kept[np.lexsort((runs.s[kept], runs.pk[kept]))]
+            firsts = kept[np.r_[True, runs.pk[kept][1:] != runs.pk[kept][:-1]]]
+            placed[runs.pk[firsts]], first_own[runs.pk[firsts]] = True, owned[firsts]
+        with_seg, last_code, last_own = np.zeros(n, bool), np.full(n, -1, np.int64), np.zeros(n, bool)
+        if len(pl.pk):
+            with_seg[pl.pk] = True
+            own_of = np.zeros(len(pl.pk), bool)
+            own_of[runs.sel] = owned
+            ends = np.flatnonzero(np.r_[pl.pk[1:] != pl.pk[:-1], True])
+            last_code[pl.pk[ends]], last_own[pl.pk[ends]] = codes[ends], own_of[ends]
+        missed = with_seg & ~placed
+        self.stats.in_traces += int((placed & first_own).sum())
+        self._drop(UNLABELLED_DROPPED, int((missed & (last_code < 0)).sum()))
+        beyond = int((missed & (last_code >= 0) & last_own).sum())
+        if beyond:
+            self.stats.dropped[BEYOND] += beyond
+
+    def _drop(self, reason: str, count: int) -> None:
+        if count and self.counting:
+            self.stats.dropped[reason] += count
+
+    def _emit_events(self, events: list, touched: list[_Open], enc: EncodedBatch, runs: Runs) -> None:
+        """Emit the traces that ended or filled up, in the order the per-packet builder did; keep copies of the
+        batch's rows for the others."""
+        kept = runs.pk[runs.kept]
+        rows, times = enc.matrix[kept], runs.t[runs.kept]
+        values = None
+        if self.index is not None:
             from netdiff_lib.nprint.index import index_values
 
-            self._index_of = (id(enc), index_values(enc, self.index))
-        return self._index_of[1]
-
-    def _end(self, key: tuple, enc: EncodedBatch | None, touched: dict[int, _Open]) -> None:
-        st = self.open.pop(key)
-        if enc is not None:
-            self._take(st, enc, enc.batch.ts_ns[enc.keep])
-        touched.pop(id(st), None)
-        if not st.full:
+            every = index_values(enc, self.index)
+            values = [every[i] for i in kept.tolist()]
+        for _, st in sorted(events, key=lambda e: e[0]):
+            self._take(st, rows, times, values, copy=False)
             self._emit(st)
+            st.rows, st.ts, st.index = [], [], []
+        for st in touched:
+            self._take(st, rows, times, values, copy=True)
 
-    def _close_windows(self, window: int, enc: EncodedBatch, touched: dict[int, _Open]) -> None:
-        if window - 1 <= self.closed_window:
-            return
-        for key in [k for k, st in self.open.items() if _window_of(st.seg) < window]:
-            self._end(key, enc, touched)
-        self.closed_window = window - 1
-
-    def _expire(self, now: int) -> None:
-        for key in [k for k, st in self.open.items() if now - st.last_ns > self.spec.timeout_ns]:
-            self._end(key, None, {})
+    @staticmethod
+    def _take(st: _Open, rows: np.ndarray, times: np.ndarray, values: list[str] | None, copy: bool) -> None:
+        if st.cur is not None:
+            a, b = st.cur
+            st.rows.append(rows[a:b].copy() if copy else rows[a:b])
+            st.ts.append(times[a:b].copy() if copy else times[a:b])
+            if values is not None:
+                st.index += values[a:b]
+            st.cur = None
 
     def finish(self) -> None:
-        for key in sorted(self.open, key=lambda k: self.open[k].first_ns):
-            self._end(key, None, {})
+        slots = self.slots.alive_slots()
+        for i in slots[np.lexsort((self.slots.seq[slots], self.slots.first[slots]))].tolist():
+            st = self.slots.states[i]
+            self._close(st)
+            if not st.full:
+                self._emit(st)
 
     def _emit(self, st: _Open) -> None:
-        matrix = np.concatenate(st.rows) if st.rows else np.zeros((0, self.layout.width), np.int8)
-        ts = np.concatenate(st.ts) if st.ts else np.zeros(0, np.int64)
-        meta = {"traces": self.spec.text, "trace": self._describe(st.seg)}
+        if not st.owned:
+            return
+        matrix, ts = _joined(st.rows, self._empty, np.int8), _joined(st.ts, (0,), np.int64)
+        seg, label = st.key
+        meta = {"traces": self.spec.text, "trace": self._describe(seg)}
         if self.max is not None:
             meta["max_packets"] = self.max
         index = st.index if self.index is not None else None
-        self.done.append(Trace(matrix, self.layout, ts, st.label, self.source, index, meta))
-        self.stats.traces[st.label] += 1
+        self.done.append(Trace(matrix, self.layout, ts, label, self.source, index, meta))
+        self.stats.traces[label] += 1
 
     def _describe(self, seg: object) -> str:
         mode = self.spec.mode
@@ -201,16 +282,24 @@ class _Builder:
         if mode == "window":
             return f"window {seg} ({seg * self.spec.window_s:g} s from the first packet)"
         if mode == "host":
-            return f"host {addr_text(seg)}"
-        return f"host {addr_text(seg[0])}, window {seg[1]}"
+            return f"host {_addr_text(seg)}"
+        return f"host {_addr_text(seg[0])}, window {seg[1]}"
 
 
-def _window_of(seg: object) -> int:
-    return seg[1] if isinstance(seg, tuple) else seg
+def _joined(parts: list[np.ndarray], empty: tuple[int, ...], dtype: type) -> np.ndarray:
+    """The parts as one array that owns its data (no view keeps a batch alive)."""
+    if len(parts) == 1:
+        return parts[0] if parts[0].base is None else parts[0].copy()
+    return np.concatenate(parts) if parts else np.zeros(empty, dtype)
+
+
+@lru_cache(maxsize=1 << 16)
+def _addr_text(addr: int) -> str:
+    return addr_text(addr)
 
 
 def _endpoint(addr: int, port: int, proto: int) -> str:
-    text = addr_text(addr)
+    text = _addr_text(addr)
     text = f"[{text}]" if ":" in text else text
     return f"{text}:{port}" if proto in (6, 17) else text
 

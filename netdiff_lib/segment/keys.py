@@ -15,7 +15,7 @@ import numpy as np
 
 from netdiff_lib.errors import ConfigError
 from netdiff_lib.nprint.encode import EncodedBatch
-from netdiff_lib.nprint.locate import PROTO_TCP, PROTO_UDP
+from netdiff_lib.nprint.locate import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
 #: "Local" addresses by default: RFC 1918 private, shared CGNAT space, loopback, link-local, and IPv6 unique local,
 #: link-local and loopback.
@@ -25,16 +25,20 @@ _M64 = (1 << 64) - 1
 
 
 @dataclass
-class PacketKeys:
-    """Flow fields of the kept packets of a batch (one entry per matrix row)."""
+class BatchKeys:
+    """Flow fields of the kept packets of a batch (one entry per matrix row), as arrays.
 
-    proto: list[int]
-    src: list[int]
-    dst: list[int]
-    sport: list[int]
-    dport: list[int]
+    Addresses are numbered per batch in address order (``src_id``/``dst_id`` index ``addrs``, their 128-bit
+    values); ``flow_id`` numbers the bidirectional flow keys of :func:`netdiff_lib.labels.base.flow_key`, whose
+    tuples are ``flows``."""
+
+    src_id: np.ndarray
+    dst_id: np.ndarray
     src_local: np.ndarray  # bool
     dst_local: np.ndarray  # bool
+    addrs: list[int]
+    flow_id: np.ndarray
+    flows: list[tuple[int, int, int, int, int]]
 
 
 def _addresses(data: np.ndarray, l3: np.ndarray, version: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,20 +81,42 @@ class LocalNets:
         return out
 
 
-def packet_keys(enc: EncodedBatch, local: LocalNets) -> PacketKeys:
-    """The flow fields of every kept packet of ``enc``; ports are 0 except for TCP and UDP."""
+def _factorize(hi: np.ndarray, lo: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The distinct 128-bit values ``(hi, lo)`` in increasing order (Python ints) and each value's number."""
+    if not len(hi) or (hi == hi[0]).all():
+        uniq, inverse = np.unique(lo, return_inverse=True)
+        top = int(hi[0]) << 64 if len(hi) else 0
+        return [top | v for v in uniq.tolist()], inverse.ravel()
+    words = np.stack([hi, lo], axis=-1).astype(">u8").view("V16").ravel()  # bytes compare as numbers
+    uniq, inverse = np.unique(words, return_inverse=True)
+    values = uniq.view(">u8").reshape(-1, 2).astype(np.uint64)
+    return [(h << 64) | w for h, w in values.tolist()], inverse.ravel()
+
+
+def batch_keys(enc: EncodedBatch, local: LocalNets) -> BatchKeys:
+    """The flow fields of every kept packet of ``enc``; ports count only for TCP and UDP, ICMPv6 is ICMP."""
     loc, keep, data = enc.loc, enc.keep, enc.batch.data
     l3, version, l4 = loc.l3[keep], loc.version[keep], loc.l4[keep]
     l4proto = loc.proto[keep]
     ipproto = np.take(data, np.where(version == 4, l3 + 9, l3 + 6), mode="clip").astype(np.int64)
     proto = np.where(l4proto > 0, l4proto, ipproto)
     has_ports = np.isin(l4proto, (PROTO_TCP, PROTO_UDP))
+    proto = np.where(proto == PROTO_ICMPV6, PROTO_ICMP, proto)
     at = np.where(has_ports, l4, 0)[:, None] + np.arange(4)
     p = np.take(data, at, mode="clip").astype(np.int64)
     sport = np.where(has_ports, (p[:, 0] << 8) | p[:, 1], 0)
     dport = np.where(has_ports, (p[:, 2] << 8) | p[:, 3], 0)
     hi, lo = _addresses(data, l3, version)
     is_local = local(hi, lo)
-    full = [(h << 64) | w for h, w in zip(hi.ravel().tolist(), lo.ravel().tolist(), strict=True)]
-    return PacketKeys(proto.tolist(), full[0::2], full[1::2], sport.tolist(), dport.tolist(), is_local[:, 0],
-                      is_local[:, 1])
+    addrs, ids = _factorize(hi.ravel(), lo.ravel())
+    sid, did = ids[0::2], ids[1::2]
+    swap = (sid > did) | ((sid == did) & (sport > dport))
+    a, b = np.where(swap, did, sid), np.where(swap, sid, did)
+    pa, pb = np.where(swap, dport, sport), np.where(swap, sport, dport)
+    triple, tid = np.unique((proto << 32) | (pa << 16) | pb, return_inverse=True)
+    packed = (a * max(len(addrs), 1) + b) * max(len(triple), 1) + tid.ravel()
+    _, first, flow_id = np.unique(packed, return_index=True, return_inverse=True)
+    t = triple[tid.ravel()[first]].tolist()
+    flows = [(v >> 32, addrs[x], (v >> 16) & 0xFFFF, addrs[y], v & 0xFFFF)
+             for v, x, y in zip(t, a[first].tolist(), b[first].tolist(), strict=True)]
+    return BatchKeys(sid, did, is_local[:, 0], is_local[:, 1], addrs, flow_id.ravel(), flows)

@@ -12,6 +12,7 @@ from netdiff_lib.segment.keys import LOCAL_NETS
 
 MODES = ("file", "flow", "host", "window", "host+window")
 FLOW_TIMEOUT = 120.0
+SPLIT_BYTES = 256 << 20  # the pipeline cuts a capture bigger than this across encode pods (--traces not file)
 NS = 1_000_000_000
 BEYOND = "beyond --max-packets"
 UNLABELLED_DROPPED = "unlabelled (--unlabelled drop)"

@@ -37,6 +37,8 @@ class PlannedCapture:
     split: str
     dest: str  # "<split>/<label>/<file>", unique in the plan
     shard: int
+    part: int = 0  # a big capture is cut by several encode pods (see split_parts): which byte range is this one's
+    parts: int = 1
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class InputPlan:
         return [c for c in self.captures if c.shard == index]
 
     def to_dict(self) -> dict[str, Any]:
-        counts = Counter((c.label, c.split) for c in self.captures)
+        counts = Counter((c.label, c.split) for c in self.captures if c.part == 0)
         return {"format": MANIFEST_FORMAT, "netdiff_version": __version__, "input_uri": self.input_uri,
                 "shards": self.shards, "test_fraction": self.test_fraction, "seed": self.seed,
                 "fingerprint": self.fingerprint, "classes": {lab: {s: counts[lab, s] for s in ("train", "test")}
@@ -75,15 +77,15 @@ def _check_label(label: str, uri: str) -> None:
         raise ConfigError(f"{uri}: label {label!r} cannot name a folder (no '/', '\\' or leading '.')")
 
 
-def plan_inputs(input_uri: str, shards: int, test_fraction: float, seed: int) -> InputPlan:
-    """Discover the labelled captures, split them by file (stratified, seeded) and deal them to shards."""
+def plan_inputs(input_uri: str, shards: int, test_fraction: float, seed: int, split_bytes: int = 0) -> InputPlan:
+    """Discover the labelled captures, split them by file (stratified, seeded) and deal them to shards; with
+    ``split_bytes``, a capture larger than that is cut into parts for several shards (:func:`split_parts`)."""
     from netdiff_lib.dataset import discover, split_captures
 
     captures = discover(input_uri)
     for cap in captures:
         _check_label(cap.label, cap.uri)
     train, test = split_captures(captures, test_fraction, seed)
-    n = shard_count(shards, len(captures))
     used: set[str] = set()
     planned = []
     for split, caps in (("train", train), ("test", test)):
@@ -97,8 +99,28 @@ def plan_inputs(input_uri: str, shards: int, test_fraction: float, seed: int) ->
             used.add(dest)
             planned.append((cap.uri, cap.label, split, dest))
     planned.sort(key=lambda p: p[3])
-    caps_out = tuple(PlannedCapture(*p, shard=i % n) for i, p in enumerate(planned))
+    planned = split_parts(planned, split_bytes)
+    n = shard_count(shards, len(planned))
+    caps_out = tuple(PlannedCapture(*p[:4], shard=i % n, part=p[4], parts=p[5]) for i, p in enumerate(planned))
     return InputPlan(str(input_uri), n, float(test_fraction), int(seed), caps_out)
+
+
+def split_parts(planned: list[tuple[str, ...]], split_bytes: int) -> list[tuple]:
+    """``(uri, label, split, dest, part, parts)`` rows: a capture of more than ``split_bytes`` bytes (0: never) is
+    cut into ``ceil(size / split_bytes)`` byte ranges, each encoded by its own pod, which emits the traces that
+    start in its range (see :mod:`netdiff_lib.segment.split`; pcapng files stay whole, in part 0)."""
+    out = []
+    for row in planned:
+        size = storage.size(row[0]) if split_bytes > 0 else 0
+        parts = max(1, -(-size // split_bytes)) if split_bytes > 0 else 1
+        out += [(*row, k, parts) for k in range(parts)]
+    return out
+
+
+def split_size(split_bytes: int, traces: str | None) -> int:
+    """The split size in effect: captures are cut only when they become traces by flow, host or window."""
+    mode = (traces or "file").strip().lower()
+    return int(split_bytes) if split_bytes and mode != "file" else 0
 
 
 def check_output(output_uri: str) -> None:
@@ -108,11 +130,12 @@ def check_output(output_uri: str) -> None:
 
 
 def list_inputs(input_uri: str, manifest_path: str | Path, *, shards: int, test_fraction: float, seed: int,
-                output_uri: str = "", s3_endpoint: str = "") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                output_uri: str = "", s3_endpoint: str = "", split_bytes: int = 0,
+                traces: str = "file") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Check that the output is reachable, plan the inputs, write the manifest (JSON) and return
-    ``(shard items, artifact metadata)``."""
+    ``(shard items, artifact metadata)``; ``split_bytes`` and ``traces``: see :func:`split_size`."""
     with storage.endpoint(s3_endpoint):
-        plan = plan_inputs(input_uri, shards, test_fraction, seed)
+        plan = plan_inputs(input_uri, shards, test_fraction, seed, split_size(split_bytes, traces))
         if output_uri:
             check_output(output_uri)
     doc = plan.to_dict()
@@ -131,13 +154,15 @@ def validated(plan: InputPlan) -> set[str]:
 
     out: set[str] = set()
     for split in ("train", "test"):
-        out.update(d for d, _ in sample_files([(c.dest, c.label) for c in plan.captures if c.split == split],
+        out.update(d for d, _ in sample_files([(c.dest, c.label) for c in plan.captures
+                                               if c.split == split and c.part == 0],
                                               MAX_FILES))
     return out
 
 
 def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, test_fraction: float, seed: int,
-                 max_packets: int, s3_endpoint: str = "", traces: dict[str, Any] | None = None) -> dict[str, Any]:
+                 max_packets: int, s3_endpoint: str = "", traces: dict[str, Any] | None = None,
+                 split_bytes: int = 0) -> dict[str, Any]:
     """Fetch one shard's captures and read each once: its nPrint trace (first ``max_packets`` packets) into
     ``out_dir/nprint/<split>/<label>/<file>.npz``, its transport payloads (for the payload profile) into
     ``out_dir/payloads/...``, its flows (nfstream, when installed; whole captures only) into
@@ -148,7 +173,9 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
     ``traces`` (the pipeline's ``traces``, ``flow_timeout``, ``local_net``, ``labels_uri`` (label files, separated
     by commas), ``labels_tz``,
     ``unlabelled`` and ``labels_keep_going``) cuts each capture into traces, written into one trace store per split,
-    ``nprint/<split>/`` (:mod:`netdiff_lib.store`); the split stays by capture."""
+    ``nprint/<split>/`` (:mod:`netdiff_lib.store`); the split stays by capture.  ``split_bytes`` must be the
+    listing's: a capture cut into parts is encoded part by part, each by the pod its part was given to (payloads,
+    flows and validation come from part 0)."""
     import tempfile
 
     from netdiff_lib.evaluate.compliance import run_validator
@@ -162,7 +189,8 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
     out, rows = Path(out_dir), []
     with (storage.endpoint(s3_endpoint), tempfile.TemporaryDirectory(prefix="netdiff-encode-") as tmp,
           SplitStores(out / NPRINT, NETDIFFUSION, max_packets=max_packets) as stores):
-        plan = plan_inputs(input_uri, count, test_fraction, seed)
+        split = split_size(split_bytes, (traces or {}).get("traces"))
+        plan = plan_inputs(input_uri, count, test_fraction, seed, split)
         if plan.shards != count or shard.get("fingerprint") not in (None, plan.fingerprint):
             raise InputError(input_uri, "the captures changed after they were listed (the plan's fingerprint "
                                         "differs): run the pipeline again")
@@ -180,6 +208,8 @@ def encode_shard(input_uri: str, out_dir: str | Path, shard: dict[str, Any], *, 
                     raise InputError(cap.uri, exc.cause) from None
                 result.trace.source, result.trace.meta["max_packets"] = cap.dest, max_packets
                 save_trace(out / NPRINT / f"{cap.dest}.npz", result.trace)
+            if cap.part:
+                continue  # the capture's other outputs come from its part 0
             save_payload_records(out / PAYLOADS / f"{cap.dest}.npz", scan_payloads(local))
             if cap.dest in check:
                 write_json(out / VALIDATION / f"{cap.dest}.json", run_validator(str(local)))
@@ -219,15 +249,16 @@ def shard_trace_options(traces: dict[str, Any] | None, tmp: str) -> TraceOptions
 def _encode_segmented(local: Path, cap: PlannedCapture, opts: TraceOptions, max_packets: int,
                       stores: SplitStores) -> dict[str, Any]:
     from netdiff_lib.schema import NETDIFFUSION
-    from netdiff_lib.segment import SegmentStats, segment_capture
+    from netdiff_lib.segment import SegmentStats
+    from netdiff_lib.segment.split import segment_part
 
     stats = SegmentStats()
     try:
-        for trace in segment_capture(local, opts.spec, NETDIFFUSION, max_packets=max_packets or None,
-                                     label=cap.label, labels=opts.index(), unlabelled=opts.unlabelled,
-                                     source=cap.dest, stats=stats):
+        for trace in segment_part(local, opts.spec, NETDIFFUSION, part=cap.part, parts=cap.parts,
+                                  max_packets=max_packets or None, label=cap.label, labels=opts.index(),
+                                  unlabelled=opts.unlabelled, source=cap.dest, stats=stats):
             stores.add(cap.split, trace)
     except InputError as exc:  # name the user's capture, not the fetched copy
         raise InputError(cap.uri, exc.cause) from None
     return {"uri": cap.uri, "label": cap.label, "split": cap.split, "file": cap.dest, "packets": stats.in_traces,
-            "skipped": dict(stats.dropped), "traces": dict(stats.traces)}
+            "skipped": dict(stats.dropped), "traces": dict(stats.traces), "part": [cap.part, cap.parts]}
