@@ -57,13 +57,13 @@ def _ip_text(raw: bytes) -> str:
 
 
 def parse(data: bytes) -> tuple[int, str, str, int, int]:
-    """``(proto, src, dst, sport, dport)`` of an Ethernet frame carrying IPv4 or IPv6 (no extension headers)."""
+    """``(proto, src, dst, sport, dport)`` of an Ethernet frame carrying IPv4 or IPv6 (ICMPv6 as 1)."""
     ethertype = struct.unpack_from("!H", data, 12)[0]
     if ethertype == 0x0800:
         ihl = (data[14] & 0x0F) * 4
         proto, src, dst, l4 = data[23], _ip_text(data[26:30]), _ip_text(data[30:34]), 14 + ihl
     elif ethertype == 0x86DD:
-        proto, src, dst, l4 = data[20], _ip_text(data[22:38]), _ip_text(data[38:54]), 54
+        (proto, l4), src, dst = _v6_upper(data), _ip_text(data[22:38]), _ip_text(data[38:54])
         proto = 1 if proto == 58 else proto
     else:
         raise ValueError(f"ethertype {ethertype:#x}")
