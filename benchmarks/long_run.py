@@ -62,7 +62,7 @@ def size(path: Path) -> int:
 
 
 def count(path: Path, suffix: str) -> int:
-    return sum(1 for _ in path.rglob(f"*{suffix}")) if path.exists() else 0
+    return sum(1 for p in path.rglob(f"*{suffix}") if p.is_file()) if path.exists() else 0
 
 
 def has_store() -> bool:

@@ -333,3 +333,23 @@ def shift_port(shift: int) -> Callable[[int], int]:
     def port(p: int) -> int:
         return PORT_LO + (p - PORT_LO + shift) % PORT_SPAN if PORT_LO <= p < PORT_LO + PORT_SPAN else p
     return port
+
+
+def concat(out: Path, paths: list[Path], start_ns: int, gap_ns: int = NS) -> dict[str, int]:
+    """Lay captures one after another as one capture ``out`` (as :func:`merge` does, streaming, any frames):
+    each capture's first packet ``gap_ns`` after the previous one's last (the first at ``start_ns``), the others
+    at their offsets from it; packets of a capture in time order."""
+    t, n = start_ns, 0
+    with PcapWriter(out, nanosecond=True) as w:
+        for path in paths:
+            batches = list(PcapFile(path).batches())
+            if not batches or not sum(len(b) for b in batches):
+                continue
+            ts = np.concatenate([b.ts_ns for b in batches]).astype(np.int64)
+            data = [b.packet(i) for b in batches for i in range(len(b))]
+            wire = np.concatenate([b.wirelen for b in batches])
+            order = np.argsort(ts, kind="stable")
+            new = t + ts[order] - ts[order[0]]
+            w.write_many([data[i] for i in order], new, wire[order])
+            t, n = int(new[-1]) + gap_ns, n + len(data)
+    return {"captures": len(paths), "packets": n, "seconds": round((t - gap_ns - start_ns) / NS, 1)}

@@ -139,7 +139,7 @@ def cut(capture: str | Path, outs: list[str | Path], mode: str = "flow", per_cla
             short += sum(item.need.values()) > 0
             name = safe_name(item.label)
             n[name] += 1
-            path = Path(out) / name / f"{name}_{n[name]:05d}.pcap"
+            path = Path(out) / name / f"{capture.stem}_{n[name]:05d}.pcap"
             path.parent.mkdir(parents=True, exist_ok=True)
             with PcapWriter(path, nanosecond=True) as w:
                 for ts, data, wire in item.packets:
@@ -151,7 +151,7 @@ def cut(capture: str | Path, outs: list[str | Path], mode: str = "flow", per_cla
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("capture")
+    p.add_argument("capture", help="a capture, or a folder of <label>/*.pcap captures (each cut with its label)")
     p.add_argument("--out", nargs="+", required=True, help="folders to write (disjoint samples)")
     p.add_argument("--traces", default="flow", help="flow or window:SECONDS")
     p.add_argument("--per-class", type=int, help="traces per class and folder at most (default: all)")
@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-packets", type=int, default=1024)
     p.add_argument("--head", type=int, help="cut only the first N packets of the capture")
     args = p.parse_args(argv)
+    if Path(args.capture).is_dir():
+        results = [cut(f, args.out, args.traces, args.per_class, f.parent.name, None, args.seed, args.max_packets)
+                   for f in sorted(Path(args.capture).glob("*/*.pcap"))]
+        print(json.dumps(results))
+        return 0
     with tempfile.TemporaryDirectory(prefix="netdiff-cut-") as tmp:
         capture = head(Path(args.capture), args.head, Path(tmp) / "head.pcap") if args.head else args.capture
         result = cut(capture, args.out, args.traces, args.per_class, args.label, args.labels, args.seed,
