@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 PY = [sys.executable]
+STAGES = "build,encode,train,evaluate"
 NETDIFF = [sys.executable, "-m", "netdiff_lib.cli"]
 
 
@@ -57,6 +59,13 @@ def stage(name: str, cmd: list[str], log: Path) -> dict[str, Any]:
     return out
 
 
+def fresh(path: Path) -> Path:
+    """``path``, its earlier contents removed (a stage run again writes anew)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    return path
+
+
 def size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -74,10 +83,11 @@ def has_store() -> bool:
 def _encode(args: argparse.Namespace, cap: Path, work: Path, log: Path, res: dict[str, Any]) -> None:
     formats = ["npz"] + (["store"] if args.format == "store" or (args.format == "auto" and has_store()) else [])
     pcap_bytes = size(cap / "capture.pcap")
-    for tag, labels in (("cic", cap / "capture.pcap_ISCX.csv"), ("zeek", cap / "conn.log.labeled")):
+    files = {"cic": cap / "capture.pcap_ISCX.csv", "zeek": cap / "conn.log.labeled"}
+    for tag, labels in ((t, files[t]) for t in args.encode_labels.split(",")):
         for fmt in formats:
             name = f"encode_{tag}" + ("" if fmt == "npz" else f"_{fmt}")
-            out = work / name
+            out = fresh(work / name)
             extra = [] if fmt == "npz" else ["--format", fmt]
             r = stage(name, [*NETDIFF, "encode", str(cap / "capture.pcap"), "-o", str(out), "-q", "--traces", "flow",
                              "--labels", str(labels), *extra], log)
@@ -90,9 +100,14 @@ def _encode(args: argparse.Namespace, cap: Path, work: Path, log: Path, res: dic
 def _train(args: argparse.Namespace, cap: Path, work: Path, log: Path, res: dict[str, Any]) -> Path | None:
     data = work / "data" / "long"  # train --data wants <label>/*.pcap: the label file overrides the folder's
     data.mkdir(parents=True, exist_ok=True)
-    if not (data / "capture.pcap").exists():
+    (data / "capture.pcap").unlink(missing_ok=True)
+    if args.train_packets:
+        from benchmarks.trace_pcaps import head
+
+        head(cap / "capture.pcap", args.train_packets, data / "capture.pcap")
+    else:
         (data / "capture.pcap").symlink_to((cap / "capture.pcap").resolve())
-    model = work / "model"
+    model = fresh(work / "model")
     cmd = [*NETDIFF, "train", "--data", str(args.train_data or data.parent), "-o", str(model), "--config",
            args.config, "--time-budget", str(args.train_budget), "--privacy", "off", "-q", "--traces", "flow",
            "--labels", str(cap / "capture.pcap_ISCX.csv"), "--max-packets", str(args.max_packets)]
@@ -108,11 +123,12 @@ def _train(args: argparse.Namespace, cap: Path, work: Path, log: Path, res: dict
 
 def _generate_evaluate(args: argparse.Namespace, cap: Path, model: Path, work: Path, log: Path,
                        res: dict[str, Any]) -> None:
-    syn = work / "synthetic"
+    syn = fresh(work / "synthetic")
     res["generate"] = r = stage("generate", [*NETDIFF, "generate", "--model", str(model), "--per-class",
                                              str(args.per_class), "-o", str(syn), "-q"], log)
     r["traces"] = count(syn, ".pcap")
-    real = [work / "real_a", work / "real_b"]
+    real = [fresh(work / "real_a"), fresh(work / "real_b")]
+    fresh(work / "report")
     res["cut"] = stage("cut", [*PY, "-m", "benchmarks.trace_pcaps", str(cap / "capture.pcap"), "--out",
                                *map(str, real), "--traces", "flow", "--labels", str(cap / "capture.pcap_ISCX.csv"),
                                "--per-class", str(args.eval_per_class), "--head", str(args.eval_packets)], log)
@@ -131,12 +147,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "long_run.log"
     cap = Path(args.capture) if args.capture else work / "capture"
-    res: dict[str, Any] = {"host": {"machine": platform.node(), "cpus": os.cpu_count(),
-                                    "python": platform.python_version()},
-                           "args": {k: v for k, v in vars(args).items() if k != "json"}}
-    if args.capture:
-        res["build"] = {"reused": str(cap)} | json.loads((cap / "build.json").read_text())
-    else:
+    saved = work / "long_run.json"  # stages run in several calls add up in one result
+    res: dict[str, Any] = json.loads(saved.read_text()) if saved.is_file() and args.stages != STAGES else {}
+    res |= {"host": {"machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "args": {k: v for k, v in vars(args).items() if k != "json"}}
+    stages = args.stages.split(",")
+    if "build" in stages:
         sources = [x for s in args.source or [] for x in ("--source", s)]
         sources = ["--source", "samples/captures", *sources] if sources else []
         res["build"] = stage("build", [*PY, "-m", "benchmarks.long_capture", str(cap), "--packets",
@@ -144,9 +160,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if res["build"]["rc"]:
             return res
         res["build"] |= json.loads((cap / "build.json").read_text())
-    _encode(args, cap, work, log, res)
-    model = _train(args, cap, work, log, res) if args.train_budget > 0 else None
-    if model is not None and args.per_class > 0:
+    elif "build" not in res:
+        res["build"] = {"reused": str(cap)} | json.loads((cap / "build.json").read_text())
+    if "encode" in stages:
+        _encode(args, cap, work, log, res)
+    model = work / "model"
+    if "train" in stages and args.train_budget > 0:
+        model = _train(args, cap, work, log, res)
+    if "evaluate" in stages and model is not None and (model / "model_card.json").is_file() and args.per_class:
         _generate_evaluate(args, cap, model, work, log, res)
     return res
 
@@ -157,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--packets", type=int, default=10_000_000)
     p.add_argument("--source", action="append", help="more <label>/*.pcap folders to replay (besides the samples)")
     p.add_argument("--rate", type=float, default=1000.0, help="packets per second of the built capture")
-    p.add_argument("--capture", help="a folder the builder wrote before: skip the build")
+    p.add_argument("--capture", help="the folder the builder writes (default WORK/capture)")
+    p.add_argument("--stages", default=STAGES, help="which stages to run (several calls add to WORK/long_run.json)")
+    p.add_argument("--encode-labels", default="cic,zeek", help="label files to encode with: cic, zeek or both")
+    p.add_argument("--train-packets", type=int, help="train on the first N packets of the capture (default all)")
     p.add_argument("--format", choices=("auto", "npz", "store"), default="auto",
                    help="encode formats besides npz: store when netdiff has it (auto), or not (npz)")
     p.add_argument("--train-budget", type=float, default=60.0, help="training seconds (0: no training)")
