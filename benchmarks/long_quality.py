@@ -111,7 +111,7 @@ def train(args: argparse.Namespace, arm: str, work: Path, logfile: Path) -> Path
 def evaluate(args: argparse.Namespace, arm: str, model: Path, work: Path, logfile: Path) -> subprocess.Popen:
     syn = work / f"synthetic_{tag(arm)}"
     run([*NETDIFF, "generate", "--model", str(model), "--per-class", str(args.per_class), "-o", str(syn), "-q",
-         "--seed", str(args.seed)], logfile)
+         "--seed", str(args.seed), "--compile", args.compile], logfile)
     real = work / ("file" if arm == "file" else f"real_{tag(arm)}")
     cmd = [*NETDIFF, "evaluate", "--real-train", str(real / "train"), "--real-test", str(real / "test"),
            "--synthetic", str(syn), "-o", str(work / f"report_{tag(arm)}"), "-q", "--no-plots", "--seed",
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="training steps per arm (default: the preset's, within --budget)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-class", type=int, default=10, help="generated traces per class and arm")
+    p.add_argument("--compile", default="off", help="generate --compile (off: no compile time in a short run)")
     p.add_argument("--eval-per-class", type=int, default=40, help="real long-capture traces per class and set")
     p.add_argument("--gap", type=float, default=1.0, help="seconds between the captures laid end to end")
     p.add_argument("--classes", type=int, help="only the first N classes (a quick run)")

@@ -125,7 +125,7 @@ def _generate_evaluate(args: argparse.Namespace, cap: Path, model: Path, work: P
                        res: dict[str, Any]) -> None:
     syn = fresh(work / "synthetic")
     res["generate"] = r = stage("generate", [*NETDIFF, "generate", "--model", str(model), "--per-class",
-                                             str(args.per_class), "-o", str(syn), "-q"], log)
+                                             str(args.per_class), "-o", str(syn), "-q", "--compile", "off"], log)
     r["traces"] = count(syn, ".pcap")
     real = [fresh(work / "real_a"), fresh(work / "real_b")]
     fresh(work / "report")
