@@ -56,6 +56,7 @@ def test_capture_is_long_in_time_order_with_many_hosts(built: tuple[Path, dict])
     assert overlapping > len(starts) // 4  # flows of different replays run at the same time
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_real_packets_with_good_checksums(built: tuple[Path, dict]) -> None:
     out, info = built
@@ -109,6 +110,7 @@ def test_cut_writes_the_flow_traces_netdiff_cuts(built: tuple[Path, dict], tmp_p
         assert len(keys) == 1  # one flow each
 
 
+@pytest.mark.slow
 def test_long_run_times_build_and_encode(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.long_run", "--work", str(tmp_path), "--packets", "3000",
                            "--train-budget", "0", "--format", "npz"], capture_output=True, text=True, cwd=REPO)
