@@ -87,7 +87,8 @@ def cut_real(work: Path, mode: str, per_class: int, logfile: Path) -> list[subpr
         cmd = [*PY, "-m", "benchmarks.trace_pcaps", str(work / "long" / part), "--out",
                str(work / f"real_{tag(mode)}" / part), "--traces", mode, "--per-class", str(per_class)]
         log(" ".join(cmd))
-        jobs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(logfile, "ab")))  # noqa: SIM115
+        fh = open(logfile, "ab")  # noqa: SIM115 - the job's, for its life
+        jobs.append(subprocess.Popen(cmd, stdout=fh, stderr=fh))  # counts, unmatched traces included, to the log
     return jobs
 
 
