@@ -9,6 +9,7 @@
 #                                 [--guidance "1.0 1.5"] [--times 5] [--skip-generate] [--no-compile]
 #                                 [--variant NAME=SECTION.KEY=VALUE,...]... [--throughput N]
 #                                 [--throughput-steps "16 25"] [--gen-steps "16 25"] [--decode-workers "0 -1"]
+#                                 [--long-quality "ARGS"]
 #
 # Each --variant (an ablation arm) trains its own model for the same --budget with `--set` overrides (e.g.
 # `--variant noslots=model.port_slots=0 --variant slots=`) and generates its own set; without
@@ -17,6 +18,11 @@
 # (16 is the library's default; another count names the set <arm>s<steps>). --decode-workers times each throughput
 # run once per value: 0 decodes in a thread of the sampling process (the old path), -1 (default) as generation
 # does by default (worker processes on CUDA), N in N processes.
+#
+# --long-quality runs benchmarks/long_quality.py after the split instead of the arms above: per-file traces beside
+# flow and window traces cut from each class's captures laid end to end, each arm trained for --budget seconds
+# with --config; ARGS go to it as they are (e.g. "--arms 'file flow window:60' --per-class 10"); its table is
+# printed and long_quality.json joins results.json.
 #
 # DATA_DIR defaults to shared/data/iot-sentinel (under the repo root). When diffusers is not importable, the
 # wheels in ./wheels (diffusers) are installed into a temporary folder; netdiff runs from this checkout.
@@ -42,6 +48,8 @@ THROUGHPUT=256
 THROUGHPUT_STEPS="16"
 GEN_STEPS="16"
 DECODE_WORKERS="-1"
+LONG=0
+LONG_ARGS=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --gpus) GPUS=$2; shift 2 ;;
@@ -56,7 +64,8 @@ while [[ $# -gt 0 ]]; do
     --throughput-steps) THROUGHPUT_STEPS=$2; shift 2 ;;
     --gen-steps) GEN_STEPS=$2; shift 2 ;;
     --decode-workers) DECODE_WORKERS=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --long-quality) LONG=1; LONG_ARGS=$2; shift 2 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) DATA=$1; shift ;;
   esac
 done
@@ -122,6 +131,15 @@ git rev-parse HEAD 2>/dev/null | sed 's/^/commit /' || true
 
 stamp "split 80/20 by capture, stratified, seed 0"
 python3 -m netdiff_lib.cli split "$DATA" --out "$WORK/split" --test-fraction 0.2 --seed 0 --mode link
+
+if [[ $LONG -eq 1 ]]; then
+  stamp "long-capture quality (${BUDGET}s per arm, $CONFIG): $LONG_ARGS"
+  eval "EXTRA=($LONG_ARGS)"  # ARGS split as a shell would (quotes kept)
+  python3 -m benchmarks.long_quality --split "$WORK/split" --work "$WORK/long" --config "$CONFIG" \
+    --budget "$BUDGET" --deadline "$(( $(left) - 15 ))" --json "$WORK/long_quality.json" "${EXTRA[@]}" \
+    || stamp "long-capture quality: not every arm was evaluated"
+  exit 0
+fi
 
 (( ${#VARIANTS[@]} )) || VARIANTS=("default=")
 LAST=""

@@ -6,20 +6,19 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from long_capture import NS, Packet, flows, merge, rewrite_v4
 
+from benchmarks.labelfiles import ADT, CIC17_HEADER, cic17_time, zeek_head
 from netdiff_lib.cli import main
 from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.labels import UNLABELLED, detect, read_labels
 from netdiff_lib.schema import NETDIFFUSION
 from netdiff_lib.segment import SegmentStats, parse_traces, segment_capture
 from netdiff_lib.segment.spec import UNLABELLED_DROPPED
-
-ADT = timezone(timedelta(hours=-3))  # CIC-IDS2017's lab clock in July 2017
 
 
 def _ns(dt: datetime) -> int:
@@ -48,17 +47,6 @@ def _span(ps: list[Packet]) -> tuple[int, int]:
 
 # -- CIC-IDS2017 ------------------------------------------------------------------------------------------------
 
-CIC17_HEADER = ("Flow ID, Source IP, Source Port, Destination IP, Destination Port, Protocol, Timestamp, "
-                "Flow Duration, Total Fwd Packets, Label")
-
-
-def _cic17_time(ts: int, style: str) -> str:
-    local = datetime.fromtimestamp(ts / NS, ADT)
-    if style == "minutes":  # 3/7/2017 1:15 - 12-hour clock, no AM/PM, no seconds
-        return f"{local.day}/{local.month}/{local.year} {local.hour % 12 or 12}:{local.minute:02d}"
-    return local.strftime("%d/%m/%Y %I:%M:%S %p")  # 03/07/2017 08:55:58 AM
-
-
 @pytest.fixture
 def cic17(tmp_path: Path) -> tuple[Path, Path, list[Packet], dict[int, str]]:
     day = datetime(2017, 7, 3, 8, 55, 10, tzinfo=ADT)
@@ -74,7 +62,7 @@ def cic17(tmp_path: Path) -> tuple[Path, Path, list[Packet], dict[int, str]]:
             continue
         first, last = _span(ps)
         p = ps[0]
-        ts = _cic17_time(first, "seconds" if part == 2 else "minutes")
+        ts = cic17_time(first, "seconds" if part == 2 else "minutes")
         fid = f"{p.src}-{p.dst}-{p.sport}-{p.dport}-{p.proto}"
         rows.append(f"{fid},{p.src},{p.sport},{p.dst},{p.dport},{p.proto},{ts},{(last - first) // 1000},"
                     f"{len(ps)},{labels[part]}")
@@ -178,16 +166,8 @@ def test_unsw_training_set_is_refused(tmp_path: Path) -> None:
 
 # -- IoT-23 (Zeek conn.log.labeled) ------------------------------------------------------------------------------
 
-ZEEK_FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "duration",
-               "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp", "missed_bytes", "history",
-               "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes")
-
-
 def _zeek_log(path: Path, rows: list[str]) -> None:
-    head = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-", "#path\tconn",
-            "#open\t2019-01-10-13-42-21", "#fields\t" + "\t".join(ZEEK_FIELDS) + "\ttunnel_parents   label   "
-            "detailed-label", "#types\t" + "\t".join(["string"] * 20) + "\tset[string]   string   string"]
-    path.write_text("\n".join([*head, *rows, "#close\t2019-01-10-13-50-00"]) + "\n")
+    path.write_text("\n".join([*zeek_head(), *rows, "#close\t2019-01-10-13-50-00"]) + "\n")
 
 
 def _zeek_row(p: Packet, first: int, last: int, label: str, detailed: str, ports: tuple[int, int] | None = None,
