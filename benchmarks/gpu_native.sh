@@ -65,7 +65,7 @@ while [[ $# -gt 0 ]]; do
     --gen-steps) GEN_STEPS=$2; shift 2 ;;
     --decode-workers) DECODE_WORKERS=$2; shift 2 ;;
     --long-quality) LONG=1; LONG_ARGS=$2; shift 2 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) DATA=$1; shift ;;
   esac
 done
