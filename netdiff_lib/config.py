@@ -21,6 +21,7 @@ from netdiff_lib.errors import ConfigError
 from netdiff_lib.schema import MAX_PACKETS
 
 PRESETS = ("tiny", "small", "base")
+CONV_DECODE = ("index", "regroup", "merge")
 #: Keys older model folders and checkpoints may hold that only the first design (continuous features) read.
 REMOVED_KEYS = {"diffusion": ("num_train_timesteps", "beta_schedule")}
 
@@ -53,6 +54,11 @@ class ModelConfig:
     #: tokens: TCP connections opened as the class's real ones (``enforce``: handshake at the class's rate, no
     #: SYN mid-connection) or as sampled (``off``).
     tcp_state: str = "enforce"
+    #: tokens, conv: how decoding reads conversations from the ``conv`` tokens: ``index`` (an index from one
+    #: opening to the next), ``regroup`` (also one transport per conversation: a packet of another kind joins
+    #: the nearest conversation of its kind and ports) or ``merge`` (regroup, and a one-packet conversation joins
+    #: such a conversation too); endpoints.py, BENCHMARKS.md.
+    conv_decode: str = "regroup"
 
     def __post_init__(self) -> None:
         if self.iat not in ("gaussian", "tokens"):
@@ -60,6 +66,8 @@ class ModelConfig:
         if self.endpoints not in ("ports", "conv") or self.tcp_state not in ("off", "enforce"):
             raise ConfigError(f"model.endpoints must be 'ports' or 'conv' (not {self.endpoints!r}), model.tcp_state "
                               f"'off' or 'enforce' (not {self.tcp_state!r})")
+        if self.conv_decode not in CONV_DECODE:
+            raise ConfigError(f"model.conv_decode must be one of {', '.join(CONV_DECODE)}, not {self.conv_decode!r}")
         if self.conversations < 1:
             raise ConfigError("model.conversations must be >= 1")
         from netdiff_lib.models.native.representation import check_name
@@ -283,6 +291,7 @@ class Config:
             if "endpoints" not in model:  # folders written before conversations existed: port slots, TCP as sampled
                 model.setdefault("tcp_state", "off")
                 model["endpoints"] = "ports"
+            model.setdefault("conv_decode", "index")  # folders written before regrouping decode as they did
             diffusion = {k: v for k, v in d.get("diffusion", {}).items() if k not in REMOVED_KEYS["diffusion"]}
             return cls(
                 model=ModelConfig(**model),

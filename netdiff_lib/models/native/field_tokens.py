@@ -42,7 +42,7 @@ class FieldTokens(Representation):
                                       port_min_traces=m.port_min_traces,
                                       iat_bins=IAT_TOKEN_BINS if m.iat == "tokens" else 0,
                                       endpoints_mode=m.endpoints, conversations=m.conversations,
-                                      tcp_state=m.tcp_state))
+                                      tcp_state=m.tcp_state, conv_decode=m.conv_decode))
 
     @property
     def layout(self) -> Layout:
