@@ -345,3 +345,25 @@ def test_conv_decode_switch_defaults_to_regroup_and_older_folders_keep_index(tra
     model = load_model_dir(tmp_path / "m")
     assert (model.config.model.conv_decode, model.representation.tokenizer.conv_decode) == ("index", "index")
     assert len(generate_traces(model, 1, seed=0, progress=False)) == len(labels)
+
+
+def test_conv_weight_weights_the_conversation_field_in_the_loss_only(traces: list[Trace]) -> None:
+    """``diffusion.conv_weight``: the conv field's cross-entropy counts w times in the loss; the logged
+    cross-entropy stays the plain mean; 1 is today's loss."""
+    import torch
+
+    with pytest.raises(ConfigError, match="conv_weight"):
+        tiny().with_settings(["diffusion.conv_weight=0"])
+    cfg = tiny().with_settings(["model.conversations=8"])
+    rep = FieldTokens.fit(cfg, traces, [t.label for t in traces])
+    rows = [torch.from_numpy(rep.rows(t))[:32] for t in traces[:8]]
+    x0 = torch.stack([torch.nn.functional.pad(r, (0, 0, 0, 32 - len(r))) for r in rows])
+    lengths, labels = torch.tensor([len(r) for r in rows]), torch.zeros(8, dtype=torch.long)
+    net = rep.network(cfg, 1)
+    out = {}
+    for w in (1.0, 4.0):
+        c = cfg.with_settings([f"diffusion.conv_weight={w}", "diffusion.kind_share=0.01", "diffusion.iat_weight=0"])
+        loss, ce = rep.loss(net, net, c, x0, labels, lengths, torch.Generator().manual_seed(0), True)
+        out[w] = (float(loss.detach()), float(ce))
+    assert out[1.0][0] == pytest.approx(out[1.0][1]) and out[4.0][1] == out[1.0][1]
+    assert out[4.0][0] != pytest.approx(out[1.0][0])

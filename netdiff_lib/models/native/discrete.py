@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netdiff_lib.config import Config, ModelConfig
+from netdiff_lib.config import Config, DiffusionConfig, ModelConfig
 from netdiff_lib.models.native.layers import Trunk
 from netdiff_lib.models.native.representation import NoiseSchedule
 
@@ -105,10 +105,12 @@ class TokenDiT(Trunk):
 
 def token_loss(model: nn.Module, raw: TokenDiT, x0: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
                cfg: Config, applicable: torch.Tensor, gen: torch.Generator,
-               padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               padded: bool = True, field_weights: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, masked-token cross-entropy) of one batch; ``x0`` packs tokens (as floats) and the IAT feature.
 
-    ``model`` is what runs the forward pass (possibly wrapped for DDP or compiled), ``raw`` the network itself.
+    ``model`` is what runs the forward pass (possibly wrapped for DDP or compiled), ``raw`` the network itself;
+    ``field_weights`` (one per field, default all 1) weight the fields' cross-entropies in the loss (the
+    returned cross-entropy stays unweighted).
     """
     b, n, width = x0.shape
     dev = x0.device
@@ -132,14 +134,24 @@ def token_loss(model: nn.Module, raw: TokenDiT, x0: torch.Tensor, labels: torch.
     # of stage-1 times are never read), in stage 2 the fields
     scored = masked & valid[..., None]
     scored[..., 1:] &= ~stage1[:, None, None]
-    ce = torch.zeros((b, n), device=dev)
+    ce, weighted, mass = torch.zeros((b, n), device=dev), torch.zeros((b, n), device=dev), 0.0
     for j, lf in enumerate(raw.field_logits(logits)):
         ce_j = F.cross_entropy(lf.reshape(b * n, -1), tokens[..., j].reshape(-1), reduction="none").view(b, n)
         ce = ce + ce_j * scored[..., j]
+        if field_weights is not None and field_weights[j] != 1.0:
+            weighted = weighted + (field_weights[j] - 1.0) * ce_j * scored[..., j]
+            mass = mass + (field_weights[j] - 1.0) * scored[..., j].sum()
     ce_loss = ce.sum() / scored.sum().clamp(min=1)
+    loss = ce_loss if field_weights is None else (ce.sum() + weighted.sum()) / (scored.sum() + mass).clamp(min=1)
+    return loss + d.iat_weight * _iat_loss(iat0, iat, valid, lengths, ab, stage1, d), ce_loss.detach()
+
+
+def _iat_loss(iat0: torch.Tensor, iat: torch.Tensor, valid: torch.Tensor, lengths: torch.Tensor, ab: torch.Tensor,
+              stage1: torch.Tensor, d: DiffusionConfig) -> torch.Tensor:
+    """The min-SNR weighted error of the inter-arrival estimate (stage 2 only)."""
     weight = torch.clamp(ab / (1 - ab), max=d.min_snr_gamma) * (~stage1)
     iat_err = ((iat0 - iat) ** 2 * valid).sum(dim=1) / lengths.clamp(min=1)
-    return ce_loss + d.iat_weight * (iat_err * weight).mean(), ce_loss.detach()
+    return (iat_err * weight).mean()
 
 
 def _gumbel_pick(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:

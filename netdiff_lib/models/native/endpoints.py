@@ -25,6 +25,16 @@ draws one fresh port per ephemeral endpoint of a conversation from the class's s
 trace), and sets each packet's source and destination from its role: every packet of a conversation shares
 its port pair by construction, whatever the tokens.
 
+**Regrouping** (``model.conv_decode``).  A model samples the conversation tokens of a trace's packets in parallel,
+and a UDP packet may land in a TCP conversation (40 % of the conversations of a 150 s ``base`` model on IoT
+Sentinel hold two transports, BENCHMARKS.md): its ports are the conversation's, but a flow is also its
+transport, so it leaves its own flow and becomes a one-packet flow of its own.  ``index`` decodes as described
+above; ``regroup`` (the default) gives each conversation the kind (IP version, transport) most of its packets
+have and moves each packet of another kind to the conversation of its kind and port tokens with a packet
+nearest to it (at most :data:`JOIN_WINDOW` packets away; :func:`regroup`); ``merge`` also moves the packet of a
+one-packet conversation so (real tokens hold no strays, so ``regroup`` decodes them exactly, ``merge`` not:
+real traffic has a few one-packet flows).
+
 **TCP state** (``model.tcp_state=enforce``, either endpoints mode).  Fitting records per class the share of
 TCP flows whose first packet has SYN (flows that started before the capture did not) and the share that carry
 a FIN or RST (flows the capture did not cut).  Decoding groups the TCP packets into flows by their decoded

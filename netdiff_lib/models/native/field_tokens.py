@@ -79,7 +79,9 @@ class FieldTokens(Representation):
     def loss(self, model: torch.nn.Module, net: torch.nn.Module, cfg: Config, rows: torch.Tensor,
              labels: torch.Tensor, lengths: torch.Tensor, gen: torch.Generator,
              padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        return token_loss(model, net, rows, labels, lengths, cfg, self.applicable(rows.device), gen, padded)
+        tok, w = self.tokenizer, cfg.diffusion.conv_weight
+        weights = [w if f == "conv" else 1.0 for f in tok.fields] if w != 1.0 and "conv" in tok.fields else None
+        return token_loss(model, net, rows, labels, lengths, cfg, self.applicable(rows.device), gen, padded, weights)
 
     def sample(self, net: torch.nn.Module, cfg: Config, labels: torch.Tensor, lengths: torch.Tensor, n: int, *,
                steps: int, guidance: float, gen: torch.Generator, padded: bool) -> tuple[np.ndarray, np.ndarray]:
