@@ -31,7 +31,7 @@ Sentinel hold two transports, BENCHMARKS.md): its ports are the conversation's, 
 transport, so it leaves its own flow and becomes a one-packet flow of its own.  ``index`` decodes as described
 above; ``regroup`` (the default) gives each conversation the kind (IP version, transport) most of its packets
 have and moves each packet of another kind to the conversation of its kind and port tokens with a packet
-nearest to it (at most :data:`JOIN_WINDOW` packets away; :func:`regroup`); ``merge`` also moves the packet of a
+nearest to it (:func:`regroup`); ``merge`` also moves the packet of a
 one-packet conversation so (real tokens hold no strays, so ``regroup`` decodes them exactly, ``merge`` not:
 real traffic has a few one-packet flows).
 
@@ -60,8 +60,6 @@ from netdiff_lib.repair.groups import Grouping
 #: TCP flag values in the ``tcp_flags`` field (nine bits, ns ... fin, big-endian)
 FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
 CONV_FIELDS = ("conv", "server_port", "client_port")
-#: regroup: a stray joins a conversation with a packet at most this many packets away (BENCHMARKS.md)
-JOIN_WINDOW = 16
 
 
 def conv_size(conversations: int) -> int:
@@ -153,8 +151,9 @@ def regroup(conv: np.ndarray, role: np.ndarray, trace: np.ndarray, kind: np.ndar
     packet kind; a packet of another kind (a *stray*: the transport would split the conversation into two flows)
     joins the conversation of its trace, its kind and its server and client port tokens whose packet is nearest
     to it (else of its kind and server port, else of its kind), as a later packet (role 0 becomes 1); strays with
-    no such conversation form one new conversation per (trace, kind, ports).  Returns the conversation ids
-    (dense, numbered by first packet) and the roles."""
+    no such conversation form one new conversation per (trace, kind, ports).  ``singles`` (``merge``): then the
+    packet of each one-packet conversation joins a conversation so too, if there is one.  Returns the
+    conversation ids (dense, numbered by first packet) and the roles."""
     n = len(conv)
     g = Grouping(conv)
     stray = kind != g.mode(kind)
@@ -169,7 +168,7 @@ def regroup(conv: np.ndarray, role: np.ndarray, trace: np.ndarray, kind: np.ndar
 
 
 def _join(conv: np.ndarray, stray: np.ndarray, trace: np.ndarray, kind: np.ndarray, srv: np.ndarray,
-          cli: np.ndarray, new: bool = True, window: int = JOIN_WINDOW) -> tuple[np.ndarray, np.ndarray]:
+          cli: np.ndarray, new: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(conversation ids, joined) with the ``stray`` packets moved (:func:`regroup`)."""
     n = len(conv)
     out, todo = conv.copy(), np.flatnonzero(stray)
@@ -192,15 +191,12 @@ def _join(conv: np.ndarray, stray: np.ndarray, trace: np.ndarray, kind: np.ndarr
         ok_b = (j > 0) & (at[before] // (n + 1) == q // (n + 1))
         ok_a = (j < len(at)) & (at[after] // (n + 1) == q // (n + 1))
         pick = np.where(ok_b & (~ok_a | (q - at[before] <= at[after] - q)), before, after)
-        hit = (ok_b | ok_a) & (np.abs(at[pick] - q) <= window)
+        hit = ok_b | ok_a
         out[todo[hit]] = conv[home[order[pick[hit]]]]
         todo = todo[~hit]
     joined = stray & ~np.isin(np.arange(n), todo)
-    if len(todo) and new:  # the rest: one conversation per (trace, kind, ports) and run of strays within the window
-        key = _dense_rows([trace[todo], kind[todo], srv[todo], cli[todo]])
-        order = np.lexsort((todo, key))
-        cut = np.r_[True, (np.diff(key[order]) != 0) | (np.diff(todo[order]) > window)]
-        out[todo[order]] = int(conv.max()) + 1 + np.cumsum(cut)
+    if len(todo) and new:  # a trace without a conversation of their kind: one per (trace, kind, ports)
+        out[todo] = int(conv.max()) + 1 + _dense_rows([trace[todo], kind[todo], srv[todo], cli[todo]])
     return out, joined
 
 
