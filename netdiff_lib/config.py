@@ -109,12 +109,17 @@ class DiffusionConfig:
     iat_weight: float = 1.0
     #: tokens, conv: weight of the ``conv`` field's cross-entropy in the loss (1: as every field)
     conv_weight: float = 1.0
+    #: tokens, conv: which masked ``conv`` tokens a sampling step reveals: ``random`` ones (as every field) or the
+    #: ``confident`` ones (the model's most probable first; as many)
+    conv_order: str = "random"
 
     def __post_init__(self) -> None:
         if not (0.0 < self.kind_share < 1.0 and 0.0 < self.kind_steps < 1.0):
             raise ConfigError("diffusion.kind_share and diffusion.kind_steps must be in (0, 1)")
         if self.temperature <= 0 or self.iat_weight < 0 or self.conv_weight <= 0:
             raise ConfigError("diffusion.temperature and diffusion.conv_weight must be > 0, diffusion.iat_weight >= 0")
+        if self.conv_order not in ("random", "confident"):
+            raise ConfigError(f"diffusion.conv_order must be 'random' or 'confident', not {self.conv_order!r}")
         if self.min_snr_gamma <= 0:
             raise ConfigError("diffusion.min_snr_gamma must be > 0")
         if not 0.0 <= self.class_dropout < 1.0:

@@ -367,3 +367,23 @@ def test_conv_weight_weights_the_conversation_field_in_the_loss_only(traces: lis
         out[w] = (float(loss.detach()), float(ce))
     assert out[1.0][0] == pytest.approx(out[1.0][1]) and out[4.0][1] == out[1.0][1]
     assert out[4.0][0] != pytest.approx(out[1.0][0])
+
+
+def test_confident_order_reveals_as_many_conversation_tokens_most_probable_first() -> None:
+    """``diffusion.conv_order=confident``: per trace, the count the random reveal drew, taken from the candidates
+    the model is surest of."""
+    import torch
+
+    from netdiff_lib.models.native.discrete import _most_confident
+
+    with pytest.raises(ConfigError, match="conv_order"):
+        tiny().with_settings(["diffusion.conv_order=sorted"])
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn((3, 50, 7), generator=gen) * 3
+    candidates = torch.rand((3, 50), generator=gen) < 0.7
+    drawn = candidates & (torch.rand((3, 50), generator=gen) < 0.3)
+    picked = _most_confident(candidates, drawn, logits)
+    conf = logits.log_softmax(-1)[..., 1:].amax(-1)
+    for b in range(3):
+        assert int(picked[b].sum()) == int(drawn[b].sum()) > 0 and bool((picked[b] <= candidates[b]).all())
+        assert float(conf[b][picked[b]].min()) >= float(conf[b][candidates[b] & ~picked[b]].max())

@@ -86,7 +86,9 @@ class FieldTokens(Representation):
     def sample(self, net: torch.nn.Module, cfg: Config, labels: torch.Tensor, lengths: torch.Tensor, n: int, *,
                steps: int, guidance: float, gen: torch.Generator, padded: bool) -> tuple[np.ndarray, np.ndarray]:
         tokens, iat = sample_tokens(net, labels, lengths, n, steps=steps, guidance=guidance,
-                                    applicable=self.applicable(labels.device), gen=gen, cfg=cfg, padded=padded)
+                                    applicable=self.applicable(labels.device), gen=gen, cfg=cfg, padded=padded,
+                                    confident=self.tokenizer.col("conv") if cfg.diffusion.conv_order == "confident"
+                                    and self.tokenizer.endpoints == "conv" else None)
         keep = (torch.arange(n, device=lengths.device)[None] < lengths[:, None]).ravel().cpu().numpy()
         tokens = tokens.reshape(-1, tokens.shape[-1]).to(torch.int32).cpu().numpy()  # half the bytes to copy, send
         return tokens[keep], iat.float().cpu().numpy().ravel()[keep]
