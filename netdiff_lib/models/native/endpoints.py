@@ -31,9 +31,8 @@ Sentinel hold two transports, BENCHMARKS.md): its ports are the conversation's, 
 transport, so it leaves its own flow and becomes a one-packet flow of its own.  ``index`` decodes as described
 above; ``regroup`` (the default) gives each conversation the kind (IP version, transport) most of its packets
 have and moves each packet of another kind to the conversation of its kind and port tokens with a packet
-nearest to it (:func:`regroup`); ``merge`` also moves the packet of a
-one-packet conversation so (real tokens hold no strays, so ``regroup`` decodes them exactly, ``merge`` not:
-real traffic has a few one-packet flows).
+nearest to it (:func:`regroup`); ``merge`` also moves the packet of a one-packet conversation so.  Real tokens
+hold no strays, so ``regroup`` decodes them exactly; ``merge`` does not (real traffic has a few one-packet flows).
 
 **TCP state** (``model.tcp_state=enforce``, either endpoints mode).  Fitting records per class the share of
 TCP flows whose first packet has SYN (flows that started before the capture did not) and the share that carry
