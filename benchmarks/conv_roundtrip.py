@@ -20,8 +20,9 @@ from netdiff_lib.models.native.tokens import FieldTokenizer
 from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.repair import RepairConfig, reconstruct_batch
 
-ARMS = {"ports": ("ports", "off"), "ports+tcp": ("ports", "enforce"), "conv": ("conv", "off"),
-        "conv+tcp": ("conv", "enforce")}
+ARMS = {"ports": ("ports", "off", "index"), "ports+tcp": ("ports", "enforce", "index"),
+        "conv": ("conv", "off", "index"), "conv+tcp": ("conv", "enforce", "index"),
+        "conv+tcp+regroup": ("conv", "enforce", "regroup")}
 
 
 KEYS = ("tcp_udp_flows", "one_packet_share", "packets_median", "duration_ms_median", "syn_open_share",
@@ -56,8 +57,8 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         arms: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"real": (mats, iats)}
-        for arm, (mode, tcp) in ARMS.items():
-            tok = FieldTokenizer.fit(mats, labels, endpoints_mode=mode, tcp_state=tcp)
+        for arm, (mode, tcp, conv_decode) in ARMS.items():
+            tok = FieldTokenizer.fit(mats, labels, endpoints_mode=mode, tcp_state=tcp, conv_decode=conv_decode)
             rng = np.random.default_rng(0)
             out = [tok.decode(*tok.encode(m, i), rng=rng, labels=[lab]) for m, i, lab in zip(mats, iats, labels,
                                                                                               strict=True)]

@@ -21,6 +21,7 @@ from netdiff_lib.errors import ConfigError
 from netdiff_lib.schema import MAX_PACKETS
 
 PRESETS = ("tiny", "small", "base")
+CONV_DECODE = ("index", "regroup", "merge")
 #: Keys older model folders and checkpoints may hold that only the first design (continuous features) read.
 REMOVED_KEYS = {"diffusion": ("num_train_timesteps", "beta_schedule")}
 
@@ -53,6 +54,11 @@ class ModelConfig:
     #: tokens: TCP connections opened as the class's real ones (``enforce``: handshake at the class's rate, no
     #: SYN mid-connection) or as sampled (``off``).
     tcp_state: str = "enforce"
+    #: tokens, conv: how decoding reads conversations from the ``conv`` tokens: ``index`` (an index from one
+    #: opening to the next), ``regroup`` (also one transport per conversation: a packet of another kind joins
+    #: the nearest conversation of its kind and ports) or ``merge`` (regroup, and a one-packet conversation joins
+    #: such a conversation too); endpoints.py, BENCHMARKS.md.
+    conv_decode: str = "regroup"
 
     def __post_init__(self) -> None:
         if self.iat not in ("gaussian", "tokens"):
@@ -60,6 +66,8 @@ class ModelConfig:
         if self.endpoints not in ("ports", "conv") or self.tcp_state not in ("off", "enforce"):
             raise ConfigError(f"model.endpoints must be 'ports' or 'conv' (not {self.endpoints!r}), model.tcp_state "
                               f"'off' or 'enforce' (not {self.tcp_state!r})")
+        if self.conv_decode not in CONV_DECODE:
+            raise ConfigError(f"model.conv_decode must be one of {', '.join(CONV_DECODE)}, not {self.conv_decode!r}")
         if self.conversations < 1:
             raise ConfigError("model.conversations must be >= 1")
         from netdiff_lib.models.native.representation import check_name
@@ -99,12 +107,19 @@ class DiffusionConfig:
     kind_steps: float = 0.25
     temperature: float = 1.0
     iat_weight: float = 1.0
+    #: tokens, conv: weight of the ``conv`` field's cross-entropy in the loss (1: as every field)
+    conv_weight: float = 1.0
+    #: tokens, conv: which masked ``conv`` tokens a sampling step reveals: ``random`` ones (as every field) or the
+    #: ``confident`` ones (the model's most probable first; as many)
+    conv_order: str = "random"
 
     def __post_init__(self) -> None:
         if not (0.0 < self.kind_share < 1.0 and 0.0 < self.kind_steps < 1.0):
             raise ConfigError("diffusion.kind_share and diffusion.kind_steps must be in (0, 1)")
-        if self.temperature <= 0 or self.iat_weight < 0:
-            raise ConfigError("diffusion.temperature must be > 0 and diffusion.iat_weight >= 0")
+        if self.temperature <= 0 or self.iat_weight < 0 or self.conv_weight <= 0:
+            raise ConfigError("diffusion.temperature and diffusion.conv_weight must be > 0, diffusion.iat_weight >= 0")
+        if self.conv_order not in ("random", "confident"):
+            raise ConfigError(f"diffusion.conv_order must be 'random' or 'confident', not {self.conv_order!r}")
         if self.min_snr_gamma <= 0:
             raise ConfigError("diffusion.min_snr_gamma must be > 0")
         if not 0.0 <= self.class_dropout < 1.0:
@@ -283,6 +298,7 @@ class Config:
             if "endpoints" not in model:  # folders written before conversations existed: port slots, TCP as sampled
                 model.setdefault("tcp_state", "off")
                 model["endpoints"] = "ports"
+            model.setdefault("conv_decode", "index")  # folders written before regrouping decode as they did
             diffusion = {k: v for k, v in d.get("diffusion", {}).items() if k not in REMOVED_KEYS["diffusion"]}
             return cls(
                 model=ModelConfig(**model),

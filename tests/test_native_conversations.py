@@ -38,9 +38,10 @@ def traces(samples_dir: Path) -> list[Trace]:
     return out
 
 
-def _fit(traces: list[Trace], endpoints: str = "conv", tcp_state: str = "off", k: int = 8) -> FieldTokenizer:
+def _fit(traces: list[Trace], endpoints: str = "conv", tcp_state: str = "off", k: int = 8,
+         conv_decode: str = "index") -> FieldTokenizer:
     return FieldTokenizer.fit([t.matrix for t in traces], [t.label for t in traces], endpoints_mode=endpoints,
-                              conversations=k, tcp_state=tcp_state)
+                              conversations=k, tcp_state=tcp_state, conv_decode=conv_decode)
 
 
 def _flows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,8 +61,9 @@ def _one_trace(traces: list[Trace], label: str) -> Trace:
                  ts_ns=np.cumsum(np.concatenate([np.maximum(t.iat_us(), 0) for t in parts])).astype(np.int64) * 1000)
 
 
-def test_round_trip_keeps_every_flow_whole_and_every_direction(traces: list[Trace]) -> None:
-    tok = _fit(traces)
+@pytest.mark.parametrize("conv_decode", ["index", "regroup"])
+def test_round_trip_keeps_every_flow_whole_and_every_direction(traces: list[Trace], conv_decode: str) -> None:
+    tok = _fit(traces, conv_decode=conv_decode)
     rng = np.random.default_rng(0)
     for t in [*traces, _one_trace(traces, "dns")]:
         tokens, iat = tok.encode(t.matrix, t.iat_us())
@@ -145,6 +147,107 @@ def test_random_tokens_still_decode_to_whole_flows_and_valid_pcaps(traces: list[
     assert (rep.malformed, rep.expert_errors, rep.bad_checksums) == (0, 0, 0), rep.problems[:5]
 
 
+def _interleaved(traces: list[Trace], a: str, b: str) -> list[Trace]:
+    """Traces of class ``a``'s and ``b``'s captures with their packets interleaved (both transports at once)."""
+    out = []
+    for x, y in zip([t for t in traces if t.label == a], [t for t in traces if t.label == b], strict=False):
+        order = np.argsort(np.r_[np.arange(len(x.matrix)), (np.arange(len(y.matrix)) + 0.5) * len(x.matrix)
+                                 / len(y.matrix)], kind="stable")
+        out.append(Trace(np.concatenate([x.matrix, y.matrix])[order], x.layout, label=a,
+                         ts_ns=np.arange(len(order), dtype=np.int64) * 1_000_000))
+    return out
+
+
+def _strays(tok: FieldTokenizer, tokens: np.ndarray) -> list[tuple[int, int]]:
+    """(packet, conv token) pairs that move a packet (not an opening) into the conversation of another transport
+    current at it, where the packet of its own kind and port tokens nearest to it is of its own conversation."""
+    col = tok.col("conv")
+    kind = np.array([(0, -1, 0), *tok.kinds])[tokens[:, 0], 2]
+    c = tokens[:, col] - 1
+    sig = [tuple(r) for r in np.c_[kind, tokens[:, col + 1 : col + 3]]]
+    epochs = [np.sum((c[: i + 1] // 3 == c[i] // 3) & (c[: i + 1] % 3 == 0)) for i in range(len(c))]
+    conv = np.array(epochs) * 1000 + c // 3  # the index's conversation (index decoding) of each packet
+    out = []
+    for i in np.flatnonzero((c >= 0) & (c % 3 != 0)):
+        same = [j for j in np.flatnonzero(c >= 0) if j != i and sig[j] == sig[i]]
+        near = sorted(same, key=lambda j: abs(j - i))[:2]
+        if not near or conv[near[0]] != conv[i] or (len(near) > 1 and abs(near[1] - i) == abs(near[0] - i)
+                                                     and conv[near[1]] != conv[i]):
+            continue
+        other = [j for j in range(i) if c[j] >= 0 and kind[j] != kind[i]]
+        if not other:
+            continue
+        k = c[other[-1]] // 3
+        epoch = (conv == conv[other[-1]]) & (c >= 0)
+        if not ((c[other[-1] + 1 : i] // 3 == k) & (c[other[-1] + 1 : i] % 3 == 0)).any() and \
+                (kind[epoch] != kind[i]).sum() > 1:
+            out.append((int(i), int(1 + 3 * k + c[i] % 3)))
+    return out
+
+
+def test_regroup_gives_a_stray_packet_back_to_the_conversation_of_its_transport(traces: list[Trace]) -> None:
+    """A TCP packet the model put into a UDP conversation (or the reverse) gets that conversation's ports with
+    ``index`` decoding, and leaves its own flow (two flows where there was one); ``regroup`` gives it back."""
+    moved = 0
+    tok = _fit(traces)
+    for t in _interleaved(traces, "http", "dns"):
+        tokens, iat = tok.encode(t.matrix, t.iat_us())
+        tok.conv_decode = "index"
+        want, direction, ported = _flows(tok.decode(tokens, iat, rng=np.random.default_rng(0), labels=[t.label])[0])
+        for i, token in _strays(tok, tokens)[:4]:
+            bad = tokens.copy()
+            bad[i, tok.col("conv")] = token
+            got = {}
+            for mode in ("index", "regroup"):
+                tok.conv_decode = mode
+                flow, back, _ = _flows(tok.decode(bad, iat, rng=np.random.default_rng(0), labels=[t.label])[0])
+                got[mode] = np.array_equal(flow[ported], want[ported]) and np.array_equal(back, direction)
+            assert got == {"index": False, "regroup": True}, (t.label, i)
+            moved += 1
+    assert moved >= 5
+
+
+def test_regroup_never_shares_a_port_pair_between_transports(traces: list[Trace]) -> None:
+    tok = _fit(traces, k=4)
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(20, 120, size=20)
+    n = int(lengths.sum())
+    tokens = np.stack([rng.integers(0, s, size=n) for s in tok.sizes], axis=1)
+    trace_of = np.repeat(np.arange(len(lengths)), lengths)
+    mixed = {}
+    for mode in ("index", "regroup"):
+        tok.conv_decode = mode
+        matrix, _ = tok.decode(tokens, np.zeros(n), trace_of, np.random.default_rng(6), ["dns"] * len(lengths))
+        f = read_fields(matrix)
+        fixed = [0, *tok.port_vocab.values]  # service values, and 0 (the absent token, which random tokens hold)
+        one = ~(np.isin(f.values["sport"], fixed) & np.isin(f.values["dport"], fixed))  # an ephemeral port
+        ported = (f.l3 != 0) & ((f.l4 == 1) | (f.l4 == 2)) & one
+        pair = flow_ids(trace_of[ported], np.zeros(ported.sum()), np.zeros(ported.sum()), f.values["sport"][ported],
+                        f.values["dport"][ported])
+        kinds = np.unique(np.stack([pair, f.l3[ported] * 4 + f.l4[ported]], 1), axis=0)
+        mixed[mode] = len(kinds) - len(np.unique(pair))
+    assert mixed["index"] > 20 and mixed["regroup"] == 0
+
+
+def test_merge_leaves_fewer_one_packet_conversations(traces: list[Trace]) -> None:
+    tok = _fit(traces, k=4)
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(20, 120, size=20)
+    n = int(lengths.sum())
+    tokens = np.stack([rng.integers(0, s, size=n) for s in tok.sizes], axis=1)
+    trace_of = np.repeat(np.arange(len(lengths)), lengths)
+    ones = {}
+    for mode in ("regroup", "merge"):
+        tok.conv_decode = mode
+        matrix, _ = tok.decode(tokens, np.zeros(n), trace_of, np.random.default_rng(8), ["dns"] * len(lengths))
+        f = read_fields(matrix)
+        ported = (f.l3 != 0) & ((f.l4 == 1) | (f.l4 == 2))
+        flow = flow_ids(trace_of[ported], f.l3[ported], f.l4[ported], f.values["sport"][ported],
+                        f.values["dport"][ported])
+        ones[mode] = int((np.bincount(flow) == 1).sum())
+    assert ones["merge"] < ones["regroup"] / 2
+
+
 def _tcp_flows(n_flows: int, per_flow: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Interleaved TCP flows of one trace: client port 40000 + i to 443, packets alternating direction."""
     flow = rng.permutation(np.repeat(np.arange(n_flows), per_flow))
@@ -217,3 +320,70 @@ def test_a_ports_model_folder_of_the_first_design_loads_and_generates(traces: li
     assert model.representation.tokenizer.endpoints == "ports" and model.config.model.endpoints == "ports"
     out = generate_traces(model, 1, seed=0, progress=False)
     assert [len(t.matrix) in (7, 30) for t in out] == [True] * len(labels)
+
+
+def test_conv_decode_switch_defaults_to_regroup_and_older_folders_keep_index(traces: list[Trace],
+                                                                              tmp_path: Path) -> None:
+    """``model.conv_decode``: ``regroup`` by default; a conversations folder written before it (no key in
+    config.json nor tokens.json) decodes as it did (``index``)."""
+    assert tiny().model.conv_decode == "regroup"
+    with pytest.raises(ConfigError, match="conv_decode"):
+        tiny().with_settings(["model.conv_decode=nearest"])
+    cfg = tiny().with_settings(["model.conversations=8"])
+    labels = sorted({t.label for t in traces})
+    rep = FieldTokens.fit(cfg, traces, [t.label for t in traces])
+    assert rep.tokenizer.conv_decode == "regroup"
+    stats = {"lengths": {lab: [7, 30] for lab in labels}, "iat_us": {}, "traces": {}, "packets": {}}
+    save_model_dir(tmp_path / "m", dict(rep.network(cfg, len(labels)).named_parameters()), cfg, rep, labels, stats)
+    assert load_model_dir(tmp_path / "m").representation.tokenizer.conv_decode == "regroup"
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["config"]["model"]["conv_decode"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    saved = json.loads((tmp_path / "m" / "tokens.json").read_text())
+    del saved["conv_decode"]
+    (tmp_path / "m" / "tokens.json").write_text(json.dumps(saved))
+    model = load_model_dir(tmp_path / "m")
+    assert (model.config.model.conv_decode, model.representation.tokenizer.conv_decode) == ("index", "index")
+    assert len(generate_traces(model, 1, seed=0, progress=False)) == len(labels)
+
+
+def test_conv_weight_weights_the_conversation_field_in_the_loss_only(traces: list[Trace]) -> None:
+    """``diffusion.conv_weight``: the conv field's cross-entropy counts w times in the loss; the logged
+    cross-entropy stays the plain mean; 1 is today's loss."""
+    import torch
+
+    with pytest.raises(ConfigError, match="conv_weight"):
+        tiny().with_settings(["diffusion.conv_weight=0"])
+    cfg = tiny().with_settings(["model.conversations=8"])
+    rep = FieldTokens.fit(cfg, traces, [t.label for t in traces])
+    rows = [torch.from_numpy(rep.rows(t))[:32] for t in traces[:8]]
+    x0 = torch.stack([torch.nn.functional.pad(r, (0, 0, 0, 32 - len(r))) for r in rows])
+    lengths, labels = torch.tensor([len(r) for r in rows]), torch.zeros(8, dtype=torch.long)
+    net = rep.network(cfg, 1)
+    out = {}
+    for w in (1.0, 4.0):
+        c = cfg.with_settings([f"diffusion.conv_weight={w}", "diffusion.kind_share=0.01", "diffusion.iat_weight=0"])
+        loss, ce = rep.loss(net, net, c, x0, labels, lengths, torch.Generator().manual_seed(0), True)
+        out[w] = (float(loss.detach()), float(ce))
+    assert out[1.0][0] == pytest.approx(out[1.0][1]) and out[4.0][1] == out[1.0][1]
+    assert out[4.0][0] != pytest.approx(out[1.0][0])
+
+
+def test_confident_order_reveals_as_many_conversation_tokens_most_probable_first() -> None:
+    """``diffusion.conv_order=confident``: per trace, the count the random reveal drew, taken from the candidates
+    the model is surest of."""
+    import torch
+
+    from netdiff_lib.models.native.discrete import _most_confident
+
+    with pytest.raises(ConfigError, match="conv_order"):
+        tiny().with_settings(["diffusion.conv_order=sorted"])
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn((3, 50, 7), generator=gen) * 3
+    candidates = torch.rand((3, 50), generator=gen) < 0.7
+    drawn = candidates & (torch.rand((3, 50), generator=gen) < 0.3)
+    picked = _most_confident(candidates, drawn, logits)
+    conf = logits.log_softmax(-1)[..., 1:].amax(-1)
+    for b in range(3):
+        assert int(picked[b].sum()) == int(drawn[b].sum()) > 0 and bool((picked[b] <= candidates[b]).all())
+        assert float(conf[b][picked[b]].min()) >= float(conf[b][candidates[b] & ~picked[b]].max())

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netdiff_lib.config import Config, ModelConfig
+from netdiff_lib.config import Config, DiffusionConfig, ModelConfig
 from netdiff_lib.models.native.layers import Trunk
 from netdiff_lib.models.native.representation import NoiseSchedule
 
@@ -105,10 +105,12 @@ class TokenDiT(Trunk):
 
 def token_loss(model: nn.Module, raw: TokenDiT, x0: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
                cfg: Config, applicable: torch.Tensor, gen: torch.Generator,
-               padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               padded: bool = True, field_weights: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, masked-token cross-entropy) of one batch; ``x0`` packs tokens (as floats) and the IAT feature.
 
-    ``model`` is what runs the forward pass (possibly wrapped for DDP or compiled), ``raw`` the network itself.
+    ``model`` is what runs the forward pass (possibly wrapped for DDP or compiled), ``raw`` the network itself;
+    ``field_weights`` (one per field, default all 1) weight the fields' cross-entropies in the loss (the
+    returned cross-entropy stays unweighted).
     """
     b, n, width = x0.shape
     dev = x0.device
@@ -132,14 +134,24 @@ def token_loss(model: nn.Module, raw: TokenDiT, x0: torch.Tensor, labels: torch.
     # of stage-1 times are never read), in stage 2 the fields
     scored = masked & valid[..., None]
     scored[..., 1:] &= ~stage1[:, None, None]
-    ce = torch.zeros((b, n), device=dev)
+    ce, weighted, mass = torch.zeros((b, n), device=dev), torch.zeros((b, n), device=dev), 0.0
     for j, lf in enumerate(raw.field_logits(logits)):
         ce_j = F.cross_entropy(lf.reshape(b * n, -1), tokens[..., j].reshape(-1), reduction="none").view(b, n)
         ce = ce + ce_j * scored[..., j]
+        if field_weights is not None and field_weights[j] != 1.0:
+            weighted = weighted + (field_weights[j] - 1.0) * ce_j * scored[..., j]
+            mass = mass + (field_weights[j] - 1.0) * scored[..., j].sum()
     ce_loss = ce.sum() / scored.sum().clamp(min=1)
+    loss = ce_loss if field_weights is None else (ce.sum() + weighted.sum()) / (scored.sum() + mass).clamp(min=1)
+    return loss + d.iat_weight * _iat_loss(iat0, iat, valid, lengths, ab, stage1, d), ce_loss.detach()
+
+
+def _iat_loss(iat0: torch.Tensor, iat: torch.Tensor, valid: torch.Tensor, lengths: torch.Tensor, ab: torch.Tensor,
+              stage1: torch.Tensor, d: DiffusionConfig) -> torch.Tensor:
+    """The min-SNR weighted error of the inter-arrival estimate (stage 2 only)."""
     weight = torch.clamp(ab / (1 - ab), max=d.min_snr_gamma) * (~stage1)
     iat_err = ((iat0 - iat) ** 2 * valid).sum(dim=1) / lengths.clamp(min=1)
-    return ce_loss + d.iat_weight * (iat_err * weight).mean(), ce_loss.detach()
+    return (iat_err * weight).mean()
 
 
 def _gumbel_pick(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
@@ -158,8 +170,10 @@ def schedule(steps: int, kind_steps: float) -> list[tuple[float, float]]:
 @torch.no_grad()
 def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n: int, *, steps: int,
                   guidance: float, applicable: torch.Tensor, gen: torch.Generator, cfg: Config,
-                  padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens (B, n, fields) long, IAT feature (B, n)) for ``labels`` of ``lengths``; guidance 1 = none."""
+                  padded: bool = True, confident: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (B, n, fields) long, IAT feature (B, n)) for ``labels`` of ``lengths``; guidance 1 = none;
+    ``confident``: the field whose tokens are revealed most confident first (as many per trace and step as
+    the random reveal would)."""
     dev = labels.device
     b, f = len(labels), len(net.sizes)
     tokens = net.mask_ids.expand(b, n, f).clone()
@@ -185,13 +199,15 @@ def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n:
             reveal = _reveal(tokens[..., 0] == net.mask_ids[0], float((tk - sk) / tk), gen)
             _draw(tokens[..., 0], reveal, parts[0], temperature, gen)
         if tk == 0 or sk == 0:
-            tokens = _fields_step(net, tokens, parts, applicable, float(tf), float(sf), temperature, gen)
+            tokens = _fields_step(net, tokens, parts, applicable, float(tf), float(sf), temperature, gen,
+                                  confident)
             iat = _ddim(iat, x0.clamp(-1, 1), float(tf), float(sf))
     return tokens, iat.clamp(-1, 1)
 
 
 def _fields_step(net: TokenDiT, tokens: torch.Tensor, parts: list[torch.Tensor], applicable: torch.Tensor,
-                 tf: float, sf: float, temperature: float, gen: torch.Generator) -> torch.Tensor:
+                 tf: float, sf: float, temperature: float, gen: torch.Generator,
+                 confident: int | None = None) -> torch.Tensor:
     """Stage 2: show what each packet's kind lacks as absent, then reveal a share of the masked fields."""
     app = applicable[tokens[..., 0]]
     masked = tokens == net.mask_ids
@@ -201,6 +217,8 @@ def _fields_step(net: TokenDiT, tokens: torch.Tensor, parts: list[torch.Tensor],
     p = (tf - sf) / tf
     # every field's reveals at once, grouped by field: two device syncs per step instead of one per field
     todo = _reveal((masked & app)[..., 1:].permute(2, 0, 1), p, gen)  # (fields - 1, B, N)
+    if confident is not None and p < 1.0:
+        todo[confident - 1] = _most_confident((masked & app)[..., confident], todo[confident - 1], parts[confident])
     counts = todo.sum(dim=(1, 2)).tolist()
     _, rows, cols = todo.nonzero(as_tuple=True)
     start = 0
@@ -212,6 +230,16 @@ def _fields_step(net: TokenDiT, tokens: torch.Tensor, parts: list[torch.Tensor],
             tokens[b, n, j] = _gumbel_pick(lg, temperature, gen)
         start += k
     return tokens
+
+
+def _most_confident(candidates: torch.Tensor, drawn: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per trace (row), as many of the ``candidates`` as ``drawn`` holds: those whose most likely token (absent
+    aside) is the most probable."""
+    conf = logits.float().log_softmax(-1)[..., 1:].amax(-1).masked_fill(~candidates, float("-inf"))
+    rank = torch.empty_like(conf, dtype=torch.long)
+    rank.scatter_(1, conf.argsort(dim=1, descending=True), torch.arange(conf.shape[1], device=conf.device)
+                  .expand_as(rank).contiguous())
+    return candidates & (rank < drawn.sum(dim=1, keepdim=True))
 
 
 def _draw(target: torch.Tensor, todo: torch.Tensor, logits: torch.Tensor, temperature: float,

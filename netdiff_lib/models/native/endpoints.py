@@ -25,6 +25,15 @@ draws one fresh port per ephemeral endpoint of a conversation from the class's s
 trace), and sets each packet's source and destination from its role: every packet of a conversation shares
 its port pair by construction, whatever the tokens.
 
+**Regrouping** (``model.conv_decode``).  A model samples the conversation tokens of a trace's packets in parallel,
+and a UDP packet may land in a TCP conversation (40 % of the conversations of a 150 s ``base`` model on IoT
+Sentinel hold two transports, BENCHMARKS.md): its ports are the conversation's, but a flow is also its
+transport, so it leaves its own flow and becomes a one-packet flow of its own.  ``index`` decodes as described
+above; ``regroup`` (the default) gives each conversation the kind (IP version, transport) most of its packets
+have and moves each packet of another kind to the conversation of its kind and port tokens with a packet
+nearest to it (:func:`regroup`); ``merge`` also moves the packet of a one-packet conversation so.  Real tokens
+hold no strays, so ``regroup`` decodes them exactly; ``merge`` does not (real traffic has a few one-packet flows).
+
 **TCP state** (``model.tcp_state=enforce``, either endpoints mode).  Fitting records per class the share of
 TCP flows whose first packet has SYN (flows that started before the capture did not) and the share that carry
 a FIN or RST (flows the capture did not cut).  Decoding groups the TCP packets into flows by their decoded
@@ -102,9 +111,11 @@ def _allocate(g: Grouping, conversations: int) -> np.ndarray:
 
 
 def conv_ports(tokens: np.ndarray, vocab: Vocab, conversations: int, trace_of: np.ndarray, weights: np.ndarray,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+               rng: np.random.Generator, kind: np.ndarray | None = None,
+               singles: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(sport, dport) of every packet from its (conv, server_port, client_port) tokens ``(n, 3)`` (see the
-    module docstring); packets without a conversation token get 0."""
+    module docstring); packets without a conversation token get 0.  ``kind`` (each packet's IP version and
+    transport as one number): regroup the conversations by it (:func:`regroup`)."""
     t = np.asarray(tokens, np.int64)
     n = len(t)
     sport, dport = np.zeros(n, np.int64), np.zeros(n, np.int64)
@@ -117,6 +128,8 @@ def conv_ports(tokens: np.ndarray, vocab: Vocab, conversations: int, trace_of: n
     by_index = Grouping(trace * conversations + k)
     epoch = by_index.cumsum((role == 0).astype(np.int64), exclusive=False)
     conv = _dense_first_seen((trace * conversations + k) * (n + 1) + epoch)
+    if kind is not None:
+        conv, role = regroup(conv, role, trace, np.asarray(kind, np.int64)[idx], t[idx, 1], t[idx, 2], singles)
     g = Grouping(conv)
     eph = vocab.first_slot
     srv, cli = (np.clip(g.mode(t[idx, j]), 0, eph) for j in (1, 2))
@@ -129,6 +142,70 @@ def conv_ports(tokens: np.ndarray, vocab: Vocab, conversations: int, trace_of: n
     sport[idx] = np.where(back, ports[:, 1], ports[:, 0])
     dport[idx] = np.where(back, ports[:, 0], ports[:, 1])
     return sport, dport
+
+
+def regroup(conv: np.ndarray, role: np.ndarray, trace: np.ndarray, kind: np.ndarray, srv: np.ndarray,
+            cli: np.ndarray, singles: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Conversations of one kind each (``model.conv_decode=regroup``): a conversation's kind is its most frequent
+    packet kind; a packet of another kind (a *stray*: the transport would split the conversation into two flows)
+    joins the conversation of its trace, its kind and its server and client port tokens whose packet is nearest
+    to it (else of its kind and server port, else of its kind), as a later packet (role 0 becomes 1); strays with
+    no such conversation form one new conversation per (trace, kind, ports).  ``singles`` (``merge``): then the
+    packet of each one-packet conversation joins a conversation so too, if there is one.  Returns the
+    conversation ids (dense, numbered by first packet) and the roles."""
+    n = len(conv)
+    g = Grouping(conv)
+    stray = kind != g.mode(kind)
+    out, joined = _join(conv, stray, trace, kind, srv, cli)
+    if singles:
+        g = Grouping(out)
+        lone = g.size[g.gid] == 1
+        out, more = _join(out, lone, trace, kind, srv, cli, new=False)
+        joined |= more
+    ids = _dense_first_seen(Grouping(out).first(np.arange(n)))
+    return ids, np.where(joined & (role == 0), 1, role)
+
+
+def _join(conv: np.ndarray, stray: np.ndarray, trace: np.ndarray, kind: np.ndarray, srv: np.ndarray,
+          cli: np.ndarray, new: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(conversation ids, joined) with the ``stray`` packets moved (:func:`regroup`)."""
+    n = len(conv)
+    out, todo = conv.copy(), np.flatnonzero(stray)
+    if not len(todo):
+        return out, np.zeros(n, bool)
+    g = Grouping(conv)
+    home = np.flatnonzero(~stray)
+    cs, cc = g.mode(srv, ~stray), g.mode(cli, ~stray)  # the conversation's port votes, over its own kind
+    for level in ((trace, kind, srv, cli), (trace, kind, srv), (trace, kind)):
+        if not len(todo) or not len(home):
+            break
+        votes = [a[home] for a in level[:2]] + [cs[home], cc[home]][: len(level) - 2]
+        keys = _dense_rows([np.r_[a, b[todo]] for a, b in zip(votes, level, strict=True)])
+        at = keys[: len(home)] * (n + 1) + home
+        order = np.argsort(at, kind="stable")
+        at = at[order]
+        q = keys[len(home):] * (n + 1) + todo
+        j = np.searchsorted(at, q)
+        before, after = np.maximum(j - 1, 0), np.minimum(j, len(at) - 1)
+        ok_b = (j > 0) & (at[before] // (n + 1) == q // (n + 1))
+        ok_a = (j < len(at)) & (at[after] // (n + 1) == q // (n + 1))
+        pick = np.where(ok_b & (~ok_a | (q - at[before] <= at[after] - q)), before, after)
+        hit = ok_b | ok_a
+        out[todo[hit]] = conv[home[order[pick[hit]]]]
+        todo = todo[~hit]
+    joined = stray & ~np.isin(np.arange(n), todo)
+    if len(todo) and new:  # a trace without a conversation of their kind: one per (trace, kind, ports)
+        out[todo] = int(conv.max()) + 1 + _dense_rows([trace[todo], kind[todo], srv[todo], cli[todo]])
+    return out, joined
+
+
+def _dense_rows(columns: list[np.ndarray]) -> np.ndarray:
+    """Dense ids of the distinct rows of equal-length integer ``columns`` (each column made dense, then one key)."""
+    key = np.zeros(len(columns[0]), np.int64)
+    for col in columns:  # dense after every column: the key stays below the number of rows
+        uniq, inv = np.unique(col, return_inverse=True)
+        key = np.unique(key * len(uniq) + inv.reshape(-1), return_inverse=True)[1].reshape(-1)
+    return key
 
 
 def tcp_rates(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np.ndarray, dport: np.ndarray,

@@ -42,7 +42,7 @@ class FieldTokens(Representation):
                                       port_min_traces=m.port_min_traces,
                                       iat_bins=IAT_TOKEN_BINS if m.iat == "tokens" else 0,
                                       endpoints_mode=m.endpoints, conversations=m.conversations,
-                                      tcp_state=m.tcp_state))
+                                      tcp_state=m.tcp_state, conv_decode=m.conv_decode))
 
     @property
     def layout(self) -> Layout:
@@ -79,12 +79,16 @@ class FieldTokens(Representation):
     def loss(self, model: torch.nn.Module, net: torch.nn.Module, cfg: Config, rows: torch.Tensor,
              labels: torch.Tensor, lengths: torch.Tensor, gen: torch.Generator,
              padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        return token_loss(model, net, rows, labels, lengths, cfg, self.applicable(rows.device), gen, padded)
+        tok, w = self.tokenizer, cfg.diffusion.conv_weight
+        weights = [w if f == "conv" else 1.0 for f in tok.fields] if w != 1.0 and "conv" in tok.fields else None
+        return token_loss(model, net, rows, labels, lengths, cfg, self.applicable(rows.device), gen, padded, weights)
 
     def sample(self, net: torch.nn.Module, cfg: Config, labels: torch.Tensor, lengths: torch.Tensor, n: int, *,
                steps: int, guidance: float, gen: torch.Generator, padded: bool) -> tuple[np.ndarray, np.ndarray]:
         tokens, iat = sample_tokens(net, labels, lengths, n, steps=steps, guidance=guidance,
-                                    applicable=self.applicable(labels.device), gen=gen, cfg=cfg, padded=padded)
+                                    applicable=self.applicable(labels.device), gen=gen, cfg=cfg, padded=padded,
+                                    confident=self.tokenizer.col("conv") if cfg.diffusion.conv_order == "confident"
+                                    and self.tokenizer.endpoints == "conv" else None)
         keep = (torch.arange(n, device=lengths.device)[None] < lengths[:, None]).ravel().cpu().numpy()
         tokens = tokens.reshape(-1, tokens.shape[-1]).to(torch.int32).cpu().numpy()  # half the bytes to copy, send
         return tokens[keep], iat.float().cpu().numpy().ravel()[keep]

@@ -85,9 +85,10 @@ def decode_packed(tok: FieldTokenizer, tokens: np.ndarray, iat: np.ndarray, trac
     if tok.endpoints == "conv":
         col = tok.col("conv")
         conv = np.where(ported, t[:, col], 0)[:, None]
+        kind = l3 * 4 + l4 if tok.conv_decode != "index" else None
         val["sport"], val["dport"] = endpoints.conv_ports(np.concatenate([conv, t[:, col + 1 : col + 3]], 1),
                                                           tok.port_vocab, tok.conversations, trace_of,
-                                                          ranges, rng)
+                                                          ranges, rng, kind, tok.conv_decode == "merge")
     else:
         ports = resolve_slots(t[:, [tok.col(f) for f in PORT_FIELDS]], tok.port_vocab, trace_of, ranges, rng)
         val.update({f: ports[:, i] for i, f in enumerate(PORT_FIELDS)})

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from netdiff_lib.atomic import read_json, write_json
+from netdiff_lib.config import CONV_DECODE
 from netdiff_lib.errors import InputError
 from netdiff_lib.models.native import endpoints
 from netdiff_lib.models.native.token_decode import decode_packed
@@ -163,6 +164,9 @@ class FieldTokenizer:
     #: ``off`` or ``enforce``, and per class ("" = all) the shares of TCP flows opened by SYN and closed
     tcp_state: str = "off"
     tcp_rates: dict[str, list[float]] = field(default_factory=dict)
+    #: conv: ``index`` (a conversation is an index from one opening to the next), ``regroup`` (also one kind per
+    #: conversation) or ``merge`` (and fewer one-packet ones): :func:`~netdiff_lib.models.native.endpoints.regroup`
+    conv_decode: str = "index"
 
     @property
     def base_fields(self) -> tuple[str, ...]:
@@ -202,12 +206,13 @@ class FieldTokenizer:
     def fit(cls, matrices: list[np.ndarray], labels: list[str] | None = None, *, max_values: int = 1024,
             escape_bins: int = 16, port_slots: int = 32, port_min_traces: int = 3, iat_bins: int = 0,
             layout: Layout = NETDIFFUSION, endpoints_mode: str = "ports", conversations: int = 32,
-            tcp_state: str = "off") -> FieldTokenizer:
+            tcp_state: str = "off", conv_decode: str = "index") -> FieldTokenizer:
         """Vocabularies from the training traces' matrices (one per trace, ``labels`` their classes)."""
         parsed = [read_fields(m, layout) for m in matrices]
         conv = endpoints_mode == "conv"
         tok = cls((), {}, Templates((), OPTION_BYTES), Templates((), OPTION_BYTES), layout, iat_bins=iat_bins,
-                  endpoints=endpoints_mode, conversations=conversations if conv else 0, tcp_state=tcp_state)
+                  endpoints=endpoints_mode, conversations=conversations if conv else 0, tcp_state=tcp_state,
+                  conv_decode=conv_decode if conv else "index")
         labels = labels or [""] * len(parsed)
         l3 = np.concatenate([p.l3 for p in parsed])
         trip = np.stack([l3, np.concatenate([p.proto for p in parsed]), np.concatenate([p.l4 for p in parsed])], 1)
@@ -325,20 +330,25 @@ class FieldTokenizer:
         if self.endpoints != "ports" or self.tcp_state != "off":
             out.update(format=FORMAT_2, endpoints=self.endpoints, conversations=self.conversations,
                        tcp_state=self.tcp_state, tcp_rates=self.tcp_rates)
+        if self.conv_decode != "index":
+            out["conv_decode"] = self.conv_decode
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FieldTokenizer:
         if d.get("format") not in (FORMAT, FORMAT_2):
             raise ValueError(f"unknown token format {d.get('format')!r}, expected {FORMAT} or {FORMAT_2}")
-        if d.get("endpoints", "ports") not in ("ports", "conv") or d.get("tcp_state", "off") not in ("off", "enforce"):
-            raise ValueError(f"unknown endpoints {d.get('endpoints')!r} or tcp_state {d.get('tcp_state')!r}")
+        if (d.get("endpoints", "ports") not in ("ports", "conv") or d.get("tcp_state", "off") not in ("off", "enforce")
+                or d.get("conv_decode", "index") not in CONV_DECODE):
+            raise ValueError(f"unknown endpoints {d.get('endpoints')!r}, tcp_state {d.get('tcp_state')!r} or "
+                             f"conv_decode {d.get('conv_decode')!r}")
         return cls(tuple(tuple(int(x) for x in k) for k in d["kinds"]),
                    {k: Vocab.from_dict(v) for k, v in d["vocabs"].items()}, Templates.from_dict(d["tcp_opts"]),
                    Templates.from_dict(d["ip_opts"]), Layout.from_dict(d["layout"]), dict(d.get("coverage", {})),
                    dict(d.get("slot_ranges", {})), int(d.get("iat_bins", 0)), str(d.get("endpoints", "ports")),
                    int(d.get("conversations", 0)), str(d.get("tcp_state", "off")),
-                   {str(k): [float(x) for x in v] for k, v in d.get("tcp_rates", {}).items()})
+                   {str(k): [float(x) for x in v] for k, v in d.get("tcp_rates", {}).items()},
+                   str(d.get("conv_decode", "index")))
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
