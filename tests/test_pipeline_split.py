@@ -9,9 +9,9 @@ import pytest
 from test_segment_fast import _long_capture
 
 from netdiff_lib import stages
+from netdiff_lib.encoded import iter_encoded
 from netdiff_lib.schema import NETDIFFUSION
 from netdiff_lib.segment import parse_traces, segment_capture
-from netdiff_lib.encoded import iter_encoded
 
 SPLIT = 300_000
 TRACES = {"traces": "flow", "flow_timeout": 3.0}
