@@ -84,7 +84,8 @@ def encode_segmented(files: list[Path], layout: Layout, limit: int | None, opts:
         stats, n = SegmentStats(), 0
         for trace in segment_capture(path, opts.spec, layout, max_packets=limit, label=label_of(path),
                                      labels=index, unlabelled=opts.unlabelled, mode=parse, stats=stats,
-                                     index=0 if args.format in ("csv", "both") else None):
+                                     index=0 if args.format in ("csv", "both") else None,
+                                     packed=store is not None):
             n += 1
             name = f"{safe_name(trace.label)}/{names[path]}_{n:05d}"
             if store is not None:

@@ -30,6 +30,7 @@ from netdiff_lib.segment.keys import LocalNets, batch_keys
 from netdiff_lib.segment.place import Placements, label_codes, place
 from netdiff_lib.segment.runs import Runs
 from netdiff_lib.segment.spec import BEYOND, LATE, NO_LOCAL, UNLABELLED_DROPPED, SegmentStats, TraceSpec
+from netdiff_lib.store.codec import PackedTrace, byte_offsets, pack_header_bytes, row_plan
 from netdiff_lib.trace import Trace
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -42,7 +43,8 @@ class _Open:
     key: tuple  # (segment, label)
     slot: int
     first_ns: int
-    rows: list[np.ndarray] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)  # matrix rows, or a trace store's packed counts
+    data: list[np.ndarray] = field(default_factory=list)  # the packed rows' header bytes (packed only)
     ts: list[np.ndarray] = field(default_factory=list)
     index: list[str] = field(default_factory=list)  # nPrint -O values of the rows, when asked for
     n: int = 0
@@ -90,9 +92,11 @@ class _Slots:
 
 class _Builder:
     def __init__(self, spec: TraceSpec, layout: Layout, max_packets: int | None, source: str,
-                 labels: LabelIndex | None, label: str | None, unlabelled: str, index: int | None = None) -> None:
+                 labels: LabelIndex | None, label: str | None, unlabelled: str, index: int | None = None,
+                 packed: bool = False) -> None:
         self.spec, self.layout, self.max, self.source, self.index = spec, layout, max_packets, source, index
         self._empty = (0, layout.width)
+        self.plan = row_plan(layout) if packed else None  # packed: traces as a store's rows, not matrices
         self.labels, self.label, self.unlabelled = labels, label, unlabelled
         self.local = LocalNets(spec.local_nets)
         self.open: dict[tuple, _Open] = {}
@@ -227,7 +231,7 @@ class _Builder:
         """Emit the traces that ended or filled up, in the order the per-packet builder did; keep copies of the
         batch's rows for the others."""
         kept = runs.pk[runs.kept]
-        rows, times = enc.matrix[kept], runs.t[runs.kept]
+        rows, times = self._rows(enc, kept), runs.t[runs.kept]
         values = None
         if self.index is not None:
             from netdiff_lib.nprint.index import index_values
@@ -237,15 +241,27 @@ class _Builder:
         for _, st in sorted(events, key=lambda e: e[0]):
             self._take(st, rows, times, values, copy=False)
             self._emit(st)
-            st.rows, st.ts, st.index = [], [], []
+            st.rows, st.data, st.ts, st.index = [], [], [], []
         for st in touched:
             self._take(st, rows, times, values, copy=True)
 
+    def _rows(self, enc: EncodedBatch, kept: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of the kept placements: matrix rows, or packed (counts, header bytes, each row's byte offset)."""
+        if self.plan is None:
+            return enc.matrix[kept]
+        counts, data = pack_header_bytes(enc.raw[kept], enc.raw_fill[kept], self.plan)
+        return counts, data, byte_offsets(counts)
+
     @staticmethod
-    def _take(st: _Open, rows: np.ndarray, times: np.ndarray, values: list[str] | None, copy: bool) -> None:
+    def _take(st: _Open, rows: np.ndarray | tuple, times: np.ndarray, values: list[str] | None, copy: bool) -> None:
         if st.cur is not None:
             a, b = st.cur
-            st.rows.append(rows[a:b].copy() if copy else rows[a:b])
+            if isinstance(rows, tuple):
+                counts, data, off = rows
+                st.rows.append(counts[a:b].copy() if copy else counts[a:b])
+                st.data.append(data[off[a] : off[b]].copy() if copy else data[off[a] : off[b]])
+            else:
+                st.rows.append(rows[a:b].copy() if copy else rows[a:b])
             st.ts.append(times[a:b].copy() if copy else times[a:b])
             if values is not None:
                 st.index += values[a:b]
@@ -262,13 +278,19 @@ class _Builder:
     def _emit(self, st: _Open) -> None:
         if not st.owned:
             return
-        matrix, ts = _joined(st.rows, self._empty, np.int8), _joined(st.ts, (0,), np.int64)
+        ts = _joined(st.ts, (0,), np.int64)
         seg, label = st.key
         meta = {"traces": self.spec.text, "trace": self._describe(seg)}
         if self.max is not None:
             meta["max_packets"] = self.max
         index = st.index if self.index is not None else None
-        self.done.append(Trace(matrix, self.layout, ts, label, self.source, index, meta))
+        if self.plan is not None:
+            counts = _joined(st.rows, (0, len(self.plan.sizes)), self.plan.count_dtype)
+            data = _joined(st.data, (0,), np.uint8)
+            self.done.append(PackedTrace(counts, data, self.layout, ts, label, self.source, index, meta))
+        else:
+            matrix = _joined(st.rows, self._empty, np.int8)
+            self.done.append(Trace(matrix, self.layout, ts, label, self.source, index, meta))
         self.stats.traces[label] += 1
 
     def _describe(self, seg: object) -> str:
@@ -304,19 +326,28 @@ def _endpoint(addr: int, port: int, proto: int) -> str:
     return f"{text}:{port}" if proto in (6, 17) else text
 
 
+def packs_directly(layout: Layout, mode: str) -> bool:
+    """Whether the encoder's header bytes are a store's packed rows as they are: every block whole bytes, and not
+    nPrint's wireless quirk (radiotap bytes cut to the 802.11 header's width)."""
+    return row_plan(layout).prefix and not (mode == "nprint" and any(b in ("radiotap", "wlan") for b in layout.blocks))
+
+
 def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_packets: int | None,
                     label: str | None = None, labels: LabelIndex | None = None, unlabelled: str = "drop",
                     mode: str = "netdiff", source: str | None = None, stats: SegmentStats | None = None,
-                    index: int | None = None, batch_size: int = 16384) -> Iterator[Trace]:
+                    index: int | None = None, batch_size: int = 16384, packed: bool = False,
+                    ) -> Iterator[Trace | PackedTrace]:
     """Cut a capture into traces (see :mod:`netdiff_lib.segment`), yielding each when it ends.
 
     Packets get ``label`` (the capture's), or with ``labels`` the label of their flow or host at their time;
     packets without one are left out (``unlabelled="drop"``) or labelled ``unlabelled`` (``"keep"``). The counts
     go to ``stats`` when given. ``index`` (an nPrint ``-O`` value, e.g. 0 for source addresses) also fills each
-    trace's ``index``.
+    trace's ``index``.  ``packed`` (for a trace store: :func:`packs_directly` says when it applies) gives
+    :class:`~netdiff_lib.store.codec.PackedTrace` objects, the header bytes never expanded to bits.
     """
     pcap = PcapFile(path)
-    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled, index)
+    packed = packed and packs_directly(layout, mode)
+    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled, index, packed)
     if stats is not None:
         b.stats = stats
     for batch in pcap.batches(batch_size=batch_size):
@@ -324,7 +355,7 @@ def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_pa
         if spec.mode == "file" and labels is None and b.open and next(iter(b.open.values())).full:
             b.stats.dropped[BEYOND] += len(batch)  # the one trace is full: count the rest, encode nothing
             continue
-        enc = encode_batch(batch, layout, mode)
+        enc = encode_batch(batch, layout, mode, bits=not packed)
         b.stats.dropped.update(skip_counts(enc))
         b.add_batch(enc, batch.ts_ns[enc.keep])
         yield from b.done
