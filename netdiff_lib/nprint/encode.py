@@ -52,6 +52,7 @@ class EncodedBatch:
     batch: PacketBatch
     raw: np.ndarray | None = None  # (rows, bytes) the header bytes behind ``matrix``
     raw_fill: np.ndarray | None = None  # (rows, bytes) True where a byte is not on the wire (fill)
+    raw_counts: np.ndarray | None = None  # (rows, blocks) bytes on the wire per block (with ``bits=False``)
 
 
 @dataclass
@@ -199,7 +200,8 @@ def encode_batch(
         nbytes = layout.width // 8
         raw, raw_fill = np.ascontiguousarray(raw[:, :nbytes]), np.ascontiguousarray(raw_fill[:, :nbytes])
     if not bits:
-        return EncodedBatch(np.empty((k, 0), np.int8), keep, loc, batch, raw, raw_fill)
+        counts = np.stack([np.clip(s.nvalid, 0, s.win.shape[1]) for s in segs], axis=1) if segs else None
+        return EncodedBatch(np.empty((k, 0), np.int8), keep, loc, batch, raw, raw_fill, counts)
     if out is None:
         out = np.empty((k, 8 * nbytes), np.int8)
     matrix = out[:k]

@@ -16,7 +16,6 @@ gave them (tests/segment_reference.py), which the differential tests check.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,21 +35,20 @@ from netdiff_lib.trace import Trace
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 
 
-@dataclass(eq=False)
 class _Open:
-    """One trace being built."""
+    """One trace being built (a plain class with slots: one is made per trace)."""
 
-    key: tuple  # (segment, label)
-    slot: int
-    first_ns: int
-    rows: list[np.ndarray] = field(default_factory=list)  # matrix rows, or a trace store's packed counts
-    data: list[np.ndarray] = field(default_factory=list)  # the packed rows' header bytes (packed only)
-    ts: list[np.ndarray] = field(default_factory=list)
-    index: list[str] = field(default_factory=list)  # nPrint -O values of the rows, when asked for
-    n: int = 0
-    full: bool = False
-    owned: bool = True  # emitted when it ends (a trace that starts before a pod's byte range is not its own)
-    cur: tuple[int, int] | None = None  # its rows of the current batch: a range of the batch's kept rows
+    __slots__ = ("cur", "data", "first_ns", "full", "index", "key", "n", "owned", "rows", "slot", "ts")
+
+    def __init__(self, key: tuple, slot: int, first_ns: int) -> None:
+        self.key, self.slot, self.first_ns = key, slot, first_ns  # key: (segment, label)
+        self.rows: list[np.ndarray] = []  # matrix rows, or a trace store's packed counts
+        self.data: list[np.ndarray] = []  # the packed rows' header bytes (packed only)
+        self.ts: list[np.ndarray] = []
+        self.index: list[str] = []  # nPrint -O values of the rows, when asked for
+        self.n, self.full = 0, False
+        self.owned = True  # emitted when it ends (a trace that starts before a pod's byte range is not its own)
+        self.cur: tuple[int, int] | None = None  # its rows of the current batch: a range of the batch's kept rows
 
 
 class _Slots:
@@ -249,17 +247,19 @@ class _Builder:
         """The rows of the kept placements: matrix rows, or packed (counts, header bytes, each row's byte offset)."""
         if self.plan is None:
             return enc.matrix[kept]
-        counts, data = pack_header_bytes(enc.raw[kept], enc.raw_fill[kept], self.plan)
-        return counts, data, byte_offsets(counts)
+        counts = enc.raw_counts[kept] if enc.raw_counts is not None else None
+        counts, data = pack_header_bytes(enc.raw[kept], enc.raw_fill[kept], self.plan, counts)
+        return counts, data, byte_offsets(counts).tolist()
 
     @staticmethod
     def _take(st: _Open, rows: np.ndarray | tuple, times: np.ndarray, values: list[str] | None, copy: bool) -> None:
         if st.cur is not None:
             a, b = st.cur
-            if isinstance(rows, tuple):
+            if type(rows) is tuple:
                 counts, data, off = rows
-                st.rows.append(counts[a:b].copy() if copy else counts[a:b])
-                st.data.append(data[off[a] : off[b]].copy() if copy else data[off[a] : off[b]])
+                counts, data = counts[a:b], data[off[a] : off[b]]
+                st.rows.append(counts.copy() if copy else counts)
+                st.data.append(data.copy() if copy else data)
             else:
                 st.rows.append(rows[a:b].copy() if copy else rows[a:b])
             st.ts.append(times[a:b].copy() if copy else times[a:b])
@@ -278,15 +278,16 @@ class _Builder:
     def _emit(self, st: _Open) -> None:
         if not st.owned:
             return
-        ts = _joined(st.ts, (0,), np.int64)
+        packed = self.plan is not None  # a packed batch is small (~60 bytes a row): a view of it may stay
+        ts = _joined(st.ts, (0,), np.int64, own=not packed)
         seg, label = st.key
         meta = {"traces": self.spec.text, "trace": self._describe(seg)}
         if self.max is not None:
             meta["max_packets"] = self.max
         index = st.index if self.index is not None else None
-        if self.plan is not None:
-            counts = _joined(st.rows, (0, len(self.plan.sizes)), self.plan.count_dtype)
-            data = _joined(st.data, (0,), np.uint8)
+        if packed:
+            counts = _joined(st.rows, (0, len(self.plan.sizes)), self.plan.count_dtype, own=False)
+            data = _joined(st.data, (0,), np.uint8, own=False)
             self.done.append(PackedTrace(counts, data, self.layout, ts, label, self.source, index, meta))
         else:
             matrix = _joined(st.rows, self._empty, np.int8)
@@ -308,10 +309,10 @@ class _Builder:
         return f"host {_addr_text(seg[0])}, window {seg[1]}"
 
 
-def _joined(parts: list[np.ndarray], empty: tuple[int, ...], dtype: type) -> np.ndarray:
-    """The parts as one array that owns its data (no view keeps a batch alive)."""
+def _joined(parts: list[np.ndarray], empty: tuple[int, ...], dtype: type, own: bool = True) -> np.ndarray:
+    """The parts as one array, that owns its data with ``own`` (no view keeps a batch alive)."""
     if len(parts) == 1:
-        return parts[0] if parts[0].base is None else parts[0].copy()
+        return parts[0] if not own or parts[0].base is None else parts[0].copy()
     return np.concatenate(parts) if parts else np.zeros(empty, dtype)
 
 

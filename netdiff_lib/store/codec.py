@@ -135,16 +135,18 @@ def unpack_rows(plan: RowPlan, counts: np.ndarray, data: np.ndarray, fb_rows: np
     return out
 
 
-def pack_header_bytes(raw: np.ndarray, fill: np.ndarray, plan: RowPlan) -> tuple[np.ndarray, np.ndarray]:
+def pack_header_bytes(raw: np.ndarray, fill: np.ndarray, plan: RowPlan,
+                      counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The encoder's header bytes (``(rows, nbytes)`` uint8, ``fill`` True where a byte is not on the wire, every
     block's bytes on the wire a prefix of it) as :func:`pack_rows` would pack their bit rows: per row its block
-    byte counts, and the bytes on the wire back to back.  No bit is expanded."""
+    byte counts (``counts`` when the encoder has them), and the bytes on the wire back to back.  No bit is
+    expanded."""
     if raw.shape[1] != plan.nbytes or not plan.prefix:
         raise ValueError(f"header bytes of {raw.shape[1]} per row do not fit the layout's {plan.nbytes}")
-    wire = ~fill
-    counts = np.add.reduceat(wire, list(plan.starts), axis=1, dtype=np.int64) if len(raw) else \
-        np.zeros((0, len(plan.sizes)), np.int64)
-    return counts.astype(plan.count_dtype), raw[wire]
+    if counts is None:
+        counts = np.add.reduceat(~fill, list(plan.starts), axis=1, dtype=np.int64) if len(raw) else \
+            np.zeros((0, len(plan.sizes)), np.int64)
+    return counts.astype(plan.count_dtype), raw[~fill]
 
 
 class PackedTrace:

@@ -118,21 +118,24 @@ class StoreWriter:
         trace builders' rows for a store) is written as it is, without expanding its rows."""
         if self.closed:
             raise ValueError("the store writer is closed")
-        if trace.layout != self.layout:
+        if trace.layout is not self.layout and trace.layout != self.layout:
             raise ValueError(f"trace layout {trace.layout.describe()} differs from the store's "
                              f"{self.layout.describe()}")
-        packed = isinstance(trace, PackedTrace)
+        packed = type(trace) is PackedTrace
         if not packed:
             check_values(trace.matrix)
         if packed != self._raw_packed:
             self._pack()
             self._raw_packed = packed
         self._raw.append(trace)
-        self._raw_packets += len(trace)
-        self._pending_packets += len(trace)
-        self._lengths.append(len(trace))
-        self._label_codes.append(self._labels.setdefault(str(trace.label), len(self._labels)))
-        self._source_codes.append(self._sources.setdefault(str(trace.source or ""), len(self._sources)))
+        n = len(trace)
+        self._raw_packets += n
+        self._pending_packets += n
+        self._lengths.append(n)
+        label, source = str(trace.label), str(trace.source or "")
+        labels, sources = self._labels, self._sources
+        self._label_codes.append(labels[label] if label in labels else labels.setdefault(label, len(labels)))
+        self._source_codes.append(sources[source] if source in sources else sources.setdefault(source, len(sources)))
         if self._raw_packets >= PACK_ROWS:
             self._pack()
         if self._pending_packets >= self.shard_packets or self._pending_bytes >= self.shard_bytes:
