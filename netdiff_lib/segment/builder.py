@@ -301,7 +301,9 @@ class _Builder:
         if mode == "flow":
             proto, a, pa, b, pb = seg
             name = _PROTO_NAMES.get(proto, f"proto {proto}")
-            return f"{name} {_endpoint(a, pa, proto)} <-> {_endpoint(b, pb, proto)}"
+            if proto in (6, 17):
+                return f"{name} {_host_text(a)}:{pa} <-> {_host_text(b)}:{pb}"
+            return f"{name} {_host_text(a)} <-> {_host_text(b)}"
         if mode == "window":
             return f"window {seg} ({seg * self.spec.window_s:g} s from the first packet)"
         if mode == "host":
@@ -321,10 +323,11 @@ def _addr_text(addr: int) -> str:
     return addr_text(addr)
 
 
-def _endpoint(addr: int, port: int, proto: int) -> str:
+@lru_cache(maxsize=1 << 16)
+def _host_text(addr: int) -> str:
+    """An address as a flow description writes it (IPv6 in brackets)."""
     text = _addr_text(addr)
-    text = f"[{text}]" if ":" in text else text
-    return f"{text}:{port}" if proto in (6, 17) else text
+    return f"[{text}]" if ":" in text else text
 
 
 def packs_directly(layout: Layout, mode: str) -> bool:
