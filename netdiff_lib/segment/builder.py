@@ -5,7 +5,8 @@ Each batch is handled on arrays (no Python step per packet): the packets' segmen
 than the timeout after the latest earlier one) starts a new trace; positions within a trace cut it at
 ``max_packets``; a window ends at the first packet of a later window. Python runs once per trace piece of the batch.
 
-Per open trace the state holds its rows so far (copied out of each batch, so no batch stays in memory), its times,
+Per open trace the state holds its rows so far (copied out of each batch, so no batch stays in memory; for a trace
+store, ``packed=True``, the rows' header bytes and block byte counts instead of int8 rows), its times,
 and in arrays indexed by slot its last packet's time, first time, window and creation order. A flow or host trace
 ends when a packet comes more than the idle timeout after its previous one, or after a batch whose last packet is
 more than the timeout after it; a full trace stays as a marker without rows, so that its later packets are counted,

@@ -64,6 +64,18 @@ def _split_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
     return {"meta_common": common, "meta": [{k: v for k, v in m.items() if k not in common} for m in metas]}
 
 
+class _Stored:
+    """What a shard keeps of a trace once its rows are packed (not its int8 matrix)."""
+
+    __slots__ = ("label", "meta", "n", "source", "ts_ns")
+
+    def __init__(self, t: Trace) -> None:
+        self.n, self.ts_ns, self.label, self.source, self.meta = len(t), t.ts_ns, t.label, t.source, t.meta
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class StoreWriter:
     """Write traces of one ``layout`` into a store at ``dest`` (a folder, created, or an ``s3://`` prefix: shards
     are then staged in a temporary folder and uploaded as they roll, ``store.json`` last).
@@ -86,7 +98,7 @@ class StoreWriter:
         self.shards: list[dict[str, Any]] = []
         self._raw: list[Trace | PackedTrace] = []  # added, not yet packed (all of one kind)
         self._raw_packed = False  # whether those are PackedTrace (rows packed already)
-        self._chunks: list[tuple[list[Trace], PackedRows]] = []  # packed, not yet in a shard
+        self._chunks: list[tuple[list[_Stored | PackedTrace], PackedRows]] = []  # packed, not yet in a shard
         self._raw_packets = self._pending_packets = self._pending_bytes = 0
         self._lengths, self._label_codes, self._source_codes = array("q"), array("i"), array("i")
         self._labels: dict[str, int] = {}
@@ -152,6 +164,7 @@ class StoreWriter:
         else:
             rows = _joined([t.matrix for t in self._raw])
             packed = pack_rows(rows, self.plan, check=False)
+            self._raw = [_Stored(t) for t in self._raw]  # the matrices (1,088 bytes a row) need not wait for the shard
         self._chunks.append((self._raw, packed))
         self._pending_bytes += (packed.data.nbytes + packed.counts.nbytes + 2 * packed.fb_values.nbytes
                                 + 8 * len(packed.counts) + 64 * len(self._raw))
