@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -42,6 +43,27 @@ def expand(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> list[Path]
         else:
             out.append(p)
     return out
+
+
+def output_names(files: list[Path]) -> dict[Path, str]:
+    """A name for each file's outputs, unique among ``files``: its stem, or where two files share a stem (the
+    same capture name in two label folders) the stem after as many of its folders as tell them apart
+    (``a/x.pcap``, ``b/x.pcap`` -> ``a/x``, ``b/x``); a file given twice gets ``-2``, ``-3``..."""
+    names: dict[Path, str] = {}
+    depth = 1
+    todo = list(dict.fromkeys(files))
+    while todo:
+        cut = {f: "/".join((*f.parent.parts[len(f.parent.parts) - depth + 1:], f.stem)) if depth > 1 else f.stem
+               for f in todo}
+        seen = Counter(cut.values()) + Counter(names.values())
+        names.update({f: n for f, n in cut.items() if seen[n] == 1})
+        todo = [f for f in todo if f not in names]
+        if todo and all(depth > len(f.parent.parts) for f in todo):  # the same path under two spellings
+            for i, f in enumerate(todo):
+                names[f] = f"{cut[f]}-{i + 2}"
+            break
+        depth += 1
+    return names
 
 
 def label_of(path: Path) -> str:

@@ -54,8 +54,9 @@ def test_cuts_fall_on_record_boundaries(capture: tuple) -> None:
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges)) and len(set(ranges)) == 7
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_workers_together_give_the_one_pass_traces(capture: tuple, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "packed"), [*((m, False) for m in MODES), ("flow", True), ("host+window:20", True)])
+def test_workers_together_give_the_one_pass_traces(capture: tuple, mode: str, packed: bool) -> None:
+    """(``packed``: the workers give a trace store's packed rows, as the pipeline's encode step asks.)"""
     path, _, index = capture
     spec = parse_traces(mode, 3.0)
     pcap = PcapFile(path)
@@ -69,7 +70,8 @@ def test_workers_together_give_the_one_pass_traces(capture: tuple, mode: str) ->
             for k in range(parts):
                 start, end = part_range(pcap, k, parts)
                 inside = {ts for p, ts in records if start <= p < end}
-                for t in segment_part(path, spec, NETDIFFUSION, part=k, parts=parts, stats=stats, **kw):
+                for t in segment_part(path, spec, NETDIFFUSION, part=k, parts=parts, stats=stats, packed=packed,
+                                      **kw):
                     assert int(t.ts_ns[0]) in inside  # its owner holds its first packet
                     straddle += any(int(ts) not in inside for ts in t.ts_ns)
                     got.append(_key(t))

@@ -320,3 +320,40 @@ def test_a_pickled_source_reads_in_another_process(store: tuple[Path, list[Trace
             "print(t.label, len(t))")
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
     assert out.stdout.decode().split() == [traces[-1].label, str(len(traces[-1]))]
+
+
+def _cut_stores(path: Path, root: Path, layout: Layout, mode: str, parse: str = "netdiff") -> tuple[dict, dict, list]:
+    """``path`` cut into traces and written into two stores: from the matrices (as every trace is) and from the
+    builders' packed header bytes (what ``netdiff encode --format store`` writes)."""
+    from netdiff_lib.segment import parse_traces, segment_capture
+
+    docs, got = [], []
+    for packed in (False, True):
+        traces = list(segment_capture(path, parse_traces(mode), layout, max_packets=5, label="x", mode=parse,
+                                      packed=packed, batch_size=997))
+        docs.append(_write(root / str(packed), traces, shard_packets=300))
+        got.append(traces)
+    return docs[0], docs[1], got
+
+
+@pytest.mark.parametrize("mode", ["flow", "host+window:20", "file"])
+@pytest.mark.parametrize("layout", [NETDIFFUSION, NETDIFFUSION.full, Layout(("eth", "ipv4", "tcp", "udp"), 32),
+                                    Layout(("ipv6", "tcp", "icmp"), 8)])
+def test_store_from_header_bytes_is_byte_identical(tmp_path: Path, layout: Layout, mode: str) -> None:
+    path = tmp_path / "long.pcap"
+    merge(path, PARTS)
+    plain, direct, (traces, packed) = _cut_stores(path, tmp_path, layout, mode)
+    assert direct["fingerprint"] == plain["fingerprint"] and direct["shards"] == plain["shards"]
+    assert type(packed[0]).__name__ == "PackedTrace" and len(packed) == len(traces) > 0
+    for a, b in zip(traces, packed, strict=True):
+        assert np.array_equal(a.matrix, b.matrix) and np.array_equal(a.ts_ns, b.ts_ns) and a.meta == b.meta
+
+
+@pytest.mark.skipif(not (SHARED / "iot-sentinel").is_dir(), reason="/work/shared/data/iot-sentinel is not here")
+@pytest.mark.parametrize("parse", ["netdiff", "nprint"])
+def test_store_from_header_bytes_is_byte_identical_on_real_captures(tmp_path: Path, parse: str) -> None:
+    """802.11, snaplen cuts and odd frames of real captures (the nPrint parsing's wireless quirk included)."""
+    for i, f in enumerate(sorted((SHARED / "iot-sentinel").rglob("*.pcap"))[::40]):
+        for layout in (NETDIFFUSION, Layout(("radiotap", "wlan", "ipv4", "tcp", "udp"), 16)):
+            plain, direct, _ = _cut_stores(f, tmp_path / f"{i}-{len(layout.blocks)}", layout, "flow", parse)
+            assert direct["fingerprint"] == plain["fingerprint"], f

@@ -236,3 +236,18 @@ def test_traces_come_out_while_the_capture_is_read(tmp_path: Path) -> None:
     first_name, read_then = seen[0]
     assert first_name.startswith("tcp ") and read_then < len(packets) // 2
     assert stats.packets == len(packets) and len(seen) == len(flows(packets))
+
+
+@pytest.mark.parametrize("traces", ["flow", "file"])
+def test_captures_of_the_same_name_in_two_folders_keep_all_their_traces(long_capture: tuple[Path, list],
+                                                                         tmp_path: Path, traces: str) -> None:
+    path, packets = long_capture
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "cap.pcap").write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    assert main(["encode", str(tmp_path / "in"), "-o", str(out), "-q", "--traces", traces, "--format", "npz"]) == 0
+    files = sorted(out.rglob("*.npz"))
+    per_capture = len(flows(packets)) if traces == "flow" else 1
+    assert len(files) == 2 * per_capture
+    assert sum(len(load_trace(f)) for f in files) == 2 * len(packets)

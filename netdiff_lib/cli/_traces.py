@@ -13,7 +13,7 @@ from netdiff_lib.atomic import atomic_open
 from netdiff_lib.cli._batch import Summary, finish, run_files
 from netdiff_lib.destination import check_output_dir
 from netdiff_lib.errors import ConfigError, InputError
-from netdiff_lib.inputs import label_of
+from netdiff_lib.inputs import label_of, output_names
 from netdiff_lib.nprint.encode import CAPTURE_MODES
 from netdiff_lib.schema import Layout
 from netdiff_lib.segment.builder import segment_capture
@@ -78,14 +78,16 @@ def encode_segmented(files: list[Path], layout: Layout, limit: int | None, opts:
         print(f"labels: {index.describe()}", file=sys.stderr)
     total = SegmentStats()
     store = open_output_store(args, layout)
+    names = output_names(files)
 
     def work(path: Path, summary: Summary) -> None:
         stats, n = SegmentStats(), 0
         for trace in segment_capture(path, opts.spec, layout, max_packets=limit, label=label_of(path),
                                      labels=index, unlabelled=opts.unlabelled, mode=parse, stats=stats,
-                                     index=0 if args.format in ("csv", "both") else None):
+                                     index=0 if args.format in ("csv", "both") else None,
+                                     packed=store is not None):
             n += 1
-            name = f"{safe_name(trace.label)}/{path.stem}_{n:05d}"
+            name = f"{safe_name(trace.label)}/{names[path]}_{n:05d}"
             if store is not None:
                 store.add(trace)
             else:

@@ -8,7 +8,7 @@ from pathlib import Path
 from netdiff_lib.atomic import atomic_open
 from netdiff_lib.cli._batch import Summary, add_common, finish
 from netdiff_lib.cli._traces import FORMATS, open_output_store, run_into_store
-from netdiff_lib.inputs import CAPTURE_SUFFIXES, expand, label_of
+from netdiff_lib.inputs import CAPTURE_SUFFIXES, expand, label_of, output_names
 from netdiff_lib.nprint.csvio import CsvOptions, write_nprint_csv
 from netdiff_lib.nprint.encode import CAPTURE_MODES, encode_pcap
 from netdiff_lib.pcap import PcapFile
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
         return encode_segmented(files, layout, limit, opts, args)
     store = open_output_store(args, layout)
+    names = output_names(files)
 
     def work(path: Path, summary: Summary) -> None:
         mode, count_read = CAPTURE_MODES[args.mode]
@@ -82,11 +83,12 @@ def run(args: argparse.Namespace) -> int:
             summary.skipped[BEYOND] += max(count_packets(path) - res.packets_read, 0)
         if store is not None:
             store.add(res.trace)
+        name = names[path]
         if args.format in ("npz", "both"):
-            save_trace(args.out / f"{path.stem}.npz", res.trace)
+            save_trace(args.out / f"{name}.npz", res.trace)
         if args.format in ("csv", "both"):
-            with atomic_open(args.out / f"{path.stem}.nprint") as fh:
+            with atomic_open(args.out / f"{name}.nprint") as fh:
                 write_nprint_csv(fh, res.trace, CsvOptions(relative=True))
-        summary.outputs.append(path.stem)
+        summary.outputs.append(name)
 
     return finish(run_into_store(store, files, work, args))

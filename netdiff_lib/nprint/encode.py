@@ -52,6 +52,7 @@ class EncodedBatch:
     batch: PacketBatch
     raw: np.ndarray | None = None  # (rows, bytes) the header bytes behind ``matrix``
     raw_fill: np.ndarray | None = None  # (rows, bytes) True where a byte is not on the wire (fill)
+    raw_counts: np.ndarray | None = None  # (rows, blocks) bytes on the wire per block (with ``bits=False``)
 
 
 @dataclass
@@ -165,12 +166,15 @@ def _bit_table(fill: int) -> np.ndarray:
 
 def encode_batch(
     batch: PacketBatch, layout: Layout, mode: str = "netdiff", fill: int = -1, out: np.ndarray | None = None,
+    bits: bool = True,
 ) -> EncodedBatch:
     """Encode every parseable packet of a batch into rows of ``layout``.
 
     All blocks' bytes are gathered side by side with, per byte, whether it is on the wire; one table lookup
     (byte -> its 8 bits, or 8 fill values) then writes the matrix.  ``out`` (C-contiguous int8 with at least
     as many rows as the batch has packets and ``layout.width`` columns) receives the rows when given.
+    ``bits=False`` leaves the matrix out (no columns): the header bytes (``raw``, ``raw_fill``) are all a trace
+    store needs (:func:`netdiff_lib.store.codec.pack_header_bytes`).
     """
     loc = locate(batch.data, batch.offsets, batch.caplen, batch.linktype, mode)
     keep = np.flatnonzero(loc.reason == KEPT)
@@ -195,6 +199,9 @@ def encode_batch(
     if nbytes > layout.width // 8:  # nPrint's -w: only as many values as the header names
         nbytes = layout.width // 8
         raw, raw_fill = np.ascontiguousarray(raw[:, :nbytes]), np.ascontiguousarray(raw_fill[:, :nbytes])
+    if not bits:
+        counts = np.stack([np.clip(s.nvalid, 0, s.win.shape[1]) for s in segs], axis=1) if segs else None
+        return EncodedBatch(np.empty((k, 0), np.int8), keep, loc, batch, raw, raw_fill, counts)
     if out is None:
         out = np.empty((k, 8 * nbytes), np.int8)
     matrix = out[:k]

@@ -5,7 +5,8 @@ Each batch is handled on arrays (no Python step per packet): the packets' segmen
 than the timeout after the latest earlier one) starts a new trace; positions within a trace cut it at
 ``max_packets``; a window ends at the first packet of a later window. Python runs once per trace piece of the batch.
 
-Per open trace the state holds its rows so far (copied out of each batch, so no batch stays in memory), its times,
+Per open trace the state holds its rows so far (copied out of each batch, so no batch stays in memory; for a trace
+store, ``packed=True``, the rows' header bytes and block byte counts instead of int8 rows), its times,
 and in arrays indexed by slot its last packet's time, first time, window and creation order. A flow or host trace
 ends when a packet comes more than the idle timeout after its previous one, or after a batch whose last packet is
 more than the timeout after it; a full trace stays as a marker without rows, so that its later packets are counted,
@@ -16,7 +17,6 @@ gave them (tests/segment_reference.py), which the differential tests check.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,25 +30,26 @@ from netdiff_lib.segment.keys import LocalNets, batch_keys
 from netdiff_lib.segment.place import Placements, label_codes, place
 from netdiff_lib.segment.runs import Runs
 from netdiff_lib.segment.spec import BEYOND, LATE, NO_LOCAL, UNLABELLED_DROPPED, SegmentStats, TraceSpec
+from netdiff_lib.store.codec import PackedTrace, byte_offsets, pack_header_bytes, row_plan
 from netdiff_lib.trace import Trace
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 
 
-@dataclass(eq=False)
 class _Open:
-    """One trace being built."""
+    """One trace being built (a plain class with slots: one is made per trace)."""
 
-    key: tuple  # (segment, label)
-    slot: int
-    first_ns: int
-    rows: list[np.ndarray] = field(default_factory=list)
-    ts: list[np.ndarray] = field(default_factory=list)
-    index: list[str] = field(default_factory=list)  # nPrint -O values of the rows, when asked for
-    n: int = 0
-    full: bool = False
-    owned: bool = True  # emitted when it ends (a trace that starts before a pod's byte range is not its own)
-    cur: tuple[int, int] | None = None  # its rows of the current batch: a range of the batch's kept rows
+    __slots__ = ("cur", "data", "first_ns", "full", "index", "key", "n", "owned", "rows", "slot", "ts")
+
+    def __init__(self, key: tuple, slot: int, first_ns: int) -> None:
+        self.key, self.slot, self.first_ns = key, slot, first_ns  # key: (segment, label)
+        self.rows: list[np.ndarray] = []  # matrix rows, or a trace store's packed counts
+        self.data: list[np.ndarray] = []  # the packed rows' header bytes (packed only)
+        self.ts: list[np.ndarray] = []
+        self.index: list[str] = []  # nPrint -O values of the rows, when asked for
+        self.n, self.full = 0, False
+        self.owned = True  # emitted when it ends (a trace that starts before a pod's byte range is not its own)
+        self.cur: tuple[int, int] | None = None  # its rows of the current batch: a range of the batch's kept rows
 
 
 class _Slots:
@@ -90,9 +91,11 @@ class _Slots:
 
 class _Builder:
     def __init__(self, spec: TraceSpec, layout: Layout, max_packets: int | None, source: str,
-                 labels: LabelIndex | None, label: str | None, unlabelled: str, index: int | None = None) -> None:
+                 labels: LabelIndex | None, label: str | None, unlabelled: str, index: int | None = None,
+                 packed: bool = False) -> None:
         self.spec, self.layout, self.max, self.source, self.index = spec, layout, max_packets, source, index
         self._empty = (0, layout.width)
+        self.plan = row_plan(layout) if packed else None  # packed: traces as a store's rows, not matrices
         self.labels, self.label, self.unlabelled = labels, label, unlabelled
         self.local = LocalNets(spec.local_nets)
         self.open: dict[tuple, _Open] = {}
@@ -227,7 +230,7 @@ class _Builder:
         """Emit the traces that ended or filled up, in the order the per-packet builder did; keep copies of the
         batch's rows for the others."""
         kept = runs.pk[runs.kept]
-        rows, times = enc.matrix[kept], runs.t[runs.kept]
+        rows, times = self._rows(enc, kept), runs.t[runs.kept]
         values = None
         if self.index is not None:
             from netdiff_lib.nprint.index import index_values
@@ -237,15 +240,29 @@ class _Builder:
         for _, st in sorted(events, key=lambda e: e[0]):
             self._take(st, rows, times, values, copy=False)
             self._emit(st)
-            st.rows, st.ts, st.index = [], [], []
+            st.rows, st.data, st.ts, st.index = [], [], [], []
         for st in touched:
             self._take(st, rows, times, values, copy=True)
 
+    def _rows(self, enc: EncodedBatch, kept: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of the kept placements: matrix rows, or packed (counts, header bytes, each row's byte offset)."""
+        if self.plan is None:
+            return enc.matrix[kept]
+        counts = enc.raw_counts[kept] if enc.raw_counts is not None else None
+        counts, data = pack_header_bytes(enc.raw[kept], enc.raw_fill[kept], self.plan, counts)
+        return counts, data, byte_offsets(counts).tolist()
+
     @staticmethod
-    def _take(st: _Open, rows: np.ndarray, times: np.ndarray, values: list[str] | None, copy: bool) -> None:
+    def _take(st: _Open, rows: np.ndarray | tuple, times: np.ndarray, values: list[str] | None, copy: bool) -> None:
         if st.cur is not None:
             a, b = st.cur
-            st.rows.append(rows[a:b].copy() if copy else rows[a:b])
+            if type(rows) is tuple:
+                counts, data, off = rows
+                counts, data = counts[a:b], data[off[a] : off[b]]
+                st.rows.append(counts.copy() if copy else counts)
+                st.data.append(data.copy() if copy else data)
+            else:
+                st.rows.append(rows[a:b].copy() if copy else rows[a:b])
             st.ts.append(times[a:b].copy() if copy else times[a:b])
             if values is not None:
                 st.index += values[a:b]
@@ -262,13 +279,20 @@ class _Builder:
     def _emit(self, st: _Open) -> None:
         if not st.owned:
             return
-        matrix, ts = _joined(st.rows, self._empty, np.int8), _joined(st.ts, (0,), np.int64)
+        packed = self.plan is not None  # a packed batch is small (~60 bytes a row): a view of it may stay
+        ts = _joined(st.ts, (0,), np.int64, own=not packed)
         seg, label = st.key
         meta = {"traces": self.spec.text, "trace": self._describe(seg)}
         if self.max is not None:
             meta["max_packets"] = self.max
         index = st.index if self.index is not None else None
-        self.done.append(Trace(matrix, self.layout, ts, label, self.source, index, meta))
+        if packed:
+            counts = _joined(st.rows, (0, len(self.plan.sizes)), self.plan.count_dtype, own=False)
+            data = _joined(st.data, (0,), np.uint8, own=False)
+            self.done.append(PackedTrace(counts, data, self.layout, ts, label, self.source, index, meta))
+        else:
+            matrix = _joined(st.rows, self._empty, np.int8)
+            self.done.append(Trace(matrix, self.layout, ts, label, self.source, index, meta))
         self.stats.traces[label] += 1
 
     def _describe(self, seg: object) -> str:
@@ -278,7 +302,9 @@ class _Builder:
         if mode == "flow":
             proto, a, pa, b, pb = seg
             name = _PROTO_NAMES.get(proto, f"proto {proto}")
-            return f"{name} {_endpoint(a, pa, proto)} <-> {_endpoint(b, pb, proto)}"
+            if proto in (6, 17):
+                return f"{name} {_host_text(a)}:{pa} <-> {_host_text(b)}:{pb}"
+            return f"{name} {_host_text(a)} <-> {_host_text(b)}"
         if mode == "window":
             return f"window {seg} ({seg * self.spec.window_s:g} s from the first packet)"
         if mode == "host":
@@ -286,10 +312,10 @@ class _Builder:
         return f"host {_addr_text(seg[0])}, window {seg[1]}"
 
 
-def _joined(parts: list[np.ndarray], empty: tuple[int, ...], dtype: type) -> np.ndarray:
-    """The parts as one array that owns its data (no view keeps a batch alive)."""
+def _joined(parts: list[np.ndarray], empty: tuple[int, ...], dtype: type, own: bool = True) -> np.ndarray:
+    """The parts as one array, that owns its data with ``own`` (no view keeps a batch alive)."""
     if len(parts) == 1:
-        return parts[0] if parts[0].base is None else parts[0].copy()
+        return parts[0] if not own or parts[0].base is None else parts[0].copy()
     return np.concatenate(parts) if parts else np.zeros(empty, dtype)
 
 
@@ -298,25 +324,35 @@ def _addr_text(addr: int) -> str:
     return addr_text(addr)
 
 
-def _endpoint(addr: int, port: int, proto: int) -> str:
+@lru_cache(maxsize=1 << 16)
+def _host_text(addr: int) -> str:
+    """An address as a flow description writes it (IPv6 in brackets)."""
     text = _addr_text(addr)
-    text = f"[{text}]" if ":" in text else text
-    return f"{text}:{port}" if proto in (6, 17) else text
+    return f"[{text}]" if ":" in text else text
+
+
+def packs_directly(layout: Layout, mode: str) -> bool:
+    """Whether the encoder's header bytes are a store's packed rows as they are: every block whole bytes, and not
+    nPrint's wireless quirk (radiotap bytes cut to the 802.11 header's width)."""
+    return row_plan(layout).prefix and not (mode == "nprint" and any(b in ("radiotap", "wlan") for b in layout.blocks))
 
 
 def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_packets: int | None,
                     label: str | None = None, labels: LabelIndex | None = None, unlabelled: str = "drop",
                     mode: str = "netdiff", source: str | None = None, stats: SegmentStats | None = None,
-                    index: int | None = None, batch_size: int = 16384) -> Iterator[Trace]:
+                    index: int | None = None, batch_size: int = 16384, packed: bool = False,
+                    ) -> Iterator[Trace | PackedTrace]:
     """Cut a capture into traces (see :mod:`netdiff_lib.segment`), yielding each when it ends.
 
     Packets get ``label`` (the capture's), or with ``labels`` the label of their flow or host at their time;
     packets without one are left out (``unlabelled="drop"``) or labelled ``unlabelled`` (``"keep"``). The counts
     go to ``stats`` when given. ``index`` (an nPrint ``-O`` value, e.g. 0 for source addresses) also fills each
-    trace's ``index``.
+    trace's ``index``.  ``packed`` (for a trace store: :func:`packs_directly` says when it applies) gives
+    :class:`~netdiff_lib.store.codec.PackedTrace` objects, the header bytes never expanded to bits.
     """
     pcap = PcapFile(path)
-    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled, index)
+    packed = packed and packs_directly(layout, mode)
+    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled, index, packed)
     if stats is not None:
         b.stats = stats
     for batch in pcap.batches(batch_size=batch_size):
@@ -324,7 +360,7 @@ def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_pa
         if spec.mode == "file" and labels is None and b.open and next(iter(b.open.values())).full:
             b.stats.dropped[BEYOND] += len(batch)  # the one trace is full: count the rest, encode nothing
             continue
-        enc = encode_batch(batch, layout, mode)
+        enc = encode_batch(batch, layout, mode, bits=not packed)
         b.stats.dropped.update(skip_counts(enc))
         b.add_batch(enc, batch.ts_ns[enc.keep])
         yield from b.done

@@ -133,3 +133,36 @@ def unpack_rows(plan: RowPlan, counts: np.ndarray, data: np.ndarray, fb_rows: np
         bits[np.unpackbits(fb_present, axis=1, count=width) == 0] = -1
         out[fb_rows] = bits
     return out
+
+
+def pack_header_bytes(raw: np.ndarray, fill: np.ndarray, plan: RowPlan,
+                      counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's header bytes (``(rows, nbytes)`` uint8, ``fill`` True where a byte is not on the wire, every
+    block's bytes on the wire a prefix of it) as :func:`pack_rows` would pack their bit rows: per row its block
+    byte counts (``counts`` when the encoder has them), and the bytes on the wire back to back.  No bit is
+    expanded."""
+    if raw.shape[1] != plan.nbytes or not plan.prefix:
+        raise ValueError(f"header bytes of {raw.shape[1]} per row do not fit the layout's {plan.nbytes}")
+    if counts is None:
+        counts = np.add.reduceat(~fill, list(plan.starts), axis=1, dtype=np.int64) if len(raw) else \
+            np.zeros((0, len(plan.sizes)), np.int64)
+    return counts.astype(plan.count_dtype), raw[~fill]
+
+
+class PackedTrace:
+    """A trace held as packed rows (:func:`pack_header_bytes`' counts and bytes), as the trace builders give it to a
+    trace store: the store writes the bytes as they are; :attr:`matrix` (expanded on first use) serves the rest."""
+
+    def __init__(self, counts: np.ndarray, data: np.ndarray, layout: Layout, ts_ns: np.ndarray | None,
+                 label: str | None, source: str | None, index: list[str] | None, meta: dict) -> None:
+        self.counts, self.data, self.layout, self.ts_ns = counts, data, layout, ts_ns
+        self.label, self.source, self.index, self.meta = label, source, index, meta
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @cached_property
+    def matrix(self) -> np.ndarray:
+        none = np.zeros(0, np.int64)
+        empty = np.zeros((0, row_plan(self.layout).nbytes), np.uint8)
+        return unpack_rows(row_plan(self.layout), self.counts, self.data, none, empty, empty)

@@ -23,7 +23,7 @@ from netdiff_lib import storage
 from netdiff_lib.atomic import write_json
 from netdiff_lib.errors import InputError
 from netdiff_lib.schema import Layout
-from netdiff_lib.store.codec import PackedRows, byte_offsets, check_values, pack_rows, row_plan
+from netdiff_lib.store.codec import PackedRows, PackedTrace, byte_offsets, check_values, pack_rows, row_plan
 from netdiff_lib.store.container import STORE_FORMAT, write_container
 from netdiff_lib.trace import Trace
 
@@ -54,10 +54,26 @@ def _coded(values: list[str | None]) -> tuple[list[str | None], np.ndarray]:
     return list(vocab), codes
 
 
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def _split_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
     """``meta_common`` (the items every trace has alike, e.g. the trace mode) and ``meta`` (the rest, per trace)."""
     common = {k: v for k, v in metas[0].items() if all(k in m and m[k] == v for m in metas[1:])}
     return {"meta_common": common, "meta": [{k: v for k, v in m.items() if k not in common} for m in metas]}
+
+
+class _Stored:
+    """What a shard keeps of a trace once its rows are packed (not its int8 matrix)."""
+
+    __slots__ = ("label", "meta", "n", "source", "ts_ns")
+
+    def __init__(self, t: Trace) -> None:
+        self.n, self.ts_ns, self.label, self.source, self.meta = len(t), t.ts_ns, t.label, t.source, t.meta
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class StoreWriter:
@@ -80,8 +96,9 @@ class StoreWriter:
                 old.unlink(missing_ok=True)
         self.shard_packets, self.shard_bytes, self.meta = shard_packets, shard_bytes, dict(meta or {})
         self.shards: list[dict[str, Any]] = []
-        self._raw: list[Trace] = []  # added, not yet packed
-        self._chunks: list[tuple[list[Trace], PackedRows]] = []  # packed, not yet in a shard
+        self._raw: list[Trace | PackedTrace] = []  # added, not yet packed (all of one kind)
+        self._raw_packed = False  # whether those are PackedTrace (rows packed already)
+        self._chunks: list[tuple[list[_Stored | PackedTrace], PackedRows]] = []  # packed, not yet in a shard
         self._raw_packets = self._pending_packets = self._pending_bytes = 0
         self._lengths, self._label_codes, self._source_codes = array("q"), array("i"), array("i")
         self._labels: dict[str, int] = {}
@@ -108,20 +125,29 @@ class StoreWriter:
     def packets(self) -> int:
         return int(sum(s["packets"] for s in self.shards)) + self._pending_packets
 
-    def add(self, trace: Trace) -> None:
-        """Append one trace (its layout must be the store's; its values -1, 0 or 1)."""
+    def add(self, trace: Trace | PackedTrace) -> None:
+        """Append one trace (its layout must be the store's; its values -1, 0 or 1).  A :class:`PackedTrace` (the
+        trace builders' rows for a store) is written as it is, without expanding its rows."""
         if self.closed:
             raise ValueError("the store writer is closed")
-        if trace.layout != self.layout:
+        if trace.layout is not self.layout and trace.layout != self.layout:
             raise ValueError(f"trace layout {trace.layout.describe()} differs from the store's "
                              f"{self.layout.describe()}")
-        check_values(trace.matrix)
+        packed = type(trace) is PackedTrace
+        if not packed:
+            check_values(trace.matrix)
+        if packed != self._raw_packed:
+            self._pack()
+            self._raw_packed = packed
         self._raw.append(trace)
-        self._raw_packets += len(trace)
-        self._pending_packets += len(trace)
-        self._lengths.append(len(trace))
-        self._label_codes.append(self._labels.setdefault(str(trace.label), len(self._labels)))
-        self._source_codes.append(self._sources.setdefault(str(trace.source or ""), len(self._sources)))
+        n = len(trace)
+        self._raw_packets += n
+        self._pending_packets += n
+        self._lengths.append(n)
+        label, source = str(trace.label), str(trace.source or "")
+        labels, sources = self._labels, self._sources
+        self._label_codes.append(labels[label] if label in labels else labels.setdefault(label, len(labels)))
+        self._source_codes.append(sources[source] if source in sources else sources.setdefault(source, len(sources)))
         if self._raw_packets >= PACK_ROWS:
             self._pack()
         if self._pending_packets >= self.shard_packets or self._pending_bytes >= self.shard_bytes:
@@ -131,11 +157,17 @@ class StoreWriter:
         """Encode the traces added since the last call, all rows at once (a flow trace is a few rows)."""
         if not self._raw:
             return
-        rows = np.concatenate([t.matrix for t in self._raw]) if len(self._raw) > 1 else self._raw[0].matrix
-        packed = pack_rows(rows, self.plan, check=False)
+        if self._raw_packed:
+            none = np.zeros((0, self.plan.nbytes), np.uint8)
+            packed = PackedRows(_joined([t.counts for t in self._raw]), _joined([t.data for t in self._raw]),
+                                np.zeros(0, np.int64), none, none)
+        else:
+            rows = _joined([t.matrix for t in self._raw])
+            packed = pack_rows(rows, self.plan, check=False)
+            self._raw = [_Stored(t) for t in self._raw]  # the matrices (1,088 bytes a row) need not wait for the shard
         self._chunks.append((self._raw, packed))
         self._pending_bytes += (packed.data.nbytes + packed.counts.nbytes + 2 * packed.fb_values.nbytes
-                                + 8 * len(rows) + 64 * len(self._raw))
+                                + 8 * len(packed.counts) + 64 * len(self._raw))
         self._raw, self._raw_packets = [], 0
 
     def _flush(self) -> None:
