@@ -9,8 +9,8 @@ Stages (each ``python -m ...`` or ``netdiff ...`` in its own process; time, CPU 
 
 1. ``build``: :mod:`benchmarks.long_capture` writes ``capture.pcap`` (``--packets``, from the project's recorded
    samples and every ``--source``) with a CIC-IDS2017 CSV and an IoT-23 conn.log of its flows;
-2. ``encode_cic`` / ``encode_zeek``: ``netdiff encode --traces flow --labels <file>`` (``--format store`` too
-   when this netdiff has it: ``--format auto``); the encoded size against the pcap size;
+2. ``encode_cic`` / ``encode_zeek``: ``netdiff encode --traces flow --labels <file> --format npz`` (and
+   ``--format store`` too when this netdiff has it: ``--format auto``); the encoded size against the pcap size;
 3. ``train`` (``--train-budget`` seconds, 0 to skip): ``netdiff train --traces flow --labels <CIC CSV>`` on the
    capture (native backend, ``--config``, privacy gate off: the time is the trainer's); the traces it saw;
 4. ``generate``: ``netdiff generate --per-class N``; ``cut``: :mod:`benchmarks.trace_pcaps` writes two disjoint
@@ -88,7 +88,7 @@ def _encode(args: argparse.Namespace, cap: Path, work: Path, log: Path, res: dic
         for fmt in formats:
             name = f"encode_{tag}" + ("" if fmt == "npz" else f"_{fmt}")
             out = fresh(work / name)
-            extra = [] if fmt == "npz" else ["--format", fmt]
+            extra = ["--format", fmt] if fmt == "store" or has_store() else []  # cut traces default to the store
             r = stage(name, [*NETDIFF, "encode", str(cap / "capture.pcap"), "-o", str(out), "-q", "--traces", "flow",
                              "--labels", str(labels), *extra], log)
             r |= {"packets_per_s": round(res["build"].get("packets", 0) / r["seconds"]) if r["seconds"] else None,
