@@ -164,6 +164,12 @@ def _wait_for(proc: subprocess.Popen, done, what: str, seconds: float = 240) -> 
         time.sleep(0.05)
 
 
+def _sigint_default() -> None:
+    """In the child: Ctrl-C as a terminal gives it, even when this test runs where SIGINT is ignored (a
+    background job of a non-interactive shell inherits SIG_IGN, and Python then keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_train_names_the_checkpoint_and_the_resume_command(two_classes: Path, tmp_path: Path) -> None:
     """A real SIGINT after the first checkpoint: exit status 130, the checkpoint and a --resume command that
     continues from it (checked by running it, and interrupting it in turn)."""
@@ -171,7 +177,8 @@ def test_ctrl_c_in_train_names_the_checkpoint_and_the_resume_command(two_classes
     root = model / "checkpoints"
     cmd = [*CLI, "train", "--data", str(two_classes), "-o", str(model), "--config", "tiny", "--steps", "100000",
            "--checkpoint-every", "3", "-q", "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     try:
         _wait_for(proc, lambda: checkpoint.latest(root) is not None, "checkpoint")
         proc.send_signal(signal.SIGINT)
@@ -185,7 +192,8 @@ def test_ctrl_c_in_train_names_the_checkpoint_and_the_resume_command(two_classes
     args = shlex.split(resume)
     assert args[:2] == ["netdiff", "train"] and args[-1] == "--resume" and args[1:-1] == cmd[len(CLI):]
     step = checkpoint.load(root, name).step
-    again = subprocess.Popen([*CLI, *args[1:]], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    again = subprocess.Popen([*CLI, *args[1:]], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=_sigint_default)
     try:
         seen: list[str] = []
         for line in again.stdout:
