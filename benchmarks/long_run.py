@@ -81,14 +81,15 @@ def has_store() -> bool:
 
 
 def _encode(args: argparse.Namespace, cap: Path, work: Path, log: Path, res: dict[str, Any]) -> None:
-    formats = ["npz"] + (["store"] if args.format == "store" or (args.format == "auto" and has_store()) else [])
+    store = has_store()  # one `netdiff encode --help` for every run below
+    formats = ["npz"] + (["store"] if args.format == "store" or (args.format == "auto" and store) else [])
     pcap_bytes = size(cap / "capture.pcap")
     files = {"cic": cap / "capture.pcap_ISCX.csv", "zeek": cap / "conn.log.labeled"}
     for tag, labels in ((t, files[t]) for t in args.encode_labels.split(",")):
         for fmt in formats:
             name = f"encode_{tag}" + ("" if fmt == "npz" else f"_{fmt}")
             out = fresh(work / name)
-            extra = ["--format", fmt] if fmt == "store" or has_store() else []  # cut traces default to the store
+            extra = ["--format", fmt] if fmt == "store" or store else []  # cut traces default to the store
             r = stage(name, [*NETDIFF, "encode", str(cap / "capture.pcap"), "-o", str(out), "-q", "--traces", "flow",
                              "--labels", str(labels), *extra], log)
             r |= {"packets_per_s": round(res["build"].get("packets", 0) / r["seconds"]) if r["seconds"] else None,

@@ -140,17 +140,12 @@ class SplitStores:
 
 def training_data_from_store(source: StoreSource, *, name: str, payloads: PayloadProfile | None = None,
                              max_packets: int = 0) -> TrainingData:
-    """:class:`TrainingData` over a trace store, with the store's content fingerprint (no packet is read for it):
-    streamed from the store where ``TrainingData`` takes a ``dataset``, else its traces read into memory."""
-    from netdiff_lib.tracesource import iter_traces
-
+    """:class:`TrainingData` streamed from a trace store, with the store's content fingerprint (no packet is read
+    for it)."""
     given = [int(m.get("max_packets") or 0) for m in source.metas]
-    kwargs: dict[str, Any] = {"source": name, "max_packets": max([max_packets, *given]) or int(source.lengths.max()),
-                              "captures": len(set(source.sources)), "fingerprint": source.fingerprint,
-                              "payloads": payloads}
-    if "dataset" in TrainingData.__dataclass_fields__:
-        return TrainingData([], dataset=source, **kwargs)  # type: ignore[call-arg]
-    return TrainingData(list(iter_traces(source)), **kwargs)
+    return TrainingData([], dataset=source, source=name,
+                        max_packets=max([max_packets, *given]) or int(source.lengths.max()),
+                        captures=len(set(source.sources)), fingerprint=source.fingerprint, payloads=payloads)
 
 
 def _profile(dirs: Sequence[str | Path], split: str) -> PayloadProfile:
