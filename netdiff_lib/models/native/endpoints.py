@@ -76,15 +76,18 @@ def flow_ids(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np.nda
 
 
 def conv_tokens(l3: np.ndarray, l4: np.ndarray, sport: np.ndarray, dport: np.ndarray, present: np.ndarray,
-                vocab: Vocab, conversations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(conv, server_port, client_port) tokens of one trace's packets (0 where ``present`` is False)."""
+                vocab: Vocab, conversations: int,
+                trace_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(conv, server_port, client_port) tokens of one trace's packets (0 where ``present`` is False); of several
+    traces' packets laid end to end when ``trace_of`` (each packet's trace, contiguous) is given."""
     n = len(l3)
     out = [np.zeros(n, np.int32) for _ in CONV_FIELDS]
     idx = np.flatnonzero(present)
     if not len(idx):
         return out[0], out[1], out[2]
     s, d = np.asarray(sport, np.int64)[idx], np.asarray(dport, np.int64)[idx]
-    flow = flow_ids(np.zeros(len(idx)), l3[idx], l4[idx], s, d)
+    trace = np.zeros(len(idx), np.int64) if trace_of is None else np.asarray(trace_of, np.int64)[idx]
+    flow = flow_ids(trace, l3[idx], l4[idx], s, d)
     g = Grouping(flow)
     init, resp = g.first(s), g.first(d)
     role = np.where(g.is_first, 0, np.where((s != init) & (s != d), 2, 1))
@@ -97,7 +100,8 @@ def conv_tokens(l3: np.ndarray, l4: np.ndarray, sport: np.ndarray, dport: np.nda
 
 def _allocate(g: Grouping, conversations: int) -> np.ndarray:
     """Per flow (dense ids in order of first appearance): the lowest index whose last flow has ended before this
-    flow's first packet, else the index whose flow ends first (its later packets join the new conversation)."""
+    flow's first packet, else the index whose flow ends first (its later packets join the new conversation).
+    Positions only grow, so traces laid end to end need no reset: an earlier trace's flows have all ended."""
     pos = np.arange(g.n)
     first, last = g.first(pos)[g.order[g.first_pos]], g.last(pos)[g.order[g.first_pos]]
     order = np.argsort(first, kind="stable")

@@ -9,6 +9,7 @@ its two-stage schedule and its sampler).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,14 @@ class FieldTokens(Representation):
 
     def rows(self, trace: Trace) -> np.ndarray:
         return self.tokenizer.rows(trace.matrix, trace.iat_us())
+
+    def rows_many(self, traces: Sequence[Trace]) -> np.ndarray:
+        if not traces:
+            return np.zeros((0, self.width), np.float32)
+        lengths = [len(t.matrix) for t in traces]
+        trace_of = np.repeat(np.arange(len(traces)), lengths)
+        return self.tokenizer.rows(np.concatenate([t.matrix for t in traces]),
+                                   np.concatenate([t.iat_us() for t in traces]), trace_of)
 
     def network(self, cfg: Config, n_classes: int) -> TokenDiT:
         return TokenDiT(cfg.model, self.tokenizer.sizes, n_classes)

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from netdiff_lib.config import Config
@@ -101,6 +103,11 @@ class Representation(ABC):
     @abstractmethod
     def rows(self, trace: Trace) -> np.ndarray:
         """One trace -> float32 rows (packets, :attr:`width`)."""
+
+    def rows_many(self, traces: Sequence[Trace]) -> np.ndarray:
+        """The rows of ``traces``, concatenated: what :meth:`rows` gives each (a representation may do it at
+        once: many short traces, e.g. one per flow, then cost no per-trace overhead)."""
+        return np.concatenate([self.rows(t) for t in traces]) if traces else np.zeros((0, self.width), np.float32)
 
     @abstractmethod
     def network(self, cfg: Config, n_classes: int) -> torch.nn.Module:

@@ -55,8 +55,10 @@ class BatchReader(Dataset):
         traces = self.source.read([int(i) for i in idx[order]])
         lengths = np.minimum(self.lengths[idx], bucket)
         x0 = np.zeros((len(idx), bucket, self.rep.width), np.float32)
-        for j, t in zip(order, traces, strict=True):
-            rows = self.rep.rows(t.head(self.cap))
+        heads = [t.head(self.cap) for t in traces]
+        every = self.rep.rows_many(heads)  # the batch's rows at once, then cut per trace
+        ends = np.cumsum([len(t.matrix) for t in heads])
+        for j, t, rows in zip(order, traces, np.split(every, ends[:-1]), strict=True):
             if len(rows) != min(len(t), self.cap) or len(rows) < lengths[j]:
                 raise TrainingError(f"trace {int(idx[j])} of the training source has {len(rows)} packet rows, its "
                                     f"metadata says {int(self.lengths[idx[j]])}: the source's lengths are wrong")

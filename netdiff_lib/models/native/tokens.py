@@ -247,12 +247,23 @@ class FieldTokenizer:
         return tok
 
     def _kind_tokens(self, p: Fields) -> np.ndarray:
-        index = {k: i for i, k in enumerate(self.kinds, start=1)}
-        return np.array([index.get((int(a), int(b), int(c)), ABSENT) if a else ABSENT
-                         for a, b, c in zip(p.l3, p.proto, p.l4, strict=True)], np.int32)
+        """Each packet's kind token: 1 + the index of its (IP version, protocol, transport) in :attr:`kinds`."""
+        out = np.full(len(p.l3), ABSENT, np.int32)
+        if not self.kinds:
+            return out
+        key = lambda a, b, c: (np.asarray(a, np.int64) * 257 + np.asarray(b, np.int64) + 1) * 4 + c  # noqa: E731
+        table = key(*np.asarray(self.kinds, np.int64).T)
+        order = np.argsort(table)
+        k = key(p.l3, p.proto, p.l4)
+        at = np.minimum(np.searchsorted(table[order], k), len(table) - 1)
+        hit = (table[order][at] == k) & (np.asarray(p.l3) != 0)
+        out[hit] = order[at[hit]] + 1
+        return out
 
-    def encode(self, matrix: np.ndarray, iat_us: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One trace -> (tokens int32 (n, fields), inter-arrival feature float32 (n,) in [-1, 1])."""
+    def encode(self, matrix: np.ndarray, iat_us: np.ndarray | None = None,
+               trace_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One trace -> (tokens int32 (n, fields), inter-arrival feature float32 (n,) in [-1, 1]); several traces
+        laid end to end when ``trace_of`` gives each packet's trace (contiguous, numbered in order)."""
         matrix = np.asarray(matrix)
         if matrix.ndim != 2 or matrix.shape[1] != self.layout.width:
             raise ValueError(f"matrix shape {matrix.shape} does not fit layout width {self.layout.width}")
@@ -268,10 +279,10 @@ class FieldTokenizer:
         if self.endpoints == "conv":
             col = self.col("conv")
             tokens[:, col : col + 3] = np.stack(endpoints.conv_tokens(p.l3, p.l4, sport, dport, app[:, col], ports,
-                                                                      self.conversations), axis=1)
+                                                                      self.conversations, trace_of), axis=1)
         elif ports.slots:
             col = self.col("sport")
-            tokens[:, col], tokens[:, col + 1] = slot_tokens(sport, dport, app[:, col], ports)
+            tokens[:, col], tokens[:, col + 1] = slot_tokens(sport, dport, app[:, col], ports, trace_of)
         else:
             for f in PORT_FIELDS:
                 tokens[:, self.col(f)] = np.where(app[:, self.col(f)], ports.encode(p.values[f]), ABSENT)
@@ -291,9 +302,10 @@ class FieldTokenizer:
         """Columns of a training row: the field tokens (as floats, exact below 2^24), then the IAT feature."""
         return len(self.fields) + 1
 
-    def rows(self, matrix: np.ndarray, iat_us: np.ndarray) -> np.ndarray:
-        """Training rows of one trace (see :attr:`width`)."""
-        tokens, iat = self.encode(matrix, iat_us)
+    def rows(self, matrix: np.ndarray, iat_us: np.ndarray, trace_of: np.ndarray | None = None) -> np.ndarray:
+        """Training rows of one trace, or of several laid end to end (``trace_of``, see :meth:`encode`); see
+        :attr:`width`."""
+        tokens, iat = self.encode(matrix, iat_us, trace_of)
         return np.concatenate([tokens.astype(np.float32), iat[:, None]], axis=1)
 
     def decode(self, tokens: np.ndarray, iat: np.ndarray, trace_of: np.ndarray | None = None,

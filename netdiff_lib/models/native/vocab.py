@@ -138,19 +138,21 @@ def _quantile_bins(rare: np.ndarray, bits: int, n_bins: int) -> tuple[tuple[int,
     return tuple((a, b - 1) for a, b in pairwise(edges))
 
 
-def slot_tokens(sport: np.ndarray, dport: np.ndarray, present: np.ndarray,
-                vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+def slot_tokens(sport: np.ndarray, dport: np.ndarray, present: np.ndarray, vocab: Vocab,
+                trace_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Port tokens of one trace's packets: exact service ports, else the trace's slot of that port (slots
     numbered by first appearance, a packet's source port before its destination port; the last slot is
-    shared by all ports beyond it)."""
+    shared by all ports beyond it).  ``trace_of``: each packet's trace, for several traces laid end to end."""
     st, dt = vocab.encode(sport), vocab.encode(dport)
     st[~present], dt[~present] = ABSENT, ABSENT
     toks = np.stack([st, dt], axis=1).ravel()
     ports = np.stack([sport, dport], axis=1).ravel().astype(np.int64)
+    trace = np.zeros(len(ports), np.int64) if trace_of is None else np.repeat(np.asarray(trace_of, np.int64), 2)
     esc = np.flatnonzero(toks == vocab.first_slot)
     if len(esc):
-        _, first, inverse = np.unique(ports[esc], return_index=True, return_inverse=True)
-        rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+        keys, first, inverse = np.unique((trace[esc] << 16) | ports[esc], return_index=True, return_inverse=True)
+        rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")  # keys in order of first appearance
+        rank -= np.searchsorted(keys >> 16, keys >> 16)  # ... within their trace (traces are contiguous)
         toks[esc] = vocab.first_slot + np.minimum(rank[inverse.ravel()], vocab.slots - 1)
     pair = toks.reshape(-1, 2)
     return pair[:, 0].copy(), pair[:, 1].copy()
@@ -273,7 +275,19 @@ def variable_bytes(raw: bytes, tcp: bool = True) -> np.ndarray:
 
 
 def template_of(raw: bytes, tcp: bool = True) -> str:
-    """The template (hex) of option bytes: per-packet values cleared."""
-    arr = np.frombuffer(raw, np.uint8).copy()
-    arr[variable_bytes(raw, tcp)] = 0
-    return arr.tobytes().hex()
+    """The template (hex) of option bytes: per-packet values (:func:`variable_bytes`) cleared.  Plain Python on
+    purpose: it runs once per packet, on a few dozen bytes."""
+    out, pos, n = bytearray(raw), 0, len(raw)
+    while pos < n:
+        kind = raw[pos]
+        if kind in (0, 1):
+            pos += 1
+            continue
+        if pos + 1 >= n or raw[pos + 1] < 2:
+            break
+        length = raw[pos + 1]
+        if tcp and kind in (TCP_TIMESTAMP, TCP_SACK) and pos + 2 < n:
+            end = min(pos + length, n)
+            out[pos + 2 : end] = bytes(end - pos - 2)
+        pos += length
+    return out.hex()
