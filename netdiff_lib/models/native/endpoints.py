@@ -158,7 +158,7 @@ def regroup(conv: np.ndarray, role: np.ndarray, trace: np.ndarray, kind: np.ndar
     to it (else of its kind and server port, else of its kind), as a later packet (role 0 becomes 1); strays with
     no such conversation form one new conversation per (trace, kind, ports).  ``singles`` (``merge``): then the
     packet of each one-packet conversation joins a conversation so too, if there is one; ``calibrate``
-    (``calibrate``): each but those it keeps (:meth:`~netdiff_lib.models.native.flow_rules.Calibration.keep`).
+    (``calibrate``): those it picks (:meth:`~netdiff_lib.models.native.flow_rules.Calibration.move`).
     Returns the conversation ids (dense, numbered by first packet) and the roles."""
     n = len(conv)
     g = Grouping(conv)
@@ -166,24 +166,24 @@ def regroup(conv: np.ndarray, role: np.ndarray, trace: np.ndarray, kind: np.ndar
     out, joined = _join(conv, stray, trace, kind, srv, cli)
     if singles or calibrate is not None:
         g = Grouping(out)
-        lone = g.size[g.gid] == 1
-        if calibrate is not None:
-            lone &= ~calibrate.keep(g, trace, kind)
-        out, more = _join(out, lone, trace, kind, srv, cli, new=False)
+        lone = g.size[g.gid] == 1  # never a home: a packet joins a conversation of two or more
+        move = lone if calibrate is None else calibrate.move(g, trace, kind, srv, cli)
+        out, more = _join(out, move, trace, kind, srv, cli, new=False, home=~lone)
         joined |= more
     ids = _dense_first_seen(Grouping(out).first(np.arange(n)))
     return ids, np.where(joined & (role == 0), 1, role)
 
 
 def _join(conv: np.ndarray, stray: np.ndarray, trace: np.ndarray, kind: np.ndarray, srv: np.ndarray,
-          cli: np.ndarray, new: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(conversation ids, joined) with the ``stray`` packets moved (:func:`regroup`)."""
+          cli: np.ndarray, new: bool = True, home: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(conversation ids, joined) with the ``stray`` packets moved (:func:`regroup`) to conversations of the
+    ``home`` packets (default: the others)."""
     n = len(conv)
     out, todo = conv.copy(), np.flatnonzero(stray)
     if not len(todo):
         return out, np.zeros(n, bool)
     g = Grouping(conv)
-    home = np.flatnonzero(~stray)
+    home = np.flatnonzero(~stray if home is None else home & ~stray)
     cs, cc = g.mode(srv, ~stray), g.mode(cli, ~stray)  # the conversation's port votes, over its own kind
     for level in ((trace, kind, srv, cli), (trace, kind, srv), (trace, kind)):
         if not len(todo) or not len(home):
@@ -297,8 +297,10 @@ def connection_flags(c: Connections | None, flags: np.ndarray, sport: np.ndarray
     f = f & ~SYN
     f = np.where(c.opened & g.is_first, SYN, f)
     f = np.where(c.opened & (side == 1) & sd.is_first, SYN | ACK, f)
-    if handshake:
+    if handshake:  # the ACK; and a closing whose FIN or RST the SYN-ACK took goes to a later packet
         f = np.where(c.opened & (g.rank == 2) & (side == 0), f | ACK, f)
+        lost = c.closed & ~g.any((f & (FIN | RST)) > 0)
+        f = np.where(lost & sd.is_last & ((f & SYN) == 0), f | FIN | ACK, f)
     flags[c.idx] = f
     return flags
 

@@ -3,16 +3,18 @@
 Both are fitted per class on the training traces (like the TCP rates of :mod:`.endpoints`) and kept in the
 tokenizer's state (``tokens.json``), so a model folder written without them decodes as it did.
 
-**One-packet conversations at the class's share** (``model.conv_decode=calibrate``).  Fitting records per class
-and transport (TCP, UDP) the share of flows that hold one packet (:func:`single_rates`; the two differ: on IoT
+**One-packet flows at the class's share** (``model.conv_decode=calibrate``).  Fitting records per class and
+transport (TCP, UDP) the share of flows that hold one packet (:func:`single_rates`; the two differ: on IoT
 Sentinel one class has 5 % of its TCP flows and 17 % of its UDP flows of one packet, another 19 % and 2 %).
 Decoding regroups (:func:`~netdiff_lib.models.native.endpoints.regroup`), then, per class and transport over
-the batch, keeps each one-packet conversation with probability ``q = min(1, p (N - S) / ((1 - p) S))`` and moves
-the others into the nearest conversation of their kind and ports, as ``merge`` does (``p``: the class's share,
-``N`` the batch's conversations of the class and transport, ``S`` the one-packet ones among them).  ``q`` is
-``p / s`` (``s = S / N``, the rate matching of the TCP rules) corrected for the conversations that the moved
-packets leave: ``q S`` kept of ``N - S + q S`` conversations is the share ``p``.  A model with fewer one-packet
-conversations than ``p`` keeps all of them (none are made).
+the batch, keeps each one-packet flow with probability ``q = min(1, p (N - S) / ((1 - p) S))`` and moves the
+others' packet into the nearest conversation of its kind and ports, as ``merge`` does (``p``: the class's share,
+``N`` the batch's flows of the class and transport, ``S`` the one-packet ones among them).  ``q`` is ``p / s``
+(``s = S / N``, the rate matching of the TCP rules) corrected for the flows that the moved packets leave:
+``q S`` kept of ``N - S + q S`` flows is the share ``p``.  A flow is counted as the decoded ports will make it
+(:meth:`Calibration.move`): conversations whose two ports are service values share their port pair with any
+other of the trace's that has the same pair.  A model with fewer one-packet flows than ``p`` keeps all of them
+(none are made).
 
 **Full handshakes** (``model.tcp_state=handshake``: the ``enforce`` rules, and this).  A connection that the TCP
 rules open is, to a flow meter (nfstream, :mod:`netdiff_lib.evaluate.flows`), a *full handshake* when its first
@@ -60,7 +62,7 @@ def single_rates(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np
                 for j, m in enumerate((~udp, udp))]
 
     pooled = shares(np.ones(len(first), bool), [1.0, 1.0])
-    return {"": pooled} | {c: shares(lab == c, pooled) for c in np.unique(lab) if c}
+    return {"": pooled} | {str(c): shares(lab == c, pooled) for c in np.unique(lab) if c}
 
 
 def fit_single_rates(parsed: list[Any], labels: list[str]) -> dict[str, list[float]]:
@@ -71,33 +73,48 @@ def fit_single_rates(parsed: list[Any], labels: list[str]) -> dict[str, list[flo
 
 @dataclass
 class Calibration:
-    """Per trace of a batch: its class's one-packet shares (``share`` (traces, 2): TCP, UDP) and its class id."""
+    """Per trace of a batch: its class's one-packet shares (``share`` (traces, 2): TCP, UDP) and its class id;
+    ``first_slot``: the port vocabulary's ephemeral token (tokens below it are service values)."""
 
     share: np.ndarray
     cls: np.ndarray
+    first_slot: int
     rng: np.random.Generator
 
     @classmethod
-    def of(cls, rates: dict[str, list[float]], labels: list[str], rng: np.random.Generator) -> Calibration:
+    def of(cls, rates: dict[str, list[float]], labels: list[str], first_slot: int,
+           rng: np.random.Generator) -> Calibration:
         pooled = rates.get("", [1.0, 1.0])
         share = np.array([rates.get(lab, pooled) for lab in labels], np.float64).reshape(-1, 2)
-        return cls(share, np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)[1], rng)
+        ids = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)[1]
+        return cls(share, ids.reshape(-1), first_slot, rng)
 
-    def keep(self, g: Grouping, trace: np.ndarray, kind: np.ndarray) -> np.ndarray:
-        """Per packet of the conversations ``g`` (``trace``, ``kind``: each packet's trace and IP version and
-        transport as one number): True where it is a one-packet conversation that stays (see the module
-        docstring)."""
+    def move(self, g: Grouping, trace: np.ndarray, kind: np.ndarray, srv: np.ndarray,
+             cli: np.ndarray) -> np.ndarray:
+        """Per packet of the conversations ``g`` (``trace``, ``kind``, ``srv``, ``cli``: each packet's trace, IP
+        version and transport as one number, and port tokens): True where it is the packet of a one-packet flow
+        that joins another conversation (see the module docstring).  A flow is what the decoded ports make of
+        the conversations: two conversations of a trace and kind whose ports are both service values (NTP
+        123-123, mDNS) share a port pair, hence one flow; one with an ephemeral port is a flow of its own."""
         first = np.flatnonzero(g.is_first)
-        lone = g.size[g.gid[first]] == 1
-        t, udp = trace[first], (kind[first] % 4 == 2).astype(np.int64)
-        key = self.cls[t] * 2 + udp
-        n, s = np.bincount(key, minlength=1), np.bincount(key, weights=lone, minlength=1)
-        p, n, s = self.share[t, udp], n[key], s[key]
+        ports = [g.mode(x)[first] for x in (srv, cli)]
+        fixed = (np.minimum(*ports) >= 1) & (np.maximum(*ports) < self.first_slot)
+        t, k = trace[first], kind[first]
+        key = (((t * 64 + k) << 16 | np.minimum(*ports)) << 16) | np.maximum(*ports)
+        flow = np.unique(np.where(fixed, key, -1 - np.arange(len(first))), return_inverse=True)[1].reshape(-1)
+        packets = np.bincount(flow, weights=g.size[g.gid[first]])
+        lone = packets[flow] == 1
+        udp = (k % 4 == 2).astype(np.int64)
+        at_first = np.unique(flow, return_index=True)[1]  # one conversation per flow
+        group = self.cls[t] * 2 + udp
+        n = np.bincount(group[at_first], minlength=int(group.max()) + 1)[group]
+        s = np.bincount(group[at_first], weights=lone[at_first], minlength=int(group.max()) + 1)[group]
+        p = self.share[t, udp]
         with np.errstate(divide="ignore", invalid="ignore"):
             q = np.where(p >= 1, 1.0, np.clip(p * (n - s) / ((1 - p) * np.maximum(s, 1)), 0.0, 1.0))
-        stays = np.zeros(g.groups, bool)
-        stays[g.gid[first]] = lone & (self.rng.random(len(first)) < q)
-        return stays[g.gid]
+        moved = np.zeros(g.groups, bool)
+        moved[g.gid[first]] = lone & (self.rng.random(len(first)) >= q)
+        return moved[g.gid]
 
 
 def handshake_order(c: Connections | None, sport: np.ndarray, dport: np.ndarray,

@@ -86,7 +86,7 @@ def decode_packed(tok: FieldTokenizer, tokens: np.ndarray, iat: np.ndarray, trac
         col = tok.col("conv")
         conv = np.where(ported, t[:, col], 0)[:, None]
         kind = l3 * 4 + l4 if tok.conv_decode != "index" else None
-        calibrate = (flow_rules.Calibration.of(tok.single_rates, labels, rng)
+        calibrate = (flow_rules.Calibration.of(tok.single_rates, labels, tok.port_vocab.first_slot, rng)
                      if tok.conv_decode == "calibrate" and tok.single_rates else None)
         val["sport"], val["dport"] = endpoints.conv_ports(np.concatenate([conv, t[:, col + 1 : col + 3]], 1),
                                                           tok.port_vocab, tok.conversations, trace_of,
