@@ -58,7 +58,7 @@ def single_rates(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np
     lab = np.asarray(labels, dtype=object)[trace[first]].astype(str)
 
     def shares(sel: np.ndarray, fallback: list[float]) -> list[float]:
-        return [round(float(one[sel & m].mean()), 4) if (sel & m).any() else fallback[j]
+        return [float(one[sel & m].mean()) if (sel & m).any() else fallback[j]
                 for j, m in enumerate((~udp, udp))]
 
     pooled = shares(np.ones(len(first), bool), [1.0, 1.0])
