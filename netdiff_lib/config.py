@@ -21,7 +21,8 @@ from netdiff_lib.errors import ConfigError
 from netdiff_lib.schema import MAX_PACKETS
 
 PRESETS = ("tiny", "small", "base")
-CONV_DECODE = ("index", "regroup", "merge")
+CONV_DECODE = ("index", "regroup", "merge", "calibrate")
+TCP_STATE = ("off", "enforce", "handshake")
 #: Keys older model folders and checkpoints may hold that only the first design (continuous features) read.
 REMOVED_KEYS = {"diffusion": ("num_train_timesteps", "beta_schedule")}
 
@@ -52,20 +53,22 @@ class ModelConfig:
     endpoints: str = "conv"
     conversations: int = 32
     #: tokens: TCP connections opened as the class's real ones (``enforce``: handshake at the class's rate, no
-    #: SYN mid-connection) or as sampled (``off``).
+    #: SYN mid-connection; ``handshake``: also a full 3-way handshake opening each opened connection of three
+    #: packets or more) or as sampled (``off``); endpoints.py, flow_rules.py.
     tcp_state: str = "enforce"
     #: tokens, conv: how decoding reads conversations from the ``conv`` tokens: ``index`` (an index from one
     #: opening to the next), ``regroup`` (also one transport per conversation: a packet of another kind joins
     #: the nearest conversation of its kind and ports) or ``merge`` (regroup, and a one-packet conversation joins
-    #: such a conversation too); endpoints.py, BENCHMARKS.md.
+    #: such a conversation too) or ``calibrate`` (regroup, and one-packet conversations at the class's real share,
+    #: the others joining as in merge); endpoints.py, flow_rules.py, BENCHMARKS.md.
     conv_decode: str = "regroup"
 
     def __post_init__(self) -> None:
         if self.iat not in ("gaussian", "tokens"):
             raise ConfigError(f"model.iat must be 'gaussian' or 'tokens', not {self.iat!r}")
-        if self.endpoints not in ("ports", "conv") or self.tcp_state not in ("off", "enforce"):
+        if self.endpoints not in ("ports", "conv") or self.tcp_state not in TCP_STATE:
             raise ConfigError(f"model.endpoints must be 'ports' or 'conv' (not {self.endpoints!r}), model.tcp_state "
-                              f"'off' or 'enforce' (not {self.tcp_state!r})")
+                              f"one of {', '.join(TCP_STATE)} (not {self.tcp_state!r})")
         if self.conv_decode not in CONV_DECODE:
             raise ConfigError(f"model.conv_decode must be one of {', '.join(CONV_DECODE)}, not {self.conv_decode!r}")
         if self.conversations < 1:

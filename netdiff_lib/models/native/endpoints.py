@@ -48,13 +48,17 @@ RST flags; a closing the model did not draw puts FIN on each side's last packet.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from netdiff_lib.models.native.vocab import Vocab, resolve_slots, slot_histogram
 from netdiff_lib.repair.flows import _dense_first_seen
 from netdiff_lib.repair.groups import Grouping
+
+if TYPE_CHECKING:
+    from netdiff_lib.models.native.flow_rules import Calibration
 
 #: TCP flag values in the ``tcp_flags`` field (nine bits, ns ... fin, big-endian)
 FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
@@ -115,8 +119,8 @@ def _allocate(g: Grouping, conversations: int) -> np.ndarray:
 
 
 def conv_ports(tokens: np.ndarray, vocab: Vocab, conversations: int, trace_of: np.ndarray, weights: np.ndarray,
-               rng: np.random.Generator, kind: np.ndarray | None = None,
-               singles: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               rng: np.random.Generator, kind: np.ndarray | None = None, singles: bool = False,
+               calibrate: Calibration | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sport, dport) of every packet from its (conv, server_port, client_port) tokens ``(n, 3)`` (see the
     module docstring); packets without a conversation token get 0.  ``kind`` (each packet's IP version and
     transport as one number): regroup the conversations by it (:func:`regroup`)."""
@@ -133,7 +137,8 @@ def conv_ports(tokens: np.ndarray, vocab: Vocab, conversations: int, trace_of: n
     epoch = by_index.cumsum((role == 0).astype(np.int64), exclusive=False)
     conv = _dense_first_seen((trace * conversations + k) * (n + 1) + epoch)
     if kind is not None:
-        conv, role = regroup(conv, role, trace, np.asarray(kind, np.int64)[idx], t[idx, 1], t[idx, 2], singles)
+        conv, role = regroup(conv, role, trace, np.asarray(kind, np.int64)[idx], t[idx, 1], t[idx, 2], singles,
+                             calibrate)
     g = Grouping(conv)
     eph = vocab.first_slot
     srv, cli = (np.clip(g.mode(t[idx, j]), 0, eph) for j in (1, 2))
@@ -149,36 +154,40 @@ def conv_ports(tokens: np.ndarray, vocab: Vocab, conversations: int, trace_of: n
 
 
 def regroup(conv: np.ndarray, role: np.ndarray, trace: np.ndarray, kind: np.ndarray, srv: np.ndarray,
-            cli: np.ndarray, singles: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            cli: np.ndarray, singles: bool = False,
+            calibrate: Calibration | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Conversations of one kind each (``model.conv_decode=regroup``): a conversation's kind is its most frequent
     packet kind; a packet of another kind (a *stray*: the transport would split the conversation into two flows)
     joins the conversation of its trace, its kind and its server and client port tokens whose packet is nearest
     to it (else of its kind and server port, else of its kind), as a later packet (role 0 becomes 1); strays with
     no such conversation form one new conversation per (trace, kind, ports).  ``singles`` (``merge``): then the
-    packet of each one-packet conversation joins a conversation so too, if there is one.  Returns the
-    conversation ids (dense, numbered by first packet) and the roles."""
+    packet of each one-packet conversation joins a conversation so too, if there is one; ``calibrate``
+    (``calibrate``): those it picks (:meth:`~netdiff_lib.models.native.flow_rules.Calibration.move`).
+    Returns the conversation ids (dense, numbered by first packet) and the roles."""
     n = len(conv)
     g = Grouping(conv)
     stray = kind != g.mode(kind)
     out, joined = _join(conv, stray, trace, kind, srv, cli)
-    if singles:
+    if singles or calibrate is not None:
         g = Grouping(out)
-        lone = g.size[g.gid] == 1
-        out, more = _join(out, lone, trace, kind, srv, cli, new=False)
+        lone = g.size[g.gid] == 1  # never a home: a packet joins a conversation of two or more
+        move = lone if calibrate is None else calibrate.move(g, trace, kind, srv, cli)
+        out, more = _join(out, move, trace, kind, srv, cli, new=False, home=~lone)
         joined |= more
     ids = _dense_first_seen(Grouping(out).first(np.arange(n)))
     return ids, np.where(joined & (role == 0), 1, role)
 
 
 def _join(conv: np.ndarray, stray: np.ndarray, trace: np.ndarray, kind: np.ndarray, srv: np.ndarray,
-          cli: np.ndarray, new: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(conversation ids, joined) with the ``stray`` packets moved (:func:`regroup`)."""
+          cli: np.ndarray, new: bool = True, home: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(conversation ids, joined) with the ``stray`` packets moved (:func:`regroup`) to conversations of the
+    ``home`` packets (default: the others)."""
     n = len(conv)
     out, todo = conv.copy(), np.flatnonzero(stray)
     if not len(todo):
         return out, np.zeros(n, bool)
     g = Grouping(conv)
-    home = np.flatnonzero(~stray)
+    home = np.flatnonzero(~stray if home is None else home & ~stray)
     cs, cc = g.mode(srv, ~stray), g.mode(cli, ~stray)  # the conversation's port votes, over its own kind
     for level in ((trace, kind, srv, cli), (trace, kind, srv), (trace, kind)):
         if not len(todo) or not len(home):
@@ -244,35 +253,68 @@ def _at_rate(model: np.ndarray, rate: np.ndarray, lab: list[str], u: np.ndarray)
     return np.where(model, u < keep, u < add)
 
 
-def enforce_tcp(flags: np.ndarray, tcp: np.ndarray, trace_of: np.ndarray, l3: np.ndarray, sport: np.ndarray,
-                dport: np.ndarray, labels: list[str], rates: dict[str, list[float]],
-                rng: np.random.Generator) -> np.ndarray:
-    """TCP flag values with connections opened and closed at the class's rates (see the module docstring)."""
-    flags = np.asarray(flags, np.int64).copy()
+@dataclass
+class Connections:
+    """The TCP packets of a batch (rows ``idx``) as connections: flows by decoded ports (``g``, over ``idx``), and
+    per packet whether its flow opens, closes, and held a FIN or RST as sampled (:func:`tcp_connections`)."""
+
+    idx: np.ndarray
+    g: Grouping
+    opened: np.ndarray
+    closed: np.ndarray
+    model_closed: np.ndarray
+
+
+def tcp_connections(flags: np.ndarray, tcp: np.ndarray, trace_of: np.ndarray, l3: np.ndarray, sport: np.ndarray,
+                    dport: np.ndarray, labels: list[str], rates: dict[str, list[float]],
+                    rng: np.random.Generator) -> Connections | None:
+    """The TCP connections of a batch, opened and closed at the class's rates (None: no TCP packet or no rates)."""
     idx = np.flatnonzero(tcp)
     if not len(idx) or not rates:
-        return flags
+        return None
     trace = np.asarray(trace_of, np.int64)[idx]
     g = Grouping(flow_ids(trace, l3[idx], np.ones(len(idx)), sport[idx], dport[idx]))
-    f, s = flags[idx], np.asarray(sport, np.int64)[idx]
-    side = (s != g.first(s)).astype(np.int64)
-    sd = Grouping(g.gid * 2 + side)
+    f = np.asarray(flags, np.int64)[idx]
     first = np.flatnonzero(g.is_first)  # one packet per flow, in flow order
     lab = [labels[int(i)] if int(i) < len(labels) else "" for i in trace[first]]
     p = np.array([rates.get(x, rates.get("", [1.0, 1.0])) for x in lab], np.float64).reshape(-1, 2)
     u = rng.random((2, len(first)))
     per_flow = np.zeros((2, g.groups), bool)
-    per_flow[0, g.gid[first]] = _at_rate((f[first] & SYN) > 0, p[:, 0], lab, u[0])
-    per_flow[1, g.gid[first]] = _at_rate(g.any((f & (FIN | RST)) > 0)[first], p[:, 1], lab, u[1])
-    is_open, is_closed = per_flow[0][g.gid], per_flow[1][g.gid]
     model_closed = g.any((f & (FIN | RST)) > 0)
-    f = np.where(is_closed, f, f & ~(FIN | RST))
-    f = np.where(is_closed & ~model_closed & sd.is_last, f | FIN | ACK, f)  # a closing the model did not draw
+    per_flow[0, g.gid[first]] = _at_rate((f[first] & SYN) > 0, p[:, 0], lab, u[0])
+    per_flow[1, g.gid[first]] = _at_rate(model_closed[first], p[:, 1], lab, u[1])
+    return Connections(idx, g, per_flow[0][g.gid], per_flow[1][g.gid], model_closed)
+
+
+def connection_flags(c: Connections | None, flags: np.ndarray, sport: np.ndarray,
+                     handshake: bool = False) -> np.ndarray:
+    """TCP flag values of the connections ``c`` (see the module docstring); ``handshake``: the initiator's packet
+    after the SYN-ACK also has ACK (:func:`~netdiff_lib.models.native.flow_rules.handshake_order` put it there)."""
+    flags = np.asarray(flags, np.int64).copy()
+    if c is None:
+        return flags
+    g, f, s = c.g, flags[c.idx], np.asarray(sport, np.int64)[c.idx]
+    side = (s != g.first(s)).astype(np.int64)
+    sd = Grouping(g.gid * 2 + side)
+    f = np.where(c.closed, f, f & ~(FIN | RST))
+    f = np.where(c.closed & ~c.model_closed & sd.is_last, f | FIN | ACK, f)  # a closing the model did not draw
     f = f & ~SYN
-    f = np.where(is_open & g.is_first, SYN, f)
-    f = np.where(is_open & (side == 1) & sd.is_first, SYN | ACK, f)
-    flags[idx] = f
+    f = np.where(c.opened & g.is_first, SYN, f)
+    f = np.where(c.opened & (side == 1) & sd.is_first, SYN | ACK, f)
+    if handshake:  # the ACK; and a closing whose FIN or RST the SYN-ACK took goes to a later packet
+        f = np.where(c.opened & (g.rank == 2) & (side == 0), f | ACK, f)
+        lost = c.closed & ~g.any((f & (FIN | RST)) > 0)
+        f = np.where(lost & sd.is_last & ((f & SYN) == 0), f | FIN | ACK, f)
+    flags[c.idx] = f
     return flags
+
+
+def enforce_tcp(flags: np.ndarray, tcp: np.ndarray, trace_of: np.ndarray, l3: np.ndarray, sport: np.ndarray,
+                dport: np.ndarray, labels: list[str], rates: dict[str, list[float]],
+                rng: np.random.Generator) -> np.ndarray:
+    """TCP flag values with connections opened and closed at the class's rates (see the module docstring)."""
+    conn = tcp_connections(flags, tcp, trace_of, l3, sport, dport, labels, rates, rng)
+    return connection_flags(conn, flags, sport)
 
 
 def slot_ranges(ports_by_trace: list[np.ndarray], labels: list[str], service: np.ndarray) -> dict[str, list[float]]:
@@ -298,11 +340,17 @@ def trace_ports(parsed: list[Any], port_rows: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def batch_fields(parsed: list[Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(trace of each packet, {l3, l4, sport, dport, tcp_flags} of all packets) of parsed traces (``parsed``:
+    :class:`~netdiff_lib.models.native.tokens.Fields`)."""
+    out = {k: np.concatenate([getattr(p, k) for p in parsed]) for k in ("l3", "l4")}
+    out.update({k: np.concatenate([p.values[k] for p in parsed]) for k in ("sport", "dport", "tcp_flags")})
+    return np.repeat(np.arange(len(parsed)), [len(p.l3) for p in parsed]), out
+
+
 def fit_tcp_rates(parsed: list[Any], labels: list[str]) -> dict[str, list[float]]:
     """Per class: the shares of TCP flows of the training traces that open with SYN and that close
     (:func:`tcp_rates`)."""
-    cat = {k: np.concatenate([getattr(p, k) for p in parsed]) for k in ("l3", "l4")}
-    vals = {k: np.concatenate([p.values[k] for p in parsed]) for k in ("sport", "dport", "tcp_flags")}
-    trace_of = np.repeat(np.arange(len(parsed)), [len(p.l3) for p in parsed])
-    return tcp_rates(trace_of, cat["l3"], cat["l4"], vals["sport"], vals["dport"], vals["tcp_flags"],
-                     (cat["l3"] != 0) & (cat["l4"] == 1), labels)
+    trace_of, v = batch_fields(parsed)
+    return tcp_rates(trace_of, v["l3"], v["l4"], v["sport"], v["dport"], v["tcp_flags"],
+                     (v["l3"] != 0) & (v["l4"] == 1), labels)

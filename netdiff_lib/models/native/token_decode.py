@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from netdiff_lib.models.native import endpoints
+from netdiff_lib.models.native import endpoints, flow_rules
 from netdiff_lib.models.native.token_schema import (
     IAT_BINS_PER_DECADE,
     OPTION_BYTES,
@@ -86,19 +86,20 @@ def decode_packed(tok: FieldTokenizer, tokens: np.ndarray, iat: np.ndarray, trac
         col = tok.col("conv")
         conv = np.where(ported, t[:, col], 0)[:, None]
         kind = l3 * 4 + l4 if tok.conv_decode != "index" else None
+        calibrate = (flow_rules.Calibration.of(tok.single_rates, labels, tok.port_vocab.first_slot, rng)
+                     if tok.conv_decode == "calibrate" and tok.single_rates else None)
         val["sport"], val["dport"] = endpoints.conv_ports(np.concatenate([conv, t[:, col + 1 : col + 3]], 1),
                                                           tok.port_vocab, tok.conversations, trace_of,
-                                                          ranges, rng, kind, tok.conv_decode == "merge")
+                                                          ranges, rng, kind, tok.conv_decode == "merge", calibrate)
     else:
         ports = resolve_slots(t[:, [tok.col(f) for f in PORT_FIELDS]], tok.port_vocab, trace_of, ranges, rng)
         val.update({f: ports[:, i] for i, f in enumerate(PORT_FIELDS)})
-    tcp_opt, tcp_optlen = tok.tcp_opts.decode(t[:, tok.col("tcp_opts")], rng)
-    ip_opt, ip_optlen = tok.ip_opts.decode(t[:, tok.col("ip_opts")], rng)
+    opts = [*tok.tcp_opts.decode(t[:, tok.col("tcp_opts")], rng), *tok.ip_opts.decode(t[:, tok.col("ip_opts")], rng)]
     v4, v6 = l3 == 4, l3 == 6
     tcp, udp, icmp = (l3 != 0) & (l4 == 1), (l3 != 0) & (l4 == 2), (l3 != 0) & (l4 == 3)
-    if tok.tcp_state == "enforce":
-        val["tcp_flags"] = endpoints.enforce_tcp(val["tcp_flags"], tcp, trace_of, l3, val["sport"],
-                                                 val["dport"], labels, tok.tcp_rates, rng)
+    if tok.tcp_state != "off":
+        opts = _tcp_rules(tok, val, opts, tcp, trace_of, l3, labels, rng)
+    tcp_opt, tcp_optlen, ip_opt, ip_optlen = opts
     ip_hdr = np.where(v4, 20 + ip_optlen, 40)
     rand32 = rng.integers(0, 2**32, size=(3, n), dtype=np.int64)
     w = _Blocks(n, tok.layout)
@@ -119,6 +120,25 @@ def decode_packed(tok: FieldTokenizer, tokens: np.ndarray, iat: np.ndarray, trac
         b = np.clip(t[:, -1] - 1, 0, tok.iat_bins - 1) + rng.random(n)
         return Packed(value, np.packbits(on, axis=1), 10.0 ** (b / IAT_BINS_PER_DECADE) - 1.0)
     return Packed(value, np.packbits(on, axis=1), decode_iat(iat))
+
+
+def _tcp_rules(tok: FieldTokenizer, val: dict[str, np.ndarray], opts: list[np.ndarray], tcp: np.ndarray,
+               trace_of: np.ndarray, l3: np.ndarray, labels: list[str],
+               rng: np.random.Generator) -> list[np.ndarray]:
+    """The TCP state rules on the decoded values ``val`` (in place) and option arrays ``opts`` (returned):
+    connections opened and closed at the class's rates (:mod:`.endpoints`); ``handshake``: each opened one's
+    packets placed for a full handshake first (:func:`~netdiff_lib.models.native.flow_rules.handshake_order`)."""
+    conn = endpoints.tcp_connections(val["tcp_flags"], tcp, trace_of, l3, val["sport"], val["dport"], labels,
+                                     tok.tcp_rates, rng)
+    handshake = tok.tcp_state == "handshake"
+    if handshake:
+        order, flip = flow_rules.handshake_order(conn, val["sport"], val["dport"], len(tcp))
+        val.update({k: v[order] for k, v in val.items()})
+        opts = [a[order] for a in opts]
+        val["sport"], val["dport"] = np.where(flip, val["dport"], val["sport"]), np.where(flip, val["sport"],
+                                                                                          val["dport"])
+    val["tcp_flags"] = endpoints.connection_flags(conn, val["tcp_flags"], val["sport"], handshake)
+    return opts
 
 
 class _Blocks:

@@ -51,9 +51,9 @@ from typing import Any
 import numpy as np
 
 from netdiff_lib.atomic import read_json, write_json
-from netdiff_lib.config import CONV_DECODE
+from netdiff_lib.config import CONV_DECODE, TCP_STATE
 from netdiff_lib.errors import InputError
-from netdiff_lib.models.native import endpoints
+from netdiff_lib.models.native import endpoints, flow_rules
 from netdiff_lib.models.native.token_decode import decode_packed
 from netdiff_lib.models.native.token_schema import (
     IAT_BINS_PER_DECADE,
@@ -161,12 +161,16 @@ class FieldTokenizer:
     #: ``ports`` or ``conv`` (:mod:`~netdiff_lib.models.native.endpoints`); conversations per trace (conv)
     endpoints: str = "ports"
     conversations: int = 0
-    #: ``off`` or ``enforce``, and per class ("" = all) the shares of TCP flows opened by SYN and closed
+    #: ``off``, ``enforce`` or ``handshake``, and per class ("" = all) the shares of TCP flows opened by SYN and
+    #: closed
     tcp_state: str = "off"
     tcp_rates: dict[str, list[float]] = field(default_factory=dict)
     #: conv: ``index`` (a conversation is an index from one opening to the next), ``regroup`` (also one kind per
     #: conversation) or ``merge`` (and fewer one-packet ones): :func:`~netdiff_lib.models.native.endpoints.regroup`
     conv_decode: str = "index"
+    #: conv_decode ``calibrate``: per class ("" = all) the shares of TCP and UDP flows of one packet
+    #: (:func:`~netdiff_lib.models.native.flow_rules.single_rates`)
+    single_rates: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def base_fields(self) -> tuple[str, ...]:
@@ -232,7 +236,8 @@ class FieldTokenizer:
         vocab = Vocab(16, service.values, bins, 1 if conv else port_slots)
         tok.vocabs.update({f: vocab for f in (CONV_PORTS if conv else PORT_FIELDS)})
         tok.slot_ranges = endpoints.slot_ranges(by_trace, labels, np.asarray(vocab.values))
-        tok.tcp_rates = endpoints.fit_tcp_rates(parsed, labels) if tcp_state == "enforce" else {}
+        tok.tcp_rates = endpoints.fit_tcp_rates(parsed, labels) if tcp_state != "off" else {}
+        tok.single_rates = flow_rules.fit_single_rates(parsed, labels) if tok.conv_decode == "calibrate" else {}
         tcp_rows, ip_rows = app[:, tok.col("tcp_opts")], app[:, tok.col("ip_opts")]
         tcp_all = [t for p in parsed for t in p.tcp_opts]
         ip_all = [t for p in parsed for t in p.ip_opts]
@@ -344,13 +349,15 @@ class FieldTokenizer:
                        tcp_state=self.tcp_state, tcp_rates=self.tcp_rates)
         if self.conv_decode != "index":
             out["conv_decode"] = self.conv_decode
+        if self.single_rates:
+            out["single_rates"] = self.single_rates
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FieldTokenizer:
         if d.get("format") not in (FORMAT, FORMAT_2):
             raise ValueError(f"unknown token format {d.get('format')!r}, expected {FORMAT} or {FORMAT_2}")
-        if (d.get("endpoints", "ports") not in ("ports", "conv") or d.get("tcp_state", "off") not in ("off", "enforce")
+        if (d.get("endpoints", "ports") not in ("ports", "conv") or d.get("tcp_state", "off") not in TCP_STATE
                 or d.get("conv_decode", "index") not in CONV_DECODE):
             raise ValueError(f"unknown endpoints {d.get('endpoints')!r}, tcp_state {d.get('tcp_state')!r} or "
                              f"conv_decode {d.get('conv_decode')!r}")
@@ -360,7 +367,8 @@ class FieldTokenizer:
                    dict(d.get("slot_ranges", {})), int(d.get("iat_bins", 0)), str(d.get("endpoints", "ports")),
                    int(d.get("conversations", 0)), str(d.get("tcp_state", "off")),
                    {str(k): [float(x) for x in v] for k, v in d.get("tcp_rates", {}).items()},
-                   str(d.get("conv_decode", "index")))
+                   str(d.get("conv_decode", "index")),
+                   {str(k): [float(x) for x in v] for k, v in d.get("single_rates", {}).items()})
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
