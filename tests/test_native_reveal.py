@@ -146,3 +146,20 @@ def test_a_model_folder_samples_structure_first_through_the_sampler(traces: list
     for a, b, c in zip(out, again, compiled, strict=True):
         assert (a.matrix == b.matrix).all() and (a.iat_us == b.iat_us).all() and (a.matrix == c.matrix).all()
         np.testing.assert_allclose(a.iat_us, c.iat_us, rtol=1e-5)
+
+
+def test_the_benchmark_counts_strays_only_where_a_conversation_mixes_transports(traces: list[Trace]) -> None:
+    from benchmarks.reveal_order import conversation_figures
+
+    rep = FieldTokens.fit(tiny(), traces, [t.label for t in traces])
+    tok = rep.tokenizer
+    rows = [tok.rows(t.matrix, t.iat_us())[:, :-1].astype(np.int64) for t in traces]
+    real = conversation_figures(rows, tok.col("conv"), list(tok.kinds), tok.conversations)
+    assert real["strays"] == real["mixed"] == 0 and real["conversations_per_trace"] > 1
+    kinds = {k[2]: i for i, k in enumerate(tok.kinds, start=1)}  # transport -> a kind token of it
+    t = next(r for r in rows if (r[:, tok.col("conv")] > 0).sum() > 4)
+    moved = t.copy()
+    at = np.flatnonzero(moved[:, tok.col("conv")] > 0)[2]
+    moved[at, 0] = kinds[2] if tok.kinds[moved[at, 0] - 1][2] == 1 else kinds[1]  # a TCP packet made UDP, or back
+    one = conversation_figures([moved], tok.col("conv"), list(tok.kinds), tok.conversations)
+    assert one["mixed"] > 0 and one["strays"] == pytest.approx(1 / (moved[:, tok.col("conv")] > 0).sum())
