@@ -214,7 +214,7 @@ def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     temperature = cfg.diffusion.temperature
     first = bool(structure) and cfg.diffusion.reveal == "structure_first"
-    cols = torch.tensor([j in structure for j in range(1, f)], device=dev)[:, None, None]  # among fields 1..
+    cols = torch.tensor([j in structure for j in range(1, f)], device=dev)[:, None, None] if first else None
     for t, s, ts, ss in reveal_plan(steps, cfg.diffusion.kind_steps, cfg.diffusion.structure_steps if first else None):
         tt = torch.full((len(y),), t, device=dev)
         x_in, i_in = (torch.cat([tokens, tokens]), torch.cat([iat, iat])) if guided else (tokens, iat)
@@ -233,7 +233,7 @@ def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n:
         if tk == 0 or sk == 0:
             p_structure = _share(*(float(stage_times(torch.tensor(v))[1]) for v in (ts, ss))) if first else None
             tokens = _fields_step(net, tokens, parts, applicable, float(tf), float(sf), temperature, gen,
-                                  confident, None if p_structure is None else (cols, p_structure))
+                                  confident, None if cols is None or p_structure is None else (cols, p_structure))
             iat = _ddim(iat, x0.clamp(-1, 1), float(tf), float(sf))
         if record is not None:
             record.append((tokens.clone(), iat.clone()))
