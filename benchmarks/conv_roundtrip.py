@@ -29,11 +29,13 @@ KEYS = ("tcp_udp_flows", "one_packet_share", "packets_median", "duration_ms_medi
         "handshake_share", "closed_share", "flows_per_trace")
 
 
-def flow_figures(paths: list[Path], labels: list[str], workdir: Path) -> dict[str, float]:
-    """The evaluation's flow figures (:mod:`netdiff_lib.evaluate.flows`: nfstream, pooled) of a set of pcaps."""
+def flow_figures(paths: list[Path], labels: list[str], workdir: Path,
+                 max_packets: int | None = None) -> dict[str, float]:
+    """The evaluation's flow figures (:mod:`netdiff_lib.evaluate.flows`: nfstream, pooled) of a set of pcaps
+    (each cut to its first ``max_packets`` packets when given)."""
     from netdiff_lib.evaluate.flows import FlowMeter, set_stats
 
-    df, failed = FlowMeter(workdir).table([(str(p), lab) for p, lab in zip(paths, labels, strict=True)])
+    df, failed = FlowMeter(workdir, max_packets).table([(str(p), lab) for p, lab in zip(paths, labels, strict=True)])
     if failed:
         raise RuntimeError(f"nfstream could not read {failed[0]}")
     stats = set_stats(df, labels)["all"]

@@ -23,6 +23,8 @@ from netdiff_lib.schema import MAX_PACKETS
 PRESETS = ("tiny", "small", "base")
 CONV_DECODE = ("index", "regroup", "merge", "calibrate")
 TCP_STATE = ("off", "enforce", "handshake")
+#: ``diffusion.reveal``: the order the token sampler reveals the fields in (discrete.py)
+REVEAL_ORDERS = ("random", "structure_first")
 #: Keys older model folders and checkpoints may hold that only the first design (continuous features) read.
 REMOVED_KEYS = {"diffusion": ("num_train_timesteps", "beta_schedule")}
 
@@ -115,6 +117,13 @@ class DiffusionConfig:
     #: tokens, conv: which masked ``conv`` tokens a sampling step reveals: ``random`` ones (as every field) or the
     #: ``confident`` ones (the model's most probable first; as many)
     conv_order: str = "random"
+    #: tokens: the order a sampling run reveals the fields in, after the packet kinds (stage 1): ``random`` (every
+    #: field at the same pace) or ``structure_first`` (the first ``structure_steps`` share of the stage-2 steps
+    #: reveals only the structure fields, ``conv``, ``server_port`` and ``client_port``, or ``sport`` and ``dport``
+    #: with ``model.endpoints=ports``; the remaining steps every other field and the inter-arrival time,
+    #: conditioned on them). Sampling only: the same weights serve both.
+    reveal: str = "random"
+    structure_steps: float = 0.5
 
     def __post_init__(self) -> None:
         if not (0.0 < self.kind_share < 1.0 and 0.0 < self.kind_steps < 1.0):
@@ -123,6 +132,10 @@ class DiffusionConfig:
             raise ConfigError("diffusion.temperature and diffusion.conv_weight must be > 0, diffusion.iat_weight >= 0")
         if self.conv_order not in ("random", "confident"):
             raise ConfigError(f"diffusion.conv_order must be 'random' or 'confident', not {self.conv_order!r}")
+        if self.reveal not in REVEAL_ORDERS:
+            raise ConfigError(f"diffusion.reveal must be one of {', '.join(REVEAL_ORDERS)}, not {self.reveal!r}")
+        if not 0.0 < self.structure_steps < 1.0:
+            raise ConfigError(f"diffusion.structure_steps must be in (0, 1), not {self.structure_steps}")
         if self.min_snr_gamma <= 0:
             raise ConfigError("diffusion.min_snr_gamma must be > 0")
         if not 0.0 <= self.class_dropout < 1.0:

@@ -23,12 +23,19 @@ them, plus the min-SNR weighted error of the inter-arrival estimate (stage 2).  
 sampler of absorbing diffusion (from ``t`` to ``s`` a masked token is revealed with probability
 ``(t - s) / t``, drawn from the model's categorical, with classifier-free guidance on the logits) and DDIM for
 the inter-arrival time.
+
+``diffusion.reveal=structure_first`` changes the order of sampling only (:func:`reveal_plan`): after the kinds,
+the structure fields (a TCP/UDP packet's conversation and its ports) are revealed alone, then every other field
+and the inter-arrival time conditioned on them.  Trained on random masks, the model has learned the fields given any
+visible part of the others (whole columns shown and the rest hidden is a rare case of it), so the same weights
+serve both orders.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from itertools import pairwise
 
 import numpy as np
@@ -40,6 +47,7 @@ from netdiff_lib.config import Config, DiffusionConfig, ModelConfig
 from netdiff_lib.models.native.layers import Trunk
 from netdiff_lib.models.native.representation import NoiseSchedule
 
+Step = tuple[float, float, float, float]
 TIME_SCALE = 1000.0  # the time embedding sees t * TIME_SCALE, the range the sinusoids were made for
 MIN_ALPHA_BAR = 1e-5
 
@@ -167,13 +175,36 @@ def schedule(steps: int, kind_steps: float) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a, b in pairwise(ts)]
 
 
+def reveal_plan(steps: int, kind_steps: float, structure_steps: float | None = None) -> list[Step]:
+    """``(t, s, t_structure, s_structure)`` per sampler step: the network, the kinds, the fields and the
+    inter-arrival time go from global time ``t`` to ``s``, the structure fields from ``t_structure`` to
+    ``s_structure``.  ``structure_steps`` ``None``: :func:`schedule`, every field at the same pace.  Else the
+    same number of steps, stage 1 unchanged, then a ``structure_steps`` share of the stage-2 steps (at least one,
+    at most all but one) takes only the structure fields from 1/2 to 0 (the network at 1/2: the other fields all
+    masked, the inter-arrival time pure noise, as the model saw them in training at that time), and the rest
+    takes the other fields and the inter-arrival time from 1/2 to 0, with the structure fields shown.  Fewer than
+    two stage-2 steps cannot be split: then as :func:`schedule`."""
+    grid = schedule(steps, kind_steps)
+    stage1 = [(t, s, t, s) for t, s in grid if t > 0.5]
+    k2 = len(grid) - len(stage1)
+    if structure_steps is None or k2 < 2:
+        return [(t, s, t, s) for t, s in grid]
+    ks = min(max(1, round(k2 * structure_steps)), k2 - 1)
+    first = [(0.5, 0.5, float(a), float(b)) for a, b in pairwise(np.linspace(0.5, 0.0, ks + 1))]
+    rest = [(float(a), float(b), 0.0, 0.0) for a, b in pairwise(np.linspace(0.5, 0.0, k2 - ks + 1))]
+    return stage1 + first + rest
+
+
 @torch.no_grad()
 def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n: int, *, steps: int,
                   guidance: float, applicable: torch.Tensor, gen: torch.Generator, cfg: Config,
-                  padded: bool = True, confident: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  padded: bool = True, confident: int | None = None, structure: Sequence[int] = (),
+                  record: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens (B, n, fields) long, IAT feature (B, n)) for ``labels`` of ``lengths``; guidance 1 = none;
     ``confident``: the field whose tokens are revealed most confident first (as many per trace and step as
-    the random reveal would)."""
+    the random reveal would); ``structure``: the columns of the structure fields, revealed first when
+    ``diffusion.reveal`` is ``structure_first`` (:func:`reveal_plan`); ``record``: a list that receives a copy of
+    (tokens, IAT feature) after every step."""
     dev = labels.device
     b, f = len(labels), len(net.sizes)
     tokens = net.mask_ids.expand(b, n, f).clone()
@@ -182,7 +213,9 @@ def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n:
     lens = torch.cat([lengths, lengths]) if guided else lengths
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     temperature = cfg.diffusion.temperature
-    for t, s in TwoStageSchedule.of(cfg).grid(steps):
+    first = bool(structure) and cfg.diffusion.reveal == "structure_first"
+    cols = torch.tensor([j in structure for j in range(1, f)], device=dev)[:, None, None] if first else None
+    for t, s, ts, ss in reveal_plan(steps, cfg.diffusion.kind_steps, cfg.diffusion.structure_steps if first else None):
         tt = torch.full((len(y),), t, device=dev)
         x_in, i_in = (torch.cat([tokens, tokens]), torch.cat([iat, iat])) if guided else (tokens, iat)
         with autocast:
@@ -193,22 +226,32 @@ def sample_tokens(net: TokenDiT, labels: torch.Tensor, lengths: torch.Tensor, n:
             xc, xu = x0.chunk(2)
             x0 = xu + guidance * (xc - xu)
         parts = net.field_logits(logits)
-        tk, tf = stage_times(torch.tensor(t))
-        sk, sf = stage_times(torch.tensor(s))
+        (tk, tf), (sk, sf) = stage_times(torch.tensor(t)), stage_times(torch.tensor(s))
         if tk > 0:
             reveal = _reveal(tokens[..., 0] == net.mask_ids[0], float((tk - sk) / tk), gen)
             _draw(tokens[..., 0], reveal, parts[0], temperature, gen)
         if tk == 0 or sk == 0:
+            p_structure = _share(*(float(stage_times(torch.tensor(v))[1]) for v in (ts, ss))) if first else None
             tokens = _fields_step(net, tokens, parts, applicable, float(tf), float(sf), temperature, gen,
-                                  confident)
+                                  confident, None if cols is None or p_structure is None else (cols, p_structure))
             iat = _ddim(iat, x0.clamp(-1, 1), float(tf), float(sf))
+        if record is not None:
+            record.append((tokens.clone(), iat.clone()))
     return tokens, iat.clamp(-1, 1)
+
+
+def _share(tf: float, sf: float) -> float:
+    """The share of the still masked tokens that a step from field time ``tf`` to ``sf`` reveals."""
+    return (tf - sf) / tf if tf > 0 else 1.0
 
 
 def _fields_step(net: TokenDiT, tokens: torch.Tensor, parts: list[torch.Tensor], applicable: torch.Tensor,
                  tf: float, sf: float, temperature: float, gen: torch.Generator,
-                 confident: int | None = None) -> torch.Tensor:
-    """Stage 2: show what each packet's kind lacks as absent, then reveal a share of the masked fields."""
+                 confident: int | None = None,
+                 structure: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+    """Stage 2: show what each packet's kind lacks as absent, then reveal a share of the masked fields;
+    ``structure`` (which of fields 1.. are structure fields (fields - 1, 1, 1), their share): those fields at
+    their own pace."""
     app = applicable[tokens[..., 0]]
     masked = tokens == net.mask_ids
     tokens = torch.where(masked & ~app, torch.zeros_like(tokens), tokens)
@@ -216,8 +259,13 @@ def _fields_step(net: TokenDiT, tokens: torch.Tensor, parts: list[torch.Tensor],
         return tokens
     p = (tf - sf) / tf
     # every field's reveals at once, grouped by field: two device syncs per step instead of one per field
-    todo = _reveal((masked & app)[..., 1:].permute(2, 0, 1), p, gen)  # (fields - 1, B, N)
-    if confident is not None and p < 1.0:
+    candidates = (masked & app)[..., 1:].permute(2, 0, 1)  # (fields - 1, B, N)
+    if structure is None:
+        todo = _reveal(candidates, p, gen)
+    else:
+        rate = torch.where(structure[0], structure[1], p)
+        todo = candidates & (torch.rand(candidates.shape, generator=gen, device=candidates.device) < rate)
+    if confident is not None and (p if structure is None else structure[1]) < 1.0:
         todo[confident - 1] = _most_confident((masked & app)[..., confident], todo[confident - 1], parts[confident])
     counts = todo.sum(dim=(1, 2)).tolist()
     _, rows, cols = todo.nonzero(as_tuple=True)

@@ -24,6 +24,9 @@ from netdiff_lib.models.native.tokens import IAT_TOKEN_BINS, FieldTokenizer
 from netdiff_lib.schema import Layout
 from netdiff_lib.trace import Trace
 
+#: the fields revealed first with ``diffusion.reveal=structure_first`` (the packet kind is stage 1 already)
+STRUCTURE_FIELDS = ("conv", "server_port", "client_port", "sport", "dport")
+
 
 class FieldTokens(Representation):
     name = "tokens"
@@ -85,6 +88,11 @@ class FieldTokens(Representation):
             self._applicable[key] = torch.from_numpy(self.tokenizer.applicable()).to(device)
         return self._applicable[key]
 
+    def structure_columns(self) -> list[int]:
+        """The token columns that ``diffusion.reveal=structure_first`` reveals first: a packet's conversation and
+        its ports (``model.endpoints=conv``) or its two ports (``ports``)."""
+        return [i for i, name in enumerate(self.tokenizer.fields) if name in STRUCTURE_FIELDS]
+
     def loss(self, model: torch.nn.Module, net: torch.nn.Module, cfg: Config, rows: torch.Tensor,
              labels: torch.Tensor, lengths: torch.Tensor, gen: torch.Generator,
              padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +105,8 @@ class FieldTokens(Representation):
         tokens, iat = sample_tokens(net, labels, lengths, n, steps=steps, guidance=guidance,
                                     applicable=self.applicable(labels.device), gen=gen, cfg=cfg, padded=padded,
                                     confident=self.tokenizer.col("conv") if cfg.diffusion.conv_order == "confident"
-                                    and self.tokenizer.endpoints == "conv" else None)
+                                    and self.tokenizer.endpoints == "conv" else None,
+                                    structure=self.structure_columns())
         keep = (torch.arange(n, device=lengths.device)[None] < lengths[:, None]).ravel().cpu().numpy()
         tokens = tokens.reshape(-1, tokens.shape[-1]).to(torch.int32).cpu().numpy()  # half the bytes to copy, send
         return tokens[keep], iat.float().cpu().numpy().ravel()[keep]
