@@ -102,7 +102,7 @@ def arms(args: argparse.Namespace) -> None:
     out, results = Path(args.out), {}
     work = out / "nfstream"
     work.mkdir(parents=True, exist_ok=True)
-    if args.real:
+    if args.real and args.meter:
         real = [(c.uri, c.label) for c in discover(args.real)]
         df, _ = FlowMeter(work, model.config.model.max_packets).table(real)
         stats = set_stats(df, [lab for _, lab in real])["all"]
@@ -113,8 +113,9 @@ def arms(args: argparse.Namespace) -> None:
         traces = _decode(variant, batches, args.seed)
         paths = write_pcaps(traces, out / arm, model.layout, seed=args.seed, progress=False,
                             payloads=load_payloads(args.model))
-        results[arm] = flow_figures(paths, [t.label for t in traces], work)
-        print(arm, results[arm], flush=True)
+        if args.meter:
+            results[arm] = flow_figures(paths, [t.label for t in traces], work)
+            print(arm, results[arm], flush=True)
     (out / "arms.json").write_text(json.dumps({"single_rates": rates, "arms": results}, indent=1))
 
 
@@ -133,6 +134,8 @@ def main() -> None:
     ar.add_argument("--per-class", type=int, default=15)
     ar.add_argument("--steps", type=int, default=10, help="sampler steps")
     ar.add_argument("--seed", type=int, default=0)
+    ar.add_argument("--no-meter", dest="meter", action="store_false",
+                    help="write the pcaps only (no nfstream here: meter them with netdiff evaluate elsewhere)")
     args = ap.parse_args()
     train(args) if args.cmd == "train" else arms(args)
 
