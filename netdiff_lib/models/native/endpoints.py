@@ -31,8 +31,11 @@ Sentinel hold two transports, BENCHMARKS.md): its ports are the conversation's, 
 transport, so it leaves its own flow and becomes a one-packet flow of its own.  ``index`` decodes as described
 above; ``regroup`` (the default) gives each conversation the kind (IP version, transport) most of its packets
 have and moves each packet of another kind to the conversation of its kind and port tokens with a packet
-nearest to it (:func:`regroup`); ``merge`` also moves the packet of a one-packet conversation so.  Real tokens
-hold no strays, so ``regroup`` decodes them exactly; ``merge`` does not (real traffic has a few one-packet flows).
+nearest to it (:func:`regroup`); ``merge`` also moves the packet of a one-packet conversation so; ``calibrate``
+moves only as many as leave the class's real share of one-packet flows
+(:mod:`~netdiff_lib.models.native.flow_rules`).  Real tokens hold no strays, so ``regroup`` decodes them exactly;
+``merge`` does not (real traffic has a few one-packet flows), ``calibrate`` does where a batch holds a class's
+real share.
 
 **TCP state** (``model.tcp_state=enforce``, either endpoints mode).  Fitting records per class the share of
 TCP flows whose first packet has SYN (flows that started before the capture did not) and the share that carry
@@ -42,7 +45,9 @@ model opened stays open with probability ``min(1, p / s)``, another one opens wi
 ``max(0, (p - s) / (1 - s))``, ``s`` the batch's share of model-opened flows of the class, so the expected
 share is the class's ``p``; closing alike).  An opened flow: the initiator's first packet becomes a pure SYN,
 the responder's first a SYN-ACK, and no other packet of the flow has SYN; a flow left open loses its FIN and
-RST flags; a closing the model did not draw puts FIN on each side's last packet.  Reconstruction
+RST flags; a closing the model did not draw puts FIN on each side's last packet.  ``model.tcp_state=handshake``
+also places an opened flow's packets so that the SYN-ACK is its second packet and the initiator's ACK its third
+(:func:`~netdiff_lib.models.native.flow_rules.handshake_order`).  Reconstruction
 (:mod:`netdiff_lib.repair.tcp`) then numbers the connection and keeps RST and FIN at its end.
 """
 
