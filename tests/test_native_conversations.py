@@ -100,7 +100,7 @@ def _flow_figures(matrices: list[np.ndarray], iats: list[np.ndarray], labels: li
     return len(s), float((s == 1).mean()), float(np.median(s)), float(np.mean(opened))
 
 
-@pytest.mark.parametrize("tcp_state", ["off", "enforce"])
+@pytest.mark.parametrize("tcp_state", ["off", "enforce", "handshake"])
 def test_a_perfect_model_of_conversations_gives_the_real_flow_figures(traces: list[Trace], tcp_state: str) -> None:
     tok = _fit(traces, tcp_state=tcp_state)
     rng = np.random.default_rng(2)

@@ -163,7 +163,8 @@ def regroup(conv: np.ndarray, role: np.ndarray, trace: np.ndarray, kind: np.ndar
     to it (else of its kind and server port, else of its kind), as a later packet (role 0 becomes 1); strays with
     no such conversation form one new conversation per (trace, kind, ports).  ``singles`` (``merge``): then the
     packet of each one-packet conversation joins a conversation so too, if there is one; ``calibrate``
-    (``calibrate``): those it picks (:meth:`~netdiff_lib.models.native.flow_rules.Calibration.move`).
+    (``model.conv_decode=calibrate``): only the packets it picks
+    (:meth:`~netdiff_lib.models.native.flow_rules.Calibration.move`).
     Returns the conversation ids (dense, numbered by first packet) and the roles."""
     n = len(conv)
     g = Grouping(conv)
@@ -290,7 +291,9 @@ def tcp_connections(flags: np.ndarray, tcp: np.ndarray, trace_of: np.ndarray, l3
 def connection_flags(c: Connections | None, flags: np.ndarray, sport: np.ndarray,
                      handshake: bool = False) -> np.ndarray:
     """TCP flag values of the connections ``c`` (see the module docstring); ``handshake``: the initiator's packet
-    after the SYN-ACK also has ACK (:func:`~netdiff_lib.models.native.flow_rules.handshake_order` put it there)."""
+    after the SYN-ACK also has ACK (:func:`~netdiff_lib.models.native.flow_rules.handshake_order` put it there),
+    and a closed connection whose only FIN or RST was on the packet that became the SYN-ACK gets FIN on each
+    side's last packet that is no SYN."""
     flags = np.asarray(flags, np.int64).copy()
     if c is None:
         return flags
