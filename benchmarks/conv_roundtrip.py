@@ -1,6 +1,7 @@
 """What a perfect model of the token representation would give as flows: real traces -> tokens -> decode ->
-reconstruct -> pcaps -> the evaluation's nfstream flow figures, per ``model.endpoints`` / ``model.tcp_state``
-arm, against the real traces reconstructed as they are (same nPrint cut, same address plan, their own times).
+reconstruct -> pcaps -> the evaluation's nfstream flow figures, per ``model.endpoints`` / ``model.tcp_state`` /
+``model.conv_decode`` arm (each trace decoded alone), against the real traces reconstructed as they are (same
+nPrint cut, same address plan, their own times).
 
     python -m benchmarks.conv_roundtrip [DATA_DIR] [--per-class N] [--max-packets N] [--out results.json]
 
@@ -22,7 +23,9 @@ from netdiff_lib.repair import RepairConfig, reconstruct_batch
 
 ARMS = {"ports": ("ports", "off", "index"), "ports+tcp": ("ports", "enforce", "index"),
         "conv": ("conv", "off", "index"), "conv+tcp": ("conv", "enforce", "index"),
-        "conv+tcp+regroup": ("conv", "enforce", "regroup")}
+        "conv+tcp+regroup": ("conv", "enforce", "regroup"), "conv+tcp+calibrate": ("conv", "enforce", "calibrate"),
+        "conv+handshake+regroup": ("conv", "handshake", "regroup"),
+        "conv+handshake+calibrate": ("conv", "handshake", "calibrate")}
 
 
 KEYS = ("tcp_udp_flows", "one_packet_share", "packets_median", "duration_ms_median", "syn_open_share",

@@ -57,7 +57,7 @@ class ModelConfig:
     #: tokens: TCP connections opened as the class's real ones (``enforce``: handshake at the class's rate, no
     #: SYN mid-connection; ``handshake``: also a full 3-way handshake opening each opened connection of three
     #: packets or more) or as sampled (``off``); endpoints.py, flow_rules.py.
-    tcp_state: str = "enforce"
+    tcp_state: str = "handshake"
     #: tokens, conv: how decoding reads conversations from the ``conv`` tokens: ``index`` (an index from one
     #: opening to the next), ``regroup`` (also one transport per conversation: a packet of another kind joins
     #: the nearest conversation of its kind and ports) or ``merge`` (regroup, and a one-packet conversation joins

@@ -100,7 +100,7 @@ def _flow_figures(matrices: list[np.ndarray], iats: list[np.ndarray], labels: li
     return len(s), float((s == 1).mean()), float(np.median(s)), float(np.mean(opened))
 
 
-@pytest.mark.parametrize("tcp_state", ["off", "enforce"])
+@pytest.mark.parametrize("tcp_state", ["off", "enforce", "handshake"])
 def test_a_perfect_model_of_conversations_gives_the_real_flow_figures(traces: list[Trace], tcp_state: str) -> None:
     tok = _fit(traces, tcp_state=tcp_state)
     rng = np.random.default_rng(2)
@@ -285,7 +285,7 @@ def test_enforced_tcp_state_opens_and_closes_connections_at_the_class_rates(rate
 
 
 def test_switches_select_the_arms_and_fail_clearly(traces: list[Trace], tmp_path: Path) -> None:
-    assert (tiny().model.endpoints, tiny().model.tcp_state) == ("conv", "enforce")  # the defaults
+    assert (tiny().model.endpoints, tiny().model.tcp_state) == ("conv", "handshake")  # the defaults
     base = tiny().with_settings(["model.endpoints=ports", "model.tcp_state=off"])
     conv = base.with_settings(["model.endpoints=conv", "model.conversations=8", "model.tcp_state=enforce"])
     assert (conv.model.endpoints, conv.model.conversations, conv.model.tcp_state) == ("conv", 8, "enforce")

@@ -31,8 +31,11 @@ Sentinel hold two transports, BENCHMARKS.md): its ports are the conversation's, 
 transport, so it leaves its own flow and becomes a one-packet flow of its own.  ``index`` decodes as described
 above; ``regroup`` (the default) gives each conversation the kind (IP version, transport) most of its packets
 have and moves each packet of another kind to the conversation of its kind and port tokens with a packet
-nearest to it (:func:`regroup`); ``merge`` also moves the packet of a one-packet conversation so.  Real tokens
-hold no strays, so ``regroup`` decodes them exactly; ``merge`` does not (real traffic has a few one-packet flows).
+nearest to it (:func:`regroup`); ``merge`` also moves the packet of a one-packet conversation so; ``calibrate``
+moves only as many as leave the class's real share of one-packet flows
+(:mod:`~netdiff_lib.models.native.flow_rules`).  Real tokens hold no strays, so ``regroup`` decodes them exactly;
+``merge`` does not (real traffic has a few one-packet flows), ``calibrate`` does where a batch holds a class's
+real share.
 
 **TCP state** (``model.tcp_state=enforce``, either endpoints mode).  Fitting records per class the share of
 TCP flows whose first packet has SYN (flows that started before the capture did not) and the share that carry
@@ -42,7 +45,9 @@ model opened stays open with probability ``min(1, p / s)``, another one opens wi
 ``max(0, (p - s) / (1 - s))``, ``s`` the batch's share of model-opened flows of the class, so the expected
 share is the class's ``p``; closing alike).  An opened flow: the initiator's first packet becomes a pure SYN,
 the responder's first a SYN-ACK, and no other packet of the flow has SYN; a flow left open loses its FIN and
-RST flags; a closing the model did not draw puts FIN on each side's last packet.  Reconstruction
+RST flags; a closing the model did not draw puts FIN on each side's last packet.  ``model.tcp_state=handshake``
+also places an opened flow's packets so that the SYN-ACK is its second packet and the initiator's ACK its third
+(:func:`~netdiff_lib.models.native.flow_rules.handshake_order`).  Reconstruction
 (:mod:`netdiff_lib.repair.tcp`) then numbers the connection and keeps RST and FIN at its end.
 """
 
@@ -162,7 +167,8 @@ def regroup(conv: np.ndarray, role: np.ndarray, trace: np.ndarray, kind: np.ndar
     to it (else of its kind and server port, else of its kind), as a later packet (role 0 becomes 1); strays with
     no such conversation form one new conversation per (trace, kind, ports).  ``singles`` (``merge``): then the
     packet of each one-packet conversation joins a conversation so too, if there is one; ``calibrate``
-    (``calibrate``): those it picks (:meth:`~netdiff_lib.models.native.flow_rules.Calibration.move`).
+    (``model.conv_decode=calibrate``): only the packets it picks
+    (:meth:`~netdiff_lib.models.native.flow_rules.Calibration.move`).
     Returns the conversation ids (dense, numbered by first packet) and the roles."""
     n = len(conv)
     g = Grouping(conv)
@@ -289,7 +295,9 @@ def tcp_connections(flags: np.ndarray, tcp: np.ndarray, trace_of: np.ndarray, l3
 def connection_flags(c: Connections | None, flags: np.ndarray, sport: np.ndarray,
                      handshake: bool = False) -> np.ndarray:
     """TCP flag values of the connections ``c`` (see the module docstring); ``handshake``: the initiator's packet
-    after the SYN-ACK also has ACK (:func:`~netdiff_lib.models.native.flow_rules.handshake_order` put it there)."""
+    after the SYN-ACK also has ACK (:func:`~netdiff_lib.models.native.flow_rules.handshake_order` put it there),
+    and a closed connection whose only FIN or RST was on the packet that became the SYN-ACK gets FIN on each
+    side's last packet that is no SYN."""
     flags = np.asarray(flags, np.int64).copy()
     if c is None:
         return flags

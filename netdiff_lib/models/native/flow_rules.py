@@ -1,7 +1,8 @@
 """Decoding rules that give generated flows the shape of the class's real ones, by construction.
 
-Both are fitted per class on the training traces (like the TCP rates of :mod:`.endpoints`) and kept in the
-tokenizer's state (``tokens.json``), so a model folder written without them decodes as it did.
+The first is fitted per class on the training traces (like the TCP rates of :mod:`.endpoints`, which the second
+builds on); both are kept in the tokenizer's state (``tokens.json``: ``conv_decode`` with ``single_rates``, and
+``tcp_state``), so a model folder written without them decodes as it did.
 
 **One-packet flows at the class's share** (``model.conv_decode=calibrate``).  Fitting records per class and
 transport (TCP, UDP) the share of flows that hold one packet (:func:`single_rates`; the two differ: on IoT
@@ -21,9 +22,12 @@ rules open is, to a flow meter (nfstream, :mod:`netdiff_lib.evaluate.flows`), a 
 packet is a SYN without ACK, the responder sends a SYN and the initiator an ACK.  Reconstruction
 (:mod:`netdiff_lib.repair.tcp`) makes the responder's first packet the SYN-ACK but turns the initiator's packets
 before it into SYN retransmissions, so a connection whose sampled second packet is the initiator's again has no
-handshake.  :func:`handshake_order` makes the packets in the second and third places of each opened connection
-the responder's and the initiator's (a connection of two packets: the responder's second), and the flag rules
-then make them the SYN-ACK and an ACK (SYN and SYN-ACK carry no payload: reconstruction drops it).  The change
+handshake, nor one without an initiator's packet after the responder's first.  :func:`handshake_order` makes the
+packets in the second and third places of each opened connection the responder's and the initiator's (of a
+connection of two packets, the second is the responder's), and the flag rules
+(:func:`~netdiff_lib.models.native.endpoints.connection_flags`) then make them the SYN-ACK and an ACK (SYN and
+SYN-ACK carry no payload: reconstruction drops it; a closing whose only FIN or RST was on the packet that became
+the SYN-ACK moves to each side's last packet).  The change
 that disturbs least: **move, else flip**.  Where the connection holds a packet of the side needed, the first such
 packet moves forward into the place and the packets it passes move back one place each (a stable move: each
 side keeps its own packets, their order, contents and count; only the interleaving of the two sides changes,
