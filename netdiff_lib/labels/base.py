@@ -19,6 +19,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ PROTOCOLS = {"hopopt": 0, "icmp": 1, "igmp": 2, "ipv4": 4, "tcp": 6, "egp": 8, "
 FlowKey = tuple[int, int, int, int, int]
 
 
+@lru_cache(maxsize=1 << 18)  # label files name each host in many rows
 def addr_int(text: str) -> int:
     """An address as a 128-bit integer (IPv4 mapped into IPv6); ValueError when it is not an address."""
     ip = ipaddress.ip_address(text.strip())
@@ -47,6 +49,7 @@ def addr_text(value: int) -> str:
     return str(ip.ipv4_mapped or ip)
 
 
+@lru_cache(maxsize=1024)
 def proto_number(text: str) -> int:
     """An IP protocol given as a number or a name (``tcp``, ``udp``, ``icmp``, ...); ValueError otherwise."""
     text = text.strip().lower()
@@ -60,6 +63,7 @@ def proto_number(text: str) -> int:
     return PROTOCOLS[text]
 
 
+@lru_cache(maxsize=1 << 17)
 def port_number(text: str) -> int:
     """A port in decimal or hex (``0x01bb``, as UNSW-NB15 writes some); ``-`` or empty is 0."""
     text = text.strip().lower()
