@@ -244,7 +244,12 @@ class LabelIndex:
         return found
 
     def add_flow(self, key: FlowKey, start_ns: int, end_ns: int, label: str) -> None:
-        self.flows.add(hash(key), start_ns, max(end_ns, start_ns), self.label_id(label))
+        found = self._ids.get(label)
+        t = self.flows
+        t.keys.append(hash(key))
+        t.starts.append(start_ns)
+        t.ends.append(end_ns if end_ns > start_ns else start_ns)
+        t.labels.append(self.label_id(label) if found is None else found)
         self.rows += 1
 
     def add_host(self, addr: int, start_ns: int, end_ns: int, label: str) -> None:
