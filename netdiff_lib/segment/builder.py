@@ -28,10 +28,9 @@ from netdiff_lib.pcap import PcapFile
 from netdiff_lib.schema import Layout
 from netdiff_lib.segment.keys import LocalNets, batch_keys
 from netdiff_lib.segment.place import Placements, label_codes, place
-from netdiff_lib.segment.pool import RowPool
 from netdiff_lib.segment.runs import Runs
 from netdiff_lib.segment.spec import BEYOND, LATE, NO_LOCAL, UNLABELLED_DROPPED, SegmentStats, TraceSpec
-from netdiff_lib.store.codec import PackedTrace, PackedTraces, block_counts, byte_offsets, pack_header_bytes, row_plan
+from netdiff_lib.store.codec import PackedTrace, PackedTraces, byte_offsets, pack_header_bytes, row_plan
 from netdiff_lib.trace import Trace
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -40,7 +39,7 @@ _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 class _Open:
     """One trace being built (a plain class with slots: one is made per trace)."""
 
-    __slots__ = ("cur", "data", "first_ns", "full", "index", "key", "n", "owned", "rows", "slot", "ts", "uid")
+    __slots__ = ("cur", "data", "first_ns", "full", "index", "key", "n", "owned", "rows", "slot", "ts")
 
     def __init__(self, key: tuple, slot: int, first_ns: int) -> None:
         self.key, self.slot, self.first_ns = key, slot, first_ns  # key: (segment, label)
@@ -51,7 +50,6 @@ class _Open:
         self.n, self.full = 0, False
         self.owned = True  # emitted when it ends (a trace that starts before a pod's byte range is not its own)
         self.cur: tuple[int, int] | None = None  # its rows of the current batch: a range of the batch's kept rows
-        self.uid = -1  # its number in the builder's row pool (batched)
 
 
 class _Slots:
@@ -94,15 +92,10 @@ class _Slots:
 class _Builder:
     def __init__(self, spec: TraceSpec, layout: Layout, max_packets: int | None, source: str,
                  labels: LabelIndex | None, label: str | None, unlabelled: str, index: int | None = None,
-                 packed: bool = False, batched: bool = False) -> None:
+                 packed: bool = False) -> None:
         self.spec, self.layout, self.max, self.source, self.index = spec, layout, max_packets, source, index
         self._empty = (0, layout.width)
         self.plan = row_plan(layout) if packed else None  # packed: traces as a store's rows, not matrices
-        # batched (packed, no index): the open traces' rows wait in a pool; a batch's traces come out as one
-        # PackedTraces
-        self.pool = RowPool(len(self.plan.sizes), self.plan.count_dtype) if packed and batched and index is None \
-            else None
-        self.uids = 0
         self.labels, self.label, self.unlabelled = labels, label, unlabelled
         self.local = LocalNets(spec.local_nets)
         self.open: dict[tuple, _Open] = {}
@@ -120,10 +113,12 @@ class _Builder:
         """Whether a trace of its own is still open and not yet full (emitted)."""
         return any(st.owned and not st.full for st in self.open.values())
 
-    def add_batch(self, enc: EncodedBatch, ts: np.ndarray) -> None:
-        n = len(ts)
-        if not n:
-            return
+    def one_full(self) -> bool:
+        """Whether the first open trace is full (``--traces file``: the one trace)."""
+        return bool(self.open) and next(iter(self.open.values())).full
+
+    def _prepare(self, enc: EncodedBatch, ts: np.ndarray) -> tuple[Placements, np.ndarray, list[str], Runs]:
+        """A batch's placements, their labels (codes into the names) and their runs (not yet split or cut)."""
         if self.t0 is None:
             self.t0 = int(ts[0])
         need_keys = self.spec.mode not in ("file", "window") or self.labels is not None
@@ -132,12 +127,18 @@ class _Builder:
         codes, names = label_codes(pl, keys, ts, self.labels, self.label, self.unlabelled)
         self._drop(LATE, pl.late)
         self._drop(NO_LOCAL, pl.no_local)
-        runs = Runs(pl, codes, len(names), ts, self.max, self.spec.timeout_ns if self.idle else None)
+        return pl, codes, names, Runs(pl, codes, len(names), ts, self.max, self.spec.timeout_ns if self.idle else None)
+
+    def add_batch(self, enc: EncodedBatch, ts: np.ndarray) -> None:
+        n = len(ts)
+        if not n:
+            return
+        pl, codes, names, runs = self._prepare(enc, ts)
         states = [self.open.get((pl.segs[s], names[c])) for s, c in zip(runs.g_seg, runs.g_code, strict=True)]
         st_last = np.array([self.slots.last[st.slot] if st else 0 for st in states], np.int64)
         st_n = np.array([st.n if st else 0 for st in states], np.int64)
         runs.split_and_cut([st is not None for st in states], st_last, st_n)
-        events, touched, owned, uids = self._runs(runs, pl, names, states)
+        events, touched, owned = self._runs(runs, pl, names, states)
         if self.windowed:
             events += self._close_windows(pl.reach)
             self.closed_window = int(pl.reach[-1]) - 1
@@ -149,17 +150,12 @@ class _Builder:
                 if not st.full:
                     events.append(((n, 0, int(self.slots.seq[i])), st))
         self._count(pl, codes, runs, n, np.array(owned, bool)[runs.rid] if owned else np.zeros(0, bool))
-        if self.pool is not None:
-            self._pool_batch(enc, runs, np.where(np.array(owned, bool), np.array(uids, np.int64), -1))
-            self._emit_many([st for _, st in sorted(events, key=lambda e: e[0])])
-        else:
-            self._emit_events(events, touched, enc, runs)
+        self._emit_events(events, touched, enc, runs)
 
     def _runs(self, runs: Runs, pl: Placements, names: list[str],
-              states: list[_Open | None]) -> tuple[list, list[_Open], list[bool], list[int]]:
+              states: list[_Open | None]) -> tuple[list, list[_Open], list[bool]]:
         """Follow every run of the batch: continue or start its trace, note where traces end or fill up."""
-        events, touched, created, owned, uids = [], [], [], [], []
-        pooled = self.pool is not None
+        events, touched, created, owned = [], [], [], []
         pk, s = runs.pk.tolist(), runs.s.tolist()
         for g, start, cont, group_first, kept0, kept1, emit_at, end_at, n_end, last in runs.table():
             old = states[g]
@@ -175,13 +171,11 @@ class _Builder:
                 key = (pl.segs[runs.g_seg[g]], names[runs.g_code[g]])
                 win = pl.window[runs.g_seg[g]] if pl.window is not None else 0
                 st = self.open[key] = self.slots.take(int(runs.t[start]), int(win), key)
-                st.owned, st.uid = self.owning, self.uids
-                self.uids += 1
+                st.owned = self.owning
                 created.append((2 * pk[start] + s[start], st))
             owned.append(st.owned)
-            uids.append(st.uid)
             self.slots.last[st.slot] = last
-            if kept1 > kept0 and st.owned and not pooled:
+            if kept1 > kept0 and st.owned:
                 st.cur = (kept0, kept1)
                 touched.append(st)
             st.n = n_end if self.max is None else min(n_end, self.max)
@@ -193,7 +187,7 @@ class _Builder:
                 if not (emit_at >= 0 or was_full):
                     events.append(((pk[end_at], 2 * s[end_at], 0), st))
         self.slots.number(created)
-        return events, touched, owned, uids
+        return events, touched, owned
 
     def _close(self, st: _Open) -> None:
         if self.open.get(st.key) is st:
@@ -282,46 +276,12 @@ class _Builder:
                 st.index += values[a:b]
             st.cur = None
 
-    def _pool_batch(self, enc: EncodedBatch, runs: Runs, run_uid: np.ndarray) -> None:
-        """Put the batch's kept rows into the pool, each under its trace's number (-1: not this builder's own)."""
-        sel = runs.kept
-        kept = runs.pk[sel]
-        fill = enc.raw_fill[kept]
-        counts = block_counts(fill, self.plan, enc.raw_counts[kept] if enc.raw_counts is not None else None)
-        uid = run_uid[runs.rid[sel]] if len(run_uid) else np.zeros(0, np.int64)
-        self.pool.add(uid, enc.raw[kept], fill, counts, runs.t[sel])
-
-    def _emit_many(self, ended: list[_Open]) -> None:
-        """Emit traces in this order as one :class:`PackedTraces` (batched); a trace named twice comes out empty
-        the second time, as :meth:`_emit` gives it."""
-        ended = [st for st in ended if st.owned]
-        if not ended:
-            return
-        uids, seen = [], set()
-        for st in ended:
-            if st.uid in seen:  # a number no row has
-                st.uid, self.uids = self.uids, self.uids + 1
-            uids.append(st.uid)
-            seen.add(st.uid)
-        got = self.pool.take(uids)
-        labels = [st.key[1] for st in ended]
-        metas = [self._meta(st.key[0]) for st in ended]
-        self.stats.traces.update(labels)
-        self.done.append(PackedTraces(got.counts, got.data, got.ts, got.lengths, labels, self.source, metas,
-                                      self.layout))
-
     def finish(self) -> None:
         slots = self.slots.alive_slots()
-        ended = []
         for i in slots[np.lexsort((self.slots.seq[slots], self.slots.first[slots]))].tolist():
             st = self.slots.states[i]
             self._close(st)
             if not st.full:
-                ended.append(st)
-        if self.pool is not None:
-            self._emit_many(ended)
-        else:
-            for st in ended:
                 self._emit(st)
 
     def _meta(self, seg: object) -> dict:
@@ -405,12 +365,18 @@ def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_pa
     """
     pcap = PcapFile(path)
     packed = packed and packs_directly(layout, mode)
-    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled, index, packed, batched)
+    args = (spec, layout, max_packets, source or str(path), labels, label, unlabelled, index)
+    if packed and batched and index is None:
+        from netdiff_lib.segment.columnar import ArrayBuilder
+
+        b = ArrayBuilder(*args)
+    else:
+        b = _Builder(*args, packed)
     if stats is not None:
         b.stats = stats
     for batch in pcap.batches(batch_size=batch_size):
         b.stats.packets += len(batch)
-        if spec.mode == "file" and labels is None and b.open and next(iter(b.open.values())).full:
+        if spec.mode == "file" and labels is None and b.one_full():
             b.stats.dropped[BEYOND] += len(batch)  # the one trace is full: count the rest, encode nothing
             continue
         enc = encode_batch(batch, layout, mode, bits=not packed)
