@@ -284,6 +284,18 @@ class _Builder:
             if not st.full:
                 self._emit(st)
 
+    def _metas(self, segs: list) -> list[dict]:
+        """:meth:`_meta` of each segment (flows' descriptions written in one comprehension)."""
+        if self.spec.mode != "flow":
+            return [self._meta(seg) for seg in segs]
+        ht, name = _host_text, _PROTO_NAMES.get
+        texts = [f"{name(p) or f'proto {p}'} {ht(a)}:{pa} <-> {ht(b)}:{pb}" if p in (6, 17) else
+                 f"{name(p) or f'proto {p}'} {ht(a)} <-> {ht(b)}" for p, a, pa, b, pb in segs]
+        mode = self.spec.text
+        if self.max is None:
+            return [{"traces": mode, "trace": t} for t in texts]
+        return [{"traces": mode, "trace": t, "max_packets": self.max} for t in texts]
+
     def _meta(self, seg: object) -> dict:
         meta = {"traces": self.spec.text, "trace": self._describe(seg)}
         if self.max is not None:

@@ -183,7 +183,7 @@ class ArrayBuilder(_Builder):
         labels = [k[1] for k in keys]
         self.stats.traces.update(labels)
         self.done.append(PackedTraces(got.counts, got.data, got.ts, got.lengths, labels, self.source,
-                                      [self._meta(k[0]) for k in keys], self.layout))
+                                      self._metas([k[0] for k in keys]), self.layout))
 
     def finish(self) -> None:
         st = self.state
