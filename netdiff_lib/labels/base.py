@@ -182,28 +182,41 @@ class _Table:
                 return self.labels[i]
         return -1
 
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        """The table as arrays, and for :meth:`find_many` its distinct keys (each one's first row), its distinct
+        start times, and per row ``key rank << shift | start rank``: sorted as the rows are, so that one binary
+        search finds a key's latest row starting by a time."""
+        if self._np is None:
+            tk, starts, ends = (np.frombuffer(a, np.int64) for a in (self.keys, self.starts, self.ends))
+            ukeys, first = np.unique(tk, return_index=True)
+            ustarts, srank = np.unique(starts, return_inverse=True)
+            shift = max(len(ustarts).bit_length(), 1)
+            krank = np.repeat(np.arange(len(ukeys), dtype=np.int64), np.diff(np.append(first, len(tk))))
+            comp = (krank << shift) | srank.ravel()  # fits: fewer than 2**31 rows
+            self._np = (tk, starts, ends, np.frombuffer(self.labels, np.uint16), ukeys, first, ustarts, shift, comp)
+        return self._np
+
     def find_many(self, keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """:meth:`find` for arrays of keys and times at once (int64 label indices, -1 where none)."""
-        if self._np is None:
-            self._np = (*(np.frombuffer(a, np.int64) for a in (self.keys, self.starts, self.ends)),
-                        np.frombuffer(self.labels, np.uint16))
-        tk, starts, ends, names = self._np
+        tk, _, ends, names, ukeys, first, ustarts, shift, comp = self._arrays()
         out = np.full(len(keys), -1, np.int64)
-        lo, hi = np.searchsorted(tk, keys, "left"), np.searchsorted(tk, keys, "right")
-        rows = np.flatnonzero(hi > lo)
-        lo, a, b, t = lo[rows], lo[rows], hi[rows], ts[rows]
-        while (active := a < b).any():  # bisect_right of each time among its key's starts
-            mid = (a + b) // 2
-            right = active & (starts[np.minimum(mid, len(starts) - 1)] <= t)
-            a, b = np.where(right, mid + 1, a), np.where(active & ~right, mid, b)
-        i = a - 1
+        if not len(tk):
+            return out
+        by_key = np.argsort(keys)  # queries in key order: the searches walk the table forward (cache)
+        at = np.minimum(np.searchsorted(ukeys, keys[by_key]), len(ukeys) - 1)
+        found = np.flatnonzero(ukeys[at] == keys[by_key])
+        rows, kr = by_key[found], at[found]
+        t, lo = ts[rows], first[kr]
+        i = np.searchsorted(comp, (kr << shift) + np.searchsorted(ustarts, t, "right") - 1, "right") - 1
         for _ in range(64):  # latest start first, as find
             live = i >= lo
-            if not live.any():
+            rows, i, lo, t = rows[live], i[live], lo[live], t[live]
+            if not len(rows):
                 break
-            hit = live & (ends[np.maximum(i, 0)] >= t)
+            hit = ends[i] >= t
             out[rows[hit]] = names[i[hit]]
-            i = np.where(hit | ~live, lo - 1, i - 1)
+            miss = ~hit
+            rows, i, lo, t = rows[miss], i[miss] - 1, lo[miss], t[miss]
         return out
 
 
