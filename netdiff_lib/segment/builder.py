@@ -11,7 +11,8 @@ and in arrays indexed by slot its last packet's time, first time, window and cre
 ends when a packet comes more than the idle timeout after its previous one, or after a batch whose last packet is
 more than the timeout after it; a full trace stays as a marker without rows, so that its later packets are counted,
 until it ends. At the end of the capture every open trace ends. Traces come out in the order the per-packet builder
-gave them (tests/segment_reference.py), which the differential tests check.
+gave them (tests/segment_reference.py), which the differential tests check. For a trace store, a batch at a time,
+:mod:`netdiff_lib.segment.columnar` follows the runs on arrays instead (:func:`make_builder`).
 """
 
 from __future__ import annotations
@@ -361,6 +362,16 @@ def packs_directly(layout: Layout, mode: str) -> bool:
     return row_plan(layout).prefix and not (mode == "nprint" and any(b in ("radiotap", "wlan") for b in layout.blocks))
 
 
+def make_builder(args: tuple, packed: bool, batched: bool) -> _Builder:
+    """The builder for :func:`segment_capture`'s ``args`` (spec ... index): for a store's packed rows a batch at
+    a time (no ``index``), :class:`~netdiff_lib.segment.columnar.ArrayBuilder`."""
+    if packed and batched and args[-1] is None:
+        from netdiff_lib.segment.columnar import ArrayBuilder
+
+        return ArrayBuilder(*args)
+    return _Builder(*args, packed)
+
+
 def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_packets: int | None,
                     label: str | None = None, labels: LabelIndex | None = None, unlabelled: str = "drop",
                     mode: str = "netdiff", source: str | None = None, stats: SegmentStats | None = None,
@@ -377,13 +388,8 @@ def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_pa
     """
     pcap = PcapFile(path)
     packed = packed and packs_directly(layout, mode)
-    args = (spec, layout, max_packets, source or str(path), labels, label, unlabelled, index)
-    if packed and batched and index is None:
-        from netdiff_lib.segment.columnar import ArrayBuilder
-
-        b = ArrayBuilder(*args)
-    else:
-        b = _Builder(*args, packed)
+    b = make_builder((spec, layout, max_packets, source or str(path), labels, label, unlabelled, index), packed,
+                     batched)
     if stats is not None:
         b.stats = stats
     for batch in pcap.batches(batch_size=batch_size):
