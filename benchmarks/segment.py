@@ -68,10 +68,12 @@ def build_capture(path: Path, packets: int, hosts: int, span_s: float, seed: int
 
 
 def _store_work(mode: str) -> str:
-    """Capture -> traces -> trace store (with the trace builders' packed rows where the tree has them)."""
+    """Capture -> traces -> trace store (with the trace builders' packed rows, a batch's traces at once, where the
+    tree has them)."""
     return ("import inspect, tempfile\nfrom netdiff_lib.segment import SegmentStats, parse_traces, segment_capture\n"
             "from netdiff_lib.store import StoreWriter\n"
-            "kw = {'packed': True} if 'packed' in inspect.signature(segment_capture).parameters else {}\n"
+            "params = inspect.signature(segment_capture).parameters\n"
+            "kw = {k: True for k in ('packed', 'batched') if k in params}\n"
             "stats = SegmentStats()\nt = time.process_time()\nwith tempfile.TemporaryDirectory() as d:\n"
             "    w = StoreWriter(d + '/s', NETDIFFUSION)\n"
             f"    for tr in segment_capture(CAP, parse_traces({mode!r}), NETDIFFUSION, max_packets=1024, label='x', "

@@ -122,6 +122,32 @@ def test_fast_builder_gives_todays_traces(captures: dict, mode: str, which: str)
     assert seen >= 24 and captures["n"] > 2000
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_batched_traces_are_the_packed_traces(captures: dict, mode: str) -> None:
+    """``batched=True`` (a batch's traces as one PackedTraces, their rows held per batch meanwhile) gives the
+    packed traces one at a time: same rows, times, labels, meta, order and counts."""
+    seen = 0
+    for which, max_packets, labels, batch_size, timeout in (("ordered", None, None, 16384, 120.0),
+                                                            ("shuffled", 4, captures["index"], 37, 3.0),
+                                                            ("ordered", 4, captures["index"], 37, 120.0)):
+        spec = parse_traces(mode, timeout)
+        out = []
+        for batched in (False, True):
+            stats = SegmentStats()
+            got = list(segment_capture(captures[which], spec, NETDIFFUSION, stats=stats, max_packets=max_packets,
+                                       label="x", labels=labels, unlabelled="keep", batch_size=batch_size,
+                                       packed=True, batched=batched))
+            out.append(([t for b in got for t in b.traces()] if batched else got, stats))
+        (want, want_stats), (have, have_stats) = out
+        assert [(t.label, t.meta, t.source) for t in have] == [(t.label, t.meta, t.source) for t in want]
+        for a, b in zip(have, want, strict=True):
+            assert np.array_equal(a.ts_ns, b.ts_ns) and np.array_equal(a.counts, b.counts)
+            assert np.array_equal(a.data, b.data) and a.counts.dtype == b.counts.dtype
+        assert vars(have_stats) == vars(want_stats)
+        seen += len(want)
+    assert seen >= 6
+
+
 def test_fast_builder_splits_and_cuts_really_happen(captures: dict) -> None:
     """The differential runs cover what they should: idle splits, late packets, several labels."""
     (flows_120, _), _ = _both(captures["ordered"], "flow", max_packets=None, label="x")

@@ -9,6 +9,7 @@ import struct
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_segment_fast import _index, _long_capture
 
@@ -83,6 +84,27 @@ def test_workers_together_give_the_one_pass_traces(capture: tuple, mode: str, pa
             whole_stats.dropped[BEYOND] = whole_beyond
             assert Counter(got) == Counter(whole)  # each trace given by one worker once
     assert straddle > 0  # traces that cross a cut are there
+
+
+@pytest.mark.parametrize("mode", ["flow", "host+window:20", "window:7.5"])
+def test_workers_give_batches_of_their_packed_traces(capture: tuple, mode: str) -> None:
+    """``batched=True`` (the pipeline's encode step): each worker's traces a batch at a time, the same packed
+    traces (rows, times, labels, meta, order) and counts as one at a time."""
+    path, _, index = capture
+    spec = parse_traces(mode, 3.0)
+    for k in range(3):
+        out = []
+        for batched in (False, True):
+            stats = SegmentStats()
+            got = list(segment_part(path, spec, NETDIFFUSION, part=k, parts=3, stats=stats, packed=True,
+                                    batched=batched, max_packets=4, labels=index, batch_size=53))
+            out.append(([t for b in got for t in b.traces()] if batched else got, stats))
+        (want, want_stats), (have, have_stats) = out
+        assert len(want) > 0 and [(t.label, t.meta) for t in have] == [(t.label, t.meta) for t in want]
+        for a, b in zip(have, want, strict=True):
+            assert np.array_equal(a.counts, b.counts) and np.array_equal(a.data, b.data)
+            assert np.array_equal(a.ts_ns, b.ts_ns)
+        assert vars(have_stats) == vars(want_stats)
 
 
 def test_counts_near_cuts_follow_the_traces_owner(tmp_path: Path) -> None:

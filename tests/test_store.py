@@ -349,6 +349,37 @@ def test_store_from_header_bytes_is_byte_identical(tmp_path: Path, layout: Layou
         assert np.array_equal(a.matrix, b.matrix) and np.array_equal(a.ts_ns, b.ts_ns) and a.meta == b.meta
 
 
+@pytest.mark.parametrize("pack_rows", [16384, 6])
+@pytest.mark.parametrize("roll", [{"shard_packets": 20}, {"shard_bytes": 1500}, {"shard_packets": 1}, {}])
+@pytest.mark.parametrize("mode", ["flow", "host+window:20", "window:7.5"])
+def test_store_from_batches_of_traces_is_byte_identical(tmp_path: Path, mode: str, roll: dict, pack_rows: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch's traces handed over at once (PackedTraces, what ``netdiff encode --format store`` does) give
+    the store of one trace at a time: same shards (rolled at a packet or byte size, checked where rows are packed:
+    every ``pack_rows``), same fingerprint."""
+    from netdiff_lib.segment import parse_traces, segment_capture
+    from netdiff_lib.store import writer
+
+    monkeypatch.setattr(writer, "PACK_ROWS", pack_rows)
+    path = tmp_path / "long.pcap"
+    merge(path, PARTS)
+    kw = {"max_packets": 50, "label": "x", "packed": True, "batch_size": 97}
+    one = list(segment_capture(path, parse_traces(mode), NETDIFFUSION, **kw))
+    batches = list(segment_capture(path, parse_traces(mode), NETDIFFUSION, batched=True, **kw))
+    assert {type(b).__name__ for b in batches} == {"PackedTraces"}
+    assert mode != "flow" or max(len(b) for b in batches) > 1
+    assert sum(len(b) for b in batches) == len(one)
+    want = _write(tmp_path / "one", one, **roll)
+    w = StoreWriter(tmp_path / "batches", NETDIFFUSION, **roll)
+    w.add(one[0])  # a PackedTrace first, then batches: the writer takes both
+    for b in batches:
+        w.add(b.part(1, len(b)) if b is batches[0] else b)
+    got = w.close()
+    assert got["shards"] == want["shards"] and got["fingerprint"] == want["fingerprint"]
+    rolls = "shard_packets" in roll or ("shard_bytes" in roll and pack_rows < 100)  # bytes: counted when packed
+    assert (len(want["shards"]) > 1) == rolls
+
+
 @pytest.mark.skipif(not (SHARED / "iot-sentinel").is_dir(), reason="/work/shared/data/iot-sentinel is not here")
 @pytest.mark.parametrize("parse", ["netdiff", "nprint"])
 def test_store_from_header_bytes_is_byte_identical_on_real_captures(tmp_path: Path, parse: str) -> None:

@@ -20,6 +20,7 @@ from netdiff_lib.segment.builder import segment_capture
 from netdiff_lib.segment.options import TraceOptions
 from netdiff_lib.segment.spec import SegmentStats, safe_name
 from netdiff_lib.store import StoreWriter
+from netdiff_lib.store.codec import PackedTraces
 from netdiff_lib.trace import Trace, save_trace
 
 #: ``netdiff encode --format`` values (the default: npz with ``--traces file``, store otherwise).
@@ -85,13 +86,14 @@ def encode_segmented(files: list[Path], layout: Layout, limit: int | None, opts:
         for trace in segment_capture(path, opts.spec, layout, max_packets=limit, label=label_of(path),
                                      labels=index, unlabelled=opts.unlabelled, mode=parse, stats=stats,
                                      index=0 if args.format in ("csv", "both") else None,
-                                     packed=store is not None):
+                                     packed=store is not None, batched=store is not None):
+            if store is not None:  # a batch's traces at once (PackedTraces), or one trace
+                store.add(trace)
+                n += len(trace) if isinstance(trace, PackedTraces) else 1
+                continue
             n += 1
             name = f"{safe_name(trace.label)}/{names[path]}_{n:05d}"
-            if store is not None:
-                store.add(trace)
-            else:
-                write_trace(args.out, name, trace, args.format)
+            write_trace(args.out, name, trace, args.format)
             summary.outputs.append(name)
         total.update(stats)
         summary.packets += stats.in_traces

@@ -19,6 +19,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ PROTOCOLS = {"hopopt": 0, "icmp": 1, "igmp": 2, "ipv4": 4, "tcp": 6, "egp": 8, "
 FlowKey = tuple[int, int, int, int, int]
 
 
+@lru_cache(maxsize=1 << 18)  # label files name each host in many rows
 def addr_int(text: str) -> int:
     """An address as a 128-bit integer (IPv4 mapped into IPv6); ValueError when it is not an address."""
     ip = ipaddress.ip_address(text.strip())
@@ -47,6 +49,7 @@ def addr_text(value: int) -> str:
     return str(ip.ipv4_mapped or ip)
 
 
+@lru_cache(maxsize=1024)
 def proto_number(text: str) -> int:
     """An IP protocol given as a number or a name (``tcp``, ``udp``, ``icmp``, ...); ValueError otherwise."""
     text = text.strip().lower()
@@ -60,6 +63,7 @@ def proto_number(text: str) -> int:
     return PROTOCOLS[text]
 
 
+@lru_cache(maxsize=1 << 17)
 def port_number(text: str) -> int:
     """A port in decimal or hex (``0x01bb``, as UNSW-NB15 writes some); ``-`` or empty is 0."""
     text = text.strip().lower()
@@ -178,28 +182,41 @@ class _Table:
                 return self.labels[i]
         return -1
 
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        """The table as arrays, and for :meth:`find_many` its distinct keys (each one's first row), its distinct
+        start times, and per row ``key rank << shift | start rank``: sorted as the rows are, so that one binary
+        search finds a key's latest row starting by a time."""
+        if self._np is None:
+            tk, starts, ends = (np.frombuffer(a, np.int64) for a in (self.keys, self.starts, self.ends))
+            ukeys, first = np.unique(tk, return_index=True)
+            ustarts, srank = np.unique(starts, return_inverse=True)
+            shift = max(len(ustarts).bit_length(), 1)
+            krank = np.repeat(np.arange(len(ukeys), dtype=np.int64), np.diff(np.append(first, len(tk))))
+            comp = (krank << shift) | srank.ravel()  # fits: fewer than 2**31 rows
+            self._np = (tk, starts, ends, np.frombuffer(self.labels, np.uint16), ukeys, first, ustarts, shift, comp)
+        return self._np
+
     def find_many(self, keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """:meth:`find` for arrays of keys and times at once (int64 label indices, -1 where none)."""
-        if self._np is None:
-            self._np = (*(np.frombuffer(a, np.int64) for a in (self.keys, self.starts, self.ends)),
-                        np.frombuffer(self.labels, np.uint16))
-        tk, starts, ends, names = self._np
+        tk, _, ends, names, ukeys, first, ustarts, shift, comp = self._arrays()
         out = np.full(len(keys), -1, np.int64)
-        lo, hi = np.searchsorted(tk, keys, "left"), np.searchsorted(tk, keys, "right")
-        rows = np.flatnonzero(hi > lo)
-        lo, a, b, t = lo[rows], lo[rows], hi[rows], ts[rows]
-        while (active := a < b).any():  # bisect_right of each time among its key's starts
-            mid = (a + b) // 2
-            right = active & (starts[np.minimum(mid, len(starts) - 1)] <= t)
-            a, b = np.where(right, mid + 1, a), np.where(active & ~right, mid, b)
-        i = a - 1
+        if not len(tk):
+            return out
+        by_key = np.argsort(keys)  # queries in key order: the searches walk the table forward (cache)
+        at = np.minimum(np.searchsorted(ukeys, keys[by_key]), len(ukeys) - 1)
+        found = np.flatnonzero(ukeys[at] == keys[by_key])
+        rows, kr = by_key[found], at[found]
+        t, lo = ts[rows], first[kr]
+        i = np.searchsorted(comp, (kr << shift) + np.searchsorted(ustarts, t, "right") - 1, "right") - 1
         for _ in range(64):  # latest start first, as find
             live = i >= lo
-            if not live.any():
+            rows, i, lo, t = rows[live], i[live], lo[live], t[live]
+            if not len(rows):
                 break
-            hit = live & (ends[np.maximum(i, 0)] >= t)
+            hit = ends[i] >= t
             out[rows[hit]] = names[i[hit]]
-            i = np.where(hit | ~live, lo - 1, i - 1)
+            miss = ~hit
+            rows, i, lo, t = rows[miss], i[miss] - 1, lo[miss], t[miss]
         return out
 
 
@@ -240,7 +257,12 @@ class LabelIndex:
         return found
 
     def add_flow(self, key: FlowKey, start_ns: int, end_ns: int, label: str) -> None:
-        self.flows.add(hash(key), start_ns, max(end_ns, start_ns), self.label_id(label))
+        found = self._ids.get(label)
+        t = self.flows
+        t.keys.append(hash(key))
+        t.starts.append(start_ns)
+        t.ends.append(end_ns if end_ns > start_ns else start_ns)
+        t.labels.append(self.label_id(label) if found is None else found)
         self.rows += 1
 
     def add_host(self, addr: int, start_ns: int, end_ns: int, label: str) -> None:

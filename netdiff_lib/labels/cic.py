@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import re
 from datetime import datetime, tzinfo
+from functools import lru_cache
 from pathlib import Path
 
 from netdiff_lib.errors import ConfigError, InputError
@@ -86,6 +87,17 @@ def parse_timestamp(text: str, tz: str = "auto") -> tuple[list[int], int]:
     return [local_ns(dt, where) + extra for dt in base], (60 * NS if sec is None else NS)
 
 
+@lru_cache(maxsize=1 << 14)  # CICFlowMeter's times repeat (2017's are whole minutes)
+def _start_times(text: str, tz: str) -> tuple[tuple[int, ...], int]:
+    starts, resolution = parse_timestamp(text, tz)
+    return tuple(starts), resolution
+
+
+@lru_cache(maxsize=1 << 12)
+def _cached_norm(name: str) -> str:
+    return norm(name)
+
+
 def read_cic(path: Path, rows: csv.reader, header: list[str], index: LabelIndex, tz: str) -> None:
     """Fill ``index`` from the rows after ``header`` (``rows`` yields them with ``line_num`` set)."""
     names = [norm(c) for c in header]
@@ -100,30 +112,32 @@ def read_cic(path: Path, rows: csv.reader, header: list[str], index: LabelIndex,
     if missing:
         raise InputError(path, f"CICFlowMeter CSV without the column(s) {', '.join(missing)}")
     width = max(i for i in col.values() if i is not None) + 1
+    at_label, label_name = col["label"], names[col["label"]]
+    c_proto, c_src, c_sport, c_dst, c_dport, c_ts, c_dur = (col[k] for k in ("proto", "src", "sport", "dst", "dport",
+                                                                             "ts", "dur"))
+    add = index.add_flow
     for row in rows:
-        line = rows.line_num
-        if not any(c.strip() for c in row):
+        if not (row and row[0].strip()) and not any(c.strip() for c in row):
             index.skipped["blank rows"] += 1
             continue
-        if [norm(c) for c in row] == names:
+        if len(row) > at_label and _cached_norm(row[at_label]) == label_name and [norm(c) for c in row] == names:
             index.skipped["repeated header rows"] += 1
             continue
         if len(row) < width:
-            index.fail(line, f"too few columns: {len(row)}, expected {len(header)}")
+            index.fail(rows.line_num, f"too few columns: {len(row)}, expected {len(header)}")
             continue
         try:
-            label = row[col["label"]].strip()
+            label = row[at_label].strip()
             if not label:
                 raise ValueError("empty label")
-            proto = proto_number(row[col["proto"]])
-            key = flow_key(proto, addr_int(row[col["src"]]), port_number(row[col["sport"]]),
-                           addr_int(row[col["dst"]]), port_number(row[col["dport"]]))
-            starts, resolution = parse_timestamp(row[col["ts"]], tz)
-            dur = row[col["dur"]].strip() if col["dur"] is not None else "0"
+            key = flow_key(proto_number(row[c_proto]), addr_int(row[c_src]), port_number(row[c_sport]),
+                           addr_int(row[c_dst]), port_number(row[c_dport]))
+            starts, resolution = _start_times(row[c_ts], tz)
+            dur = row[c_dur].strip() if c_dur is not None else "0"
             dur_ns = max(int(float(dur or 0) * 1000), 0)
         except ValueError as exc:
-            index.fail(line, f"bad value: {exc}")
+            index.fail(rows.line_num, f"bad value: {exc}")
             continue
         for start in starts:
-            index.add_flow(key, start, start + resolution + dur_ns, label)
+            add(key, start, start + resolution + dur_ns, label)
         index.rows -= len(starts) - 1  # one row, whatever its candidate times

@@ -11,7 +11,8 @@ and in arrays indexed by slot its last packet's time, first time, window and cre
 ends when a packet comes more than the idle timeout after its previous one, or after a batch whose last packet is
 more than the timeout after it; a full trace stays as a marker without rows, so that its later packets are counted,
 until it ends. At the end of the capture every open trace ends. Traces come out in the order the per-packet builder
-gave them (tests/segment_reference.py), which the differential tests check.
+gave them (tests/segment_reference.py), which the differential tests check. For a trace store, a batch at a time,
+:mod:`netdiff_lib.segment.columnar` follows the runs on arrays instead (:func:`make_builder`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from netdiff_lib.segment.keys import LocalNets, batch_keys
 from netdiff_lib.segment.place import Placements, label_codes, place
 from netdiff_lib.segment.runs import Runs
 from netdiff_lib.segment.spec import BEYOND, LATE, NO_LOCAL, UNLABELLED_DROPPED, SegmentStats, TraceSpec
-from netdiff_lib.store.codec import PackedTrace, byte_offsets, pack_header_bytes, row_plan
+from netdiff_lib.store.codec import PackedTrace, PackedTraces, byte_offsets, pack_header_bytes, row_plan
 from netdiff_lib.trace import Trace
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -113,10 +114,12 @@ class _Builder:
         """Whether a trace of its own is still open and not yet full (emitted)."""
         return any(st.owned and not st.full for st in self.open.values())
 
-    def add_batch(self, enc: EncodedBatch, ts: np.ndarray) -> None:
-        n = len(ts)
-        if not n:
-            return
+    def one_full(self) -> bool:
+        """Whether the first open trace is full (``--traces file``: the one trace)."""
+        return bool(self.open) and next(iter(self.open.values())).full
+
+    def _prepare(self, enc: EncodedBatch, ts: np.ndarray) -> tuple[Placements, np.ndarray, list[str], Runs]:
+        """A batch's placements, their labels (codes into the names) and their runs (not yet split or cut)."""
         if self.t0 is None:
             self.t0 = int(ts[0])
         need_keys = self.spec.mode not in ("file", "window") or self.labels is not None
@@ -125,7 +128,13 @@ class _Builder:
         codes, names = label_codes(pl, keys, ts, self.labels, self.label, self.unlabelled)
         self._drop(LATE, pl.late)
         self._drop(NO_LOCAL, pl.no_local)
-        runs = Runs(pl, codes, len(names), ts, self.max, self.spec.timeout_ns if self.idle else None)
+        return pl, codes, names, Runs(pl, codes, len(names), ts, self.max, self.spec.timeout_ns if self.idle else None)
+
+    def add_batch(self, enc: EncodedBatch, ts: np.ndarray) -> None:
+        n = len(ts)
+        if not n:
+            return
+        pl, codes, names, runs = self._prepare(enc, ts)
         states = [self.open.get((pl.segs[s], names[c])) for s, c in zip(runs.g_seg, runs.g_code, strict=True)]
         st_last = np.array([self.slots.last[st.slot] if st else 0 for st in states], np.int64)
         st_n = np.array([st.n if st else 0 for st in states], np.int64)
@@ -276,15 +285,31 @@ class _Builder:
             if not st.full:
                 self._emit(st)
 
+    def _metas(self, segs: list) -> list[dict]:
+        """:meth:`_meta` of each segment (flows' descriptions written in one comprehension)."""
+        if self.spec.mode != "flow":
+            return [self._meta(seg) for seg in segs]
+        ht, name = _host_text, _PROTO_NAMES.get
+        texts = [f"{name(p) or f'proto {p}'} {ht(a)}:{pa} <-> {ht(b)}:{pb}" if p in (6, 17) else
+                 f"{name(p) or f'proto {p}'} {ht(a)} <-> {ht(b)}" for p, a, pa, b, pb in segs]
+        mode = self.spec.text
+        if self.max is None:
+            return [{"traces": mode, "trace": t} for t in texts]
+        return [{"traces": mode, "trace": t, "max_packets": self.max} for t in texts]
+
+    def _meta(self, seg: object) -> dict:
+        meta = {"traces": self.spec.text, "trace": self._describe(seg)}
+        if self.max is not None:
+            meta["max_packets"] = self.max
+        return meta
+
     def _emit(self, st: _Open) -> None:
         if not st.owned:
             return
         packed = self.plan is not None  # a packed batch is small (~60 bytes a row): a view of it may stay
         ts = _joined(st.ts, (0,), np.int64, own=not packed)
         seg, label = st.key
-        meta = {"traces": self.spec.text, "trace": self._describe(seg)}
-        if self.max is not None:
-            meta["max_packets"] = self.max
+        meta = self._meta(seg)
         index = st.index if self.index is not None else None
         if packed:
             counts = _joined(st.rows, (0, len(self.plan.sizes)), self.plan.count_dtype, own=False)
@@ -337,27 +362,39 @@ def packs_directly(layout: Layout, mode: str) -> bool:
     return row_plan(layout).prefix and not (mode == "nprint" and any(b in ("radiotap", "wlan") for b in layout.blocks))
 
 
+def make_builder(args: tuple, packed: bool, batched: bool) -> _Builder:
+    """The builder for :func:`segment_capture`'s ``args`` (spec ... index): for a store's packed rows a batch at
+    a time (no ``index``), :class:`~netdiff_lib.segment.columnar.ArrayBuilder`."""
+    if packed and batched and args[-1] is None:
+        from netdiff_lib.segment.columnar import ArrayBuilder
+
+        return ArrayBuilder(*args)
+    return _Builder(*args, packed)
+
+
 def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_packets: int | None,
                     label: str | None = None, labels: LabelIndex | None = None, unlabelled: str = "drop",
                     mode: str = "netdiff", source: str | None = None, stats: SegmentStats | None = None,
                     index: int | None = None, batch_size: int = 16384, packed: bool = False,
-                    ) -> Iterator[Trace | PackedTrace]:
+                    batched: bool = False) -> Iterator[Trace | PackedTrace | PackedTraces]:
     """Cut a capture into traces (see :mod:`netdiff_lib.segment`), yielding each when it ends.
 
     Packets get ``label`` (the capture's), or with ``labels`` the label of their flow or host at their time;
     packets without one are left out (``unlabelled="drop"``) or labelled ``unlabelled`` (``"keep"``). The counts
     go to ``stats`` when given. ``index`` (an nPrint ``-O`` value, e.g. 0 for source addresses) also fills each
     trace's ``index``.  ``packed`` (for a trace store: :func:`packs_directly` says when it applies) gives
-    :class:`~netdiff_lib.store.codec.PackedTrace` objects, the header bytes never expanded to bits.
+    :class:`~netdiff_lib.store.codec.PackedTrace` objects, the header bytes never expanded to bits; with ``batched``
+    too (and no ``index``), each batch's traces as one :class:`~netdiff_lib.store.codec.PackedTraces`.
     """
     pcap = PcapFile(path)
     packed = packed and packs_directly(layout, mode)
-    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled, index, packed)
+    b = make_builder((spec, layout, max_packets, source or str(path), labels, label, unlabelled, index), packed,
+                     batched)
     if stats is not None:
         b.stats = stats
     for batch in pcap.batches(batch_size=batch_size):
         b.stats.packets += len(batch)
-        if spec.mode == "file" and labels is None and b.open and next(iter(b.open.values())).full:
+        if spec.mode == "file" and labels is None and b.one_full():
             b.stats.dropped[BEYOND] += len(batch)  # the one trace is full: count the rest, encode nothing
             continue
         enc = encode_batch(batch, layout, mode, bits=not packed)

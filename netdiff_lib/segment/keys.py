@@ -87,10 +87,13 @@ def _factorize(hi: np.ndarray, lo: np.ndarray) -> tuple[list[int], np.ndarray]:
         uniq, inverse = np.unique(lo, return_inverse=True)
         top = int(hi[0]) << 64 if len(hi) else 0
         return [top | v for v in uniq.tolist()], inverse.ravel()
-    words = np.stack([hi, lo], axis=-1).astype(">u8").view("V16").ravel()  # bytes compare as numbers
-    uniq, inverse = np.unique(words, return_inverse=True)
-    values = uniq.view(">u8").reshape(-1, 2).astype(np.uint64)
-    return [(h << 64) | w for h, w in values.tolist()], inverse.ravel()
+    order = np.lexsort((lo, hi))  # by value (a few distinct high words: faster than sorting 16-byte records)
+    h, w = hi[order], lo[order]
+    new = np.ones(len(order), bool)
+    new[1:] = (h[1:] != h[:-1]) | (w[1:] != w[:-1])
+    inverse = np.empty(len(order), np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return [(a << 64) | b for a, b in zip(h[new].tolist(), w[new].tolist(), strict=True)], inverse
 
 
 def batch_keys(enc: EncodedBatch, local: LocalNets) -> BatchKeys:

@@ -29,7 +29,7 @@ class Runs:
         self.max, self.timeout = max_packets, timeout_ns
         self.kept = np.zeros(len(sel), bool)
         self.rid = np.zeros(len(sel), np.int64)  # the run of each placement
-        self._table: list = []
+        self.cols: tuple[np.ndarray, ...] = tuple(np.zeros(0, np.int64) for _ in range(10))
 
     def _splits(self, first: np.ndarray, has_st: np.ndarray, st_last: np.ndarray) -> np.ndarray:
         """Where an idle gap starts a new trace: the time since the latest earlier packet of the group (the open
@@ -77,13 +77,11 @@ class Runs:
         same = rg[1:] == rg[:-1]
         end_at[:-1][same] = start[1:][same]
         last = np.maximum.reduceat(self.t, start)
-        self._table = list(zip(rg.tolist(), start.tolist(), cont.tolist(), first[start].tolist(), kstart.tolist(),
-                               kend.tolist(), emit_at.tolist(), end_at.tolist(), (base + length).tolist(),
-                               last.tolist(), strict=True))
+        self.cols = (rg, start, cont, first[start], kstart, kend, emit_at, end_at, base + length, last)
 
     def table(self) -> Iterator[tuple]:
         """Per run: group, first placement, whether it continues the open trace, whether it is the group's first
         run, its kept rows (a range of the batch's kept rows, in this order), the placement at which the trace
         fills up (-1: none), the placement that starts the group's next run (-1: none), the trace's packets at the
-        run's end (kept or not), its latest time."""
-        return iter(self._table)
+        run's end (kept or not), its latest time (:attr:`cols`: the same as arrays)."""
+        return zip(*(c.tolist() for c in self.cols), strict=True)

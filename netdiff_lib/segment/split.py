@@ -34,9 +34,9 @@ from netdiff_lib.nprint.encode import encode_batch, skip_counts
 from netdiff_lib.pcap import PcapFile
 from netdiff_lib.pcap.records import MAX_CAPLEN
 from netdiff_lib.schema import Layout
-from netdiff_lib.segment.builder import _Builder, packs_directly, segment_capture
+from netdiff_lib.segment.builder import make_builder, packs_directly, segment_capture
 from netdiff_lib.segment.spec import SegmentStats, TraceSpec
-from netdiff_lib.store.codec import PackedTrace
+from netdiff_lib.store.codec import PackedTrace, PackedTraces
 from netdiff_lib.trace import Trace
 
 WINDOW = 1 << 16  # bytes searched at a time for a record boundary
@@ -132,12 +132,14 @@ def segment_part(path: str | Path, spec: TraceSpec, layout: Layout, *, part: int
                  max_packets: int | None, label: str | None = None, labels: LabelIndex | None = None,
                  unlabelled: str = "drop", mode: str = "netdiff", source: str | None = None,
                  stats: SegmentStats | None = None, index: int | None = None,
-                 batch_size: int = 16384, packed: bool = False) -> Iterator[Trace | PackedTrace]:
+                 batch_size: int = 16384, packed: bool = False,
+                 batched: bool = False) -> Iterator[Trace | PackedTrace | PackedTraces]:
     """The traces of :func:`~netdiff_lib.segment.builder.segment_capture` that worker ``part`` of ``parts`` owns
-    (see the module doc); with ``parts`` 1, all of them.  ``packed``: as for ``segment_capture``."""
+    (see the module doc); with ``parts`` 1, all of them.  ``packed``, ``batched``: as for ``segment_capture``."""
     packed = packed and packs_directly(layout, mode)
     kw = {"max_packets": max_packets, "label": label, "labels": labels, "unlabelled": unlabelled, "mode": mode,
-          "source": source, "stats": stats, "index": index, "batch_size": batch_size, "packed": packed}
+          "source": source, "stats": stats, "index": index, "batch_size": batch_size, "packed": packed,
+          "batched": batched}
     pcap = PcapFile(path)
     if parts <= 1 or not splittable(pcap, spec):
         if part == 0:
@@ -146,7 +148,8 @@ def segment_part(path: str | Path, spec: TraceSpec, layout: Layout, *, part: int
     start, end = part_range(pcap, part, parts)
     if start >= end:
         return
-    b = _Builder(spec, layout, max_packets, source or str(path), labels, label, unlabelled, index, packed)
+    b = make_builder((spec, layout, max_packets, source or str(path), labels, label, unlabelled, index), packed,
+                     batched)
     if stats is not None:
         b.stats = stats
     t_start = record_boundary(pcap, start)[1]

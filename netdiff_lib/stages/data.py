@@ -256,7 +256,8 @@ def _encode_segmented(local: Path, cap: PlannedCapture, opts: TraceOptions, max_
     try:
         for trace in segment_part(local, opts.spec, NETDIFFUSION, part=cap.part, parts=cap.parts,
                                   max_packets=max_packets or None, label=cap.label, labels=opts.index(),
-                                  unlabelled=opts.unlabelled, source=cap.dest, stats=stats, packed=True):
+                                  unlabelled=opts.unlabelled, source=cap.dest, stats=stats, packed=True,
+                                  batched=True):
             stores.add(cap.split, trace)
     except InputError as exc:  # name the user's capture, not the fetched copy
         raise InputError(cap.uri, exc.cause) from None

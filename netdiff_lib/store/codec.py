@@ -143,10 +143,16 @@ def pack_header_bytes(raw: np.ndarray, fill: np.ndarray, plan: RowPlan,
     expanded."""
     if raw.shape[1] != plan.nbytes or not plan.prefix:
         raise ValueError(f"header bytes of {raw.shape[1]} per row do not fit the layout's {plan.nbytes}")
+    return block_counts(fill, plan, counts), raw[~fill]
+
+
+def block_counts(fill: np.ndarray, plan: RowPlan, counts: np.ndarray | None = None) -> np.ndarray:
+    """Per row of header bytes (``fill`` as for :func:`pack_header_bytes`), its bytes on the wire per block
+    (``counts`` when the encoder has them), in the plan's count type."""
     if counts is None:
-        counts = np.add.reduceat(~fill, list(plan.starts), axis=1, dtype=np.int64) if len(raw) else \
+        counts = np.add.reduceat(~fill, list(plan.starts), axis=1, dtype=np.int64) if len(fill) else \
             np.zeros((0, len(plan.sizes)), np.int64)
-    return counts.astype(plan.count_dtype), raw[~fill]
+    return counts.astype(plan.count_dtype)
 
 
 class PackedTrace:
@@ -166,3 +172,42 @@ class PackedTrace:
         none = np.zeros(0, np.int64)
         empty = np.zeros((0, row_plan(self.layout).nbytes), np.uint8)
         return unpack_rows(row_plan(self.layout), self.counts, self.data, none, empty, empty)
+
+
+class PackedTraces:
+    """Several traces in a row held as columns: their rows' block byte counts and bytes on the wire back to back,
+    times, each trace's row count, label and meta, one source.  The trace builders hand a trace store a batch's
+    finished traces so (:meth:`~netdiff_lib.store.writer.StoreWriter.add`), with no object per trace."""
+
+    def __init__(self, counts: np.ndarray, data: np.ndarray, ts_ns: np.ndarray, lengths: np.ndarray,
+                 labels: list[str], source: str | None, metas: list[dict], layout: Layout) -> None:
+        self.counts, self.data, self.ts_ns, self.lengths = counts, data, ts_ns, np.asarray(lengths, np.int64)
+        self.labels, self.source, self.metas, self.layout = labels, source, metas, layout
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @cached_property
+    def row_starts(self) -> np.ndarray:
+        """``(traces + 1,)`` each trace's first row."""
+        out = np.zeros(len(self.lengths) + 1, np.int64)
+        np.cumsum(self.lengths, out=out[1:])
+        return out
+
+    @cached_property
+    def byte_starts(self) -> np.ndarray:
+        """``(traces + 1,)`` where each trace's bytes start in :attr:`data`."""
+        return byte_offsets(self.counts)[self.row_starts]
+
+    def part(self, i: int, j: int) -> PackedTraces:
+        """Traces ``i`` to ``j - 1`` (views)."""
+        a, b, x, y = self.row_starts[i], self.row_starts[j], self.byte_starts[i], self.byte_starts[j]
+        return PackedTraces(self.counts[a:b], self.data[x:y], self.ts_ns[a:b], self.lengths[i:j], self.labels[i:j],
+                            self.source, self.metas[i:j], self.layout)
+
+    def traces(self) -> list[PackedTrace]:
+        """One :class:`PackedTrace` each."""
+        r, b = self.row_starts.tolist(), self.byte_starts.tolist()
+        return [PackedTrace(self.counts[r[k]:r[k + 1]], self.data[b[k]:b[k + 1]], self.layout,
+                            self.ts_ns[r[k]:r[k + 1]], self.labels[k], self.source, None, self.metas[k])
+                for k in range(len(self))]

@@ -23,7 +23,15 @@ from netdiff_lib import storage
 from netdiff_lib.atomic import write_json
 from netdiff_lib.errors import InputError
 from netdiff_lib.schema import Layout
-from netdiff_lib.store.codec import PackedRows, PackedTrace, byte_offsets, check_values, pack_rows, row_plan
+from netdiff_lib.store.codec import (
+    PackedRows,
+    PackedTrace,
+    PackedTraces,
+    byte_offsets,
+    check_values,
+    pack_rows,
+    row_plan,
+)
 from netdiff_lib.store.container import STORE_FORMAT, write_container
 from netdiff_lib.trace import Trace
 
@@ -64,16 +72,32 @@ def _split_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
     return {"meta_common": common, "meta": [{k: v for k, v in m.items() if k not in common} for m in metas]}
 
 
-class _Stored:
-    """What a shard keeps of a trace once its rows are packed (not its int8 matrix)."""
+class _Columns:
+    """What a shard keeps of traces once their rows are packed (not their int8 matrices), per trace in lists."""
 
-    __slots__ = ("label", "meta", "n", "source", "ts_ns")
-
-    def __init__(self, t: Trace) -> None:
-        self.n, self.ts_ns, self.label, self.source, self.meta = len(t), t.ts_ns, t.label, t.source, t.meta
-
-    def __len__(self) -> int:
-        return self.n
+    def __init__(self, items: list[Trace | PackedTrace | PackedTraces]) -> None:
+        self.lengths: list[int] = []
+        self.ts: list[np.ndarray] = []  # times, every trace's (zeros for a trace without), back to back
+        self.has_ts: list[bool] = []
+        self.labels: list[str | None] = []
+        self.sources: list[str | None] = []
+        self.metas: list[dict[str, Any]] = []
+        for t in items:
+            if type(t) is PackedTraces:
+                n = len(t)
+                self.lengths += t.lengths.tolist()
+                self.ts.append(t.ts_ns)
+                self.has_ts += [True] * n
+                self.labels += t.labels
+                self.sources += [t.source] * n
+                self.metas += t.metas
+            else:
+                self.lengths.append(len(t))
+                self.ts.append(t.ts_ns if t.ts_ns is not None else np.zeros(len(t), np.int64))
+                self.has_ts.append(t.ts_ns is not None)
+                self.labels.append(t.label)
+                self.sources.append(t.source)
+                self.metas.append(t.meta)
 
 
 class StoreWriter:
@@ -96,10 +120,10 @@ class StoreWriter:
                 old.unlink(missing_ok=True)
         self.shard_packets, self.shard_bytes, self.meta = shard_packets, shard_bytes, dict(meta or {})
         self.shards: list[dict[str, Any]] = []
-        self._raw: list[Trace | PackedTrace] = []  # added, not yet packed (all of one kind)
-        self._raw_packed = False  # whether those are PackedTrace (rows packed already)
-        self._chunks: list[tuple[list[_Stored | PackedTrace], PackedRows]] = []  # packed, not yet in a shard
-        self._raw_packets = self._pending_packets = self._pending_bytes = 0
+        self._raw: list[Trace | PackedTrace | PackedTraces] = []  # added, not yet packed (all of one kind)
+        self._raw_packed = False  # whether those are PackedTrace(s) (rows packed already)
+        self._chunks: list[tuple[_Columns, PackedRows]] = []  # packed, not yet in a shard
+        self._raw_packets = self._raw_traces = self._pending_packets = self._pending_bytes = 0
         self._lengths, self._label_codes, self._source_codes = array("q"), array("i"), array("i")
         self._labels: dict[str, int] = {}
         self._sources: dict[str, int] = {}
@@ -125,14 +149,18 @@ class StoreWriter:
     def packets(self) -> int:
         return int(sum(s["packets"] for s in self.shards)) + self._pending_packets
 
-    def add(self, trace: Trace | PackedTrace) -> None:
+    def add(self, trace: Trace | PackedTrace | PackedTraces) -> None:
         """Append one trace (its layout must be the store's; its values -1, 0 or 1).  A :class:`PackedTrace` (the
-        trace builders' rows for a store) is written as it is, without expanding its rows."""
+        trace builders' rows for a store) is written as it is, without expanding its rows; so are
+        :class:`PackedTraces` (several traces, in order): the store is the same as from one trace at a time."""
         if self.closed:
             raise ValueError("the store writer is closed")
         if trace.layout is not self.layout and trace.layout != self.layout:
             raise ValueError(f"trace layout {trace.layout.describe()} differs from the store's "
                              f"{self.layout.describe()}")
+        if type(trace) is PackedTraces:
+            self._add_many(trace)
+            return
         packed = type(trace) is PackedTrace
         if not packed:
             check_values(trace.matrix)
@@ -141,6 +169,7 @@ class StoreWriter:
             self._raw_packed = packed
         self._raw.append(trace)
         n = len(trace)
+        self._raw_traces += 1
         self._raw_packets += n
         self._pending_packets += n
         self._lengths.append(n)
@@ -153,6 +182,40 @@ class StoreWriter:
         if self._pending_packets >= self.shard_packets or self._pending_bytes >= self.shard_bytes:
             self._flush()
 
+    def _add_many(self, batch: PackedTraces) -> None:
+        """:meth:`add` for each trace of ``batch``, a run of traces at a time: up to where one trace at a time would
+        have packed the waiting rows or rolled the shard."""
+        if not len(batch):
+            return
+        if not self._raw_packed:
+            self._pack()
+            self._raw_packed = True
+        ends = np.cumsum(batch.lengths)
+        i, n = 0, len(batch)
+        while i < n:
+            base = int(ends[i - 1]) if i else 0
+            j = n - 1 if self._pending_bytes < self.shard_bytes else i  # a byte roll is due at the next trace
+            for room in (PACK_ROWS - self._raw_packets, self.shard_packets - self._pending_packets):
+                j = min(j, int(np.searchsorted(ends, base + room, "left")))
+            part = batch.part(i, j + 1) if (i, j) != (0, n - 1) else batch
+            rows = int(ends[j]) - base
+            self._raw.append(part)
+            self._raw_traces += len(part)
+            self._raw_packets += rows
+            self._pending_packets += rows
+            self._lengths.frombytes(part.lengths.astype(np.int64).tobytes())
+            labels, sources = self._labels, self._sources
+            self._label_codes.extend([labels[x] if x in labels else labels.setdefault(x, len(labels))
+                                      for x in map(str, part.labels)])
+            source = str(part.source or "")
+            code = sources[source] if source in sources else sources.setdefault(source, len(sources))
+            self._source_codes.extend([code] * len(part))
+            if self._raw_packets >= PACK_ROWS:
+                self._pack()
+            if self._pending_packets >= self.shard_packets or self._pending_bytes >= self.shard_bytes:
+                self._flush()
+            i = j + 1
+
     def _pack(self) -> None:
         """Encode the traces added since the last call, all rows at once (a flow trace is a few rows)."""
         if not self._raw:
@@ -164,41 +227,40 @@ class StoreWriter:
         else:
             rows = _joined([t.matrix for t in self._raw])
             packed = pack_rows(rows, self.plan, check=False)
-            self._raw = [_Stored(t) for t in self._raw]  # the matrices (1,088 bytes a row) need not wait for the shard
-        self._chunks.append((self._raw, packed))
+        self._chunks.append((_Columns(self._raw), packed))  # the matrices (1,088 bytes a row) need not wait
         self._pending_bytes += (packed.data.nbytes + packed.counts.nbytes + 2 * packed.fb_values.nbytes
-                                + 8 * len(packed.counts) + 64 * len(self._raw))
-        self._raw, self._raw_packets = [], 0
+                                + 8 * len(packed.counts) + 64 * self._raw_traces)
+        self._raw, self._raw_packets, self._raw_traces = [], 0, 0
 
     def _flush(self) -> None:
         self._pack()
         if not self._chunks:
             return
-        traces = [t for ts, _ in self._chunks for t in ts]
+        cols = [c for c, _ in self._chunks]
+        lengths = [n for c in cols for n in c.lengths]
         packed = [p for _, p in self._chunks]
-        rows = np.zeros(len(traces) + 1, np.int64)
-        np.cumsum([len(t) for t in traces], out=rows[1:])
+        rows = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=rows[1:])
         first = np.cumsum([0] + [len(p.counts) for p in packed])
         counts = np.concatenate([p.counts for p in packed])
         width = self.plan.nbytes
         arrays = {
             "trace_rows": rows, "trace_bytes": byte_offsets(counts)[rows],
-            "has_ts": np.array([t.ts_ns is not None for t in traces], bool),
-            "ts_ns": np.concatenate([np.zeros(0, np.int64)] + [t.ts_ns if t.ts_ns is not None
-                                                               else np.zeros(len(t), np.int64) for t in traces]),
+            "has_ts": np.array([h for c in cols for h in c.has_ts], bool),
+            "ts_ns": np.concatenate([np.zeros(0, np.int64)] + [t for c in cols for t in c.ts]),
             "counts": counts,
             "data": np.concatenate([p.data for p in packed]),
             "fb_rows": np.concatenate([p.fb_rows + first[i] for i, p in enumerate(packed)]),
             "fb_values": np.concatenate([np.zeros((0, width), np.uint8)] + [p.fb_values for p in packed]),
             "fb_present": np.concatenate([np.zeros((0, width), np.uint8)] + [p.fb_present for p in packed]),
         }
-        labels, arrays["label_codes"] = _coded([t.label for t in traces])
-        sources, arrays["source_codes"] = _coded([t.source for t in traces])
-        header = {"kind": "shard", "layout": self.layout.to_dict(), "traces": len(traces), "packets": int(rows[-1]),
-                  "labels": labels, "sources": sources, **_split_meta([t.meta for t in traces])}
+        labels, arrays["label_codes"] = _coded([x for c in cols for x in c.labels])
+        sources, arrays["source_codes"] = _coded([x for c in cols for x in c.sources])
+        header = {"kind": "shard", "layout": self.layout.to_dict(), "traces": len(lengths), "packets": int(rows[-1]),
+                  "labels": labels, "sources": sources, **_split_meta([m for c in cols for m in c.metas])}
         name = shard_name(len(self.shards))
         size, sha = self._write(name, header, arrays)
-        self.shards.append({"name": name, "bytes": size, "sha256": sha, "traces": len(traces),
+        self.shards.append({"name": name, "bytes": size, "sha256": sha, "traces": len(lengths),
                             "packets": int(rows[-1])})
         self._chunks, self._pending_packets, self._pending_bytes = [], 0, 0
 
