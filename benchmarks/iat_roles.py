@@ -8,8 +8,10 @@ decoded rows: IP version, transport, port pair, within a trace): packets, span i
 position) and duration, and the inter-arrival times by role (:data:`~netdiff_lib.models.native.iat_roles.ROLES`).
 Counterfactuals split the duration excess: ``shuffled`` keeps the positions and shuffles the gaps within each
 trace (placement blind to roles), ``role-drawn`` keeps the positions and draws each gap from the class's real
-times of its role (a real placement, so what remains is the positional spread).  Writes OUT/<arm>/<label>/*.pcap,
-their nfstream flow figures and OUT/iat_roles.json; then ``netdiff evaluate`` / ``netdiff validate`` on OUT/<arm>.
+times of its role (a real placement, so what remains is the positional spread), ``compacted`` keeps the times
+and puts each flow's packets one after the other from its opening (no positional spread).  Writes
+OUT/<arm>/<label>/*.pcap, their nfstream flow figures and OUT/iat_roles.json; then ``netdiff evaluate`` /
+``netdiff validate`` on OUT/<arm>.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 import numpy as np
 
 ARMS = ("sampled", "role")
+#: random draws of the shuffled and role-drawn counterfactuals (their figures are the mean)
+DRAWS = 5
 
 
 def _rows(traces: list[Any]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, list[str]]:
@@ -97,7 +101,7 @@ def role_drawn(trace_of: np.ndarray, v: dict[str, np.ndarray], labels: list[str]
     lab = np.asarray(labels, dtype=object)[trace_of]
     # a uniform rank in the pooled table, then role_iat maps it into the role's table
     u = np.empty(len(trace_of))
-    for name in set(lab.tolist()):
+    for name in sorted(set(lab.tolist())):
         grid = np.asarray((tables.get(name) or tables[""])["all"])
         rows = lab == name
         u[rows] = np.interp(rng.random(rows.sum()), np.linspace(0, 1, len(grid)), grid)
@@ -106,12 +110,33 @@ def role_drawn(trace_of: np.ndarray, v: dict[str, np.ndarray], labels: list[str]
     return out
 
 
+def compacted(trace_of: np.ndarray, v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows reordered within each trace so that each flow's packets follow its opening one after the other
+    (flows in the order they open; the times stay with the positions)."""
+    from netdiff_lib.models.native.endpoints import flow_ids
+
+    n = len(trace_of)
+    flows = flow_ids(trace_of, v["l3"], v["l4"], v["sport"], v["dport"])
+    ported = (v["l3"] != 0) & ((v["l4"] == 1) | (v["l4"] == 2))
+    _, first = np.unique(flows, return_index=True)
+    key = np.where(ported, first[flows], np.arange(n))
+    order = np.lexsort((np.arange(n), key, trace_of))
+    return {k: a[order] for k, a in v.items()}
+
+
 def diagnose(traces: list[Any], tables: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:
     trace_of, v, iat, labels = _rows(traces)
     rng = np.random.default_rng(seed)
     return {"as is": conversation_stats(trace_of, v, iat),
-            "shuffled": conversation_stats(trace_of, v, shuffled(trace_of, iat, rng)),
-            "role-drawn": conversation_stats(trace_of, v, role_drawn(trace_of, v, labels, tables, rng))}
+            "compacted": conversation_stats(trace_of, compacted(trace_of, v), iat),
+            "shuffled": _mean([conversation_stats(trace_of, v, shuffled(trace_of, iat, rng)) for _ in range(DRAWS)]),
+            "role-drawn": _mean([conversation_stats(trace_of, v, role_drawn(trace_of, v, labels, tables, rng))
+                                 for _ in range(DRAWS)])}
+
+
+def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each figure over random draws (figures every draw has)."""
+    return {k: round(float(np.mean([r[k] for r in runs])), 3) for k in runs[0] if all(k in r for r in runs)}
 
 
 def main() -> None:

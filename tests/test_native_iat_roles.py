@@ -109,13 +109,15 @@ def test_fit_reads_roles_from_the_flows_and_skips_each_traces_first_packet() -> 
     sport, dport = np.tile([1000, 80, 53] * 10, 3), np.tile([80, 1000, 2000] * 10, 3)
     l4[::10] = 3
     role = packet_roles(trace_of, l3, l4, sport, dport)
-    # ICMP; TCP 80 -> 1000 opens its flow; UDP opens; TCP 1000 -> 80 replies; TCP 80 -> 1000 requests; UDP requests
-    assert list(role[:6]) == [3, 0, 0, 2, 1, 1] and list(role[30:36]) == [3, 0, 0, 2, 1, 1]
+    # ICMP; TCP 80 -> 1000 opens its flow; UDP opens inside the TCP flow; TCP 1000 -> 80 replies; TCP 80 -> 1000
+    # and UDP request; the later ICMP packets are inside both flows
+    assert list(role[:6]) == [3, 0, 4, 2, 1, 1] and list(role[30:36]) == [3, 0, 4, 2, 1, 1]
+    assert list(role[[10, 20, 29]]) == [5, 5, 1] and ROLES[4:] == ("open_inside", "other_inside")
     iat = np.tile([5.0e6] + [10.0] * 29, 3)
     iat[[3, 33, 63]] = 1.0e3
     tables = fit_iat_roles(trace_of, l3, l4, sport, dport, iat, ["x"] * 3)
     assert set(tables) == {"", "x"} and tables["x"]["all"][-1] < 3.1  # the 5 s first gaps are left out
-    assert set(tables["x"]) == {"all", "request", "reply"}  # 6 openings, 6 ICMP packets: too few for a table
+    assert set(tables["x"]) == {"all", "request", "reply"}  # 3 + 3 openings, 3 + 6 ICMP packets: too few for a table
     assert tables["x"]["reply"][-1] == pytest.approx(np.log10(1001), abs=1e-4) and tables["x"]["request"][-1] < 1.1
 
 

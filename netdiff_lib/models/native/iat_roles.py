@@ -7,7 +7,9 @@ conversations").  This rule keeps each packet's sampled time as a *quantile* and
 belong: fitting records, per class (and pooled, key ``""``), the quantiles of ``log10(1 + µs)`` of all packets and
 of each packet *role* (:data:`ROLES`): the packet that opens a flow (IP version, transport, port pair within the
 trace), a later packet in the opener's direction (request), one in the other direction (reply), a packet
-without ports (ICMP, ARP...).  Decoding reads each packet's role from its decoded ports, finds the rank of its
+without ports (ICMP, ARP...); an opening or portless packet is *inside* when another flow began before it and
+has a packet after it (a new conversation while others go on opens after a short gap; one on an idle trace
+after a long one).  Decoding reads each packet's role from its decoded ports, finds the rank of its
 sampled time in the class's pooled distribution and takes the same rank in its role's distribution: the
 model's ranking is kept within a role (a longer sampled gap stays at least as long), the marginal of each role
 becomes the class's real one.  Each trace's first packet is left out of the fit (its gap is not a gap).
@@ -19,8 +21,11 @@ import numpy as np
 
 from netdiff_lib.models.native.endpoints import flow_ids
 
-#: packet roles: opens a flow, later packet of the opener's direction, of the other direction, no ports
-ROLES = ("open", "request", "reply", "other")
+#: packet roles: opens a flow, later packet of the opener's direction, of the other direction, no ports; an
+#: opening or portless packet *inside* another flow (one that began before it and has a packet after it)
+ROLES = ("open", "request", "reply", "other", "open_inside", "other_inside")
+#: a role without a table of its own takes that of (class first, then pooled)
+FALLBACK = {"open_inside": "open", "other_inside": "other"}
 #: points of each quantile table (levels 0, 1/100, ..., 1)
 LEVELS = 101
 #: packets a (class, role) needs for a table of its own (else the pooled table of that role)
@@ -40,6 +45,16 @@ def packet_roles(trace_of: np.ndarray, l3: np.ndarray, l4: np.ndarray, sport: np
     opener = first[flows]
     later = np.where(np.asarray(sport) == np.asarray(sport)[opener], 1, 2)
     role[ported] = np.where(np.arange(n) == opener, 0, later)[ported]
+    last = np.zeros(len(first), np.int64)
+    rows = np.flatnonzero(ported)
+    np.maximum.at(last, flows[rows], rows)
+    spans = np.unique(flows[rows])
+    cover = np.zeros(n + 1, np.int64)  # flows whose span holds row i (a packet of theirs before and at/after it)
+    np.add.at(cover, first[spans] + 1, 1)
+    np.add.at(cover, last[spans] + 1, -1)
+    inside = np.cumsum(cover)[:n] > 0
+    role[inside & (role == 0)] = ROLES.index("open_inside")
+    role[inside & (role == 3)] = ROLES.index("other_inside")
     return role
 
 
@@ -99,7 +114,7 @@ def role_iat(iat_us: np.ndarray, role: np.ndarray, trace_of: np.ndarray, labels:
         q = _rank(z[rows], np.asarray(table["all"]))
         new = z[rows]
         for i, r in enumerate(ROLES):
-            grid = table.get(r) or pooled.get(r)
+            grid = table.get(r) or pooled.get(r) or table.get(FALLBACK.get(r, r)) or pooled.get(FALLBACK.get(r, r))
             mine = role[rows] == i
             if grid is not None and mine.any():
                 new[mine] = np.interp(q[mine], np.linspace(0.0, 1.0, len(grid)), grid)
