@@ -9,7 +9,8 @@ position) and duration, and the inter-arrival times by role (:data:`~netdiff_lib
 Counterfactuals split the duration excess: ``shuffled`` keeps the positions and shuffles the gaps within each
 trace (placement blind to roles), ``role-drawn`` keeps the positions and draws each gap from the class's real
 times of its role (a real placement, so what remains is the positional spread), ``compacted`` keeps the times
-and puts each flow's packets one after the other from its opening (no positional spread).  Writes
+and puts each flow's packets one after the other from its opening (no positional spread); the diagnostic arms
+``sampled+compacted`` and ``role+compacted`` decode so (no option of the model).  Writes
 OUT/<arm>/<label>/*.pcap, their nfstream flow figures and OUT/iat_roles.json; then ``netdiff evaluate`` /
 ``netdiff validate`` on OUT/<arm>.
 """
@@ -110,9 +111,9 @@ def role_drawn(trace_of: np.ndarray, v: dict[str, np.ndarray], labels: list[str]
     return out
 
 
-def compacted(trace_of: np.ndarray, v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The rows reordered within each trace so that each flow's packets follow its opening one after the other
-    (flows in the order they open; the times stay with the positions)."""
+def compact_order(trace_of: np.ndarray, v: dict[str, np.ndarray]) -> np.ndarray:
+    """The row order that puts each flow's packets one after the other from its opening, within each trace
+    (flows in the order they open, each flow's packets in their order; the times stay with the positions)."""
     from netdiff_lib.models.native.endpoints import flow_ids
 
     n = len(trace_of)
@@ -120,15 +121,33 @@ def compacted(trace_of: np.ndarray, v: dict[str, np.ndarray]) -> dict[str, np.nd
     ported = (v["l3"] != 0) & ((v["l4"] == 1) | (v["l4"] == 2))
     _, first = np.unique(flows, return_index=True)
     key = np.where(ported, first[flows], np.arange(n))
-    order = np.lexsort((np.arange(n), key, trace_of))
-    return {k: a[order] for k, a in v.items()}
+    return np.lexsort((np.arange(n), key, trace_of))
+
+
+def compacted_arms(traces: list[Any], tables: dict[str, Any]) -> dict[str, list[Any]]:
+    """Diagnostic arms from the ``sampled`` traces: rows compacted (:func:`compact_order`) with the sampled
+    times, and then with the role rule applied to the compacted rows."""
+    from netdiff_lib.models.base import GeneratedTrace
+    from netdiff_lib.models.native.iat_roles import packet_roles, role_iat
+
+    trace_of, v, iat, labels = _rows(traces)
+    order = compact_order(trace_of, v)
+    matrix = np.concatenate([t.matrix for t in traces])[order]
+    w = {k: a[order] for k, a in v.items()}
+    timed = role_iat(iat, packet_roles(trace_of, w["l3"], w["l4"], w["sport"], w["dport"]), trace_of, labels,
+                     tables)
+    timed[np.r_[True, trace_of[1:] != trace_of[:-1]]] = 0.0
+    ends = np.cumsum([len(t.matrix) for t in traces])[:-1]
+    return {arm: [GeneratedTrace(m, t, lab) for m, t, lab in zip(np.split(matrix, ends), np.split(times, ends),
+                                                                  labels, strict=True)]
+            for arm, times in (("sampled+compacted", iat), ("role+compacted", timed))}
 
 
 def diagnose(traces: list[Any], tables: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:
     trace_of, v, iat, labels = _rows(traces)
     rng = np.random.default_rng(seed)
     return {"as is": conversation_stats(trace_of, v, iat),
-            "compacted": conversation_stats(trace_of, compacted(trace_of, v), iat),
+            "compacted": conversation_stats(trace_of, {k: a[compact_order(trace_of, v)] for k, a in v.items()}, iat),
             "shuffled": _mean([conversation_stats(trace_of, v, shuffled(trace_of, iat, rng)) for _ in range(DRAWS)]),
             "role-drawn": _mean([conversation_stats(trace_of, v, role_drawn(trace_of, v, labels, tables, rng))
                                  for _ in range(DRAWS)])}
@@ -172,8 +191,9 @@ def main() -> None:
     batches = _sample(model, args.per_class, args.steps, args.seed)
     work = out / "nfstream"
     work.mkdir(parents=True, exist_ok=True)
-    for arm in ARMS:
-        traces = _decode(replace(tok, iat_decode=arm, iat_roles=tables), batches, args.seed)
+    arms = {arm: _decode(replace(tok, iat_decode=arm, iat_roles=tables), batches, args.seed) for arm in ARMS}
+    arms.update(compacted_arms(arms["sampled"], tables))
+    for arm, traces in arms.items():
         result[arm] = diagnose(traces, tables, args.seed)
         paths = write_pcaps(traces, out / arm, model.layout, seed=args.seed, progress=False,
                             payloads=load_payloads(args.model))
