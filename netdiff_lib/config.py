@@ -67,8 +67,9 @@ class ModelConfig:
     #: the others joining as in merge); endpoints.py, flow_rules.py, BENCHMARKS.md.
     conv_decode: str = "regroup"
     #: tokens: inter-arrival times as sampled (``sampled``) or each one's rank in the class's times mapped to the
-    #: class's real times of the packet's role: opening a flow, later request, reply, no ports (``role``: the long
-    #: gaps go where conversations open; fitted per class; models/native/iat_roles.py, BENCHMARKS.md).
+    #: class's real times of the packet's role: opening a flow (on an idle trace or inside another flow), later
+    #: request, reply, no ports (``role``: the long gaps go where conversations open; fitted per class;
+    #: models/native/iat_roles.py; BENCHMARKS.md: a small gain on CPU, so not the default).
     iat_decode: str = "sampled"
 
     def __post_init__(self) -> None:
