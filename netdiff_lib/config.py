@@ -23,6 +23,8 @@ from netdiff_lib.schema import MAX_PACKETS
 PRESETS = ("tiny", "small", "base")
 CONV_DECODE = ("index", "regroup", "merge", "calibrate")
 TCP_STATE = ("off", "enforce", "handshake")
+#: ``model.iat_decode``: inter-arrival times as sampled, or moved to their packet role (models/native/iat_roles.py)
+IAT_DECODE = ("sampled", "role")
 #: ``diffusion.reveal``: the order the token sampler reveals the fields in (discrete.py)
 REVEAL_ORDERS = ("random", "structure_first")
 #: Keys older model folders and checkpoints may hold that only the first design (continuous features) read.
@@ -64,6 +66,11 @@ class ModelConfig:
     #: such a conversation too) or ``calibrate`` (regroup, and one-packet conversations at the class's real share,
     #: the others joining as in merge); endpoints.py, flow_rules.py, BENCHMARKS.md.
     conv_decode: str = "regroup"
+    #: tokens: inter-arrival times as sampled (``sampled``) or each one's rank in the class's times mapped to the
+    #: class's real times of the packet's role: opening a flow (on an idle trace or inside another flow), later
+    #: request, reply, no ports (``role``: the long gaps go where conversations open; fitted per class;
+    #: models/native/iat_roles.py; BENCHMARKS.md: a small gain on CPU, so not the default).
+    iat_decode: str = "sampled"
 
     def __post_init__(self) -> None:
         if self.iat not in ("gaussian", "tokens"):
@@ -73,6 +80,8 @@ class ModelConfig:
                               f"one of {', '.join(TCP_STATE)} (not {self.tcp_state!r})")
         if self.conv_decode not in CONV_DECODE:
             raise ConfigError(f"model.conv_decode must be one of {', '.join(CONV_DECODE)}, not {self.conv_decode!r}")
+        if self.iat_decode not in IAT_DECODE:
+            raise ConfigError(f"model.iat_decode must be one of {', '.join(IAT_DECODE)}, not {self.iat_decode!r}")
         if self.conversations < 1:
             raise ConfigError("model.conversations must be >= 1")
         from netdiff_lib.models.native.representation import check_name

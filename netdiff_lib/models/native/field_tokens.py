@@ -46,7 +46,8 @@ class FieldTokens(Representation):
                                       port_min_traces=m.port_min_traces,
                                       iat_bins=IAT_TOKEN_BINS if m.iat == "tokens" else 0,
                                       endpoints_mode=m.endpoints, conversations=m.conversations,
-                                      tcp_state=m.tcp_state, conv_decode=m.conv_decode))
+                                      tcp_state=m.tcp_state, conv_decode=m.conv_decode,
+                                      iats=[t.iat_us() for t in traces], iat_decode=m.iat_decode))
 
     @property
     def layout(self) -> Layout:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from netdiff_lib.models.native import endpoints, flow_rules
+from netdiff_lib.models.native import endpoints, flow_rules, iat_roles
 from netdiff_lib.models.native.token_schema import (
     IAT_BINS_PER_DECADE,
     OPTION_BYTES,
@@ -118,8 +118,13 @@ def decode_packed(tok: FieldTokenizer, tokens: np.ndarray, iat: np.ndarray, trac
     value, on = packed(w.blocks, w.lengths, tok.layout)
     if tok.iat_bins:
         b = np.clip(t[:, -1] - 1, 0, tok.iat_bins - 1) + rng.random(n)
-        return Packed(value, np.packbits(on, axis=1), 10.0 ** (b / IAT_BINS_PER_DECADE) - 1.0)
-    return Packed(value, np.packbits(on, axis=1), decode_iat(iat))
+        us = 10.0 ** (b / IAT_BINS_PER_DECADE) - 1.0
+    else:
+        us = decode_iat(iat)
+    if tok.iat_decode == "role" and tok.iat_roles:  # model.iat_decode: the long gaps where conversations open
+        role = iat_roles.packet_roles(trace_of, l3, l4, val["sport"], val["dport"])
+        us = iat_roles.role_iat(us, role, trace_of, labels, tok.iat_roles)
+    return Packed(value, np.packbits(on, axis=1), us)
 
 
 def _tcp_rules(tok: FieldTokenizer, val: dict[str, np.ndarray], opts: list[np.ndarray], tcp: np.ndarray,

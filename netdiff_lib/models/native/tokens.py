@@ -51,9 +51,10 @@ from typing import Any
 import numpy as np
 
 from netdiff_lib.atomic import read_json, write_json
-from netdiff_lib.config import CONV_DECODE, TCP_STATE
+from netdiff_lib.config import CONV_DECODE, IAT_DECODE, TCP_STATE
 from netdiff_lib.errors import InputError
 from netdiff_lib.models.native import endpoints, flow_rules
+from netdiff_lib.models.native.iat_roles import fit_iat_roles
 from netdiff_lib.models.native.token_decode import decode_packed
 from netdiff_lib.models.native.token_schema import (
     IAT_BINS_PER_DECADE,
@@ -171,6 +172,10 @@ class FieldTokenizer:
     #: conv_decode ``calibrate``: per class ("" = all) the shares of TCP and UDP flows of one packet
     #: (:func:`~netdiff_lib.models.native.flow_rules.single_rates`)
     single_rates: dict[str, list[float]] = field(default_factory=dict)
+    #: ``sampled`` (the times as sampled) or ``role`` (rank for rank into the class's real times of the packet's
+    #: role: :mod:`~netdiff_lib.models.native.iat_roles`, whose tables ``iat_roles`` fitting records; none: sampled)
+    iat_decode: str = "sampled"
+    iat_roles: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     @property
     def base_fields(self) -> tuple[str, ...]:
@@ -210,13 +215,15 @@ class FieldTokenizer:
     def fit(cls, matrices: list[np.ndarray], labels: list[str] | None = None, *, max_values: int = 1024,
             escape_bins: int = 16, port_slots: int = 32, port_min_traces: int = 3, iat_bins: int = 0,
             layout: Layout = NETDIFFUSION, endpoints_mode: str = "ports", conversations: int = 32,
-            tcp_state: str = "off", conv_decode: str = "index") -> FieldTokenizer:
-        """Vocabularies from the training traces' matrices (one per trace, ``labels`` their classes)."""
+            tcp_state: str = "off", conv_decode: str = "index", iats: list[np.ndarray] | None = None,
+            iat_decode: str = "sampled") -> FieldTokenizer:
+        """Vocabularies from the training traces' matrices (one per trace, ``labels`` their classes; ``iats``
+        their inter-arrival µs, for the role tables of ``iat_decode``)."""
         parsed = [read_fields(m, layout) for m in matrices]
         conv = endpoints_mode == "conv"
         tok = cls((), {}, Templates((), OPTION_BYTES), Templates((), OPTION_BYTES), layout, iat_bins=iat_bins,
                   endpoints=endpoints_mode, conversations=conversations if conv else 0, tcp_state=tcp_state,
-                  conv_decode=conv_decode if conv else "index")
+                  conv_decode=conv_decode if conv else "index", iat_decode=iat_decode)
         labels = labels or [""] * len(parsed)
         l3 = np.concatenate([p.l3 for p in parsed])
         trip = np.stack([l3, np.concatenate([p.proto for p in parsed]), np.concatenate([p.l4 for p in parsed])], 1)
@@ -238,6 +245,10 @@ class FieldTokenizer:
         tok.slot_ranges = endpoints.slot_ranges(by_trace, labels, np.asarray(vocab.values))
         tok.tcp_rates = endpoints.fit_tcp_rates(parsed, labels) if tcp_state != "off" else {}
         tok.single_rates = flow_rules.fit_single_rates(parsed, labels) if tok.conv_decode == "calibrate" else {}
+        if iats is not None:
+            trace_of, v = endpoints.batch_fields(parsed)
+            tok.iat_roles = fit_iat_roles(trace_of, v["l3"], v["l4"], v["sport"], v["dport"], np.concatenate(iats),
+                                          labels)
         tcp_rows, ip_rows = app[:, tok.col("tcp_opts")], app[:, tok.col("ip_opts")]
         tcp_all = [t for p in parsed for t in p.tcp_opts]
         ip_all = [t for p in parsed for t in p.ip_opts]
@@ -351,6 +362,8 @@ class FieldTokenizer:
             out["conv_decode"] = self.conv_decode
         if self.single_rates:
             out["single_rates"] = self.single_rates
+        if self.iat_decode != "sampled" or self.iat_roles:
+            out.update(iat_decode=self.iat_decode, iat_roles=self.iat_roles)
         return out
 
     @classmethod
@@ -358,9 +371,10 @@ class FieldTokenizer:
         if d.get("format") not in (FORMAT, FORMAT_2):
             raise ValueError(f"unknown token format {d.get('format')!r}, expected {FORMAT} or {FORMAT_2}")
         if (d.get("endpoints", "ports") not in ("ports", "conv") or d.get("tcp_state", "off") not in TCP_STATE
-                or d.get("conv_decode", "index") not in CONV_DECODE):
-            raise ValueError(f"unknown endpoints {d.get('endpoints')!r}, tcp_state {d.get('tcp_state')!r} or "
-                             f"conv_decode {d.get('conv_decode')!r}")
+                or d.get("conv_decode", "index") not in CONV_DECODE
+                or d.get("iat_decode", "sampled") not in IAT_DECODE):
+            raise ValueError(f"unknown endpoints {d.get('endpoints')!r}, tcp_state {d.get('tcp_state')!r}, "
+                             f"conv_decode {d.get('conv_decode')!r} or iat_decode {d.get('iat_decode')!r}")
         return cls(tuple(tuple(int(x) for x in k) for k in d["kinds"]),
                    {k: Vocab.from_dict(v) for k, v in d["vocabs"].items()}, Templates.from_dict(d["tcp_opts"]),
                    Templates.from_dict(d["ip_opts"]), Layout.from_dict(d["layout"]), dict(d.get("coverage", {})),
@@ -368,7 +382,10 @@ class FieldTokenizer:
                    int(d.get("conversations", 0)), str(d.get("tcp_state", "off")),
                    {str(k): [float(x) for x in v] for k, v in d.get("tcp_rates", {}).items()},
                    str(d.get("conv_decode", "index")),
-                   {str(k): [float(x) for x in v] for k, v in d.get("single_rates", {}).items()})
+                   {str(k): [float(x) for x in v] for k, v in d.get("single_rates", {}).items()},
+                   str(d.get("iat_decode", "sampled")),
+                   {str(k): {str(r): [float(x) for x in q] for r, q in v.items()}
+                    for k, v in d.get("iat_roles", {}).items()})
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
