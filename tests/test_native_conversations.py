@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_sets import labelled_traces
 
 from netdiff_lib.config import tiny
 from netdiff_lib.errors import ConfigError
@@ -22,7 +23,6 @@ from netdiff_lib.models.native.field_tokens import FieldTokens
 from netdiff_lib.models.native.model import load_model_dir, save_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
 from netdiff_lib.models.native.tokens import FieldTokenizer, read_fields
-from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.repair import RepairConfig, reconstruct_batch
 from netdiff_lib.trace import Trace
 from netdiff_lib.validate import validate_pcap
@@ -30,12 +30,7 @@ from netdiff_lib.validate import validate_pcap
 
 @pytest.fixture(scope="module")
 def traces(samples_dir: Path) -> list[Trace]:
-    out = []
-    for pcap in sorted(samples_dir.glob("*/*.pcap")):
-        t = encode_pcap(pcap, max_packets=256).trace
-        t.label = pcap.parent.name
-        out.append(t)
-    return out
+    return labelled_traces(samples_dir, 256)
 
 
 def _fit(traces: list[Trace], endpoints: str = "conv", tcp_state: str = "off", k: int = 8,

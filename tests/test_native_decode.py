@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sample_sets import labelled_traces
 
 from netdiff_lib.config import Config, GenerateConfig, tiny
 from netdiff_lib.errors import ConfigError
@@ -19,7 +20,6 @@ from netdiff_lib.models.native.sampler import generate_traces
 from netdiff_lib.models.native.token_decode import BatchCodec, decode_packed
 from netdiff_lib.models.native.token_schema import VALUE_FIELDS
 from netdiff_lib.models.native.vocab import Templates, Vocab, variable_bytes
-from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.trace import Trace
 
 torch.set_num_threads(1)
@@ -27,12 +27,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def traces(samples_dir: Path) -> list[Trace]:
-    out = []
-    for pcap in sorted(samples_dir.glob("*/*.pcap")):
-        t = encode_pcap(pcap, max_packets=64).trace
-        t.label = pcap.parent.name
-        out.append(t)
-    return out
+    return labelled_traces(samples_dir, 64)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_sets import labelled_traces
 
 from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError
@@ -18,7 +19,6 @@ from netdiff_lib.models.native.iat_roles import ROLES, fit_iat_roles, packet_rol
 from netdiff_lib.models.native.model import load_model_dir, save_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
 from netdiff_lib.models.native.tokens import FieldTokenizer, read_fields
-from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.trace import Trace
 from netdiff_lib.validate import validate_pcap
 
@@ -30,12 +30,7 @@ TABLES = {"": {"all": list(np.linspace(0.0, 6.0, 101)), "open": list(np.linspace
 
 @pytest.fixture(scope="module")
 def traces(samples_dir: Path) -> list[Trace]:
-    out = []
-    for pcap in sorted(samples_dir.glob("*/*.pcap")):
-        t = encode_pcap(pcap, max_packets=256).trace
-        t.label = pcap.parent.name
-        out.append(t)
-    return out
+    return labelled_traces(samples_dir, 256)
 
 
 def _fit(traces: list[Trace], iat_decode: str = "role") -> FieldTokenizer:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sample_sets import labelled_traces
 
 from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError
@@ -17,7 +18,6 @@ from netdiff_lib.models.native.discrete import TokenDiT, reveal_plan, sample_tok
 from netdiff_lib.models.native.field_tokens import FieldTokens
 from netdiff_lib.models.native.model import load_model_dir, save_model_dir
 from netdiff_lib.models.native.sampler import generate_traces
-from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.trace import Trace
 
 torch.set_num_threads(1)
@@ -26,12 +26,7 @@ FIRST = "diffusion.reveal=structure_first"
 
 @pytest.fixture(scope="module")
 def traces(samples_dir: Path) -> list[Trace]:
-    out = []
-    for pcap in sorted(samples_dir.glob("*/*.pcap")):
-        t = encode_pcap(pcap, max_packets=64).trace
-        t.label = pcap.parent.name
-        out.append(t)
-    return out
+    return labelled_traces(samples_dir, 64)
 
 
 def _model(traces: list[Trace], cfg: Config) -> tuple[FieldTokens, TokenDiT]:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_sets import labelled_traces
 
 from netdiff_lib.config import tiny
 from netdiff_lib.models.native import data as native_data
 from netdiff_lib.models.native.field_tokens import FieldTokens
-from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.schema import NETDIFFUSION
 from netdiff_lib.segment import parse_traces, segment_capture
 from netdiff_lib.trace import Trace
@@ -24,12 +24,7 @@ from netdiff_lib.trace import Trace
 
 @pytest.fixture(scope="module")
 def file_traces(samples_dir: Path) -> list[Trace]:
-    out = []
-    for pcap in sorted(samples_dir.glob("*/*.pcap")):
-        t = encode_pcap(pcap, max_packets=256).trace
-        t.label = pcap.parent.name
-        out.append(t)
-    return out
+    return labelled_traces(samples_dir, 256)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sample_sets import labelled_traces
 
 from netdiff_lib.config import Config, tiny
 from netdiff_lib.errors import ConfigError, InputError
@@ -27,7 +28,6 @@ from netdiff_lib.models.native.vocab import (
     template_of,
     variable_bytes,
 )
-from netdiff_lib.nprint.encode import encode_pcap
 from netdiff_lib.payloads.ports import registered
 from netdiff_lib.trace import Trace
 
@@ -36,12 +36,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def traces(samples_dir: Path) -> list[Trace]:
-    out = []
-    for pcap in sorted(samples_dir.glob("*/*.pcap")):
-        t = encode_pcap(pcap, max_packets=64).trace
-        t.label = pcap.parent.name
-        out.append(t)
-    return out
+    return labelled_traces(samples_dir, 64)
 
 
 @pytest.fixture(scope="module")
