@@ -16,7 +16,7 @@ from netdiff_lib.errors import ConfigError, InputError
 from netdiff_lib.inputs import label_of, output_names
 from netdiff_lib.nprint.encode import CAPTURE_MODES
 from netdiff_lib.schema import Layout
-from netdiff_lib.segment.builder import segment_capture
+from netdiff_lib.segment.capture import segment_capture
 from netdiff_lib.segment.options import TraceOptions
 from netdiff_lib.segment.spec import SegmentStats, safe_name
 from netdiff_lib.store import StoreWriter

@@ -19,7 +19,7 @@ gives one trace per label); without one, every packet has the capture's label. S
 dropped when the trace ends, so memory is bounded by the open traces, never by the capture.
 """
 
-from netdiff_lib.segment.builder import segment_capture
+from netdiff_lib.segment.capture import segment_capture
 from netdiff_lib.segment.spec import FLOW_TIMEOUT, MODES, SegmentStats, TraceSpec, parse_traces
 
 __all__ = ["FLOW_TIMEOUT", "MODES", "SegmentStats", "TraceSpec", "parse_traces", "segment_capture"]

@@ -12,26 +12,23 @@ ends when a packet comes more than the idle timeout after its previous one, or a
 more than the timeout after it; a full trace stays as a marker without rows, so that its later packets are counted,
 until it ends. At the end of the capture every open trace ends. Traces come out in the order the per-packet builder
 gave them (tests/segment_reference.py), which the differential tests check. For a trace store, a batch at a time,
-:mod:`netdiff_lib.segment.columnar` follows the runs on arrays instead (:func:`make_builder`).
+:mod:`netdiff_lib.segment.columnar` follows the runs on arrays instead (:mod:`netdiff_lib.segment.capture` picks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from netdiff_lib.labels.base import LabelIndex, addr_text
-from netdiff_lib.nprint.encode import EncodedBatch, encode_batch, skip_counts
-from netdiff_lib.pcap import PcapFile
+from netdiff_lib.nprint.encode import EncodedBatch
 from netdiff_lib.schema import Layout
 from netdiff_lib.segment.keys import LocalNets, batch_keys
 from netdiff_lib.segment.place import Placements, label_codes, place
 from netdiff_lib.segment.runs import Runs
 from netdiff_lib.segment.spec import BEYOND, LATE, NO_LOCAL, UNLABELLED_DROPPED, SegmentStats, TraceSpec
-from netdiff_lib.store.codec import PackedTrace, PackedTraces, byte_offsets, pack_header_bytes, row_plan
+from netdiff_lib.store.codec import PackedTrace, byte_offsets, pack_header_bytes, row_plan
 from netdiff_lib.trace import Trace
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -360,47 +357,3 @@ def packs_directly(layout: Layout, mode: str) -> bool:
     """Whether the encoder's header bytes are a store's packed rows as they are: every block whole bytes, and not
     nPrint's wireless quirk (radiotap bytes cut to the 802.11 header's width)."""
     return row_plan(layout).prefix and not (mode == "nprint" and any(b in ("radiotap", "wlan") for b in layout.blocks))
-
-
-def make_builder(args: tuple, packed: bool, batched: bool) -> _Builder:
-    """The builder for :func:`segment_capture`'s ``args`` (spec ... index): for a store's packed rows a batch at
-    a time (no ``index``), :class:`~netdiff_lib.segment.columnar.ArrayBuilder`."""
-    if packed and batched and args[-1] is None:
-        from netdiff_lib.segment.columnar import ArrayBuilder
-
-        return ArrayBuilder(*args)
-    return _Builder(*args, packed)
-
-
-def segment_capture(path: str | Path, spec: TraceSpec, layout: Layout, *, max_packets: int | None,
-                    label: str | None = None, labels: LabelIndex | None = None, unlabelled: str = "drop",
-                    mode: str = "netdiff", source: str | None = None, stats: SegmentStats | None = None,
-                    index: int | None = None, batch_size: int = 16384, packed: bool = False,
-                    batched: bool = False) -> Iterator[Trace | PackedTrace | PackedTraces]:
-    """Cut a capture into traces (see :mod:`netdiff_lib.segment`), yielding each when it ends.
-
-    Packets get ``label`` (the capture's), or with ``labels`` the label of their flow or host at their time;
-    packets without one are left out (``unlabelled="drop"``) or labelled ``unlabelled`` (``"keep"``). The counts
-    go to ``stats`` when given. ``index`` (an nPrint ``-O`` value, e.g. 0 for source addresses) also fills each
-    trace's ``index``.  ``packed`` (for a trace store: :func:`packs_directly` says when it applies) gives
-    :class:`~netdiff_lib.store.codec.PackedTrace` objects, the header bytes never expanded to bits; with ``batched``
-    too (and no ``index``), each batch's traces as one :class:`~netdiff_lib.store.codec.PackedTraces`.
-    """
-    pcap = PcapFile(path)
-    packed = packed and packs_directly(layout, mode)
-    b = make_builder((spec, layout, max_packets, source or str(path), labels, label, unlabelled, index), packed,
-                     batched)
-    if stats is not None:
-        b.stats = stats
-    for batch in pcap.batches(batch_size=batch_size):
-        b.stats.packets += len(batch)
-        if spec.mode == "file" and labels is None and b.one_full():
-            b.stats.dropped[BEYOND] += len(batch)  # the one trace is full: count the rest, encode nothing
-            continue
-        enc = encode_batch(batch, layout, mode, bits=not packed)
-        b.stats.dropped.update(skip_counts(enc))
-        b.add_batch(enc, batch.ts_ns[enc.keep])
-        yield from b.done
-        b.done = []
-    b.finish()
-    yield from b.done

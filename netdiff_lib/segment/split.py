@@ -34,7 +34,8 @@ from netdiff_lib.nprint.encode import encode_batch, skip_counts
 from netdiff_lib.pcap import PcapFile
 from netdiff_lib.pcap.records import MAX_CAPLEN
 from netdiff_lib.schema import Layout
-from netdiff_lib.segment.builder import make_builder, packs_directly, segment_capture
+from netdiff_lib.segment.builder import packs_directly
+from netdiff_lib.segment.capture import make_builder, segment_capture
 from netdiff_lib.segment.spec import SegmentStats, TraceSpec
 from netdiff_lib.store.codec import PackedTrace, PackedTraces
 from netdiff_lib.trace import Trace
@@ -134,7 +135,7 @@ def segment_part(path: str | Path, spec: TraceSpec, layout: Layout, *, part: int
                  stats: SegmentStats | None = None, index: int | None = None,
                  batch_size: int = 16384, packed: bool = False,
                  batched: bool = False) -> Iterator[Trace | PackedTrace | PackedTraces]:
-    """The traces of :func:`~netdiff_lib.segment.builder.segment_capture` that worker ``part`` of ``parts`` owns
+    """The traces of :func:`~netdiff_lib.segment.capture.segment_capture` that worker ``part`` of ``parts`` owns
     (see the module doc); with ``parts`` 1, all of them.  ``packed``, ``batched``: as for ``segment_capture``."""
     packed = packed and packs_directly(layout, mode)
     kw = {"max_packets": max_packets, "label": label, "labels": labels, "unlabelled": unlabelled, "mode": mode,
