@@ -90,6 +90,7 @@ def test_tcp_state_off_changes_the_flags_in_this_process_and_in_decode_workers(m
     # calibrate, which this model has no one-packet shares for, falls back to regroup, the trained rule, with a
     # notice)
     assert _flags(tmp_path / "workers") == flags
+    assert "decoding processes failed" not in workers.stderr  # decoded in the workers, not the fallback thread
     notices = [line for line in workers.stderr.splitlines() if "notice" in line]
     assert len(notices) == 1 and "model.conv_decode=calibrate" in notices[0] and "regroup" in notices[0]
     assert _digest(model_dir) == before  # the folder is never rewritten
