@@ -29,6 +29,13 @@ IAT_DECODE = ("sampled", "role")
 REVEAL_ORDERS = ("random", "structure_first")
 #: Keys older model folders and checkpoints may hold that only the first design (continuous features) read.
 REMOVED_KEYS = {"diffusion": ("num_train_timesteps", "beta_schedule")}
+#: ``netdiff generate --set``: the keys a trained model's generation may change (sampling and decoding rules); every
+#: other key shapes the network or the fitted vocabularies, or only concerns training.
+GENERATION_KEYS = {
+    "model": ("tcp_state", "conv_decode", "iat_decode"),
+    "diffusion": ("sample_steps", "guidance", "temperature", "kind_steps", "conv_order", "reveal", "structure_steps"),
+    "generate": ("compile", "compile_backend", "decode_workers"),
+}
 
 
 @dataclass(frozen=True)
@@ -356,6 +363,20 @@ class Config:
             section, name, part, text = split_setting(out, item, SECTIONS)
             out = replace(out, **{section: replace(part, **{name: _parse(text, getattr(part, name), item)})})
         return out
+
+    def with_generation_settings(self, assignments: Sequence[str]) -> Config:
+        """:meth:`with_settings` for a trained model's generation: only the keys of :data:`GENERATION_KEYS`."""
+        allowed = ", ".join(f"{s}.{k}" for s, keys in GENERATION_KEYS.items() for k in keys)
+        for item in assignments:
+            try:
+                section, name, _, _ = split_setting(self, item, SECTIONS)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}; generation takes {allowed}") from None
+            if name not in GENERATION_KEYS.get(section, ()):
+                raise ConfigError(f"bad setting {item!r}: {section}.{name} is not a generation setting (it shapes "
+                                  f"the network or the fitted vocabularies, or only training); generation takes "
+                                  f"{allowed}")
+        return self.with_settings(list(assignments))
 
 
 SECTIONS = ("model", "diffusion", "train", "privacy", "generate", "data")

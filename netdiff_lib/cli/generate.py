@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from netdiff_lib.cli._options import add_out, add_quiet, add_sample_steps
@@ -29,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controlnet", metavar="PATH_OR_URI", help="sd15: ControlNet weights, likewise")
     p.add_argument("--compile", choices=("auto", "on", "off"),
                    help="native: sample through torch.compile (default: the model's generate.compile; auto: on GPUs)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="native: change a sampling or decoding setting for this run only, e.g. model.tcp_state=off "
+                        "(repeatable; the model folder is not changed; netdiff_lib.config.GENERATION_KEYS)")
     p.add_argument("--arrays", action="store_true", help="also write <label>/<label>_<n>.npz trace arrays")
     add_quiet(p, aliases=("--no-progress",))
 
@@ -50,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out)  # before the model is loaded and sampled
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = backend_of(args.model)
+    get_backend(backend).check_generation_settings(args.settings)  # before the model is loaded
     model = get_backend(backend).load(args.model, device=device, weights=pretrained(args))
+    for notice in model.apply_settings(args.settings) if args.settings else []:
+        print(f"netdiff generate: notice: {notice}", file=sys.stderr)
     per_class = {lab: args.per_class for lab in (args.labels or model.labels)}
     sampling = Sampling(steps=args.sample_steps, guidance=args.guidance, timing=args.timing, seed=args.seed,
                         progress=not args.quiet, compile=args.compile)

@@ -143,6 +143,13 @@ class TraceGenerator(ABC):
 
     labels: list[str]
 
+    def apply_settings(self, settings: Sequence[str]) -> list[str]:
+        """Apply ``netdiff generate --set`` ``section.key=value`` ``settings`` to this loaded model, in memory only
+        (never to its folder); returns one-line notices (a rule this model cannot follow, and what it does instead).
+        ConfigError for a key that cannot change once the model is trained; by default every key."""
+        refuse_settings(type(self).__name__, settings)
+        return []
+
     @property
     @abstractmethod
     def layout(self) -> Layout:
@@ -178,10 +185,21 @@ class Backend(ABC):
         """Train on ``data`` and write the model folder ``out`` (local or ``s3://``; its checkpoints under
         ``out/checkpoints``, resumed from when ``resume``); returns ``out``."""
 
+    def check_generation_settings(self, settings: Sequence[str]) -> None:
+        """ConfigError, before a model is loaded, for ``netdiff generate --set`` ``settings`` that its
+        :meth:`TraceGenerator.apply_settings` would refuse; by default any."""
+        refuse_settings(f"backend {self.name!r}", settings)
+
     @abstractmethod
     def load(self, model_dir: str, device: str = "cpu", weights: Mapping[str, str] | None = None) -> TraceGenerator:
         """Load a model folder written by :meth:`train`; ``weights`` (roles as in :meth:`config`) replace the
         pretrained weights the folder names (another copy of the same weights, e.g. on another machine)."""
+
+
+def refuse_settings(what: str, settings: Sequence[str]) -> None:
+    """ConfigError for any generation setting: ``what`` (a backend, a model) takes none."""
+    if settings:
+        raise ConfigError(f"--set {settings[0]}: {what} takes no generation settings (only native models do)")
 
 
 PRIVACY_MODES = ("on", "off")

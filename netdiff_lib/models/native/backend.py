@@ -32,6 +32,9 @@ class NativeBackend(Backend):
               progress: bool = True) -> str:
         return train(config, data, out, resume=resume, progress=progress)
 
+    def check_generation_settings(self, settings: Sequence[str]) -> None:
+        presets.base().with_generation_settings(settings)
+
     def load(self, model_dir: str, device: str = "cpu", weights: Mapping[str, str] | None = None) -> NativeModel:
         no_weights(self.name, weights)
         model = load_model_dir(model_dir, device=device)

@@ -16,16 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from netdiff_lib.config import Config
+from netdiff_lib.config import Config, ModelConfig
 from netdiff_lib.models.native.discrete import TokenDiT, TwoStageSchedule, sample_tokens, token_loss
 from netdiff_lib.models.native.representation import Representation
-from netdiff_lib.models.native.token_decode import BatchCodec
+from netdiff_lib.models.native.token_decode import BatchCodec, with_rules
 from netdiff_lib.models.native.tokens import IAT_TOKEN_BINS, FieldTokenizer
 from netdiff_lib.schema import Layout
 from netdiff_lib.trace import Trace
 
 #: the fields revealed first with ``diffusion.reveal=structure_first`` (the packet kind is stage 1 already)
 STRUCTURE_FIELDS = ("conv", "server_port", "client_port", "sport", "dport")
+#: the ``model`` keys the tokenizer keeps a copy of and decodes by (tokens.json)
+DECODE_RULES = ("tcp_state", "conv_decode", "iat_decode")
 
 
 class FieldTokens(Representation):
@@ -119,6 +121,15 @@ class FieldTokens(Representation):
 
     def host_codec(self) -> BatchCodec:
         return BatchCodec(self.tokenizer)
+
+    def with_decoding(self, model: ModelConfig, keys: Sequence[str]) -> tuple[FieldTokens, list[str]]:
+        """The tokenizer's decoding rules ``keys`` (of :data:`DECODE_RULES`) as in ``model``: see
+        :func:`~netdiff_lib.models.native.token_decode.with_rules`."""
+        rules = {k: getattr(model, k) for k in keys if k in DECODE_RULES}
+        if not rules:
+            return self, []
+        tok, notices = with_rules(self.tokenizer, **rules)
+        return FieldTokens(tok), notices
 
     def save(self, path: str | Path) -> None:
         self.tokenizer.save(path)

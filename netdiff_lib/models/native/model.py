@@ -24,6 +24,7 @@ representation's signature), the representation's fitted state (``tokens.json``)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,16 @@ class NativeModel(TraceGenerator):
         traces = generate_traces(self, per_class, steps=s.steps, guidance=s.guidance, seed=s.seed,
                                  progress=s.progress, length=length, compile=s.compile, timings=timings)
         return empirical_times(traces, self.empirical_models(), s.seed) if s.timing == "empirical" else traces
+
+
+    def apply_settings(self, settings: Sequence[str]) -> list[str]:
+        """See :meth:`TraceGenerator.apply_settings`: the keys of :data:`netdiff_lib.config.GENERATION_KEYS`; the
+        ``model`` ones reach the decoder (the representation's copy, which worker processes are sent) too."""
+        self.config = self.config.with_generation_settings(settings)
+        keys = [item.partition("=")[0].strip().partition(".")[2] for item in settings
+                if item.strip().startswith("model.")]
+        self.representation, notices = self.representation.with_decoding(self.config.model, keys)
+        return notices
 
 
 def plain_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -39,7 +39,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from netdiff_lib.config import Config
+    from netdiff_lib.config import Config, ModelConfig
     from netdiff_lib.schema import Layout
     from netdiff_lib.trace import Trace
 
@@ -140,6 +140,12 @@ class Representation(ABC):
         work, returning something small to send back) and ``expand(compact)`` (what :meth:`decode` returns); None
         (the default): batches are decoded in a thread of the sampling process."""
         return None
+
+    def with_decoding(self, model: ModelConfig, keys: Sequence[str]) -> tuple[Representation, list[str]]:
+        """This representation decoding by the rules ``keys`` of ``model`` (``netdiff generate --set
+        model.tcp_state=...``), and one-line notices for the rules whose fitted state it lacks; the default has no
+        such rules."""
+        return self, []
 
     @abstractmethod
     def save(self, path: str | Path) -> None:

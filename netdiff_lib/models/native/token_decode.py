@@ -12,7 +12,7 @@ Either way a batch and its random generator give the same rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +31,27 @@ from netdiff_lib.schema import BLOCKS, Layout
 
 if TYPE_CHECKING:
     from netdiff_lib.models.native.tokens import FieldTokenizer
+
+
+def with_rules(tok: FieldTokenizer, **rules: str) -> tuple[FieldTokenizer, list[str]]:
+    """``tok`` decoding by other ``rules`` (``tcp_state``, ``conv_decode``, ``iat_decode``: ``netdiff generate
+    --set``; the fitted state is kept), and a one-line notice for each rule that needs fitted state ``tok`` lacks
+    (a folder trained without it), which then decodes as such a folder always did."""
+    notices = []
+    if rules.get("tcp_state", "off") != "off" and not tok.tcp_rates:
+        notices.append(f"model.tcp_state={rules['tcp_state']} needs the TCP opening rates fitted in training, which "
+                       "this model lacks (trained with tcp_state=off): TCP flags stay as sampled")
+    if rules.get("conv_decode", "index") != "index" and tok.endpoints != "conv":
+        notices.append(f"model.conv_decode={rules['conv_decode']} applies to model.endpoints=conv only: this model's "
+                       "ports decode as before")
+        rules["conv_decode"] = "index"
+    elif rules.get("conv_decode") == "calibrate" and not tok.single_rates:
+        notices.append("model.conv_decode=calibrate needs the one-packet flow shares fitted in training, which this "
+                       "model lacks (trained with another conv_decode): decoding as regroup")
+    if rules.get("iat_decode") == "role" and not tok.iat_roles:
+        notices.append("model.iat_decode=role needs the role tables fitted in training, which this model lacks: "
+                       "inter-arrival times stay as sampled")
+    return replace(tok, **rules), notices
 
 
 @dataclass
