@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_sets import handshakes
 
 from netdiff_lib.config import tiny
-from netdiff_lib.models.native.endpoints import ACK, SYN, flow_ids
 from netdiff_lib.models.native.tokens import read_fields
 from netdiff_lib.trace import load_trace
 
@@ -51,22 +51,6 @@ def _flags(out: Path) -> dict[str, list[int]]:
     return flags
 
 
-def _handshakes(out: Path) -> tuple[int, int]:
-    """(connections opened by a SYN with three packets or more, those of them opened SYN, SYN-ACK, ACK)."""
-    opened = whole = 0
-    for path in sorted(out.rglob("*.npz")):
-        f = read_fields(load_trace(path).matrix)
-        sel = np.flatnonzero((f.l3 != 0) & (f.l4 == 1))
-        s, d, fl = f.values["sport"][sel], f.values["dport"][sel], f.values["tcp_flags"][sel]
-        flow = flow_ids(np.zeros(len(sel)), f.l3[sel], f.l4[sel], s, d)
-        for k in np.unique(flow):
-            at = np.flatnonzero(flow == k)
-            if len(at) >= 3 and fl[at[0]] == SYN and s[at[0]] != d[at[0]]:
-                opened += 1
-                whole += bool(fl[at[1]] == SYN | ACK and fl[at[2]] & (SYN | ACK) == ACK)
-    return opened, whole
-
-
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -77,7 +61,7 @@ def test_tcp_state_off_changes_the_flags_in_this_process_and_in_decode_workers(m
     before = _digest(model_dir)
     default = _generate(model_dir, tmp_path / "default", "generate.decode_workers=0")
     assert default.returncode == 0, default.stderr
-    opened, whole = _handshakes(tmp_path / "default")
+    opened, whole = handshakes(load_trace(p).matrix for p in sorted((tmp_path / "default").rglob("*.npz")))
     assert opened > 0 and whole == opened  # handshake, as trained: every opened connection starts SYN, SYN-ACK, ACK
     off = _generate(model_dir, tmp_path / "off", "model.tcp_state=off", "generate.decode_workers=0")
     workers = _generate(model_dir, tmp_path / "workers", "model.tcp_state=off", "generate.decode_workers=2",
