@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from netdiff_lib.atomic import atomic_path
-from netdiff_lib.config import Config
+from netdiff_lib.config import SECTIONS, Config, split_setting
 from netdiff_lib.errors import ConfigError, InputError, TrainingError
 from netdiff_lib.models.base import GeneratedTrace, Sampling, TraceGenerator, empirical_times
 from netdiff_lib.models.native.representation import Representation, representation_class
@@ -83,13 +83,12 @@ class NativeModel(TraceGenerator):
                                  progress=s.progress, length=length, compile=s.compile, timings=timings)
         return empirical_times(traces, self.empirical_models(), s.seed) if s.timing == "empirical" else traces
 
-
     def apply_settings(self, settings: Sequence[str]) -> list[str]:
         """See :meth:`TraceGenerator.apply_settings`: the keys of :data:`netdiff_lib.config.GENERATION_KEYS`; the
         ``model`` ones reach the decoder (the representation's copy, which worker processes are sent) too."""
         self.config = self.config.with_generation_settings(settings)
-        keys = [item.partition("=")[0].strip().partition(".")[2] for item in settings
-                if item.strip().startswith("model.")]
+        keys = [name for section, name, _, _ in (split_setting(self.config, item, SECTIONS) for item in settings)
+                if section == "model"]
         self.representation, notices = self.representation.with_decoding(self.config.model, keys)
         return notices
 
